@@ -1,0 +1,287 @@
+"""Double-entry ledger rules, as pure functions over immutable values.
+
+A transfer moves money between accounts with two or more postings whose integer amounts
+(ledger units, see `billfold.domain.money`) sum to zero per currency. Postings are never
+changed; a mistake is corrected by a reversal, a new transfer with the opposite postings.
+
+Sign convention: a posting adds its amount to the account's balance. A user's wallet
+balance is what the platform owes the user, so a top-up is +amount on the wallet and
+-amount on external cash; a charge is -amount on the wallet, + on provider earnings
+and platform revenue.
+
+Every committed transfer carries a SHA-256 hash over its content and the hash of the
+transfer before it, so the journal is a chain: editing or deleting a row breaks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_HALF_UP, Decimal
+from enum import StrEnum
+from typing import Final
+
+from billfold.domain.errors import InsufficientFunds, InvalidRequest
+from billfold.domain.money import MAX_UNITS, MONEY_CONTEXT
+
+GENESIS_HASH: Final = "0" * 64
+MAX_POSTINGS: Final = 64
+
+
+class AccountKind(StrEnum):
+    WALLET = "wallet"
+    RECEIVABLE = "receivable"
+    PROVIDER_EARNINGS = "provider_earnings"
+    PLATFORM_REVENUE = "platform_revenue"
+    EXTERNAL_CASH = "external_cash"
+    PROMOTIONAL_CREDITS = "promotional_credits"
+    TAXES = "taxes"
+
+
+class OwnerType(StrEnum):
+    USER = "user"
+    PROVIDER = "provider"
+    PLATFORM = "platform"
+
+
+PLATFORM_OWNER_ID: Final = "platform"
+
+
+class TransferKind(StrEnum):
+    TOP_UP = "top_up"
+    CHARGE = "charge"
+    CAPTURE = "capture"
+    REFUND = "refund"
+    REVERSAL = "reversal"
+    PAYOUT = "payout"
+    INVOICE_PAYMENT = "invoice_payment"
+    ADJUSTMENT = "adjustment"
+
+
+class HoldStatus(StrEnum):
+    PENDING = "pending"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """One side of a transfer: `amount` ledger units added to an account's balance."""
+
+    account_id: int
+    currency: str
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSpec:
+    """A transfer as asked for: what moves where, and what it was for."""
+
+    id: str
+    kind: TransferKind
+    postings: tuple[Posting, ...]
+    user_id: str | None = None
+    provider_id: str | None = None
+    service: str | None = None
+    metric: str | None = None
+    quantity: str | None = None
+    description: str | None = None
+    reference: str | None = None
+    reverses: str | None = None
+    hold_id: str | None = None
+    # Postings on these accounts may take them past their floor. Only debt collection
+    # uses it (usage that already happened is a fact, DESIGN.md 4); nothing else may.
+    unbounded_accounts: frozenset[int] = field(default_factory=frozenset)
+
+    def content(self) -> dict[str, object]:
+        """The fields that make two requests for the same transfer id the same transfer."""
+        return {
+            "id": self.id,
+            "kind": str(self.kind),
+            "postings": sorted((p.account_id, p.currency, p.amount) for p in self.postings),
+            "user_id": self.user_id,
+            "provider_id": self.provider_id,
+            "service": self.service,
+            "metric": self.metric,
+            "quantity": self.quantity,
+            "description": self.description,
+            "reference": self.reference,
+            "reverses": self.reverses,
+            "hold_id": self.hold_id,
+        }
+
+    def digest(self) -> str:
+        return _sha256(_canonical(self.content()))
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """An account's cached balance: posted money, money held for open holds, and its floor."""
+
+    posted: int
+    held: int
+    floor: int | None
+
+    @property
+    def available(self) -> int | None:
+        """What may still be spent or held; None where the account has no floor."""
+        if self.floor is None:
+            return None
+        return self.posted - self.held - self.floor
+
+
+def validate_postings(postings: Sequence[Posting]) -> tuple[Posting, ...]:
+    """Merges postings per account, drops zeros, and checks the double-entry rules."""
+    merged: dict[tuple[int, str], int] = defaultdict(int)
+    for posting in postings:
+        merged[(posting.account_id, posting.currency)] += posting.amount
+    result = tuple(
+        Posting(account_id, cur, amount)
+        for (account_id, cur), amount in sorted(merged.items())
+        if amount != 0
+    )
+    if len(result) < 2:
+        raise InvalidRequest("a transfer needs at least two non-zero postings", code="empty_transfer")
+    if len(result) > MAX_POSTINGS:
+        raise InvalidRequest(f"a transfer may have at most {MAX_POSTINGS} postings")
+    totals: dict[str, int] = defaultdict(int)
+    for posting in result:
+        if abs(posting.amount) >= MAX_UNITS:
+            raise InvalidRequest("a posting amount is too large", code="amount_too_large")
+        totals[posting.currency] += posting.amount
+    unbalanced = {cur: total for cur, total in totals.items() if total != 0}
+    # Callers build postings in code, so an unbalanced transfer is a bug, not bad input.
+    assert not unbalanced, f"postings do not sum to zero: {unbalanced}"
+    return result
+
+
+def apply_postings(
+    balances: Mapping[int, Balance],
+    postings: Iterable[Posting],
+    *,
+    unbounded: frozenset[int] = frozenset(),
+) -> dict[int, Balance]:
+    """The balances after the postings; refuses any that would take an account past its floor."""
+    after = dict(balances)
+    for posting in postings:
+        before = after[posting.account_id]
+        new = Balance(before.posted + posting.amount, before.held, before.floor)
+        if abs(new.posted) >= MAX_UNITS:
+            raise InvalidRequest("the balance would be too large", code="amount_too_large")
+        if (
+            posting.amount < 0
+            and new.floor is not None
+            and posting.account_id not in unbounded
+            and new.posted - new.held < new.floor
+        ):
+            raise InsufficientFunds(
+                "the balance cannot cover this amount", code="insufficient_funds"
+            )
+        after[posting.account_id] = new
+    return after
+
+
+def check_hold(balance: Balance, amount: int) -> Balance:
+    """The balance with `amount` more held; refuses a hold that the balance cannot cover."""
+    assert amount > 0
+    new = Balance(balance.posted, balance.held + amount, balance.floor)
+    if new.floor is not None and new.posted - new.held < new.floor:
+        raise InsufficientFunds("the balance cannot cover this hold", code="insufficient_funds")
+    return new
+
+
+def split_charge(amount: int, commission_rate: Decimal) -> tuple[int, int]:
+    """Splits a charge into (provider share, platform commission), in ledger units.
+
+    The commission is rounded half-up to a whole ledger unit and the provider gets the
+    rest, so the two shares always add up to the charge exactly.
+    """
+    assert Decimal(0) <= commission_rate <= Decimal(1)
+    commission = int(
+        (Decimal(amount) * commission_rate).to_integral_value(ROUND_HALF_UP, MONEY_CONTEXT)
+    )
+    return amount - commission, commission
+
+
+def divide_half_up(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded half away from zero, exactly, in integers."""
+    assert denominator != 0
+    sign = -1 if (numerator < 0) != (denominator < 0) else 1
+    quotient, remainder = divmod(abs(numerator), abs(denominator))
+    if remainder * 2 >= abs(denominator):
+        quotient += 1
+    return sign * quotient
+
+
+def reversal_postings(
+    original: Sequence[Posting], anchor_account_id: int, anchor_amount: int
+) -> tuple[Posting, ...]:
+    """Opposite postings that move `anchor_amount` on the anchor account, the rest in proportion.
+
+    A full reversal (anchor_amount equal and opposite to the original anchor posting)
+    negates every posting exactly. A partial one scales the other postings by the same
+    fraction, rounded half-up, and the largest of them absorbs the rounding remainder so
+    the reversal still sums to zero per currency.
+    """
+    original_anchor = sum(p.amount for p in original if p.account_id == anchor_account_id)
+    assert original_anchor != 0 and abs(anchor_amount) <= abs(original_anchor)
+    assert (anchor_amount < 0) != (original_anchor < 0), "a reversal moves money back"
+    result = [
+        Posting(
+            p.account_id,
+            p.currency,
+            anchor_amount
+            if p.account_id == anchor_account_id
+            else divide_half_up(p.amount * anchor_amount, original_anchor),
+        )
+        for p in original
+    ]
+    totals: dict[str, int] = defaultdict(int)
+    for posting in result:
+        totals[posting.currency] += posting.amount
+    for cur, remainder in totals.items():
+        if remainder == 0:
+            continue
+        index = max(
+            (i for i, p in enumerate(result) if p.currency == cur and p.account_id != anchor_account_id),
+            key=lambda i: abs(result[i].amount),
+        )
+        target = result[index]
+        result[index] = Posting(target.account_id, cur, target.amount - remainder)
+    return tuple(result)
+
+
+def chain_hash(
+    *,
+    prev_hash: str,
+    seq: int,
+    transfer_id: str,
+    kind: str,
+    posted_at: datetime,
+    digest: str,
+    postings: Iterable[tuple[int, str, int]],
+) -> str:
+    """The hash of one journal entry, chained to the entry before it."""
+    body = {
+        "prev": prev_hash,
+        "seq": seq,
+        "id": transfer_id,
+        "kind": kind,
+        "at": posted_at.isoformat(),
+        "digest": digest,
+        "postings": sorted(postings),
+    }
+    return _sha256(_canonical(body))
+
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

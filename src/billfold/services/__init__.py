@@ -1,0 +1,1 @@
+"""The service layer: one module per capability, shared by the API, the CLI and workers."""

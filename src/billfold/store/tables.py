@@ -1,0 +1,198 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations create and upgrade it.
+
+Money columns are BigInteger ledger units (see `billfold.domain.money`); decimal
+parameters that are not money (rates) are stored as exact decimal text.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from billfold.store.types import UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = 40  # Length of public ids: a prefix of up to 13 characters, "_", 26 characters.
+TRANSFER_ID = 255  # Transfer ids may be client-chosen, so they get room.
+
+# --- parties --------------------------------------------------------------------------
+
+providers = Table(
+    "providers",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name_enc", Text, nullable=False),
+    Column("email_enc", Text, nullable=False),
+    Column("email_index", String(64), nullable=False, unique=True),
+    Column("commission_rate", String(40), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("name_enc", Text, nullable=False),
+    Column("email_enc", Text, nullable=False),
+    Column("email_index", String(64), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("billing_mode", String(16), nullable=False),
+    Column("credit_limit", BigInteger, nullable=False),
+    Column("external_id", String(255), nullable=True, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    CheckConstraint("credit_limit >= 0", name="credit_limit_not_negative"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("hint", String(16), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("provider_id", String(ID), ForeignKey("providers.id"), nullable=True),
+    Column("user_id", String(ID), ForeignKey("users.id"), nullable=True),
+    Column("name", String(200), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+# --- the ledger -----------------------------------------------------------------------
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("owner_type", String(16), nullable=False),
+    Column("owner_id", String(ID), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("currency", String(3), nullable=False),
+    # Cached balances: always equal to the sum of postings and the open holds, which
+    # `billfold verify` checks. `floor` is the lowest posted - held may go (NULL: none).
+    Column("posted", BigInteger, nullable=False),
+    Column("held", BigInteger, nullable=False),
+    Column("floor", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("owner_type", "owner_id", "kind", "currency"),
+    CheckConstraint("held >= 0", name="held_not_negative"),
+)
+
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", String(TRANSFER_ID), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("posted_at", UTCDateTime, nullable=False),
+    Column("user_id", String(ID), nullable=True),
+    Column("provider_id", String(ID), nullable=True),
+    Column("service", String(100), nullable=True),
+    Column("metric", String(100), nullable=True),
+    Column("quantity", String(64), nullable=True),
+    Column("description", String(500), nullable=True),
+    Column("reference", String(255), nullable=True),
+    Column("reverses", String(TRANSFER_ID), nullable=True, index=True),
+    Column("hold_id", String(ID), nullable=True),
+    Column("digest", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_transfers_user_id_seq", "user_id", "seq"),
+    Index("ix_transfers_provider_id_seq", "provider_id", "seq"),
+    Index("ix_transfers_posted_at", "posted_at"),
+)
+
+postings = Table(
+    "postings",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("transfer_seq", BigInteger, ForeignKey("transfers.seq"), nullable=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("balance_after", BigInteger, nullable=False),
+    Index("ix_postings_account_id_transfer_seq", "account_id", "transfer_seq"),
+    Index("ix_postings_transfer_seq", "transfer_seq"),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("captured", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+    Column("capture_transfer_id", String(TRANSFER_ID), nullable=True),
+    Column("user_id", String(ID), nullable=True),
+    Column("provider_id", String(ID), nullable=True),
+    Column("description", String(500), nullable=True),
+    Index("ix_holds_status_expires_at", "status", "expires_at"),
+    Index("ix_holds_account_id_status", "account_id", "status"),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("captured >= 0 AND captured <= amount", name="captured_within_amount"),
+)
+
+# --- API plumbing ---------------------------------------------------------------------
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("principal", String(ID), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("method", String(8), nullable=False),
+    Column("path", String(500), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("response_status", Integer, nullable=True),
+    Column("response_body", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("locked_until", UTCDateTime, nullable=False),
+    Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("actor", String(ID), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("object_type", String(32), nullable=False),
+    Column("object_id", String(TRANSFER_ID), nullable=False),
+    Column("details", Text, nullable=True),
+    Index("ix_audit_log_object", "object_type", "object_id"),
+)
