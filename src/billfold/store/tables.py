@@ -170,7 +170,7 @@ holds = Table(
 idempotency_keys = Table(
     "idempotency_keys",
     metadata,
-    Column("principal", String(ID), primary_key=True),
+    Column("principal", String(64), primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("method", String(8), nullable=False),
     Column("path", String(500), nullable=False),

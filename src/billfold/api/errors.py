@@ -1,0 +1,85 @@
+"""The error format: {"error": {"type", "code", "message", "param"}} for every failure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from billfold.domain.errors import BillfoldError
+
+log = structlog.get_logger("billfold.api")
+
+_STATUS_TYPES = {
+    400: "invalid_request",
+    401: "authentication",
+    403: "permission",
+    404: "not_found",
+    405: "invalid_request",
+    409: "conflict",
+    413: "limit_exceeded",
+    415: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def error_body(type_: str, code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"type": type_, "code": code, "message": message, "param": param}}
+
+
+def error_response(
+    status: int, type_: str, code: str, message: str, param: str | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(type_, code, message, param), status_code=status)
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or None
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(BillfoldError)
+    async def billfold_error(_request: Request, exc: BillfoldError) -> JSONResponse:
+        return error_response(exc.status, exc.type, exc.code, exc.message, exc.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+        if first.get("type") == "json_invalid":
+            detail = first.get("ctx", {}).get("error", "")
+            return error_response(
+                400, "invalid_request", "malformed_json",
+                f"the request body is not valid JSON ({detail})".replace(" ()", ""),
+            )
+        param = _param(tuple(first.get("loc", ())))
+        message = str(first.get("msg", "invalid value"))
+        if param:
+            message = f"{param}: {message}"
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problems)"
+        return error_response(400, "invalid_request", "invalid_parameter", message, param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = _STATUS_TYPES.get(exc.status_code, "invalid_request")
+        code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, type_)
+        message = str(exc.detail) if exc.detail else type_
+        return JSONResponse(
+            error_body(type_, code, message), status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
+        return error_response(
+            500, "internal", "internal_error",
+            "billfold hit an internal error; nothing was changed by this request "
+            f"(request id {getattr(request.state, 'request_id', '-')})",
+        )

@@ -1,0 +1,144 @@
+"""The command line: `billfold serve`, `billfold keys create`, `billfold verify`, ..."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from billfold.config import Settings
+
+app = typer.Typer(help="billfold: billing for open platforms.", no_args_is_help=True,
+                  add_completion=False)
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+err = Console(stderr=True)
+
+
+def _context(migrate: bool = True):  # type: ignore[no-untyped-def]
+    from billfold.services.context import build_context
+
+    return build_context(Settings(), migrate=migrate)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+) -> None:
+    """Runs the API (creating or upgrading the database schema first)."""
+    import uvicorn
+
+    from billfold.api.app import create_app
+    from billfold.logging import configure
+    from billfold.workers.housekeeping import Housekeeper
+
+    settings = Settings()
+    configure(settings.log_level, json=settings.log_json)
+    ctx = _context()
+    housekeeper = Housekeeper(ctx)
+    housekeeper.start()
+    err.print(f"billfold: database {_redacted(ctx.db.url)}")
+    err.print(f"billfold: listening on http://{host}:{port}  (OpenAPI at /openapi.json)")
+    try:
+        uvicorn.run(create_app(ctx), host=host, port=port, log_level="warning",
+                    access_log=False)
+    finally:
+        housekeeper.stop()
+        ctx.db.dispose()
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def migrate() -> None:
+    """Creates or upgrades the database schema."""
+    ctx = _context()
+    err.print(f"billfold: schema is current on {_redacted(ctx.db.url)}")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="admin, provider or user.")],
+    provider: Annotated[str | None, typer.Option(help="Provider id, for a provider key.")] = None,
+    user: Annotated[str | None, typer.Option(help="User id, for a user key.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+) -> None:
+    """Prints a new API key. This is the only time the key is shown."""
+    from billfold.domain.errors import BillfoldError
+    from billfold.services.access import SYSTEM, Role
+    from billfold.services.keys import create_key
+
+    try:
+        role_value = Role(role)
+    except ValueError:
+        err.print("role must be admin, provider or user")
+        raise typer.Exit(2) from None
+    ctx = _context()
+    try:
+        key, secret = create_key(ctx, SYSTEM, role=role_value, provider_id=provider,
+                                 user_id=user, name=name)
+    except BillfoldError as error:
+        err.print(f"billfold: {error.message}")
+        raise typer.Exit(2) from None
+    err.print(f"billfold: created {key.role} key {key.id}; keep it safe, it is not shown again")
+    print(secret)
+
+
+@app.command("verify")
+def verify_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Checks every ledger invariant; exits non-zero if any is broken."""
+    from billfold.services.access import SYSTEM
+    from billfold.services.verify import verify
+
+    ctx = _context()
+    with Progress(TextColumn("verifying the journal"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("journal", total=None)
+        report = verify(ctx, SYSTEM,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        print(json.dumps({
+            "ok": report.ok, "transfers": report.transfers, "postings": report.postings,
+            "accounts": report.accounts,
+            "checks": [{"name": c.name, "ok": c.ok, "problem_count": c.problem_count,
+                        "problems": c.problems} for c in report.checks],
+        }, indent=2))
+    else:
+        table = Table(title=f"ledger: {report.transfers} transfers, {report.postings} postings, "
+                            f"{report.accounts} accounts")
+        table.add_column("check")
+        table.add_column("result")
+        table.add_column("what it means")
+        for check in report.checks:
+            result = "[green]ok[/green]" if check.ok else f"[red]{check.problem_count} broken[/red]"
+            table.add_row(check.name, result, check.description)
+        console.print(table)
+        for check in report.checks:
+            for problem in check.problems:
+                console.print(f"[red]{check.name}[/red]: {problem}")
+        console.print("[green]all invariants hold[/green]" if report.ok
+                      else "[red]the ledger is broken[/red]")
+    ctx.db.dispose()
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app(prog_name="billfold")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

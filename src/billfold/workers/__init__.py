@@ -1,0 +1,1 @@
+"""Background work: expiries, retention and (later) renewals and bill runs."""

@@ -1,0 +1,58 @@
+"""Periodic housekeeping inside `billfold serve`: expire lapsed holds, forget old keys."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import delete
+
+from billfold.services import ledger
+from billfold.services.context import Context
+from billfold.store.tables import idempotency_keys
+
+log = structlog.get_logger("billfold.workers")
+
+
+def run_once(ctx: Context) -> dict[str, int]:
+    """One round of housekeeping; each step is its own unit of work and safe to repeat."""
+    now = ctx.clock.now()
+    with ctx.db.unit_of_work() as uow:
+        expired = ledger.expire_holds(uow, now=now)
+        uow.commit()
+    cutoff = now - timedelta(seconds=ctx.settings.idempotency_ttl_s)
+    with ctx.db.unit_of_work() as uow:
+        purged = uow.conn.execute(
+            delete(idempotency_keys).where(
+                idempotency_keys.c.created_at < cutoff, idempotency_keys.c.state == "done"
+            )
+        ).rowcount
+        uow.commit()
+    return {"holds_expired": expired, "idempotency_keys_purged": int(purged)}
+
+
+class Housekeeper:
+    """Runs `run_once` every interval on a daemon thread until stopped."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="billfold-housekeeping",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.ctx.settings.hold_sweep_interval_s):
+            try:
+                done = run_once(self.ctx)
+                if any(done.values()):
+                    log.info("housekeeping", **done)
+            except Exception:  # A failed round is logged and retried next interval.
+                log.exception("housekeeping_failed")
