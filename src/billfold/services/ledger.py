@@ -136,9 +136,9 @@ class AccountDirectory:
                 accounts.c.currency == currency,
             )
         ).scalar_one()
-        # Cached only after the row is known to exist; a rolled-back creation would be
-        # created again by the next caller, under the same unique key.
-        self._ids[key] = account_id
+        # Another transaction may use the id only once this one has committed the row:
+        # until then it is invisible to them, and a rollback would unmake it.
+        uow.after_commit(lambda: self._ids.__setitem__(key, int(account_id)))
         return int(account_id)
 
     def forget(self) -> None:

@@ -12,6 +12,7 @@ failing. PostgreSQL runs at READ COMMITTED; the ledger takes row locks explicitl
 from __future__ import annotations
 
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -101,6 +102,7 @@ class UnitOfWork:
         self._engine = engine
         self._read_only = read_only
         self._connection: Connection | None = None
+        self._after_commit: list[Callable[[], None]] = []
 
     @property
     def conn(self) -> Connection:
@@ -118,12 +120,20 @@ class UnitOfWork:
         self._connection = connection
         return self
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Runs `callback` once the current transaction has committed (never on rollback)."""
+        self._after_commit.append(callback)
+
     def commit(self) -> None:
         assert not self._read_only, "a read-only unit of work cannot commit"
         self.conn.commit()
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            callback()
 
     def rollback(self) -> None:
         self.conn.rollback()
+        self._after_commit.clear()
 
     def __exit__(
         self,

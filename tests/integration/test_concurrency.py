@@ -1,0 +1,120 @@
+"""32 concurrent clients charging one wallet on PostgreSQL never take it below its floor.
+
+Through the service layer (threads sharing the engine's pool) and through HTTP (a real
+server, one client per thread): the final balance is exactly the initial balance minus
+the approved charges, every approved charge is in the journal, and verify passes.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from billfold.domain.errors import InsufficientFunds
+from billfold.services import parties
+from billfold.services.access import SYSTEM, Principal, Role
+from billfold.services.context import Context
+from billfold.services.keys import create_key
+from billfold.services.verify import verify
+from billfold.store.tables import transfers
+from tests.conftest import LiveServer
+
+CLIENTS = 32
+CHARGES_EACH = 12
+PRICE = Decimal("1.37")
+START_BALANCE = Decimal("100.00")
+CREDIT_LIMIT = Decimal("5.00")
+
+
+def _setup(ctx: Context) -> tuple[str, str]:
+    provider = parties.create_provider(ctx, SYSTEM, name="Maps", email="maps@example.com",
+                                       commission_rate="0.25")
+    user = parties.create_user(ctx, SYSTEM, name="Ana", email="ana@example.com",
+                               currency_code="USD", credit_limit=str(CREDIT_LIMIT))
+    parties.top_up(ctx, SYSTEM, user.id, amount=str(START_BALANCE))
+    return provider.id, user.id
+
+
+def _check(ctx: Context, user_id: str, approved: list[str]) -> None:
+    assert len(approved) == len(set(approved))
+    balance = parties.get_balance(ctx, SYSTEM, user_id)
+    assert balance.posted == START_BALANCE - PRICE * len(approved)
+    assert balance.posted >= -CREDIT_LIMIT
+    # The wallet ran dry: it must be too low for one more charge, or nothing was refused.
+    assert balance.available < PRICE or len(approved) == CLIENTS * CHARGES_EACH
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        stored = set(uow.conn.execute(
+            select(transfers.c.id).where(transfers.c.kind == "charge", transfers.c.user_id == user_id)
+        ).scalars())
+        assert stored == set(approved)
+        count = uow.conn.execute(select(func.count()).select_from(transfers)).scalar_one()
+        assert count == len(approved) + 1
+    report = verify(ctx, SYSTEM)
+    assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
+
+
+@pytest.mark.postgres
+def test_concurrent_charges_through_the_service_layer(pg_ctx: Context) -> None:
+    provider_id, user_id = _setup(pg_ctx)
+    provider = Principal(key_id="test", role=Role.PROVIDER, provider_id=provider_id)
+    approved: list[str] = []
+    refused = 0
+    lock = threading.Lock()
+    barrier = threading.Barrier(CLIENTS)
+
+    def client(index: int) -> None:
+        nonlocal refused
+        barrier.wait()
+        for n in range(CHARGES_EACH):
+            try:
+                movement = parties.charge(pg_ctx, provider, user_ref=user_id, amount=str(PRICE),
+                                          description="call", transfer_id=f"c-{index}-{n}")
+            except InsufficientFunds:
+                with lock:
+                    refused += 1
+                continue
+            with lock:
+                approved.append(movement.transfer.id)
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        list(pool.map(client, range(CLIENTS)))
+    assert refused > 0 and approved
+    assert len(approved) + refused == CLIENTS * CHARGES_EACH
+    _check(pg_ctx, user_id, approved)
+
+
+@pytest.mark.postgres
+def test_concurrent_charges_through_http(pg_ctx: Context) -> None:
+    provider_id, user_id = _setup(pg_ctx)
+    _, secret = create_key(pg_ctx, SYSTEM, role=Role.PROVIDER, provider_id=provider_id)
+    approved: list[str] = []
+    statuses: list[int] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(CLIENTS)
+    with LiveServer(pg_ctx) as live:
+
+        def client(index: int) -> None:
+            with live.client(secret) as http:
+                barrier.wait()
+                for n in range(CHARGES_EACH):
+                    response = http.post(
+                        "/v1/charges",
+                        json={"user": user_id, "amount": str(PRICE), "description": "call"},
+                        headers={"Idempotency-Key": f"k-{index}-{n}"},
+                    )
+                    with lock:
+                        statuses.append(response.status_code)
+                        if response.status_code == 201:
+                            approved.append(response.json()["id"])
+                        else:
+                            assert response.status_code == 402, response.text
+                            assert response.json()["error"]["type"] == "insufficient_funds"
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            list(pool.map(client, range(CLIENTS)))
+    assert statuses.count(201) == len(approved) and 402 in statuses
+    _check(pg_ctx, user_id, approved)
