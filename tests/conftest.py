@@ -50,6 +50,9 @@ _PG_PROBLEM = _pg_reachable()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    from billfold.logging import configure
+
+    configure("WARNING")
     if IN_CI and _PG_PROBLEM is not None:
         pytest.exit(f"CI=true but PostgreSQL at {PG_ADMIN_DSN} is unreachable: {_PG_PROBLEM}",
                     returncode=3)

@@ -16,7 +16,6 @@ transfer before it, so the journal is a chain: editing or deleting a row breaks 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,22 +97,22 @@ class TransferSpec:
     # uses it (usage that already happened is a fact, DESIGN.md 4); nothing else may.
     unbounded_accounts: frozenset[int] = field(default_factory=frozenset)
 
-    def content(self) -> dict[str, object]:
+    def content(self) -> tuple[object, ...]:
         """The fields that make two requests for the same transfer id the same transfer."""
-        return {
-            "id": self.id,
-            "kind": str(self.kind),
-            "postings": sorted((p.account_id, p.currency, p.amount) for p in self.postings),
-            "user_id": self.user_id,
-            "provider_id": self.provider_id,
-            "service": self.service,
-            "metric": self.metric,
-            "quantity": self.quantity,
-            "description": self.description,
-            "reference": self.reference,
-            "reverses": self.reverses,
-            "hold_id": self.hold_id,
-        }
+        return (
+            self.id,
+            str(self.kind),
+            tuple(sorted((p.account_id, p.currency, p.amount) for p in self.postings)),
+            self.user_id,
+            self.provider_id,
+            self.service,
+            self.metric,
+            self.quantity,
+            self.description,
+            self.reference,
+            self.reverses,
+            self.hold_id,
+        )
 
     def digest(self) -> str:
         return _sha256(_canonical(self.content()))
@@ -166,10 +165,12 @@ def apply_postings(
     *,
     unbounded: frozenset[int] = frozenset(),
 ) -> dict[int, Balance]:
-    """The balances after the postings; refuses any that would take an account past its floor."""
-    after = dict(balances)
+    """The new balances of the accounts the postings touch; refuses any that would take an
+    account past its floor. Accounts not touched are left out, so the cost does not grow
+    with the number of accounts in `balances`."""
+    after: dict[int, Balance] = {}
     for posting in postings:
-        before = after[posting.account_id]
+        before = after.get(posting.account_id) or balances[posting.account_id]
         new = Balance(before.posted + posting.amount, before.held, before.floor)
         if abs(new.posted) >= MAX_UNITS:
             raise InvalidRequest("the balance would be too large", code="amount_too_large")
@@ -267,20 +268,15 @@ def chain_hash(
     postings: Iterable[tuple[int, str, int]],
 ) -> str:
     """The hash of one journal entry, chained to the entry before it."""
-    body = {
-        "prev": prev_hash,
-        "seq": seq,
-        "id": transfer_id,
-        "kind": kind,
-        "at": posted_at.isoformat(),
-        "digest": digest,
-        "postings": sorted(postings),
-    }
+    body = (prev_hash, seq, transfer_id, kind, posted_at.isoformat(), digest,
+            tuple(sorted(postings)))
     return _sha256(_canonical(body))
 
 
-def _canonical(value: object) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+def _canonical(value: tuple[object, ...]) -> bytes:
+    # The repr of a tuple of str, int and None is deterministic and unambiguous (strings
+    # are quoted and escaped), and several times faster than canonical JSON.
+    return repr(value).encode()
 
 
 def _sha256(data: bytes) -> str:

@@ -13,12 +13,12 @@ transfers share one head lock and one commit (`post_many`).
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import ChainMap, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold.domain.errors import BillfoldError, Conflict, InvalidRequest, NotFound
@@ -36,6 +36,7 @@ from billfold.domain.ledger import (
     reversal_postings,
     validate_postings,
 )
+from billfold.store.bulk import db_datetime, insert_rows
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import accounts, holds, ledger_head, postings, transfers
 
@@ -264,14 +265,20 @@ def post_many(
                     raise InvalidRequest(
                         "a posting's currency differs from its account's", code="currency_mismatch"
                     )
-            working = dict(balances)
+            released: dict[int, Balance] = {}
             if spec.hold_id:
-                working = _release_for_capture(spec, hold_rows, working, now)
-            after = apply_postings(working, spec.postings, unbounded=spec.unbounded_accounts)
+                released = _release_for_capture(spec, hold_rows, balances, now)
+            changes = apply_postings(
+                ChainMap(released, balances), spec.postings, unbounded=spec.unbounded_accounts
+            )
         except BillfoldError as error:
             results.append(error)
             continue
-        balances = after
+        balances.update(released)
+        balances.update(changes)
+        if spec.hold_id:
+            # The hold is spent now: a second capture in the same batch must fail.
+            hold_rows[spec.hold_id] = replace(hold_rows[spec.hold_id], status=HoldStatus.CAPTURED)
         seq += 1
         posted = PostedTransfer(
             seq=seq,
@@ -315,7 +322,7 @@ def post_many(
             for p in posted.postings
         )
         if spec.hold_id:
-            hold_updates.append(_capture_update(spec, hold_rows, now))
+            hold_updates.append(_capture_update(spec, hold_rows[spec.hold_id], now))
         prev_hash = hash_
         posted_now[spec.id] = (digest, posted)
         results.append(posted)
@@ -418,8 +425,11 @@ def _write(
             .values(posted=bindparam("b_posted"), held=bindparam("b_held")),
             changed,
         )
-    conn.execute(transfers.insert(), new_transfers)
-    conn.execute(postings.insert(), new_postings)
+    insert_rows(conn, transfers, TRANSFER_COLUMNS,
+                [tuple(_db_value(conn, row[c]) for c in TRANSFER_COLUMNS) for row in new_transfers])
+
+    insert_rows(conn, postings, POSTING_COLUMNS,
+                [tuple(row[c] for c in POSTING_COLUMNS) for row in new_postings])
     if hold_updates:
         conn.execute(
             update(holds)
@@ -433,6 +443,17 @@ def _write(
             hold_updates,
         )
     conn.execute(update(ledger_head).where(ledger_head.c.id == 1).values(seq=seq, hash=head_hash))
+
+
+TRANSFER_COLUMNS = (
+    "seq", "id", "kind", "posted_at", "user_id", "provider_id", "service", "metric", "quantity",
+    "description", "reference", "reverses", "hold_id", "digest", "prev_hash", "hash",
+)
+POSTING_COLUMNS = ("transfer_seq", "account_id", "currency", "amount", "balance_after")
+
+
+def _db_value(conn: Connection, value: object) -> object:
+    return db_datetime(conn, value) if isinstance(value, datetime) else value
 
 
 def load_transfers(uow: UnitOfWork, ids: Iterable[str]) -> list[PostedTransfer]:
@@ -517,9 +538,9 @@ def _lock_holds(uow: UnitOfWork, hold_ids: set[str | None]) -> dict[str, HoldVie
 
 
 def _release_for_capture(
-    spec: TransferSpec, hold_rows: dict[str, HoldView], working: dict[int, Balance], now: datetime
+    spec: TransferSpec, hold_rows: dict[str, HoldView], balances: dict[int, Balance], now: datetime
 ) -> dict[int, Balance]:
-    """Checks that the hold may be captured by `spec` and releases its reservation."""
+    """Checks that the hold may be captured by `spec`; the balance with its reservation released."""
     assert spec.hold_id is not None
     hold = hold_rows.get(spec.hold_id)
     if hold is None:
@@ -534,21 +555,13 @@ def _release_for_capture(
             "a capture may not take more than the hold reserved", code="capture_exceeds_hold",
             param="amount",
         )
-    before = working[hold.account_id]
-    released = dict(working)
-    released[hold.account_id] = Balance(before.posted, before.held - hold.amount, before.floor)
-    # The hold is spent by this transfer: a second capture in the same batch must fail.
-    hold_rows[spec.hold_id] = HoldView(
-        **{**{n: getattr(hold, n) for n in HoldView.__slots__}, "status": HoldStatus.CAPTURED}
-    )
+    before = balances[hold.account_id]
+    released = {hold.account_id: Balance(before.posted, before.held - hold.amount, before.floor)}
     return released
 
 
-def _capture_update(
-    spec: TransferSpec, hold_rows: dict[str, HoldView], now: datetime
-) -> dict[str, object]:
+def _capture_update(spec: TransferSpec, hold: HoldView, now: datetime) -> dict[str, object]:
     assert spec.hold_id is not None
-    hold = hold_rows[spec.hold_id]
     captured = -sum(p.amount for p in spec.postings if p.account_id == hold.account_id)
     return {
         "b_id": spec.hold_id,
