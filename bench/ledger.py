@@ -17,7 +17,6 @@ Usage: python bench/ledger.py [--transfers 50000] [--single 2000] [--backends sq
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import tempfile
@@ -67,7 +66,10 @@ def database(backend: str) -> Iterator[str]:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     try:
-        yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+        yield (
+            PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+            + f"/{name}"
+        )
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
@@ -76,8 +78,12 @@ def database(backend: str) -> Iterator[str]:
 def context(url: str, home: Path) -> Context:
     db = Database(url)
     upgrade(db.engine)
-    return Context(db=db, cipher=Cipher(b"b" * 32), settings=Settings(home=home, database_url=url),
-                   clock=SystemClock())
+    return Context(
+        db=db,
+        cipher=Cipher(b"b" * 32),
+        settings=Settings(home=home, database_url=url),
+        clock=SystemClock(),
+    )
 
 
 def accounts(ctx: Context) -> tuple[int, int, int, int]:
@@ -86,17 +92,40 @@ def accounts(ctx: Context) -> tuple[int, int, int, int]:
         ensure = ctx.accounts.ensure
         ids = (
             ensure(uow, OwnerType.USER, "bench-user", AccountKind.WALLET, "USD", now=now, floor=0),
-            ensure(uow, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.EXTERNAL_CASH, "USD",
-                   now=now),
-            ensure(uow, OwnerType.PROVIDER, "bench-provider", AccountKind.PROVIDER_EARNINGS,
-                   "USD", now=now),
-            ensure(uow, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.PLATFORM_REVENUE,
-                   "USD", now=now),
+            ensure(
+                uow,
+                OwnerType.PLATFORM,
+                PLATFORM_OWNER_ID,
+                AccountKind.EXTERNAL_CASH,
+                "USD",
+                now=now,
+            ),
+            ensure(
+                uow,
+                OwnerType.PROVIDER,
+                "bench-provider",
+                AccountKind.PROVIDER_EARNINGS,
+                "USD",
+                now=now,
+            ),
+            ensure(
+                uow,
+                OwnerType.PLATFORM,
+                PLATFORM_OWNER_ID,
+                AccountKind.PLATFORM_REVENUE,
+                "USD",
+                now=now,
+            ),
         )
-        ledger.post(uow, TransferSpec(
-            id=f"fund-{uuid.uuid4().hex}", kind=TransferKind.TOP_UP,
-            postings=(Posting(ids[1], "USD", -(10**15)), Posting(ids[0], "USD", 10**15))),
-            now=now)
+        ledger.post(
+            uow,
+            TransferSpec(
+                id=f"fund-{uuid.uuid4().hex}",
+                kind=TransferKind.TOP_UP,
+                postings=(Posting(ids[1], "USD", -(10**15)), Posting(ids[0], "USD", 10**15)),
+            ),
+            now=now,
+        )
         uow.commit()
     return ids
 
@@ -104,11 +133,19 @@ def accounts(ctx: Context) -> tuple[int, int, int, int]:
 def charge(ids: tuple[int, int, int, int], transfer_id: str) -> TransferSpec:
     wallet, _, provider, revenue = ids
     return TransferSpec(
-        id=transfer_id, kind=TransferKind.CHARGE,
-        postings=(Posting(wallet, "USD", -1_000), Posting(provider, "USD", 800),
-                  Posting(revenue, "USD", 200)),
-        user_id="bench-user", provider_id="bench-provider", service="maps", metric="calls",
-        quantity="1", description="call",
+        id=transfer_id,
+        kind=TransferKind.CHARGE,
+        postings=(
+            Posting(wallet, "USD", -1_000),
+            Posting(provider, "USD", 800),
+            Posting(revenue, "USD", 200),
+        ),
+        user_id="bench-user",
+        provider_id="bench-provider",
+        service="maps",
+        metric="calls",
+        quantity="1",
+        description="call",
     )
 
 
@@ -132,19 +169,38 @@ def raw_insert(ctx: Context, count: int, advance: Callable[[int], None]) -> None
             rows_t, rows_p = [], []
             for n in range(start, min(start + BATCH, count)):
                 seq = seq_base + n
-                rows_t.append((seq, f"raw-{seq}", "charge", at, "bench-user", "bench-provider",
-                               "maps", "calls", "1", "call", None, None, None, "d" * 64,
-                               "p" * 64, "h" * 64))
-                rows_p.extend([(seq, 1, "USD", -1000, 0), (seq, 3, "USD", 800, 0),
-                               (seq, 4, "USD", 200, 0)])
+                rows_t.append(
+                    (
+                        seq,
+                        f"raw-{seq}",
+                        "charge",
+                        at,
+                        "bench-user",
+                        "bench-provider",
+                        "maps",
+                        "calls",
+                        "1",
+                        "call",
+                        None,
+                        None,
+                        None,
+                        "d" * 64,
+                        "p" * 64,
+                        "h" * 64,
+                    )
+                )
+                rows_p.extend(
+                    [(seq, 1, "USD", -1000, 0), (seq, 3, "USD", 800, 0), (seq, 4, "USD", 200, 0)]
+                )
             insert_rows(conn, transfers, ledger.TRANSFER_COLUMNS, rows_t)
             insert_rows(conn, postings, ledger.POSTING_COLUMNS, rows_p)
             uow.commit()
         advance(min(BATCH, count - start))
 
 
-def batched(ctx: Context, ids: tuple[int, int, int, int], count: int,
-            advance: Callable[[int], None]) -> None:
+def batched(
+    ctx: Context, ids: tuple[int, int, int, int], count: int, advance: Callable[[int], None]
+) -> None:
     tag = uuid.uuid4().hex[:8]
     for start in range(0, count, BATCH):
         specs = [charge(ids, f"b-{tag}-{n}") for n in range(start, min(start + BATCH, count))]
@@ -155,8 +211,9 @@ def batched(ctx: Context, ids: tuple[int, int, int, int], count: int,
         advance(len(specs))
 
 
-def single(ctx: Context, ids: tuple[int, int, int, int], count: int,
-           advance: Callable[[int], None]) -> None:
+def single(
+    ctx: Context, ids: tuple[int, int, int, int], count: int, advance: Callable[[int], None]
+) -> None:
     tag = uuid.uuid4().hex[:8]
     for n in range(count):
         with ctx.db.unit_of_work() as uow:
@@ -166,13 +223,21 @@ def single(ctx: Context, ids: tuple[int, int, int, int], count: int,
 
 
 def service(ctx: Context, count: int, advance: Callable[[int], None]) -> None:
-    provider = parties.create_provider(ctx, SYSTEM, name="Bench", email=f"{uuid.uuid4().hex}@b.io",
-                                       commission_rate="0.2")
+    provider = parties.create_provider(
+        ctx, SYSTEM, name="Bench", email=f"{uuid.uuid4().hex}@b.io", commission_rate="0.2"
+    )
     user = parties.create_user(ctx, SYSTEM, name="Bench", email="u@b.io", currency_code="USD")
     parties.top_up(ctx, SYSTEM, user.id, amount="1000000")
     for _ in range(count):
-        parties.charge(ctx, SYSTEM, user_ref=user.id, amount="0.01", description="call",
-                       provider_id=provider.id, service="maps")
+        parties.charge(
+            ctx,
+            SYSTEM,
+            user_ref=user.id,
+            amount="0.01",
+            description="call",
+            provider_id=provider.id,
+            service="maps",
+        )
         advance(1)
 
 
@@ -181,13 +246,22 @@ def run(backend: str, count: int, single_count: int) -> dict[str, float]:
         ctx = context(url, Path(home))
         ids = accounts(ctx)
         figures = {
-            "raw_insert": timed(f"{backend}: raw insert", count, lambda a: raw_insert(ctx, count, a)),
-            "batched": timed(f"{backend}: ledger batched", count,
-                             lambda a: batched(ctx, ids, count, a)),
-            "single": timed(f"{backend}: ledger single", single_count,
-                            lambda a: single(ctx, ids, single_count, a)),
-            "service": timed(f"{backend}: service charge", single_count // 2,
-                             lambda a: service(ctx, single_count // 2, a)),
+            "raw_insert": timed(
+                f"{backend}: raw insert", count, lambda a: raw_insert(ctx, count, a)
+            ),
+            "batched": timed(
+                f"{backend}: ledger batched", count, lambda a: batched(ctx, ids, count, a)
+            ),
+            "single": timed(
+                f"{backend}: ledger single",
+                single_count,
+                lambda a: single(ctx, ids, single_count, a),
+            ),
+            "service": timed(
+                f"{backend}: service charge",
+                single_count // 2,
+                lambda a: service(ctx, single_count // 2, a),
+            ),
         }
         ctx.db.dispose()
     return figures
@@ -200,17 +274,30 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     args = parser.parse_args()
     table = Table(title="billfold ledger: charge transfers per second (3 postings each)")
-    for column in ("backend", "raw insert/s", "batched/s", "batched ÷ raw", "one per tx/s",
-                   "one per tx ÷ raw", "service charge/s"):
+    for column in (
+        "backend",
+        "raw insert/s",
+        "batched/s",
+        "batched ÷ raw",
+        "one per tx/s",
+        "one per tx ÷ raw",
+        "service charge/s",
+    ):
         table.add_column(column, justify="right")
     results = {}
     for backend in args.backends.split(","):
         figures = run(backend, args.transfers, args.single)
         results[backend] = figures
         raw = figures["raw_insert"]
-        table.add_row(backend, f"{raw:,.0f}", f"{figures['batched']:,.0f}",
-                      f"{figures['batched'] / raw:.2f}", f"{figures['single']:,.0f}",
-                      f"{figures['single'] / raw:.3f}", f"{figures['service']:,.0f}")
+        table.add_row(
+            backend,
+            f"{raw:,.0f}",
+            f"{figures['batched']:,.0f}",
+            f"{figures['batched'] / raw:.2f}",
+            f"{figures['single']:,.0f}",
+            f"{figures['single'] / raw:.3f}",
+            f"{figures['service']:,.0f}",
+        )
     console.print(table)
     console.print("target: batched ÷ raw >= 0.25")
     print(json.dumps({b: {k: round(v, 1) for k, v in f.items()} for b, f in results.items()}))

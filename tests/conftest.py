@@ -54,8 +54,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     configure("WARNING")
     if IN_CI and _PG_PROBLEM is not None:
-        pytest.exit(f"CI=true but PostgreSQL at {PG_ADMIN_DSN} is unreachable: {_PG_PROBLEM}",
-                    returncode=3)
+        pytest.exit(
+            f"CI=true but PostgreSQL at {PG_ADMIN_DSN} is unreachable: {_PG_PROBLEM}", returncode=3
+        )
 
 
 def _pg_url(database: str) -> str:
@@ -192,8 +193,9 @@ class LiveServer:
         self.ctx = ctx
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(ctx), host="127.0.0.1", port=self.port,
-                                log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            create_app(ctx), host="127.0.0.1", port=self.port, log_level="warning", access_log=False
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
@@ -13,8 +12,9 @@ from rich.table import Table
 
 from billfold.config import Settings
 
-app = typer.Typer(help="billfold: billing for open platforms.", no_args_is_help=True,
-                  add_completion=False)
+app = typer.Typer(
+    help="billfold: billing for open platforms.", no_args_is_help=True, add_completion=False
+)
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console()
@@ -47,8 +47,7 @@ def serve(
     err.print(f"billfold: database {_redacted(ctx.db.url)}")
     err.print(f"billfold: listening on http://{host}:{port}  (OpenAPI at /openapi.json)")
     try:
-        uvicorn.run(create_app(ctx), host=host, port=port, log_level="warning",
-                    access_log=False)
+        uvicorn.run(create_app(ctx), host=host, port=port, log_level="warning", access_log=False)
     finally:
         housekeeper.stop()
         ctx.db.dispose()
@@ -86,8 +85,9 @@ def keys_create(
         raise typer.Exit(2) from None
     ctx = _context()
     try:
-        key, secret = create_key(ctx, SYSTEM, role=role_value, provider_id=provider,
-                                 user_id=user, name=name)
+        key, secret = create_key(
+            ctx, SYSTEM, role=role_value, provider_id=provider, user_id=user, name=name
+        )
     except BillfoldError as error:
         err.print(f"billfold: {error.message}")
         raise typer.Exit(2) from None
@@ -104,21 +104,44 @@ def verify_command(
     from billfold.services.verify import verify
 
     ctx = _context()
-    with Progress(TextColumn("verifying the journal"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=True) as bar:
+    with Progress(
+        TextColumn("verifying the journal"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
         task = bar.add_task("journal", total=None)
-        report = verify(ctx, SYSTEM,
-                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+        report = verify(
+            ctx, SYSTEM, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     if as_json:
-        print(json.dumps({
-            "ok": report.ok, "transfers": report.transfers, "postings": report.postings,
-            "accounts": report.accounts,
-            "checks": [{"name": c.name, "ok": c.ok, "problem_count": c.problem_count,
-                        "problems": c.problems} for c in report.checks],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "transfers": report.transfers,
+                    "postings": report.postings,
+                    "accounts": report.accounts,
+                    "checks": [
+                        {
+                            "name": c.name,
+                            "ok": c.ok,
+                            "problem_count": c.problem_count,
+                            "problems": c.problems,
+                        }
+                        for c in report.checks
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
-        table = Table(title=f"ledger: {report.transfers} transfers, {report.postings} postings, "
-                            f"{report.accounts} accounts")
+        table = Table(
+            title=f"ledger: {report.transfers} transfers, {report.postings} postings, "
+            f"{report.accounts} accounts"
+        )
         table.add_column("check")
         table.add_column("result")
         table.add_column("what it means")
@@ -129,8 +152,9 @@ def verify_command(
         for check in report.checks:
             for problem in check.problems:
                 console.print(f"[red]{check.name}[/red]: {problem}")
-        console.print("[green]all invariants hold[/green]" if report.ok
-                      else "[red]the ledger is broken[/red]")
+        console.print(
+            "[green]all invariants hold[/green]" if report.ok else "[red]the ledger is broken[/red]"
+        )
     ctx.db.dispose()
     if not report.ok:
         raise typer.Exit(1)
@@ -141,4 +165,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -33,6 +33,7 @@ class World:
 @pytest.fixture
 def world(ctx: Context, server: LiveServer, admin_key: str) -> Iterator[World]:
     with server.client(admin_key) as admin:
+
         def make(path: str, body: dict[str, object]) -> str:
             response = admin.post(path, json=body)
             assert response.status_code == 201, response.text
@@ -40,12 +41,15 @@ def world(ctx: Context, server: LiveServer, admin_key: str) -> Iterator[World]:
 
         pa = make("/v1/providers", {"name": "A", "email": "a@p.io", "commission_rate": "0.2"})
         pb = make("/v1/providers", {"name": "B", "email": "b@p.io", "commission_rate": "0.1"})
-        ux = make("/v1/users", {"name": "X", "email": "x@u.io", "currency": "USD",
-                                "credit_limit": "10"})
+        ux = make(
+            "/v1/users", {"name": "X", "email": "x@u.io", "currency": "USD", "credit_limit": "10"}
+        )
         uy = make("/v1/users", {"name": "Y", "email": "y@u.io", "currency": "EUR"})
         admin.post(f"/v1/users/{ux}/top-ups", json={"amount": "100"}).raise_for_status()
-        charge = make("/v1/charges", {"user": ux, "amount": "5", "provider_id": pa,
-                                      "description": "setup fee"})
+        charge = make(
+            "/v1/charges",
+            {"user": ux, "amount": "5", "provider_id": pa, "description": "setup fee"},
+        )
     keys = {
         "admin": admin_key,
         "provider_a": create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=pa)[1],
@@ -67,45 +71,113 @@ def _counts(ctx: Context) -> tuple[int, ...]:
 # Each row: method, path template, body, and the expected status per caller.
 WHO = ["admin", "provider_a", "provider_b", "user_x", "user_y"]
 MATRIX: list[tuple[str, str, dict[str, object] | None, dict[str, int]]] = [
-    ("POST", "/v1/providers", {"name": "C", "email": "c@p.io", "commission_rate": "0.3"},
-     {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403}),
-    ("GET", "/v1/providers", None,
-     {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403}),
-    ("GET", "/v1/providers/{provider_a}", None,
-     {"admin": 200, "provider_a": 200, "provider_b": 404, "user_x": 404, "user_y": 404}),
-    ("POST", "/v1/providers/{provider_a}", {"commission_rate": "0.25"},
-     {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403}),
-    ("POST", "/v1/users", {"name": "Z", "email": "z@u.io", "currency": "USD"},
-     {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403}),
-    ("GET", "/v1/users", None,
-     {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403}),
-    ("GET", "/v1/users/{user_x}", None,
-     {"admin": 200, "provider_a": 404, "provider_b": 404, "user_x": 200, "user_y": 404}),
-    ("GET", "/v1/users/{user_x}/balance", None,
-     {"admin": 200, "provider_a": 404, "provider_b": 404, "user_x": 200, "user_y": 404}),
-    ("GET", "/v1/users/{user_x}/transactions", None,
-     {"admin": 200, "provider_a": 404, "provider_b": 404, "user_x": 200, "user_y": 404}),
-    ("POST", "/v1/users/{user_x}/top-ups", {"amount": "1"},
-     {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403}),
-    ("POST", "/v1/users/{user_x}/credit-limit", {"credit_limit": "20"},
-     {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403}),
-    ("POST", "/v1/charges", {"user": "{user_x}", "amount": "1", "description": "add-on"},
-     {"admin": 201, "provider_a": 201, "provider_b": 201, "user_x": 403, "user_y": 403}),
-    ("POST", "/v1/charges",
-     {"user": "{user_x}", "amount": "1", "description": "x", "provider_id": "{provider_b}"},
-     {"admin": 201, "provider_a": 403, "provider_b": 201, "user_x": 403, "user_y": 403}),
-    ("POST", "/v1/charges/{charge_a}/refunds", {"amount": "0.01"},
-     {"admin": 201, "provider_a": 201, "provider_b": 404, "user_x": 403, "user_y": 403}),
-    ("POST", "/v1/api-keys", {"role": "user", "user_id": "{user_x}"},
-     {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403}),
-    ("GET", "/v1/ledger/verify", None,
-     {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403}),
+    (
+        "POST",
+        "/v1/providers",
+        {"name": "C", "email": "c@p.io", "commission_rate": "0.3"},
+        {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "GET",
+        "/v1/providers",
+        None,
+        {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "GET",
+        "/v1/providers/{provider_a}",
+        None,
+        {"admin": 200, "provider_a": 200, "provider_b": 404, "user_x": 404, "user_y": 404},
+    ),
+    (
+        "POST",
+        "/v1/providers/{provider_a}",
+        {"commission_rate": "0.25"},
+        {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "POST",
+        "/v1/users",
+        {"name": "Z", "email": "z@u.io", "currency": "USD"},
+        {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "GET",
+        "/v1/users",
+        None,
+        {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "GET",
+        "/v1/users/{user_x}",
+        None,
+        {"admin": 200, "provider_a": 404, "provider_b": 404, "user_x": 200, "user_y": 404},
+    ),
+    (
+        "GET",
+        "/v1/users/{user_x}/balance",
+        None,
+        {"admin": 200, "provider_a": 404, "provider_b": 404, "user_x": 200, "user_y": 404},
+    ),
+    (
+        "GET",
+        "/v1/users/{user_x}/transactions",
+        None,
+        {"admin": 200, "provider_a": 404, "provider_b": 404, "user_x": 200, "user_y": 404},
+    ),
+    (
+        "POST",
+        "/v1/users/{user_x}/top-ups",
+        {"amount": "1"},
+        {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "POST",
+        "/v1/users/{user_x}/credit-limit",
+        {"credit_limit": "20"},
+        {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "POST",
+        "/v1/charges",
+        {"user": "{user_x}", "amount": "1", "description": "add-on"},
+        {"admin": 201, "provider_a": 201, "provider_b": 201, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "POST",
+        "/v1/charges",
+        {"user": "{user_x}", "amount": "1", "description": "x", "provider_id": "{provider_b}"},
+        {"admin": 201, "provider_a": 403, "provider_b": 201, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "POST",
+        "/v1/charges/{charge_a}/refunds",
+        {"amount": "0.01"},
+        {"admin": 201, "provider_a": 201, "provider_b": 404, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "POST",
+        "/v1/api-keys",
+        {"role": "user", "user_id": "{user_x}"},
+        {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+    ),
+    (
+        "GET",
+        "/v1/ledger/verify",
+        None,
+        {"admin": 200, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+    ),
 ]
 
 
 def _fill(value: object, world: World) -> object:
-    names = {"provider_a": world.provider_a, "provider_b": world.provider_b,
-             "user_x": world.user_x, "user_y": world.user_y, "charge_a": world.charge_a}
+    names = {
+        "provider_a": world.provider_a,
+        "provider_b": world.provider_b,
+        "user_x": world.user_x,
+        "user_y": world.user_y,
+        "charge_a": world.charge_a,
+    }
     if isinstance(value, str):
         return value.format(**names)
     if isinstance(value, dict):
@@ -113,10 +185,15 @@ def _fill(value: object, world: World) -> object:
     return value
 
 
-@pytest.mark.parametrize(("method", "path", "body", "expected"), MATRIX,
-                         ids=[f"{m} {p}" for m, p, _, _ in MATRIX])
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"), MATRIX, ids=[f"{m} {p}" for m, p, _, _ in MATRIX]
+)
 def test_every_endpoint_checks_role_and_tenant(
-    ctx: Context, world: World, method: str, path: str, body: dict[str, object] | None,
+    ctx: Context,
+    world: World,
+    method: str,
+    path: str,
+    body: dict[str, object] | None,
     expected: dict[str, int],
 ) -> None:
     url = str(_fill(path, world))
@@ -130,10 +207,7 @@ def test_every_endpoint_checks_role_and_tenant(
         else:
             client = world.client(who)
         with client:
-            if method == "GET":
-                response = client.get(url)
-            else:
-                response = client.post(url, json=payload)
+            response = client.get(url) if method == "GET" else client.post(url, json=payload)
         want = 401 if who in ("anonymous", "bad_key") else expected[who]
         assert response.status_code == want, f"{who}: {response.text}"
         if want >= 400:
@@ -175,8 +249,11 @@ def test_malformed_json_and_wrong_content(ctx: Context, world: World) -> None:
     before = _counts(ctx)
     with world.client("admin") as admin:
         for raw in (b"{bad", b'{"amount": NaN}', b'{"amount": Infinity}', b"[1,2", b"\xff\xfe"):
-            response = admin.post(f"/v1/users/{world.user_x}/top-ups", content=raw,
-                                  headers={"content-type": "application/json"})
+            response = admin.post(
+                f"/v1/users/{world.user_x}/top-ups",
+                content=raw,
+                headers={"content-type": "application/json"},
+            )
             assert response.status_code == 400, raw
             assert response.json()["error"]["code"] in {"malformed_json", "invalid_parameter"}
     assert _counts(ctx) == before
@@ -187,19 +264,39 @@ BAD_REQUESTS = [
     ("/v1/users", {"name": "Q", "email": "q@u.io", "currency": "usd"}, 400, "currency"),
     ("/v1/users", {"name": "Q", "email": "not-an-email", "currency": "USD"}, 400, "email"),
     ("/v1/users", {"name": "", "email": "q@u.io", "currency": "USD"}, 400, "name"),
-    ("/v1/users", {"name": "Q", "email": "q@u.io", "currency": "USD", "credit_limit": "-1"},
-     400, "credit_limit"),
-    ("/v1/users", {"name": "Q", "email": "q@u.io", "currency": "USD", "billing_mode": "free"},
-     400, "billing_mode"),
-    ("/v1/providers", {"name": "Q", "email": "q@p.io", "commission_rate": "1.5"}, 400,
-     "commission_rate"),
+    (
+        "/v1/users",
+        {"name": "Q", "email": "q@u.io", "currency": "USD", "credit_limit": "-1"},
+        400,
+        "credit_limit",
+    ),
+    (
+        "/v1/users",
+        {"name": "Q", "email": "q@u.io", "currency": "USD", "billing_mode": "free"},
+        400,
+        "billing_mode",
+    ),
+    (
+        "/v1/providers",
+        {"name": "Q", "email": "q@p.io", "commission_rate": "1.5"},
+        400,
+        "commission_rate",
+    ),
     ("/v1/providers", {"name": "Q", "email": "a@p.io", "commission_rate": "0.1"}, 409, "email"),
     ("/v1/charges", {"user": "usr_nobody", "amount": "1", "description": "x"}, 404, "user"),
-    ("/v1/charges", {"user": "{user_x}", "amount": "1", "description": "x",
-                     "provider_id": "prv_nobody"}, 404, "provider_id"),
+    (
+        "/v1/charges",
+        {"user": "{user_x}", "amount": "1", "description": "x", "provider_id": "prv_nobody"},
+        404,
+        "provider_id",
+    ),
     ("/v1/charges", {"user": "{user_x}", "amount": "-1", "description": "x"}, 400, "amount"),
-    ("/v1/charges", {"user": "{user_x}", "amount": "0.000000001", "description": "x"}, 400,
-     "amount"),
+    (
+        "/v1/charges",
+        {"user": "{user_x}", "amount": "0.000000001", "description": "x"},
+        400,
+        "amount",
+    ),
     ("/v1/charges", {"user": "{user_x}", "amount": "1000", "description": "x"}, 402, None),
     ("/v1/charges/tr_nothing/refunds", {}, 404, None),
     ("/v1/charges/{charge_a}/refunds", {"amount": "6"}, 400, "amount"),
@@ -208,10 +305,17 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("path", "body", "status", "param"), BAD_REQUESTS,
-                         ids=[f"{p} {b}" for p, b, _, _ in BAD_REQUESTS])
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param"),
+    BAD_REQUESTS,
+    ids=[f"{p} {b}" for p, b, _, _ in BAD_REQUESTS],
+)
 def test_bad_requests_are_refused_clearly(
-    ctx: Context, world: World, path: str, body: dict[str, object], status: int,
+    ctx: Context,
+    world: World,
+    path: str,
+    body: dict[str, object],
+    status: int,
     param: str | None,
 ) -> None:
     before = _counts(ctx)
@@ -226,9 +330,13 @@ def test_bad_requests_are_refused_clearly(
 
 def test_unknown_ids_are_not_found(world: World) -> None:
     with world.client("admin") as admin:
-        for path in ("/v1/users/usr_nobody", "/v1/users/usr_nobody/balance",
-                     "/v1/users/usr_nobody/transactions", "/v1/providers/prv_nobody",
-                     "/v1/nothing-here"):
+        for path in (
+            "/v1/users/usr_nobody",
+            "/v1/users/usr_nobody/balance",
+            "/v1/users/usr_nobody/transactions",
+            "/v1/providers/prv_nobody",
+            "/v1/nothing-here",
+        ):
             response = admin.get(path)
             assert response.status_code == 404
             assert response.json()["error"]["type"] == "not_found"
@@ -236,14 +344,20 @@ def test_unknown_ids_are_not_found(world: World) -> None:
 
 def test_json_numbers_are_parsed_exactly(world: World) -> None:
     with world.client("admin") as admin:
-        response = admin.post(f"/v1/users/{world.user_x}/top-ups",
-                              content=b'{"amount": 0.1}',
-                              headers={"content-type": "application/json"})
+        response = admin.post(
+            f"/v1/users/{world.user_x}/top-ups",
+            content=b'{"amount": 0.1}',
+            headers={"content-type": "application/json"},
+        )
         assert response.status_code == 201
         assert response.json()["amount"] == "0.10"
-        response = admin.post("/v1/charges", content=(
-            '{"user": "%s", "amount": 0.000001, "description": "one call"}' % world.user_x
-        ).encode(), headers={"content-type": "application/json"})
+        response = admin.post(
+            "/v1/charges",
+            content=(
+                f'{{"user": "{world.user_x}", "amount": 0.000001, "description": "one call"}}'
+            ).encode(),
+            headers={"content-type": "application/json"},
+        )
         assert response.json()["amount"] == "-0.000001"
 
 
@@ -272,24 +386,41 @@ def test_idempotency_replays_conflicts_and_is_scoped_per_key(ctx: Context, world
 def test_balance_transactions_and_pagination(world: World) -> None:
     with world.client("admin") as admin:
         for n in range(4):
-            admin.post("/v1/charges", json={"user": world.user_x, "amount": f"1.{n}0",
-                                            "description": f"call {n}", "service": "maps",
-                                            "provider_id": world.provider_a}).raise_for_status()
+            admin.post(
+                "/v1/charges",
+                json={
+                    "user": world.user_x,
+                    "amount": f"1.{n}0",
+                    "description": f"call {n}",
+                    "service": "maps",
+                    "provider_id": world.provider_a,
+                },
+            ).raise_for_status()
     with world.client("user_x") as me:
         balance = me.get(f"/v1/users/{world.user_x}/balance").json()
-        assert balance == {"object": "balance", "currency": "USD", "posted": "90.40",
-                           "held": "0.00", "available": "100.40", "credit_limit": "10.00",
-                           "receivable": "0.00", "as_of": None}
+        assert balance == {
+            "object": "balance",
+            "currency": "USD",
+            "posted": "90.40",
+            "held": "0.00",
+            "available": "100.40",
+            "credit_limit": "10.00",
+            "receivable": "0.00",
+            "as_of": None,
+        }
         page = me.get(f"/v1/users/{world.user_x}/transactions", params={"limit": 2}).json()
         assert page["has_more"] and [t["amount"] for t in page["data"]] == ["-1.30", "-1.20"]
         assert page["data"][0]["service"] == "maps"
         assert page["data"][0]["balance_after"] == "90.40"
-        rest = me.get(f"/v1/users/{world.user_x}/transactions",
-                      params={"limit": 100, "starting_after": page["data"][-1]["id"]}).json()
+        rest = me.get(
+            f"/v1/users/{world.user_x}/transactions",
+            params={"limit": 100, "starting_after": page["data"][-1]["id"]},
+        ).json()
         assert not rest["has_more"]
         assert [t["kind"] for t in rest["data"]] == ["charge", "charge", "charge", "top_up"]
-        assert me.get(f"/v1/users/{world.user_x}/transactions",
-                      params={"limit": 0}).status_code == 400
+        assert (
+            me.get(f"/v1/users/{world.user_x}/transactions", params={"limit": 0}).status_code == 400
+        )
 
 
 def test_openapi_document_and_body_limit(world: World) -> None:
@@ -297,9 +428,11 @@ def test_openapi_document_and_body_limit(world: World) -> None:
         spec = anyone.get("/openapi.json").json()
         assert "/v1/charges" in spec["paths"] and "/v1/users/{user_id}/balance" in spec["paths"]
     with world.client("admin") as admin:
-        response = admin.post(f"/v1/users/{world.user_x}/top-ups",
-                              content=b'{"amount": "1", "reference": "' + b"x" * 2_000_000 + b'"}',
-                              headers={"content-type": "application/json"})
+        response = admin.post(
+            f"/v1/users/{world.user_x}/top-ups",
+            content=b'{"amount": "1", "reference": "' + b"x" * 2_000_000 + b'"}',
+            headers={"content-type": "application/json"},
+        )
         assert response.status_code == 413
         assert response.json()["error"]["type"] == "limit_exceeded"
 

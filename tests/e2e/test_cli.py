@@ -17,19 +17,31 @@ from tests.conftest import TEST_SECRET, make_context
 
 
 def _run(home: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "BILLFOLD_HOME": str(home), "BILLFOLD_DATABASE_URL": url,
-           "BILLFOLD_SECRET_KEY": TEST_SECRET}
-    return subprocess.run([sys.executable, "-m", "billfold.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    env = {
+        **os.environ,
+        "BILLFOLD_HOME": str(home),
+        "BILLFOLD_DATABASE_URL": url,
+        "BILLFOLD_SECRET_KEY": TEST_SECRET,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "billfold.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_keys_and_verify(sqlite_database_url: str, tmp_path: Path) -> None:
-    created = _run(tmp_path, sqlite_database_url, "keys", "create", "--role", "admin",
-                   "--name", "ops")
+    created = _run(
+        tmp_path, sqlite_database_url, "keys", "create", "--role", "admin", "--name", "ops"
+    )
     assert created.returncode == 0, created.stderr
     assert created.stdout.strip().startswith("bf_admin_")
-    assert _run(tmp_path, sqlite_database_url, "keys", "create", "--role", "provider"
-                ).returncode == 2
+    assert (
+        _run(tmp_path, sqlite_database_url, "keys", "create", "--role", "provider").returncode == 2
+    )
     ctx = make_context(sqlite_database_url, tmp_path)
     user = parties.create_user(ctx, SYSTEM, name="A", email="a@x.io", currency_code="USD")
     parties.top_up(ctx, SYSTEM, user.id, amount="10")
@@ -53,8 +65,14 @@ def test_fresh_home_creates_database_and_secret(tmp_path: Path) -> None:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BILLFOLD_")}
     env["BILLFOLD_HOME"] = str(home)
-    result = subprocess.run([sys.executable, "-m", "billfold.cli", "migrate"], env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "billfold.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert (home / "billfold.db").exists()
     secret = home / "secret.key"

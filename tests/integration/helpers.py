@@ -29,14 +29,28 @@ def open_books(ctx: Context, owner: str = "u1", *, floor: int = 0, currency: str
     with ctx.db.unit_of_work() as uow:
         ensure = ctx.accounts.ensure
         books = Books(
-            wallet=ensure(uow, OwnerType.USER, owner, AccountKind.WALLET, currency, now=now,
-                          floor=floor),
-            cash=ensure(uow, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.EXTERNAL_CASH,
-                        currency, now=now),
-            provider=ensure(uow, OwnerType.PROVIDER, "p1", AccountKind.PROVIDER_EARNINGS,
-                            currency, now=now),
-            revenue=ensure(uow, OwnerType.PLATFORM, PLATFORM_OWNER_ID,
-                           AccountKind.PLATFORM_REVENUE, currency, now=now),
+            wallet=ensure(
+                uow, OwnerType.USER, owner, AccountKind.WALLET, currency, now=now, floor=floor
+            ),
+            cash=ensure(
+                uow,
+                OwnerType.PLATFORM,
+                PLATFORM_OWNER_ID,
+                AccountKind.EXTERNAL_CASH,
+                currency,
+                now=now,
+            ),
+            provider=ensure(
+                uow, OwnerType.PROVIDER, "p1", AccountKind.PROVIDER_EARNINGS, currency, now=now
+            ),
+            revenue=ensure(
+                uow,
+                OwnerType.PLATFORM,
+                PLATFORM_OWNER_ID,
+                AccountKind.PLATFORM_REVENUE,
+                currency,
+                now=now,
+            ),
         )
         uow.commit()
     return books
@@ -52,7 +66,11 @@ def top_up_spec(books: Books, units: int, transfer_id: str | None = None) -> Tra
 
 
 def charge_spec(
-    books: Books, units: int, transfer_id: str | None = None, *, hold_id: str | None = None,
+    books: Books,
+    units: int,
+    transfer_id: str | None = None,
+    *,
+    hold_id: str | None = None,
     commission: int | None = None,
 ) -> TransferSpec:
     platform = units // 5 if commission is None else commission

@@ -31,10 +31,17 @@ CREDIT_LIMIT = Decimal("5.00")
 
 
 def _setup(ctx: Context) -> tuple[str, str]:
-    provider = parties.create_provider(ctx, SYSTEM, name="Maps", email="maps@example.com",
-                                       commission_rate="0.25")
-    user = parties.create_user(ctx, SYSTEM, name="Ana", email="ana@example.com",
-                               currency_code="USD", credit_limit=str(CREDIT_LIMIT))
+    provider = parties.create_provider(
+        ctx, SYSTEM, name="Maps", email="maps@example.com", commission_rate="0.25"
+    )
+    user = parties.create_user(
+        ctx,
+        SYSTEM,
+        name="Ana",
+        email="ana@example.com",
+        currency_code="USD",
+        credit_limit=str(CREDIT_LIMIT),
+    )
     parties.top_up(ctx, SYSTEM, user.id, amount=str(START_BALANCE))
     return provider.id, user.id
 
@@ -47,9 +54,13 @@ def _check(ctx: Context, user_id: str, approved: list[str]) -> None:
     # The wallet ran dry: it must be too low for one more charge, or nothing was refused.
     assert balance.available < PRICE or len(approved) == CLIENTS * CHARGES_EACH
     with ctx.db.unit_of_work(read_only=True) as uow:
-        stored = set(uow.conn.execute(
-            select(transfers.c.id).where(transfers.c.kind == "charge", transfers.c.user_id == user_id)
-        ).scalars())
+        stored = set(
+            uow.conn.execute(
+                select(transfers.c.id).where(
+                    transfers.c.kind == "charge", transfers.c.user_id == user_id
+                )
+            ).scalars()
+        )
         assert stored == set(approved)
         count = uow.conn.execute(select(func.count()).select_from(transfers)).scalar_one()
         assert count == len(approved) + 1
@@ -71,8 +82,14 @@ def test_concurrent_charges_through_the_service_layer(pg_ctx: Context) -> None:
         barrier.wait()
         for n in range(CHARGES_EACH):
             try:
-                movement = parties.charge(pg_ctx, provider, user_ref=user_id, amount=str(PRICE),
-                                          description="call", transfer_id=f"c-{index}-{n}")
+                movement = parties.charge(
+                    pg_ctx,
+                    provider,
+                    user_ref=user_id,
+                    amount=str(PRICE),
+                    description="call",
+                    transfer_id=f"c-{index}-{n}",
+                )
             except InsufficientFunds:
                 with lock:
                     refused += 1

@@ -21,11 +21,14 @@ def test_a_million_micro_charges_total_exactly_one(sqlite_ctx: Context) -> None:
     books = open_books(ctx)
     unit = to_units(Decimal("0.000001"), usd)
     with ctx.db.unit_of_work() as uow:
-        ledger.post(uow, top_up_spec(books, to_units(Decimal(2), usd), "funding"), now=ctx.clock.now())
+        ledger.post(
+            uow, top_up_spec(books, to_units(Decimal(2), usd), "funding"), now=ctx.clock.now()
+        )
         uow.commit()
     for batch in range(100):
-        specs = [charge_spec(books, unit, f"m{batch}-{n}", commission=unit // 5)
-                 for n in range(BATCH)]
+        specs = [
+            charge_spec(books, unit, f"m{batch}-{n}", commission=unit // 5) for n in range(BATCH)
+        ]
         with ctx.db.unit_of_work() as uow:
             results = ledger.post_many(uow, specs, now=ctx.clock.now())
             uow.commit()

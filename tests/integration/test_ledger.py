@@ -75,18 +75,28 @@ def test_wallet_never_goes_below_its_floor(ctx: Context) -> None:
 def test_post_many_settles_each_transfer_on_its_own(ctx: Context) -> None:
     books = open_books(ctx)
     with ctx.db.unit_of_work() as uow:
-        results = ledger.post_many(uow, [
-            top_up_spec(books, 100, "a"),
-            charge_spec(books, 60, "b"),
-            charge_spec(books, 60, "c"),  # Refused: only 40 left.
-            charge_spec(books, 40, "d"),
-            top_up_spec(books, 100, "a"),  # The same transfer again in the batch: replay.
-            top_up_spec(books, 5, "a"),  # The same id with other content: conflict.
-        ], now=ctx.clock.now())
+        results = ledger.post_many(
+            uow,
+            [
+                top_up_spec(books, 100, "a"),
+                charge_spec(books, 60, "b"),
+                charge_spec(books, 60, "c"),  # Refused: only 40 left.
+                charge_spec(books, 40, "d"),
+                top_up_spec(books, 100, "a"),  # The same transfer again in the batch: replay.
+                top_up_spec(books, 5, "a"),  # The same id with other content: conflict.
+            ],
+            now=ctx.clock.now(),
+        )
         uow.commit()
     kinds = [type(r).__name__ for r in results]
-    assert kinds == ["PostedTransfer", "PostedTransfer", "InsufficientFunds", "PostedTransfer",
-                     "PostedTransfer", "Conflict"]
+    assert kinds == [
+        "PostedTransfer",
+        "PostedTransfer",
+        "InsufficientFunds",
+        "PostedTransfer",
+        "PostedTransfer",
+        "Conflict",
+    ]
     assert results[4].replayed  # type: ignore[union-attr]
     assert _balance(ctx, books.wallet).posted == 0
     assert _verify(ctx).ok
@@ -97,11 +107,23 @@ def test_holds_capture_void_and_expire(ctx: Context, clock: TestClock) -> None:
     _post(ctx, top_up_spec(books, 1000))
     now = clock.now()
     with ctx.db.unit_of_work() as uow:
-        ledger.create_hold(uow, hold_id="h1", account_id=books.wallet, amount=700,
-                           expires_at=now + timedelta(minutes=5), now=now)
+        ledger.create_hold(
+            uow,
+            hold_id="h1",
+            account_id=books.wallet,
+            amount=700,
+            expires_at=now + timedelta(minutes=5),
+            now=now,
+        )
         with pytest.raises(InsufficientFunds):
-            ledger.create_hold(uow, hold_id="h2", account_id=books.wallet, amount=301,
-                               expires_at=now + timedelta(minutes=5), now=now)
+            ledger.create_hold(
+                uow,
+                hold_id="h2",
+                account_id=books.wallet,
+                amount=301,
+                expires_at=now + timedelta(minutes=5),
+                now=now,
+            )
         uow.commit()
     wallet = _balance(ctx, books.wallet)
     assert (wallet.posted, wallet.held, wallet.available) == (1000, 700, 300)
@@ -115,10 +137,22 @@ def test_holds_capture_void_and_expire(ctx: Context, clock: TestClock) -> None:
     with pytest.raises(Conflict):
         _post(ctx, charge_spec(books, 10, "cap-2", hold_id="h1"))
     with ctx.db.unit_of_work() as uow:
-        ledger.create_hold(uow, hold_id="h3", account_id=books.wallet, amount=200,
-                           expires_at=now + timedelta(minutes=5), now=now)
-        ledger.create_hold(uow, hold_id="h4", account_id=books.wallet, amount=100,
-                           expires_at=now + timedelta(minutes=1), now=now)
+        ledger.create_hold(
+            uow,
+            hold_id="h3",
+            account_id=books.wallet,
+            amount=200,
+            expires_at=now + timedelta(minutes=5),
+            now=now,
+        )
+        ledger.create_hold(
+            uow,
+            hold_id="h4",
+            account_id=books.wallet,
+            amount=100,
+            expires_at=now + timedelta(minutes=1),
+            now=now,
+        )
         uow.commit()
     with pytest.raises(InvalidRequest):
         _post(ctx, charge_spec(books, 201, hold_id="h3"))  # More than the hold.
@@ -142,13 +176,25 @@ def test_new_hold_sweeps_the_accounts_lapsed_holds_first(ctx: Context, clock: Te
     _post(ctx, top_up_spec(books, 100))
     now = clock.now()
     with ctx.db.unit_of_work() as uow:
-        ledger.create_hold(uow, hold_id="old", account_id=books.wallet, amount=100,
-                           expires_at=now + timedelta(seconds=30), now=now)
+        ledger.create_hold(
+            uow,
+            hold_id="old",
+            account_id=books.wallet,
+            amount=100,
+            expires_at=now + timedelta(seconds=30),
+            now=now,
+        )
         uow.commit()
     later = clock.advance(minutes=1)
     with ctx.db.unit_of_work() as uow:
-        hold = ledger.create_hold(uow, hold_id="new", account_id=books.wallet, amount=100,
-                                  expires_at=later + timedelta(minutes=1), now=later)
+        hold = ledger.create_hold(
+            uow,
+            hold_id="new",
+            account_id=books.wallet,
+            amount=100,
+            expires_at=later + timedelta(minutes=1),
+            now=later,
+        )
         uow.commit()
     assert hold.status == "pending"
     assert _verify(ctx).ok
@@ -161,16 +207,34 @@ def test_refunds_partial_then_the_rest_never_more(ctx: Context) -> None:
     with ctx.db.unit_of_work() as uow:
         for index, amount in enumerate([100, 100, 100]):
             spec = ledger.reversal_spec(
-                uow, original=charge, transfer_id=f"rf{index}", anchor_account_id=books.wallet,
-                anchor_amount=amount, kind=TransferKind.REFUND, description="refund")
+                uow,
+                original=charge,
+                transfer_id=f"rf{index}",
+                anchor_account_id=books.wallet,
+                anchor_amount=amount,
+                kind=TransferKind.REFUND,
+                description="refund",
+            )
             ledger.post(uow, spec, now=ctx.clock.now())
         with pytest.raises(InvalidRequest):
-            ledger.reversal_spec(uow, original=charge, transfer_id="too-much",
-                                 anchor_account_id=books.wallet, anchor_amount=700,
-                                 kind=TransferKind.REFUND, description=None)
-        rest = ledger.reversal_spec(uow, original=charge, transfer_id="rest",
-                                    anchor_account_id=books.wallet, anchor_amount=699,
-                                    kind=TransferKind.REFUND, description=None)
+            ledger.reversal_spec(
+                uow,
+                original=charge,
+                transfer_id="too-much",
+                anchor_account_id=books.wallet,
+                anchor_amount=700,
+                kind=TransferKind.REFUND,
+                description=None,
+            )
+        rest = ledger.reversal_spec(
+            uow,
+            original=charge,
+            transfer_id="rest",
+            anchor_account_id=books.wallet,
+            anchor_amount=699,
+            kind=TransferKind.REFUND,
+            description=None,
+        )
         ledger.post(uow, rest, now=ctx.clock.now())
         uow.commit()
     # Fully refunded: everyone is back where they were before the charge.
@@ -185,9 +249,15 @@ def test_reversing_a_spent_top_up_is_refused(ctx: Context) -> None:
     top_up = _post(ctx, top_up_spec(books, 100))
     _post(ctx, charge_spec(books, 100))
     with ctx.db.unit_of_work() as uow:
-        spec = ledger.reversal_spec(uow, original=top_up, transfer_id="rev",
-                                    anchor_account_id=books.wallet, anchor_amount=100,
-                                    kind=TransferKind.REVERSAL, description="chargeback")
+        spec = ledger.reversal_spec(
+            uow,
+            original=top_up,
+            transfer_id="rev",
+            anchor_account_id=books.wallet,
+            anchor_amount=100,
+            kind=TransferKind.REVERSAL,
+            description="chargeback",
+        )
         with pytest.raises(InsufficientFunds):
             ledger.post(uow, spec, now=ctx.clock.now())
 
@@ -235,8 +305,12 @@ def _tamper(ctx: Context, statement) -> None:  # type: ignore[no-untyped-def]
 
 def test_editing_a_posting_breaks_verify(ctx: Context) -> None:
     books = _seeded(ctx)
-    _tamper(ctx, update(postings).where(postings.c.account_id == books.provider,
-                                        postings.c.amount == 80).values(amount=90))
+    _tamper(
+        ctx,
+        update(postings)
+        .where(postings.c.account_id == books.provider, postings.c.amount == 80)
+        .values(amount=90),
+    )
     assert {"hash_chain", "transfers_balance", "cached_balances"} <= _broken(ctx)
 
 
@@ -244,16 +318,30 @@ def test_editing_a_balanced_pair_of_postings_still_breaks_the_chain(ctx: Context
     books = _seeded(ctx)
     # A careful forger keeps the transfer balanced and the cache in step: the hash shows it.
     seq = select(transfers.c.seq).where(transfers.c.id == "t2").scalar_subquery()
-    _tamper(ctx, update(postings).where(postings.c.transfer_seq == seq,
-                                        postings.c.account_id == books.provider)
-            .values(amount=postings.c.amount - 10))
-    _tamper(ctx, update(postings).where(postings.c.transfer_seq == seq,
-                                        postings.c.account_id == books.revenue)
-            .values(amount=postings.c.amount + 10))
-    _tamper(ctx, update(accounts).where(accounts.c.id == books.provider)
-            .values(posted=accounts.c.posted - 10))
-    _tamper(ctx, update(accounts).where(accounts.c.id == books.revenue)
-            .values(posted=accounts.c.posted + 10))
+    _tamper(
+        ctx,
+        update(postings)
+        .where(postings.c.transfer_seq == seq, postings.c.account_id == books.provider)
+        .values(amount=postings.c.amount - 10),
+    )
+    _tamper(
+        ctx,
+        update(postings)
+        .where(postings.c.transfer_seq == seq, postings.c.account_id == books.revenue)
+        .values(amount=postings.c.amount + 10),
+    )
+    _tamper(
+        ctx,
+        update(accounts)
+        .where(accounts.c.id == books.provider)
+        .values(posted=accounts.c.posted - 10),
+    )
+    _tamper(
+        ctx,
+        update(accounts)
+        .where(accounts.c.id == books.revenue)
+        .values(posted=accounts.c.posted + 10),
+    )
     assert "hash_chain" in _broken(ctx)
 
 
@@ -277,8 +365,12 @@ def test_deleting_the_last_transfer_and_rewinding_the_cache_breaks_verify(ctx: C
     _tamper(ctx, delete(postings).where(postings.c.transfer_seq == seq))
     _tamper(ctx, delete(transfers).where(transfers.c.id == "t3"))
     for account_id, delta in ((books.wallet, 200), (books.provider, -160), (books.revenue, -40)):
-        _tamper(ctx, update(accounts).where(accounts.c.id == account_id)
-                .values(posted=accounts.c.posted + delta))
+        _tamper(
+            ctx,
+            update(accounts)
+            .where(accounts.c.id == account_id)
+            .values(posted=accounts.c.posted + delta),
+        )
     assert _broken(ctx) == {"hash_chain"}
 
 
@@ -295,12 +387,18 @@ def test_an_account_created_in_a_rolled_back_transaction_is_not_remembered(ctx: 
 
     now = ctx.clock.now()
     with ctx.db.unit_of_work() as uow:
-        ctx.accounts.ensure(uow, OwnerType.PROVIDER, "ghost", AccountKind.PROVIDER_EARNINGS,
-                            "USD", now=now)
+        ctx.accounts.ensure(
+            uow, OwnerType.PROVIDER, "ghost", AccountKind.PROVIDER_EARNINGS, "USD", now=now
+        )
         # Rolled back on exit: the row was never committed.
     with ctx.db.unit_of_work() as uow:
-        account_id = ctx.accounts.ensure(uow, OwnerType.PROVIDER, "ghost",
-                                         AccountKind.PROVIDER_EARNINGS, "USD", now=now)
-        assert ledger.find_account(uow, OwnerType.PROVIDER, "ghost",
-                                   AccountKind.PROVIDER_EARNINGS, "USD") == account_id
+        account_id = ctx.accounts.ensure(
+            uow, OwnerType.PROVIDER, "ghost", AccountKind.PROVIDER_EARNINGS, "USD", now=now
+        )
+        assert (
+            ledger.find_account(
+                uow, OwnerType.PROVIDER, "ghost", AccountKind.PROVIDER_EARNINGS, "USD"
+            )
+            == account_id
+        )
         uow.commit()

@@ -90,8 +90,14 @@ class LedgerMachine(RuleBasedStateMachine):
         available = self._available()
         with self.ctx.db.unit_of_work() as uow:
             try:
-                ledger.create_hold(uow, hold_id=hold_id, account_id=self.books.wallet,
-                                   amount=amount, expires_at=now + timedelta(seconds=ttl), now=now)
+                ledger.create_hold(
+                    uow,
+                    hold_id=hold_id,
+                    account_id=self.books.wallet,
+                    amount=amount,
+                    expires_at=now + timedelta(seconds=ttl),
+                    now=now,
+                )
                 uow.commit()
             except InsufficientFunds:
                 assert amount > available
@@ -151,9 +157,14 @@ class LedgerMachine(RuleBasedStateMachine):
         with self.ctx.db.unit_of_work() as uow:
             original = ledger.get_transfer(uow, charge_id)
             spec = ledger.reversal_spec(
-                uow, original=original, transfer_id=self._id("rf"),
-                anchor_account_id=self.books.wallet, anchor_amount=amount,
-                kind=TransferKind.REFUND, description="refund")
+                uow,
+                original=original,
+                transfer_id=self._id("rf"),
+                anchor_account_id=self.books.wallet,
+                anchor_amount=amount,
+                kind=TransferKind.REFUND,
+                description="refund",
+            )
             ledger.post(uow, spec, now=self.clock.now())
             uow.commit()
         self.charges[charge_id] -= amount
@@ -177,7 +188,9 @@ class LedgerMachine(RuleBasedStateMachine):
 def _run(url: str, home: Path, examples: int) -> None:
     machine = type("Machine", (LedgerMachine,), {"database_url": url, "home": home})
     machine.TestCase.settings = settings(
-        max_examples=examples, stateful_step_count=25, deadline=None,
+        max_examples=examples,
+        stateful_step_count=25,
+        deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     machine.TestCase().runTest()
@@ -188,5 +201,7 @@ def fresh_url(database_url: str) -> Iterator[str]:
     yield database_url
 
 
-def test_random_operations_keep_every_invariant(fresh_url: str, tmp_path: Path, backend: str) -> None:
+def test_random_operations_keep_every_invariant(
+    fresh_url: str, tmp_path: Path, backend: str
+) -> None:
     _run(fresh_url, tmp_path, examples=30 if backend == "sqlite" else 12)

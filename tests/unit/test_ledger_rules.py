@@ -23,8 +23,9 @@ from billfold.domain.ledger import (
 
 
 def test_postings_are_merged_per_account_and_zeros_dropped() -> None:
-    result = validate_postings([Posting(1, "USD", -5), Posting(1, "USD", -5), Posting(2, "USD", 10),
-                                Posting(3, "USD", 0)])
+    result = validate_postings(
+        [Posting(1, "USD", -5), Posting(1, "USD", -5), Posting(2, "USD", 10), Posting(3, "USD", 0)]
+    )
     assert result == (Posting(1, "USD", -10), Posting(2, "USD", 10))
 
 
@@ -47,8 +48,9 @@ def test_floor_is_enforced_on_debits_only() -> None:
     with pytest.raises(InsufficientFunds):
         apply_postings(balances, [Posting(1, "USD", -81), Posting(2, "USD", 81)])
     # An unbounded posting (debt collection) may pass the floor.
-    after = apply_postings(balances, [Posting(1, "USD", -200), Posting(2, "USD", 200)],
-                           unbounded=frozenset({1}))
+    after = apply_postings(
+        balances, [Posting(1, "USD", -200), Posting(2, "USD", 200)], unbounded=frozenset({1})
+    )
     assert after[1].posted == -100
 
 
@@ -70,7 +72,9 @@ def test_split_of_ten_at_twenty_percent() -> None:
     assert split_charge(1_000_000_000, Decimal("0.20")) == (800_000_000, 200_000_000)
 
 
-@given(st.integers(min_value=-(10**12), max_value=10**12), st.integers(min_value=1, max_value=10**9))
+@given(
+    st.integers(min_value=-(10**12), max_value=10**12), st.integers(min_value=1, max_value=10**9)
+)
 def test_divide_half_up_matches_decimal(numerator: int, denominator: int) -> None:
     expected = (Decimal(numerator) / Decimal(denominator)).quantize(Decimal(1), ROUND_HALF_UP)
     assert divide_half_up(numerator, denominator) == int(expected)
@@ -99,10 +103,21 @@ def test_partial_reversals_balance_and_give_back_the_anchor_exactly(
 
 def test_chain_hash_depends_on_everything() -> None:
     at = datetime(2026, 11, 1, tzinfo=UTC)
-    base = {"prev_hash": GENESIS_HASH, "seq": 1, "transfer_id": "t", "kind": "charge",
-            "posted_at": at, "digest": "d", "postings": [(1, "USD", -5), (2, "USD", 5)]}
+    base = {
+        "prev_hash": GENESIS_HASH,
+        "seq": 1,
+        "transfer_id": "t",
+        "kind": "charge",
+        "posted_at": at,
+        "digest": "d",
+        "postings": [(1, "USD", -5), (2, "USD", 5)],
+    }
     first = chain_hash(**base)  # type: ignore[arg-type]
     assert first == chain_hash(**base)  # type: ignore[arg-type]
-    for change in ({"seq": 2}, {"prev_hash": "1" * 64}, {"digest": "e"},
-                   {"postings": [(1, "USD", -6), (2, "USD", 6)]}):
+    for change in (
+        {"seq": 2},
+        {"prev_hash": "1" * 64},
+        {"digest": "e"},
+        {"postings": [(1, "USD", -6), (2, "USD", 6)]},
+    ):
         assert chain_hash(**{**base, **change}) != first  # type: ignore[arg-type]

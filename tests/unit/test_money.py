@@ -27,8 +27,14 @@ KWD = currency("KWD")
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("12.50", Decimal("12.50")), (12, Decimal(12)), (Decimal("0.000001"), Decimal("0.000001")),
-     (" 3 ", Decimal(3)), ("1e2", Decimal(100)), ("-0", Decimal(0))],
+    [
+        ("12.50", Decimal("12.50")),
+        (12, Decimal(12)),
+        (Decimal("0.000001"), Decimal("0.000001")),
+        (" 3 ", Decimal(3)),
+        ("1e2", Decimal(100)),
+        ("-0", Decimal(0)),
+    ],
 )
 def test_parse_amount_accepts_exact_values(value: object, expected: Decimal) -> None:
     assert parse_amount(value) == expected
@@ -36,8 +42,7 @@ def test_parse_amount_accepts_exact_values(value: object, expected: Decimal) -> 
 
 @pytest.mark.parametrize(
     "value",
-    [0.1, 1.0, True, None, "", "abc", "NaN", "Infinity", "-1", "1" * 65, "1e-31", "1e13",
-     [], {}],
+    [0.1, 1.0, True, None, "", "abc", "NaN", "Infinity", "-1", "1" * 65, "1e-31", "1e13", [], {}],
 )
 def test_parse_amount_refuses_floats_and_garbage(value: object) -> None:
     with pytest.raises(InvalidAmount):
@@ -114,4 +119,6 @@ def test_rates_are_fractions() -> None:
 def test_units_round_trip_exactly(units: int, code: str) -> None:
     cur = currency(code)
     assert to_units(from_units(units, cur), cur) == units
-    assert parse_amount(format_amount(from_units(units, cur), cur), allow_negative=True) == from_units(units, cur)
+    assert parse_amount(
+        format_amount(from_units(units, cur), cur), allow_negative=True
+    ) == from_units(units, cur)

@@ -50,11 +50,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+        first: dict[str, Any] = (
+            dict(errors[0]) if errors else {"loc": (), "msg": "invalid request", "type": ""}
+        )
         if first.get("type") == "json_invalid":
             detail = first.get("ctx", {}).get("error", "")
             return error_response(
-                400, "invalid_request", "malformed_json",
+                400,
+                "invalid_request",
+                "malformed_json",
                 f"the request body is not valid JSON ({detail})".replace(" ()", ""),
             )
         param = _param(tuple(first.get("loc", ())))
@@ -71,7 +75,8 @@ def install(app: FastAPI) -> None:
         code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, type_)
         message = str(exc.detail) if exc.detail else type_
         return JSONResponse(
-            error_body(type_, code, message), status_code=exc.status_code,
+            error_body(type_, code, message),
+            status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
 
@@ -79,7 +84,9 @@ def install(app: FastAPI) -> None:
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path, error=type(exc).__name__)
         return error_response(
-            500, "internal", "internal_error",
+            500,
+            "internal",
+            "internal_error",
             "billfold hit an internal error; nothing was changed by this request "
             f"(request id {getattr(request.state, 'request_id', '-')})",
         )

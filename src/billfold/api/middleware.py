@@ -29,7 +29,9 @@ IN_PROGRESS_LEASE = timedelta(seconds=60)
 log = structlog.get_logger("billfold.http")
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _send_json(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     payload = json.dumps(body).encode()
     await send(
         {
@@ -72,8 +74,10 @@ class RequestLogMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []),
-                                      (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -162,11 +166,16 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            await _send_json(send, 400, error_body(
-                "invalid_request", "invalid_idempotency_key",
-                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
-                "Idempotency-Key",
-            ))
+            await _send_json(
+                send,
+                400,
+                error_body(
+                    "invalid_request",
+                    "invalid_idempotency_key",
+                    f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+                    "Idempotency-Key",
+                ),
+            )
             return
         authorization = _header(scope, b"authorization")
         if not authorization:
@@ -188,7 +197,9 @@ class IdempotencyMiddleware:
 
         from starlette.concurrency import run_in_threadpool
 
-        decision = await run_in_threadpool(self._reserve, principal, key, scope["path"], request_hash)
+        decision = await run_in_threadpool(
+            self._reserve, principal, key, scope["path"], request_hash
+        )
         if decision is not None:
             status, payload, replayed = decision
             headers = [(b"idempotent-replayed", b"true")] if replayed else []
@@ -218,9 +229,7 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay_receive, capture_send)
         finally:
-            await run_in_threadpool(
-                self._finish, principal, key, response_status, b"".join(chunks)
-            )
+            await run_in_threadpool(self._finish, principal, key, response_status, b"".join(chunks))
 
     def _reserve(
         self, principal: str, key: str, path: str, request_hash: str
@@ -231,9 +240,16 @@ class IdempotencyMiddleware:
             try:
                 uow.conn.execute(
                     idempotency_keys.insert().values(
-                        principal=principal, key=key, method="POST", path=path[:500],
-                        request_hash=request_hash, state="in_progress", response_status=None,
-                        response_body=None, created_at=now, locked_until=now + IN_PROGRESS_LEASE,
+                        principal=principal,
+                        key=key,
+                        method="POST",
+                        path=path[:500],
+                        request_hash=request_hash,
+                        state="in_progress",
+                        response_status=None,
+                        response_body=None,
+                        created_at=now,
+                        locked_until=now + IN_PROGRESS_LEASE,
                     )
                 )
                 uow.commit()
@@ -246,19 +262,29 @@ class IdempotencyMiddleware:
                 )
             ).one()
             if row.request_hash != request_hash:
-                return 409, error_body(
-                    "conflict", "idempotency_key_reused",
-                    "this Idempotency-Key was used with a different request; use a new key",
-                    "Idempotency-Key",
-                ), False
+                return (
+                    409,
+                    error_body(
+                        "conflict",
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was used with a different request; use a new key",
+                        "Idempotency-Key",
+                    ),
+                    False,
+                )
             if row.state == "done":
                 return int(row.response_status), json.loads(row.response_body), True
             if row.locked_until > now:
-                return 409, error_body(
-                    "conflict", "idempotency_key_in_use",
-                    "a request with this Idempotency-Key is still being processed; retry later",
-                    "Idempotency-Key",
-                ), False
+                return (
+                    409,
+                    error_body(
+                        "conflict",
+                        "idempotency_key_in_use",
+                        "a request with this Idempotency-Key is still being processed; retry later",
+                        "Idempotency-Key",
+                    ),
+                    False,
+                )
             # The earlier attempt died without an answer: this one takes the key over.
             taken = uow.conn.execute(
                 update(idempotency_keys)
@@ -272,11 +298,16 @@ class IdempotencyMiddleware:
             ).rowcount
             uow.commit()
             if taken != 1:
-                return 409, error_body(
-                    "conflict", "idempotency_key_in_use",
-                    "a request with this Idempotency-Key is still being processed; retry later",
-                    "Idempotency-Key",
-                ), False
+                return (
+                    409,
+                    error_body(
+                        "conflict",
+                        "idempotency_key_in_use",
+                        "a request with this Idempotency-Key is still being processed; retry later",
+                        "Idempotency-Key",
+                    ),
+                    False,
+                )
             return None
 
     def _finish(self, principal: str, key: str, status: int, body: bytes) -> None:

@@ -16,8 +16,10 @@ from billfold.services.verify import Report
 AmountIn = Annotated[
     Any,
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}, {"type": "number"}],
-         "examples": ["12.50"]}
+        {
+            "anyOf": [{"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}, {"type": "number"}],
+            "examples": ["12.50"],
+        }
     ),
 ]
 Amount = Annotated[str, Field(examples=["12.50"], description="An exact decimal amount.")]
@@ -95,8 +97,11 @@ class ProviderOut(BaseModel):
     @classmethod
     def of(cls, view: ProviderView) -> ProviderOut:
         return cls(
-            id=view.id, name=view.name, email=view.email,
-            commission_rate=format_decimal(view.commission_rate), status=view.status,
+            id=view.id,
+            name=view.name,
+            email=view.email,
+            commission_rate=format_decimal(view.commission_rate),
+            status=view.status,
             created_at=view.created_at,
         )
 
@@ -115,10 +120,13 @@ class BalanceOut(BaseModel):
     def of(cls, view: BalanceView) -> BalanceOut:
         cur = view.currency
         return cls(
-            currency=cur.code, posted=format_amount(view.posted, cur),
-            held=format_amount(view.held, cur), available=format_amount(view.available, cur),
+            currency=cur.code,
+            posted=format_amount(view.posted, cur),
+            held=format_amount(view.held, cur),
+            available=format_amount(view.available, cur),
             credit_limit=format_amount(view.credit_limit, cur),
-            receivable=format_amount(view.receivable, cur), as_of=view.as_of,
+            receivable=format_amount(view.receivable, cur),
+            as_of=view.as_of,
         )
 
 
@@ -138,10 +146,15 @@ class UserOut(BaseModel):
     @classmethod
     def of(cls, view: UserView) -> UserOut:
         return cls(
-            id=view.id, name=view.name, email=view.email, currency=view.currency.code,
+            id=view.id,
+            name=view.name,
+            email=view.email,
+            currency=view.currency.code,
             billing_mode=str(view.billing_mode),
             credit_limit=format_amount(view.credit_limit, view.currency),
-            external_id=view.external_id, status=view.status, created_at=view.created_at,
+            external_id=view.external_id,
+            status=view.status,
+            created_at=view.created_at,
             balance=BalanceOut.of(view.balance) if view.balance else None,
         )
 
@@ -172,15 +185,26 @@ class TransactionOut(BaseModel):
     def of(cls, movement: MoneyMovement) -> TransactionOut:
         t, cur = movement.transfer, movement.currency
         return cls(
-            id=t.id, kind=t.kind, created_at=t.posted_at, currency=cur.code,
-            amount=format_amount(movement.amount, cur), account=movement.account,
+            id=t.id,
+            kind=t.kind,
+            created_at=t.posted_at,
+            currency=cur.code,
+            amount=format_amount(movement.amount, cur),
+            account=movement.account,
             balance_after=format_amount(movement.balance_after, cur),
-            description=t.description, user=t.user_id, provider_id=t.provider_id,
-            service=t.service, metric=t.metric, quantity=t.quantity, reference=t.reference,
+            description=t.description,
+            user=t.user_id,
+            provider_id=t.provider_id,
+            service=t.service,
+            metric=t.metric,
+            quantity=t.quantity,
+            reference=t.reference,
             reverses=t.reverses,
-            provider_amount=None if movement.provider_amount is None
+            provider_amount=None
+            if movement.provider_amount is None
             else format_amount(movement.provider_amount, cur),
-            commission=None if movement.commission is None
+            commission=None
+            if movement.commission is None
             else format_amount(movement.commission, cur),
         )
 
@@ -233,11 +257,18 @@ class VerifyOut(BaseModel):
     @classmethod
     def of(cls, report: Report) -> VerifyOut:
         return cls(
-            ok=report.ok, transfers=report.transfers, postings=report.postings,
+            ok=report.ok,
+            transfers=report.transfers,
+            postings=report.postings,
             accounts=report.accounts,
             checks=[
-                CheckOut(name=c.name, description=c.description, ok=c.ok,
-                         problem_count=c.problem_count, problems=c.problems)
+                CheckOut(
+                    name=c.name,
+                    description=c.description,
+                    ok=c.ok,
+                    problem_count=c.problem_count,
+                    problems=c.problems,
+                )
                 for c in report.checks
             ],
         )

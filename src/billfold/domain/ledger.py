@@ -145,7 +145,9 @@ def validate_postings(postings: Sequence[Posting]) -> tuple[Posting, ...]:
         if amount != 0
     )
     if len(result) < 2:
-        raise InvalidRequest("a transfer needs at least two non-zero postings", code="empty_transfer")
+        raise InvalidRequest(
+            "a transfer needs at least two non-zero postings", code="empty_transfer"
+        )
     if len(result) > MAX_POSTINGS:
         raise InvalidRequest(f"a transfer may have at most {MAX_POSTINGS} postings")
     totals: dict[str, int] = defaultdict(int)
@@ -249,7 +251,11 @@ def reversal_postings(
         if remainder == 0:
             continue
         index = max(
-            (i for i, p in enumerate(result) if p.currency == cur and p.account_id != anchor_account_id),
+            (
+                i
+                for i, p in enumerate(result)
+                if p.currency == cur and p.account_id != anchor_account_id
+            ),
             key=lambda i: abs(result[i].amount),
         )
         target = result[index]
@@ -268,8 +274,15 @@ def chain_hash(
     postings: Iterable[tuple[int, str, int]],
 ) -> str:
     """The hash of one journal entry, chained to the entry before it."""
-    body = (prev_hash, seq, transfer_id, kind, posted_at.isoformat(), digest,
-            tuple(sorted(postings)))
+    body = (
+        prev_hash,
+        seq,
+        transfer_id,
+        kind,
+        posted_at.isoformat(),
+        digest,
+        tuple(sorted(postings)),
+    )
     return _sha256(_canonical(body))
 
 

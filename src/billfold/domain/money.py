@@ -107,10 +107,10 @@ def parse_amount(
     max_amount: Decimal = MAX_AMOUNT,
 ) -> Decimal:
     """The one constructor of amounts: a decimal string, an int or a Decimal, never a float."""
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         # A float has already lost the exact value the caller meant; refuse rather than guess.
         raise InvalidAmount(
-            f"{param} must be a decimal string such as \"12.50\", not a binary float",
+            f'{param} must be a decimal string such as "12.50", not a binary float',
             param=param,
         )
     if isinstance(value, int):
@@ -120,16 +120,16 @@ def parse_amount(
     elif isinstance(value, str):
         text = value.strip()
         if not text or len(text) > MAX_AMOUNT_TEXT_LENGTH:
-            raise InvalidAmount(f"{param} must be a decimal number such as \"12.50\"", param=param)
+            raise InvalidAmount(f'{param} must be a decimal number such as "12.50"', param=param)
         try:
             amount = Decimal(text)
         except decimal.InvalidOperation:
             raise InvalidAmount(
-                f"{param} must be a decimal number such as \"12.50\", got {text[:32]!r}",
+                f'{param} must be a decimal number such as "12.50", got {text[:32]!r}',
                 param=param,
             ) from None
     else:
-        raise InvalidAmount(f"{param} must be a decimal string such as \"12.50\"", param=param)
+        raise InvalidAmount(f'{param} must be a decimal string such as "12.50"', param=param)
     if not amount.is_finite():
         raise InvalidAmount(f"{param} must be a finite number", param=param)
     if amount.is_signed() and not amount.is_zero() and not allow_negative:

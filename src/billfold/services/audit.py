@@ -50,8 +50,12 @@ def record(
 
 
 def entries(
-    uow: UnitOfWork, *, object_type: str | None = None, object_id: str | None = None,
-    limit: int = 100, before_id: int | None = None,
+    uow: UnitOfWork,
+    *,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
 ) -> list[AuditEntry]:
     query = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
     if object_type:

@@ -48,7 +48,9 @@ def create_key(
     """A new key and its secret; the secret is returned this once and never stored."""
     require_admin(principal)
     if role == Role.PROVIDER and (provider_id is None or user_id is not None):
-        raise InvalidRequest("a provider key needs provider_id (and no user_id)", param="provider_id")
+        raise InvalidRequest(
+            "a provider key needs provider_id (and no user_id)", param="provider_id"
+        )
     if role == Role.USER and (user_id is None or provider_id is not None):
         raise InvalidRequest("a user key needs user_id (and no provider_id)", param="user_id")
     if role == Role.ADMIN and (user_id is not None or provider_id is not None):
@@ -68,13 +70,20 @@ def create_key(
         revoked_at=None,
     )
     with ctx.db.unit_of_work() as uow:
-        if provider_id is not None and uow.conn.execute(
-            select(providers.c.id).where(providers.c.id == provider_id)
-        ).first() is None:
-            raise NotFound(f"no provider {provider_id}", code="provider_not_found", param="provider_id")
-        if user_id is not None and uow.conn.execute(
-            select(users.c.id).where(users.c.id == user_id)
-        ).first() is None:
+        if (
+            provider_id is not None
+            and uow.conn.execute(
+                select(providers.c.id).where(providers.c.id == provider_id)
+            ).first()
+            is None
+        ):
+            raise NotFound(
+                f"no provider {provider_id}", code="provider_not_found", param="provider_id"
+            )
+        if (
+            user_id is not None
+            and uow.conn.execute(select(users.c.id).where(users.c.id == user_id)).first() is None
+        ):
             raise NotFound(f"no user {user_id}", code="user_not_found", param="user_id")
         uow.conn.execute(
             api_keys.insert().values(
@@ -89,8 +98,15 @@ def create_key(
                 revoked_at=None,
             )
         )
-        audit.record(uow, principal, "api_key.created", "api_key", key.id, at=now,
-                     details={"role": str(role), "provider_id": provider_id, "user_id": user_id})
+        audit.record(
+            uow,
+            principal,
+            "api_key.created",
+            "api_key",
+            key.id,
+            at=now,
+            details={"role": str(role), "provider_id": provider_id, "user_id": user_id},
+        )
         uow.commit()
     return key, secret
 
@@ -101,9 +117,13 @@ def authenticate(ctx: Context, secret: str) -> Principal:
         raise AuthenticationFailed("invalid API key", code="invalid_api_key")
     with ctx.db.unit_of_work(read_only=True) as uow:
         row = uow.conn.execute(
-            select(api_keys.c.id, api_keys.c.role, api_keys.c.provider_id, api_keys.c.user_id,
-                   api_keys.c.revoked_at)
-            .where(api_keys.c.secret_hash == _hash(secret))
+            select(
+                api_keys.c.id,
+                api_keys.c.role,
+                api_keys.c.provider_id,
+                api_keys.c.user_id,
+                api_keys.c.revoked_at,
+            ).where(api_keys.c.secret_hash == _hash(secret))
         ).one_or_none()
     if row is None or row.revoked_at is not None:
         raise AuthenticationFailed("invalid API key", code="invalid_api_key")

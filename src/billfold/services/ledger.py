@@ -17,6 +17,7 @@ from collections import ChainMap, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -215,17 +216,16 @@ def post_many(
     normalised = [_normalise(spec) for spec in specs]
 
     head = uow.conn.execute(
-        select(ledger_head.c.seq, ledger_head.c.hash)
-        .where(ledger_head.c.id == 1)
-        .with_for_update()
+        select(ledger_head.c.seq, ledger_head.c.hash).where(ledger_head.c.id == 1).with_for_update()
     ).one()
     seq, prev_hash = int(head.seq), str(head.hash)
 
     existing = _existing_digests(uow, {spec.id for spec in normalised})
     account_ids = sorted({p.account_id for spec in normalised for p in spec.postings})
     rows = uow.conn.execute(
-        select(accounts.c.id, accounts.c.currency, accounts.c.posted, accounts.c.held,
-               accounts.c.floor)
+        select(
+            accounts.c.id, accounts.c.currency, accounts.c.posted, accounts.c.held, accounts.c.floor
+        )
         .where(accounts.c.id.in_(account_ids))
         .order_by(accounts.c.id)
         .with_for_update()
@@ -330,10 +330,7 @@ def post_many(
     _write(uow, balances, rows, new_transfers, new_postings, hold_updates, seq, prev_hash)
     replays = {r for r in results if isinstance(r, str)}
     loaded = {t.id: t for t in load_transfers(uow, replays)} if replays else {}
-    return [
-        _replayed(loaded[r]) if isinstance(r, str) else r
-        for r in results
-    ]
+    return [_replayed(loaded[r]) if isinstance(r, str) else r for r in results]
 
 
 def _normalise(spec: TransferSpec) -> TransferSpec:
@@ -358,11 +355,7 @@ def _normalise(spec: TransferSpec) -> TransferSpec:
 
 
 def _replayed(transfer: PostedTransfer) -> PostedTransfer:
-    return PostedTransfer(**{**_fields(transfer), "replayed": True})
-
-
-def _fields(transfer: PostedTransfer) -> dict[str, object]:
-    return {name: getattr(transfer, name) for name in PostedTransfer.__slots__}
+    return replace(transfer, replayed=True)
 
 
 def _existing_digests(uow: UnitOfWork, ids: set[str]) -> dict[str, str]:
@@ -425,11 +418,19 @@ def _write(
             .values(posted=bindparam("b_posted"), held=bindparam("b_held")),
             changed,
         )
-    insert_rows(conn, transfers, TRANSFER_COLUMNS,
-                [tuple(_db_value(conn, row[c]) for c in TRANSFER_COLUMNS) for row in new_transfers])
+    insert_rows(
+        conn,
+        transfers,
+        TRANSFER_COLUMNS,
+        [tuple(_db_value(conn, row[c]) for c in TRANSFER_COLUMNS) for row in new_transfers],
+    )
 
-    insert_rows(conn, postings, POSTING_COLUMNS,
-                [tuple(row[c] for c in POSTING_COLUMNS) for row in new_postings])
+    insert_rows(
+        conn,
+        postings,
+        POSTING_COLUMNS,
+        [tuple(row[c] for c in POSTING_COLUMNS) for row in new_postings],
+    )
     if hold_updates:
         conn.execute(
             update(holds)
@@ -446,8 +447,22 @@ def _write(
 
 
 TRANSFER_COLUMNS = (
-    "seq", "id", "kind", "posted_at", "user_id", "provider_id", "service", "metric", "quantity",
-    "description", "reference", "reverses", "hold_id", "digest", "prev_hash", "hash",
+    "seq",
+    "id",
+    "kind",
+    "posted_at",
+    "user_id",
+    "provider_id",
+    "service",
+    "metric",
+    "quantity",
+    "description",
+    "reference",
+    "reverses",
+    "hold_id",
+    "digest",
+    "prev_hash",
+    "hash",
 )
 POSTING_COLUMNS = ("transfer_seq", "account_id", "currency", "amount", "balance_after")
 
@@ -461,7 +476,7 @@ def load_transfers(uow: UnitOfWork, ids: Iterable[str]) -> list[PostedTransfer]:
     wanted = sorted(set(ids))
     if not wanted:
         return []
-    rows = []
+    rows: list[Any] = []
     for start in range(0, len(wanted), 1000):
         rows.extend(
             uow.conn.execute(
@@ -552,7 +567,8 @@ def _release_for_capture(
     debit = -sum(p.amount for p in spec.postings if p.account_id == hold.account_id)
     if debit > hold.amount:
         raise InvalidRequest(
-            "a capture may not take more than the hold reserved", code="capture_exceeds_hold",
+            "a capture may not take more than the hold reserved",
+            code="capture_exceeds_hold",
             param="amount",
         )
     before = balances[hold.account_id]
@@ -673,21 +689,23 @@ def _expire_account_holds(uow: UnitOfWork, account_id: int, now: datetime) -> in
     )
     released = sum(h.amount for h in lapsed)
     uow.conn.execute(
-        update(accounts)
-        .where(accounts.c.id == account_id)
-        .values(held=accounts.c.held - released)
+        update(accounts).where(accounts.c.id == account_id).values(held=accounts.c.held - released)
     )
     return int(released)
 
 
 def expire_holds(uow: UnitOfWork, *, now: datetime, limit: int = 1000) -> int:
     """Expires up to `limit` lapsed holds across accounts; returns how many it expired."""
-    account_ids = uow.conn.execute(
-        select(holds.c.account_id)
-        .where(holds.c.status == str(HoldStatus.PENDING), holds.c.expires_at <= now)
-        .distinct()
-        .limit(limit)
-    ).scalars().all()
+    account_ids = (
+        uow.conn.execute(
+            select(holds.c.account_id)
+            .where(holds.c.status == str(HoldStatus.PENDING), holds.c.expires_at <= now)
+            .distinct()
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
     expired = 0
     for account_id in sorted(account_ids):
         uow.conn.execute(

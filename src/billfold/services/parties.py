@@ -185,8 +185,15 @@ def create_provider(
             raise Conflict(
                 "a provider with this email exists", code="provider_exists", param="email"
             ) from None
-        audit.record(uow, principal, "provider.created", "provider", view.id, at=now,
-                     details={"commission_rate": str(rate)})
+        audit.record(
+            uow,
+            principal,
+            "provider.created",
+            "provider",
+            view.id,
+            at=now,
+            details={"commission_rate": str(rate)},
+        )
         uow.commit()
     return view
 
@@ -239,8 +246,15 @@ def update_provider(
         uow.conn.execute(
             update(providers).where(providers.c.id == provider_id).values(commission_rate=str(rate))
         )
-        audit.record(uow, principal, "provider.updated", "provider", provider_id, at=now,
-                     details={"commission_rate": [str(before.commission_rate), str(rate)]})
+        audit.record(
+            uow,
+            principal,
+            "provider.updated",
+            "provider",
+            provider_id,
+            at=now,
+            details={"commission_rate": [str(before.commission_rate), str(rate)]},
+        )
         view = load_provider(ctx, uow, provider_id)
         uow.commit()
     return view
@@ -309,12 +323,19 @@ def create_user(
             raise Conflict(
                 "a user with this external_id exists", code="user_exists", param="external_id"
             ) from None
-        ctx.accounts.ensure(uow, OwnerType.USER, view.id, AccountKind.WALLET, cur.code, now=now,
-                            floor=-limit_units)
+        ctx.accounts.ensure(
+            uow, OwnerType.USER, view.id, AccountKind.WALLET, cur.code, now=now, floor=-limit_units
+        )
         ctx.accounts.ensure(uow, OwnerType.USER, view.id, AccountKind.RECEIVABLE, cur.code, now=now)
-        audit.record(uow, principal, "user.created", "user", view.id, at=now,
-                     details={"currency": cur.code, "billing_mode": str(mode),
-                              "credit_limit": str(limit)})
+        audit.record(
+            uow,
+            principal,
+            "user.created",
+            "user",
+            view.id,
+            at=now,
+            details={"currency": cur.code, "billing_mode": str(mode), "credit_limit": str(limit)},
+        )
         uow.commit()
     return _with_balance(ctx, view)
 
@@ -345,8 +366,12 @@ def load_user(ctx: Context, uow: UnitOfWork, user_ref: str) -> UserView:
 
 
 def _with_balance(ctx: Context, user: UserView, as_of: datetime | None = None) -> UserView:
-    return UserView(**{**{n: getattr(user, n) for n in UserView.__slots__},
-                       "balance": user_balance_of(ctx, user, as_of=as_of)})
+    return UserView(
+        **{
+            **{n: getattr(user, n) for n in UserView.__slots__},
+            "balance": user_balance_of(ctx, user, as_of=as_of),
+        }
+    )
 
 
 def get_user(ctx: Context, principal: Principal, user_ref: str) -> UserView:
@@ -382,15 +407,27 @@ def set_credit_limit(
         wallet = _wallet(ctx, uow, user, now)
         ledger.set_floor(uow, wallet, -units)
         uow.conn.execute(update(users).where(users.c.id == user.id).values(credit_limit=units))
-        audit.record(uow, principal, "user.credit_limit_changed", "user", user.id, at=now,
-                     details={"credit_limit": [str(user.credit_limit), str(limit)]})
+        audit.record(
+            uow,
+            principal,
+            "user.credit_limit_changed",
+            "user",
+            user.id,
+            at=now,
+            details={"credit_limit": [str(user.credit_limit), str(limit)]},
+        )
         uow.commit()
     return get_user(ctx, principal, user.id)
 
 
 def _wallet(ctx: Context, uow: UnitOfWork, user: UserView, now: datetime) -> int:
     return ctx.accounts.ensure(
-        uow, OwnerType.USER, user.id, AccountKind.WALLET, user.currency.code, now=now,
+        uow,
+        OwnerType.USER,
+        user.id,
+        AccountKind.WALLET,
+        user.currency.code,
+        now=now,
         floor=-to_units(user.credit_limit, user.currency),
     )
 
@@ -401,7 +438,9 @@ def _receivable(ctx: Context, uow: UnitOfWork, user: UserView, now: datetime) ->
     )
 
 
-def _platform(ctx: Context, uow: UnitOfWork, kind: AccountKind, cur: Currency, now: datetime) -> int:
+def _platform(
+    ctx: Context, uow: UnitOfWork, kind: AccountKind, cur: Currency, now: datetime
+) -> int:
     return ctx.accounts.ensure(uow, OwnerType.PLATFORM, PLATFORM_OWNER_ID, kind, cur.code, now=now)
 
 
@@ -483,8 +522,15 @@ def top_up(
         )
         posted = ledger.post(uow, spec, now=now)
         if not posted.replayed:
-            audit.record(uow, principal, "user.topped_up", "transfer", posted.id, at=now,
-                         details={"user_id": user.id, "amount": str(value)})
+            audit.record(
+                uow,
+                principal,
+                "user.topped_up",
+                "transfer",
+                posted.id,
+                at=now,
+                details={"user_id": user.id, "amount": str(value)},
+            )
         uow.commit()
     return _movement(posted, wallet, user.currency, "wallet")
 
@@ -525,8 +571,9 @@ def charge(
             provider_share, commission = split_charge(units, provider.commission_rate)
             lines = [
                 Posting(payer, cur.code, -units),
-                Posting(_provider_earnings(ctx, uow, provider.id, cur, now), cur.code,
-                        provider_share),
+                Posting(
+                    _provider_earnings(ctx, uow, provider.id, cur, now), cur.code, provider_share
+                ),
                 Posting(revenue, cur.code, commission),
             ]
         else:
@@ -543,13 +590,23 @@ def charge(
         )
         posted = ledger.post(uow, spec, now=now)
         if not posted.replayed:
-            audit.record(uow, principal, "user.charged", "transfer", posted.id, at=now,
-                         details={"user_id": user.id, "amount": str(value),
-                                  "provider_id": provider_ref})
+            audit.record(
+                uow,
+                principal,
+                "user.charged",
+                "transfer",
+                posted.id,
+                at=now,
+                details={"user_id": user.id, "amount": str(value), "provider_id": provider_ref},
+            )
         uow.commit()
     return _movement(
-        posted, payer, cur, "wallet" if user.billing_mode == BillingMode.PREPAID else "receivable",
-        provider_share=provider_share, commission=commission,
+        posted,
+        payer,
+        cur,
+        "wallet" if user.billing_mode == BillingMode.PREPAID else "receivable",
+        provider_share=provider_share,
+        commission=commission,
     )
 
 
@@ -577,14 +634,10 @@ def refund(
             raise InvalidRequest("only charges can be refunded", code="not_a_charge")
         assert original.user_id is not None
         user = load_user(ctx, uow, original.user_id)
-        payer = next(
-            p.account_id for p in original.postings if p.amount < 0
-        )
+        payer = next(p.account_id for p in original.postings if p.amount < 0)
         cur = user.currency
         left = -original.amount_on(payer) - ledger.reversed_so_far(uow, original.id).get(payer, 0)
-        units = left if amount is None else to_units(
-            parse_amount(amount, allow_zero=False), cur
-        )
+        units = left if amount is None else to_units(parse_amount(amount, allow_zero=False), cur)
         spec = ledger.reversal_spec(
             uow,
             original=original,
@@ -596,8 +649,15 @@ def refund(
         )
         posted = ledger.post(uow, spec, now=now)
         if not posted.replayed:
-            audit.record(uow, principal, "charge.refunded", "transfer", posted.id, at=now,
-                         details={"charge_id": original.id, "units": units})
+            audit.record(
+                uow,
+                principal,
+                "charge.refunded",
+                "transfer",
+                posted.id,
+                at=now,
+                details={"charge_id": original.id, "units": units},
+            )
         uow.commit()
     account = "wallet" if user.billing_mode == BillingMode.PREPAID else "receivable"
     return _movement(posted, payer, cur, account)
@@ -655,11 +715,14 @@ def transactions(
                 )
             ).scalar_one_or_none()
             if seq is None:
-                raise InvalidRequest("starting_after is not one of this user's transactions",
-                                     param="starting_after")
+                raise InvalidRequest(
+                    "starting_after is not one of this user's transactions", param="starting_after"
+                )
             query = query.where(postings.c.transfer_seq < seq)
         rows = uow.conn.execute(query).all()
-        loaded = {t.seq: t for t in ledger.load_transfers_by_seq(uow, [r.transfer_seq for r in rows])}
+        loaded = {
+            t.seq: t for t in ledger.load_transfers_by_seq(uow, [r.transfer_seq for r in rows])
+        }
     return Page(
         [
             _movement(loaded[r.transfer_seq], r.account_id, user.currency, kinds[r.account_id])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import func, select
 
@@ -63,9 +64,7 @@ class Report:
 Progress = Callable[[int, int], None]
 
 
-def verify(
-    ctx: Context, principal: Principal, *, progress: Progress | None = None
-) -> Report:
+def verify(ctx: Context, principal: Principal, *, progress: Progress | None = None) -> Report:
     require_admin(principal)
     with ctx.db.unit_of_work(read_only=True) as uow:
         return verify_in(uow, progress=progress)
@@ -73,6 +72,7 @@ def verify(
 
 def verify_in(uow: UnitOfWork, *, progress: Progress | None = None) -> Report:
     conn = uow.conn
+    row: Any
     balanced = Check("transfers_balance", "every transfer's postings sum to zero per currency")
     for row in conn.execute(
         select(postings.c.transfer_seq, postings.c.currency, func.sum(postings.c.amount))
@@ -132,9 +132,7 @@ def verify_in(uow: UnitOfWork, *, progress: Progress | None = None) -> Report:
             accounts.c.posted - accounts.c.held < accounts.c.floor,
         )
     ):
-        floors.fail(
-            f"account {row.id} is at {row.posted - row.held}, below its floor {row.floor}"
-        )
+        floors.fail(f"account {row.id} is at {row.posted - row.held}, below its floor {row.floor}")
 
     chain, running = _walk_journal(uow, progress)
     total_transfers = conn.execute(select(func.count()).select_from(transfers)).scalar_one()
@@ -161,12 +159,15 @@ def _walk_journal(uow: UnitOfWork, progress: Progress | None) -> tuple[Check, Ch
     done = 0
     while True:
         rows = conn.execute(
-            select(transfers).where(transfers.c.seq > last_seq).order_by(transfers.c.seq).limit(CHUNK)
+            select(transfers)
+            .where(transfers.c.seq > last_seq)
+            .order_by(transfers.c.seq)
+            .limit(CHUNK)
         ).all()
         if not rows:
             break
         first, last = rows[0].seq, rows[-1].seq
-        by_seq: dict[int, list[object]] = {}
+        by_seq: dict[int, list[Any]] = {}
         for p in conn.execute(
             select(postings)
             .where(postings.c.transfer_seq >= first, postings.c.transfer_seq <= last)
@@ -183,8 +184,8 @@ def _walk_journal(uow: UnitOfWork, progress: Progress | None) -> tuple[Check, Ch
                 id=row.id,
                 kind=TransferKind(row.kind),
                 postings=tuple(
-                    Posting(p.account_id, p.currency, p.amount)  # type: ignore[attr-defined]
-                    for p in sorted(legs, key=lambda p: (p.account_id, p.currency))  # type: ignore[attr-defined]
+                    Posting(p.account_id, p.currency, p.amount)
+                    for p in sorted(legs, key=lambda p: (p.account_id, p.currency))
                 ),
                 user_id=row.user_id,
                 provider_id=row.provider_id,
@@ -209,11 +210,11 @@ def _walk_journal(uow: UnitOfWork, progress: Progress | None) -> tuple[Check, Ch
             if digest != row.digest or recomputed != row.hash:
                 chain.fail(f"transfer #{row.seq} ({row.id}) does not match its hash")
             for p in legs:
-                account_id = p.account_id  # type: ignore[attr-defined]
-                balances[account_id] = balances.get(account_id, 0) + p.amount  # type: ignore[attr-defined]
-                if balances[account_id] != p.balance_after:  # type: ignore[attr-defined]
+                account_id = p.account_id
+                balances[account_id] = balances.get(account_id, 0) + p.amount
+                if balances[account_id] != p.balance_after:
                     running.fail(
-                        f"posting {p.id} on account {account_id} says {p.balance_after} "  # type: ignore[attr-defined]
+                        f"posting {p.id} on account {account_id} says {p.balance_after} "
                         f"after, but the journal gives {balances[account_id]}"
                     )
             prev_hash = row.hash

@@ -84,7 +84,9 @@ api_keys = Table(
 accounts = Table(
     "accounts",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("owner_type", String(16), nullable=False),
     Column("owner_id", String(ID), nullable=False),
     Column("kind", String(32), nullable=False),
@@ -134,7 +136,9 @@ transfers = Table(
 postings = Table(
     "postings",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("transfer_seq", BigInteger, ForeignKey("transfers.seq"), nullable=False),
     Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
     Column("currency", String(3), nullable=False),
@@ -186,7 +190,9 @@ idempotency_keys = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("at", UTCDateTime, nullable=False),
     Column("actor", String(ID), nullable=False),
     Column("role", String(16), nullable=False),

@@ -38,8 +38,9 @@ class Housekeeper:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="billfold-housekeeping",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name="billfold-housekeeping", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

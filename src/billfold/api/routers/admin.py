@@ -22,12 +22,22 @@ Who = Annotated[Principal, Depends(get_principal)]
 def create_api_key(body: ApiKeyCreate, ctx: Ctx, who: Who) -> ApiKeyOut:
     """A new API key; its secret is in this response only (admin)."""
     key, secret = keys.create_key(
-        ctx, who, role=Role(body.role), provider_id=body.provider_id, user_id=body.user_id,
+        ctx,
+        who,
+        role=Role(body.role),
+        provider_id=body.provider_id,
+        user_id=body.user_id,
         name=body.name,
     )
-    return ApiKeyOut(id=key.id, role=str(key.role), provider_id=key.provider_id,
-                     user_id=key.user_id, name=key.name, created_at=key.created_at,
-                     secret=secret)
+    return ApiKeyOut(
+        id=key.id,
+        role=str(key.role),
+        provider_id=key.provider_id,
+        user_id=key.user_id,
+        name=key.name,
+        created_at=key.created_at,
+        secret=secret,
+    )
 
 
 @router.post("/api-keys/{key_id}/revoke", status_code=204, response_class=Response)
@@ -45,8 +55,12 @@ def verify_ledger(ctx: Ctx, who: Who) -> VerifyOut:
 @router.get("/me")
 def whoami(who: Who) -> dict[str, str | None]:
     """The role and party of the API key in use."""
-    return {"key_id": who.key_id, "role": str(who.role), "provider_id": who.provider_id,
-            "user_id": who.user_id}
+    return {
+        "key_id": who.key_id,
+        "role": str(who.role),
+        "provider_id": who.provider_id,
+        "user_id": who.user_id,
+    }
 
 
 health = APIRouter(tags=["operator"])

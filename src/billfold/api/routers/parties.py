@@ -39,9 +39,11 @@ Who = Annotated[Principal, Depends(get_principal)]
 @router.post("/providers", status_code=201, response_model=ProviderOut)
 def create_provider(body: ProviderCreate, ctx: Ctx, who: Who) -> ProviderOut:
     """Onboards a service provider (admin)."""
-    return ProviderOut.of(parties.create_provider(
-        ctx, who, name=body.name, email=body.email, commission_rate=body.commission_rate
-    ))
+    return ProviderOut.of(
+        parties.create_provider(
+            ctx, who, name=body.name, email=body.email, commission_rate=body.commission_rate
+        )
+    )
 
 
 @router.get("/providers", response_model=ProviderList)
@@ -68,11 +70,18 @@ def update_provider(provider_id: str, body: ProviderUpdate, ctx: Ctx, who: Who) 
 @router.post("/users", status_code=201, response_model=UserOut)
 def create_user(body: UserCreate, ctx: Ctx, who: Who) -> UserOut:
     """Signs up an end user (admin)."""
-    return UserOut.of(parties.create_user(
-        ctx, who, name=body.name, email=body.email, currency_code=body.currency,
-        billing_mode=body.billing_mode, credit_limit=body.credit_limit,
-        external_id=body.external_id,
-    ))
+    return UserOut.of(
+        parties.create_user(
+            ctx,
+            who,
+            name=body.name,
+            email=body.email,
+            currency_code=body.currency,
+            billing_mode=body.billing_mode,
+            credit_limit=body.credit_limit,
+            external_id=body.external_id,
+        )
+    )
 
 
 @router.get("/users", response_model=UserList)
@@ -103,20 +112,25 @@ def get_balance(
 ) -> BalanceOut:
     """posted, held and available (= posted - held + credit_limit), now or as of a past time."""
     if as_of is not None and as_of.tzinfo is None:
-        raise InvalidRequest("as_of needs a UTC offset, such as 2026-11-01T00:00:00Z",
-                             param="as_of")
+        raise InvalidRequest(
+            "as_of needs a UTC offset, such as 2026-11-01T00:00:00Z", param="as_of"
+        )
     return BalanceOut.of(parties.get_balance(ctx, who, user_id, as_of=as_of))
 
 
 @router.post("/users/{user_id}/top-ups", status_code=201, response_model=TransactionOut)
-def top_up(
-    user_id: str, body: TopUpCreate, request: Request, ctx: Ctx, who: Who
-) -> TransactionOut:
+def top_up(user_id: str, body: TopUpCreate, request: Request, ctx: Ctx, who: Who) -> TransactionOut:
     """Credits the user's wallet (admin); idempotent with an Idempotency-Key."""
-    return TransactionOut.of(parties.top_up(
-        ctx, who, user_id, amount=body.amount, reference=body.reference,
-        transfer_id=transfer_id_for(request, who),
-    ))
+    return TransactionOut.of(
+        parties.top_up(
+            ctx,
+            who,
+            user_id,
+            amount=body.amount,
+            reference=body.reference,
+            transfer_id=transfer_id_for(request, who),
+        )
+    )
 
 
 @router.get("/users/{user_id}/transactions", response_model=TransactionList)
@@ -131,11 +145,18 @@ def list_transactions(
 @router.post("/charges", status_code=201, response_model=TransactionOut)
 def create_charge(body: ChargeCreate, request: Request, ctx: Ctx, who: Who) -> TransactionOut:
     """A one-off charge, split between the provider and the platform (provider: own; admin)."""
-    return TransactionOut.of(parties.charge(
-        ctx, who, user_ref=body.user, amount=body.amount, description=body.description,
-        provider_id=body.provider_id, service=body.service,
-        transfer_id=transfer_id_for(request, who),
-    ))
+    return TransactionOut.of(
+        parties.charge(
+            ctx,
+            who,
+            user_ref=body.user,
+            amount=body.amount,
+            description=body.description,
+            provider_id=body.provider_id,
+            service=body.service,
+            transfer_id=transfer_id_for(request, who),
+        )
+    )
 
 
 @router.post("/charges/{charge_id}/refunds", status_code=201, response_model=TransactionOut)
@@ -143,7 +164,13 @@ def refund_charge(
     charge_id: str, body: RefundCreate, request: Request, ctx: Ctx, who: Who
 ) -> TransactionOut:
     """Refunds all or part of a charge (admin; provider: its own charges)."""
-    return TransactionOut.of(parties.refund(
-        ctx, who, charge_id, amount=body.amount, reason=body.reason,
-        transfer_id=transfer_id_for(request, who),
-    ))
+    return TransactionOut.of(
+        parties.refund(
+            ctx,
+            who,
+            charge_id,
+            amount=body.amount,
+            reason=body.reason,
+            transfer_id=transfer_id_for(request, who),
+        )
+    )
