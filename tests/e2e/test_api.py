@@ -443,3 +443,28 @@ def test_personal_data_is_encrypted_at_rest(ctx: Context, world: World) -> None:
     assert "x@u.io" not in row.email_enc and row.name_enc.startswith("v1:")
     with world.client("user_x") as me:
         assert me.get(f"/v1/users/{world.user_x}").json()["email"] == "x@u.io"
+
+
+def test_the_same_key_sent_concurrently_moves_money_once(ctx: Context, world: World) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = f"/v1/users/{world.user_x}/top-ups"
+
+    def send(_: int) -> httpx.Response:
+        with world.client("admin") as admin:
+            return admin.post(path, json={"amount": "3"}, headers={"Idempotency-Key": "race"})
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(send, range(8)))
+    statuses = [r.status_code for r in responses]
+    assert set(statuses) <= {201, 409} and 201 in statuses
+    conflicts = [r.json()["error"]["code"] for r in responses if r.status_code == 409]
+    assert set(conflicts) <= {"idempotency_key_in_use"}
+    with world.client("admin") as admin:
+        top_ups = [
+            t
+            for t in admin.get(f"/v1/users/{world.user_x}/transactions").json()["data"]
+            if t["kind"] == "top_up"
+        ]
+        assert len(top_ups) == 2  # The world's own top-up and exactly one of these.
+        assert admin.get(path.replace("/top-ups", "/balance")).json()["posted"] == "98.00"

@@ -26,6 +26,12 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 IN_PROGRESS_LEASE = timedelta(seconds=60)
+KEY_IN_USE = error_body(
+    "conflict",
+    "idempotency_key_in_use",
+    "a request with this Idempotency-Key is still being processed; retry later",
+    "Idempotency-Key",
+)
 log = structlog.get_logger("billfold.http")
 
 
@@ -215,7 +221,10 @@ class IdempotencyMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        # The response is held back until it is recorded: a client that retries the
+        # moment it has an answer must find the answer, not a key still in progress.
         response_status = 500
+        held: list[Message] = []
         chunks: list[bytes] = []
 
         async def capture_send(message: Message) -> None:
@@ -224,12 +233,14 @@ class IdempotencyMiddleware:
                 response_status = message["status"]
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
-            await send(message)
+            held.append(message)
 
         try:
             await self.app(scope, replay_receive, capture_send)
         finally:
             await run_in_threadpool(self._finish, principal, key, response_status, b"".join(chunks))
+        for message in held:
+            await send(message)
 
     def _reserve(
         self, principal: str, key: str, path: str, request_hash: str
@@ -275,16 +286,7 @@ class IdempotencyMiddleware:
             if row.state == "done":
                 return int(row.response_status), json.loads(row.response_body), True
             if row.locked_until > now:
-                return (
-                    409,
-                    error_body(
-                        "conflict",
-                        "idempotency_key_in_use",
-                        "a request with this Idempotency-Key is still being processed; retry later",
-                        "Idempotency-Key",
-                    ),
-                    False,
-                )
+                return 409, KEY_IN_USE, False
             # The earlier attempt died without an answer: this one takes the key over.
             taken = uow.conn.execute(
                 update(idempotency_keys)
@@ -298,16 +300,7 @@ class IdempotencyMiddleware:
             ).rowcount
             uow.commit()
             if taken != 1:
-                return (
-                    409,
-                    error_body(
-                        "conflict",
-                        "idempotency_key_in_use",
-                        "a request with this Idempotency-Key is still being processed; retry later",
-                        "Idempotency-Key",
-                    ),
-                    False,
-                )
+                return 409, KEY_IN_USE, False
             return None
 
     def _finish(self, principal: str, key: str, status: int, body: bytes) -> None:
