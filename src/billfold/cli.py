@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -93,6 +94,44 @@ def keys_create(
         raise typer.Exit(2) from None
     err.print(f"billfold: created {key.role} key {key.id}; keep it safe, it is not shown again")
     print(secret)
+
+
+@app.command()
+def quote(
+    plan: Annotated[
+        Path,
+        typer.Option(
+            help="A PLAN as JSON (see API.md).", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+    usage: Annotated[
+        Path,
+        typer.Option(
+            help="USAGE as JSON: quantities and/or events.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
+    ],
+) -> None:
+    """Prints the quote JSON for that usage under that plan. Needs no database."""
+    from billfold.api.exact_json import loads_exact
+    from billfold.domain.errors import BillfoldError
+    from billfold.domain.pricing import parse_plan, parse_usage
+    from billfold.domain.pricing import quote as price
+
+    try:
+        plan_data = loads_exact(plan.read_bytes())
+        usage_data = loads_exact(usage.read_bytes())
+    except ValueError as error:
+        err.print(f"billfold: not valid JSON: {error}")
+        raise typer.Exit(2) from None
+    try:
+        result = price(parse_plan(plan_data), parse_usage(usage_data))
+    except BillfoldError as error:
+        err.print(f"billfold: {error.message}")
+        raise typer.Exit(2) from None
+    print(json.dumps(result.to_dict(), indent=2))
 
 
 @app.command("verify")

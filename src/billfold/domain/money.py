@@ -21,8 +21,9 @@ from typing import Final
 from billfold.domain.errors import InvalidAmount, UnknownCurrency
 
 # Decimal arithmetic in billfold never needs to round implicitly: a context with room for
-# 60 significant digits makes every product and sum of our bounded amounts exact, and the
-# Inexact trap turns any silent rounding into a loud bug.
+# 60 significant digits keeps every product and sum of our bounded amounts exact. Rounding
+# is always asked for by name (quantize, to_integral_value with ROUND_HALF_UP); the
+# pricing engine adds the Inexact trap on top, so silent rounding there fails loudly.
 MONEY_CONTEXT: Final = decimal.Context(
     prec=60,
     rounding=ROUND_HALF_UP,

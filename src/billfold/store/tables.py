@@ -202,3 +202,60 @@ audit_log = Table(
     Column("details", Text, nullable=True),
     Index("ix_audit_log_object", "object_type", "object_id"),
 )
+
+# --- catalog --------------------------------------------------------------------------
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("provider_id", String(ID), ForeignKey("providers.id"), nullable=False, index=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("description", String(2000), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("service_id", String(ID), ForeignKey("services.id"), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("aggregation", String(16), nullable=False),
+    Column("field", String(100), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("service_id", "code"),
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("service_id", String(ID), ForeignKey("services.id"), nullable=False, index=True),
+    Column("provider_id", String(ID), ForeignKey("providers.id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("retired_at", UTCDateTime, nullable=True),
+)
+
+# A plan's prices never change in place: a change is a new version, in force from its
+# effective_from on, so usage and periods before it keep the prices they had.
+plan_versions = Table(
+    "plan_versions",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("plan_id", String(ID), ForeignKey("plans.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("effective_from", UTCDateTime, nullable=False),
+    Column("definition", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("plan_id", "version"),
+    Index("ix_plan_versions_plan_id_effective_from", "plan_id", "effective_from"),
+)
