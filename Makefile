@@ -52,6 +52,7 @@ check: lint typecheck test
 
 bench: $(STAMP) services
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/pricing.py
 
 clean:
 	rm -rf $(VENV) .billfold .pytest_cache .mypy_cache .ruff_cache .hypothesis

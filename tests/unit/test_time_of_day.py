@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from billfold.domain.errors import InvalidRequest
-from billfold.domain.pricing import parse_charge, parse_usage, price_charge
+from billfold.domain.pricing import (
+    WEEKDAYS,
+    Event,
+    MetricUsage,
+    parse_charge,
+    parse_usage,
+    price_charge,
+)
 
 
 def window_of(windows: list[dict[str, Any]], zone: str, timestamp: str) -> str:
@@ -32,7 +43,7 @@ PEAK = [
     {"days": ["mon", "tue", "wed", "thu", "fri"], "from": "09:00", "to": "18:00", "unit_price": "2"}
 ]
 NIGHT = [{"days": ["fri"], "from": "22:00", "to": "06:00", "unit_price": "1"}]
-UTC = "UTC"
+UTC_ZONE = "UTC"
 
 
 @pytest.mark.parametrize(
@@ -47,7 +58,7 @@ UTC = "UTC"
     ],
 )
 def test_weekday_windows_and_their_edges(timestamp: str, expected: str) -> None:
-    assert window_of(PEAK, UTC, timestamp) == expected
+    assert window_of(PEAK, UTC_ZONE, timestamp) == expected
 
 
 @pytest.mark.parametrize(
@@ -65,13 +76,15 @@ def test_weekday_windows_and_their_edges(timestamp: str, expected: str) -> None:
     ],
 )
 def test_windows_that_cross_midnight(timestamp: str, expected: str) -> None:
-    assert window_of(NIGHT, UTC, timestamp) == expected
+    assert window_of(NIGHT, UTC_ZONE, timestamp) == expected
 
 
 def test_a_sunday_night_window_wraps_into_monday() -> None:
     windows = [{"days": ["sun"], "from": "23:00", "to": "01:00", "unit_price": "1"}]
-    assert window_of(windows, UTC, "2026-11-23T00:30:00Z") == "sun 23:00-01:00"  # Monday 00:30.
-    assert window_of(windows, UTC, "2026-11-22T00:30:00Z") == "default"  # Sunday 00:30.
+    assert (
+        window_of(windows, UTC_ZONE, "2026-11-23T00:30:00Z") == "sun 23:00-01:00"
+    )  # Monday 00:30.
+    assert window_of(windows, UTC_ZONE, "2026-11-22T00:30:00Z") == "default"  # Sunday 00:30.
 
 
 def test_weekday_is_the_local_one() -> None:
@@ -83,8 +96,8 @@ def test_weekday_is_the_local_one() -> None:
 
 def test_the_first_matching_window_wins() -> None:
     windows = [{"days": ["mon"], "from": "12:00", "to": "13:00", "unit_price": "5"}, *PEAK]
-    assert window_of(windows, UTC, "2026-11-23T12:30:00Z") == "mon 12:00-13:00"
-    assert window_of(windows, UTC, "2026-11-23T13:30:00Z") == "mon,tue,wed,thu,fri 09:00-18:00"
+    assert window_of(windows, UTC_ZONE, "2026-11-23T12:30:00Z") == "mon 12:00-13:00"
+    assert window_of(windows, UTC_ZONE, "2026-11-23T13:30:00Z") == "mon,tue,wed,thu,fri 09:00-18:00"
 
 
 DAILY = [
@@ -130,7 +143,7 @@ def test_free_units_are_used_in_time_order() -> None:
         {
             "metric": "m",
             "model": "time_of_day",
-            "timezone": UTC,
+            "timezone": UTC_ZONE,
             "windows": windows,
             "default_unit_price": "1",
             "free_units": 3,
@@ -158,7 +171,7 @@ def test_events_need_a_timestamp() -> None:
         {
             "metric": "m",
             "model": "time_of_day",
-            "timezone": UTC,
+            "timezone": UTC_ZONE,
             "windows": PEAK,
             "default_unit_price": "1",
         },
@@ -166,3 +179,104 @@ def test_events_need_a_timestamp() -> None:
     )
     with pytest.raises(InvalidRequest, match="timestamp"):
         price_charge(charge, parse_usage({"events": [{"metric": "m"}]}).of("m"))
+
+
+# --- the fast sweep agrees with a plain reference ---------------------------------------
+
+
+def reference_amount(
+    windows: list[dict[str, Any]],
+    zone: str,
+    default: Decimal,
+    events: list[tuple[datetime, Decimal]],
+) -> Decimal:
+    """Prices each event by converting it to local time, the slow and obvious way."""
+    tz = ZoneInfo(zone)
+    total = Decimal(0)
+    for moment, value in events:
+        local = moment.astimezone(tz)
+        weekday = WEEKDAYS[local.weekday()]
+        yesterday = WEEKDAYS[(local.weekday() - 1) % 7]
+        now = local.time()
+        price = default
+        for window in windows:
+            start = time.fromisoformat(window["from"])
+            end = time.max if window["to"] == "24:00" else time.fromisoformat(window["to"])
+            inclusive_end = window["to"] == "24:00"
+            if start < end or inclusive_end:
+                hit = weekday in window["days"] and start <= now and (now < end or inclusive_end)
+            else:
+                hit = (weekday in window["days"] and now >= start) or (
+                    yesterday in window["days"] and now < end
+                )
+            if hit:
+                price = Decimal(window["unit_price"])
+                break
+        total += value * price
+    return total
+
+
+clock_times = st.sampled_from(
+    [
+        "00:00",
+        "01:00",
+        "01:30",
+        "02:00",
+        "02:30",
+        "03:00",
+        "06:00",
+        "09:00",
+        "12:15",
+        "17:45",
+        "22:00",
+        "23:59",
+        "24:00",
+    ]
+)
+window_strategy = st.builds(
+    lambda days, start, end, price: {
+        "days": days,
+        "from": start,
+        "to": end,
+        "unit_price": str(price),
+    },
+    st.lists(st.sampled_from(WEEKDAYS), min_size=1, max_size=7, unique=True),
+    clock_times.filter(lambda t: t != "24:00"),
+    clock_times,
+    st.integers(min_value=1, max_value=99),
+).filter(lambda w: w["from"] != w["to"])
+around_dst = st.one_of(
+    st.datetimes(min_value=datetime(2026, 3, 6), max_value=datetime(2026, 3, 10)),
+    st.datetimes(min_value=datetime(2026, 10, 30), max_value=datetime(2026, 11, 3)),
+    st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 1, 1)),
+).map(lambda d: d.replace(tzinfo=UTC))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(window_strategy, max_size=5),
+    st.sampled_from(
+        ["America/New_York", "Europe/Berlin", "Asia/Kolkata", "Australia/Lord_Howe", "UTC"]
+    ),
+    st.lists(
+        st.tuples(around_dst, st.integers(min_value=1, max_value=5).map(Decimal)), max_size=40
+    ),
+    st.booleans(),
+)
+def test_the_sweep_agrees_with_converting_every_event(
+    windows: list[dict[str, Any]], zone: str, raw: list[tuple[datetime, Decimal]], ordered: bool
+) -> None:
+    events = sorted(raw) if ordered else raw
+    charge = parse_charge(
+        {
+            "metric": "m",
+            "model": "time_of_day",
+            "timezone": zone,
+            "windows": windows,
+            "default_unit_price": "100",
+        },
+        "c",
+    )
+    usage = MetricUsage(tuple(Event("m", v, t) for t, v in events))
+    expected = reference_amount(windows, zone, Decimal(100), events)
+    assert price_charge(charge, usage).amount == expected

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import decimal
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,7 @@ MODELS: Final = (
 )
 WEEKDAYS: Final = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_US: Final = 86_400_000_000
+QUARTER_HOUR_US: Final = 900_000_000
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 ZERO: Final = Decimal(0)
 ONE: Final = Decimal(1)
@@ -85,7 +87,8 @@ def _allowed(data: Mapping[str, Any], allowed: Iterable[str], param: str) -> Non
 def _code(value: object, param: str) -> str:
     if not isinstance(value, str) or not CODE_PATTERN.match(value):
         raise _fail(
-            "must be 1 to 64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+            "must be 1 to 64 letters, digits, '_', '.', ':' or '-', "
+            "starting with a letter or digit",
             param,
         )
     return value
@@ -662,7 +665,7 @@ class TimeOfDay(Charge):
             bounds = sorted({0, DAY_US, *(p[0] for p in parts), *(p[1] for p in parts)})
             starts: list[int] = []
             owners: list[int] = []
-            for low, high in zip(bounds, bounds[1:], strict=False):
+            for low, high in itertools.pairwise(bounds):
                 # The first window (in the plan's order) that covers this stretch wins.
                 owner = min((i for s, e, i in parts if s <= low and high <= e), default=-1)
                 if owners and owners[-1] == owner:
@@ -672,32 +675,48 @@ class TimeOfDay(Charge):
             days.append((starts, owners))
         return tuple(days)
 
-    def _window_of(self, moment: datetime, zone: ZoneInfo) -> int:
-        utc_us = (moment - EPOCH) // timedelta(microseconds=1)
-        # UTC offsets change only at quarter-hour boundaries, so one lookup per quarter
-        # hour serves every event in it, however many there are.
-        bucket = utc_us // 900_000_000
+    def _offset_us(self, bucket: int, zone: ZoneInfo) -> int:
+        """The zone's UTC offset during one UTC quarter hour (offsets change only between them)."""
         offset = self._offsets.get(bucket)
         if offset is None:
-            start = EPOCH + timedelta(microseconds=bucket * 900_000_000)
+            start = EPOCH + timedelta(microseconds=bucket * QUARTER_HOUR_US)
             # tzinfo.utcoffset() reads its argument as local wall time; converting first
             # asks for the offset in force at this UTC instant, which is what we need.
             delta = start.astimezone(zone).utcoffset()
             assert delta is not None
             offset = delta // timedelta(microseconds=1)
             self._offsets[bucket] = offset
-        local_us = utc_us + offset
-        day, time_us = divmod(local_us, DAY_US)
-        weekday = (day + 3) % 7  # 1970-01-01 was a Thursday.
-        starts, owners = self._segments[weekday]
-        return owners[bisect.bisect_right(starts, time_us) - 1]
+        return offset
+
+    def _locate(self, moment: datetime, zone: ZoneInfo) -> tuple[int, datetime, datetime]:
+        """The window pricing `moment` (-1: the default), and the UTC stretch [low, high)
+        around it over which that answer holds: the same window and the same offset."""
+        utc_us = (moment - EPOCH) // timedelta(microseconds=1)
+        bucket = utc_us // QUARTER_HOUR_US
+        offset = self._offset_us(bucket, zone)
+        day, time_us = divmod(utc_us + offset, DAY_US)
+        starts, owners = self._segments[(day + 3) % 7]  # 1970-01-01 was a Thursday.
+        index = bisect.bisect_right(starts, time_us) - 1
+        segment_end = starts[index + 1] if index + 1 < len(starts) else DAY_US
+        low = max(bucket * QUARTER_HOUR_US, day * DAY_US + starts[index] - offset)
+        high = min((bucket + 1) * QUARTER_HOUR_US, day * DAY_US + segment_end - offset)
+        return (
+            owners[index],
+            EPOCH + timedelta(microseconds=low),
+            EPOCH + timedelta(microseconds=high),
+        )
 
     def price(self, usage: MetricUsage) -> Priced:
         zone = ZoneInfo(self.timezone)
         free_left = self.free_units
         per_window: dict[int, Decimal] = {}
+        # Events come in time order, so most fall in the stretch the one before found:
+        # a sweep answers them with two comparisons, and looks up only at a boundary.
+        owner, low, high = -1, EPOCH, EPOCH
+        running = ZERO
         for event in usage.events:
-            if event.timestamp is None:
+            moment = event.timestamp
+            if moment is None:
                 raise InvalidRequest(
                     f"usage.events: events of {self.metric} need a timestamp, which its "
                     "time_of_day charge prices by",
@@ -709,9 +728,16 @@ class TimeOfDay(Charge):
                 used = min(free_left, value)
                 free_left -= used
                 value -= used
-            if value:
-                owner = self._window_of(event.timestamp, zone)
-                per_window[owner] = per_window.get(owner, ZERO) + value
+                if not value:
+                    continue
+            if not low <= moment < high:
+                if running:
+                    per_window[owner] = per_window.get(owner, ZERO) + running
+                    running = ZERO
+                owner, low, high = self._locate(moment, zone)
+            running += value
+        if running:
+            per_window[owner] = per_window.get(owner, ZERO) + running
         if usage.given:
             # A quantity without a timestamp has no time of day: it is priced at the default.
             used = min(free_left, usage.given)
@@ -721,14 +747,16 @@ class TimeOfDay(Charge):
         details: list[dict[str, Any]] = [
             {"free_units": _d(self.free_units - free_left), "timezone": self.timezone}
         ]
-        for owner in sorted(per_window, key=lambda i: (i < 0, i)):
-            units = per_window[owner]
-            price = self.default_unit_price if owner < 0 else self.windows[owner].unit_price
+        for index in sorted(per_window, key=lambda i: (i < 0, i)):
+            units = per_window[index]
+            if not units:
+                continue
+            price = self.default_unit_price if index < 0 else self.windows[index].unit_price
             part = units * price
             amount += part
             details.append(
                 {
-                    "window": "default" if owner < 0 else self.windows[owner].label,
+                    "window": "default" if index < 0 else self.windows[index].label,
                     "units": _d(units),
                     "unit_price": _d(price),
                     "amount": _d(part),
@@ -856,7 +884,7 @@ def parse_charge(value: object, param: str) -> Charge:
                 raise _fail(f"must be one of {', '.join(WEEKDAYS)}", f"{where}.days[{day_index}]")
         start_us, start_text = _parse_clock(window.get("from"), f"{where}.from")
         end_us, end_text = _parse_clock(window.get("to"), f"{where}.to")
-        if start_us == end_us or start_us == DAY_US:
+        if start_us in (end_us, DAY_US):
             raise _fail(
                 "from and to must differ, and from must be before 24:00 "
                 "(00:00-24:00 is the whole day)",

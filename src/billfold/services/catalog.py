@@ -12,9 +12,9 @@ is retired.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Final
 
 from sqlalchemy import func, select, update
