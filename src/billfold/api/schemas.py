@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from billfold.domain.money import format_amount, format_decimal
 from billfold.services.catalog import MetricView, PlanView, ServiceView, VersionView
+from billfold.services.limits import Authorization, Entitlements
+from billfold.services.metering import IngestResult
 from billfold.services.parties import BalanceView, MoneyMovement, ProviderView, UserView
 from billfold.services.verify import Report
 
@@ -426,3 +428,115 @@ class PlanList(BaseModel):
     object: Literal["list"] = "list"
     data: list[PlanOut]
     has_more: bool
+
+
+# --- usage and limits -----------------------------------------------------------------
+
+
+class RejectionOut(BaseModel):
+    index: int
+    error: dict[str, str | None]
+
+
+class IngestOut(BaseModel):
+    object: Literal["ingestion"] = "ingestion"
+    accepted: int
+    duplicates: int
+    rejected: list[RejectionOut]
+    charges: list[str]
+
+    @classmethod
+    def of(cls, result: IngestResult) -> IngestOut:
+        return cls(
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+            charges=result.charges,
+            rejected=[
+                RejectionOut(
+                    index=r.index,
+                    error={
+                        "type": "not_found" if r.code.endswith("_not_found") else "invalid_request",
+                        "code": r.code,
+                        "message": r.message,
+                        "param": r.param,
+                    },
+                )
+                for r in result.rejected
+            ],
+        )
+
+
+class AuthorizationCreate(Request):
+    user: Annotated[str, Field(max_length=255)]
+    service: Annotated[str | None, Field(max_length=64)] = None
+    metric: Annotated[str | None, Field(max_length=64)] = None
+    quantity: AmountIn | None = None
+    amount: AmountIn | None = None
+    expires_in: int | None = Field(default=None, description="Seconds until the hold lapses.")
+
+
+class AuthorizationCapture(Request):
+    quantity: AmountIn | None = None
+    amount: AmountIn | None = None
+
+
+class AuthorizationOut(BaseModel):
+    object: Literal["authorization"] = "authorization"
+    id: str
+    status: str
+    reason: str | None
+    currency: str
+    amount: Amount
+    captured: Amount
+    expires_at: datetime | None
+    user: str
+    service: str | None
+    metric: str | None
+    quantity: str | None
+
+    @classmethod
+    def of(cls, auth: Authorization) -> AuthorizationOut:
+        cur = auth.currency
+        return cls(
+            id=auth.id,
+            status=auth.status,
+            reason=auth.reason,
+            currency=cur.code,
+            amount=format_amount(auth.amount, cur),
+            captured=format_amount(auth.captured, cur),
+            expires_at=auth.expires_at,
+            user=auth.user_id,
+            service=auth.service,
+            metric=auth.metric,
+            quantity=None if auth.quantity is None else format_decimal(auth.quantity),
+        )
+
+
+class EntitlementsOut(BaseModel):
+    object: Literal["entitlements"] = "entitlements"
+    user: str
+    service: str
+    has_access: bool
+    reason: str
+    currency: str
+    available: Amount
+    debt: Amount
+    remaining: dict[str, str]
+
+    @classmethod
+    def of(cls, value: Entitlements) -> EntitlementsOut:
+        cur = value.currency
+        return cls(
+            user=value.user_id,
+            service=value.service,
+            has_access=value.has_access,
+            reason=value.reason,
+            currency=cur.code,
+            available=format_amount(value.available, cur),
+            debt=format_amount(value.debt, cur),
+            remaining={k: format_decimal(v) for k, v in value.remaining.items()},
+        )
+
+
+class DefaultPlanSet(Request):
+    plan: Annotated[str | None, Field(max_length=64)]

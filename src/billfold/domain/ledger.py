@@ -96,6 +96,9 @@ class TransferSpec:
     # Postings on these accounts may take them past their floor. Only debt collection
     # uses it (usage that already happened is a fact, DESIGN.md 4); nothing else may.
     unbounded_accounts: frozenset[int] = field(default_factory=frozenset)
+    # Where the part of a debit that its account cannot cover goes (a user's receivable),
+    # instead of the transfer being refused. Only usage that already happened uses it.
+    overflow_account: int | None = None
 
     def content(self) -> tuple[object, ...]:
         """The fields that make two requests for the same transfer id the same transfer."""
@@ -191,7 +194,7 @@ def apply_postings(
 
 def check_hold(balance: Balance, amount: int) -> Balance:
     """The balance with `amount` more held; refuses a hold that the balance cannot cover."""
-    assert amount > 0
+    assert amount >= 0
     new = Balance(balance.posted, balance.held + amount, balance.floor)
     if new.floor is not None and new.posted - new.held < new.floor:
         raise InsufficientFunds("the balance cannot cover this hold", code="insufficient_funds")

@@ -281,6 +281,24 @@ class Priced:
 
 
 @dataclass(frozen=True, slots=True)
+class Continued:
+    """What more events of an event-priced charge cost, and the free allowance they used."""
+
+    amount: Decimal
+    free_value_used: Decimal = ZERO
+    free_units_used: Decimal = ZERO
+
+
+@dataclass(slots=True)
+class _PercentageWalk:
+    amount: Decimal = ZERO
+    free_value_used: Decimal = ZERO
+    free_count: int = 0
+    partial_count: int = 0
+    details: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Tier:
     up_to: Decimal | None
     price: Decimal
@@ -523,14 +541,46 @@ class Percentage(Charge):
         values = [e.value for e in usage.events]
         if usage.given:
             values.append(usage.given)
+        walk = self._walk(values, events_seen=0, free_value_used=ZERO, details=True)
+        summary: dict[str, Any] = {
+            "events": len(values),
+            "free_events": walk.free_count,
+            "partly_free_events": walk.partial_count,
+            "free_value_used": _d(walk.free_value_used),
+            "rate": _d(self.rate),
+            "fixed_fee_per_event": _d(self.fixed_fee_per_event),
+            "amount": _d(walk.amount),
+        }
+        if len(values) > MAX_DETAIL_EVENTS:
+            summary["events_shown"] = MAX_DETAIL_EVENTS
+        with decimal.localcontext(PRICING_CONTEXT):
+            total = sum(values, ZERO)
+        return Priced(walk.amount, [summary, *walk.details], total)
+
+    def price_continuing(
+        self, values: Sequence[Decimal], *, events_seen: int, free_value_used: Decimal
+    ) -> Continued:
+        """The fees of more events, after `events_seen` events used `free_value_used` free."""
+        with decimal.localcontext(PRICING_CONTEXT):
+            walk = self._walk(
+                values, events_seen=events_seen, free_value_used=free_value_used, details=False
+            )
+        return Continued(walk.amount, free_value_used=walk.free_value_used)
+
+    def _walk(
+        self,
+        values: Sequence[Decimal],
+        *,
+        events_seen: int,
+        free_value_used: Decimal,
+        details: bool,
+    ) -> _PercentageWalk:
         has_allowance = self.free_events is not None or self.free_amount is not None
-        events_left = self.free_events
-        amount_left = self.free_amount
-        amount = ZERO
-        free_count = 0
-        partial_count = 0
-        free_value_used = ZERO
-        details: list[dict[str, Any]] = []
+        events_left = None if self.free_events is None else max(self.free_events - events_seen, 0)
+        amount_left = (
+            None if self.free_amount is None else max(self.free_amount - free_value_used, ZERO)
+        )
+        walk = _PercentageWalk()
         for index, value in enumerate(values):
             in_allowance = (
                 has_allowance
@@ -544,33 +594,20 @@ class Percentage(Charge):
                     events_left -= 1
                 if amount_left is not None:
                     amount_left -= covered
-                free_value_used += covered
+                walk.free_value_used += covered
             uncovered = value - covered
             fee = ZERO
             if in_allowance and uncovered == 0:
-                free_count += 1
+                walk.free_count += 1
             else:
-                partial_count += 1 if in_allowance else 0
+                walk.partial_count += 1 if in_allowance else 0
                 fee = self._fee(uncovered)
-            amount += fee
-            if index < MAX_DETAIL_EVENTS:
-                details.append(
+            walk.amount += fee
+            if details and index < MAX_DETAIL_EVENTS:
+                walk.details.append(
                     {"event": index, "value": _d(value), "free_value": _d(covered), "fee": _d(fee)}
                 )
-        summary: dict[str, Any] = {
-            "events": len(values),
-            "free_events": free_count,
-            "partly_free_events": partial_count,
-            "free_value_used": _d(free_value_used),
-            "rate": _d(self.rate),
-            "fixed_fee_per_event": _d(self.fixed_fee_per_event),
-            "amount": _d(amount),
-        }
-        if len(values) > MAX_DETAIL_EVENTS:
-            summary["events_shown"] = MAX_DETAIL_EVENTS
-        with decimal.localcontext(PRICING_CONTEXT):
-            total = sum(values, ZERO)
-        return Priced(amount, [summary, *details], total)
+        return walk
 
     def to_dict(self) -> dict[str, Any]:
         def opt(value: Decimal | None) -> str | None:
@@ -706,15 +743,31 @@ class TimeOfDay(Charge):
             EPOCH + timedelta(microseconds=high),
         )
 
-    def price(self, usage: MetricUsage) -> Priced:
+    def price_continuing(self, events: Sequence[Event], *, free_units_used: Decimal) -> Continued:
+        """What more events cost, after `free_units_used` of the free units went to earlier ones."""
+        with decimal.localcontext(PRICING_CONTEXT):
+            free_left = max(self.free_units - free_units_used, ZERO)
+            per_window, left_after = self._sweep(events, free_left)
+            amount = sum(
+                (
+                    units * (self.default_unit_price if i < 0 else self.windows[i].unit_price)
+                    for i, units in per_window.items()
+                ),
+                ZERO,
+            )
+        return Continued(amount, free_units_used=free_left - left_after)
+
+    def _sweep(
+        self, events: Sequence[Event], free_left: Decimal
+    ) -> tuple[dict[int, Decimal], Decimal]:
+        """Units per window (-1: default) after free units, and the free units left."""
         zone = ZoneInfo(self.timezone)
-        free_left = self.free_units
         per_window: dict[int, Decimal] = {}
         # Events come in time order, so most fall in the stretch the one before found:
         # a sweep answers them with two comparisons, and looks up only at a boundary.
         owner, low, high = -1, EPOCH, EPOCH
         running = ZERO
-        for event in usage.events:
+        for event in events:
             moment = event.timestamp
             if moment is None:
                 raise InvalidRequest(
@@ -738,6 +791,10 @@ class TimeOfDay(Charge):
             running += value
         if running:
             per_window[owner] = per_window.get(owner, ZERO) + running
+        return per_window, free_left
+
+    def price(self, usage: MetricUsage) -> Priced:
+        per_window, free_left = self._sweep(usage.events, self.free_units)
         if usage.given:
             # A quantity without a timestamp has no time of day: it is priced at the default.
             used = min(free_left, usage.given)

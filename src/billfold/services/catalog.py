@@ -29,6 +29,7 @@ from billfold.domain.pricing import (
     parse_usage,
     quote,
 )
+from billfold.domain.rating import check_charge_fits_metric
 from billfold.ids import new_id
 from billfold.services import audit
 from billfold.services.access import Principal, Role, acting_provider, require_role
@@ -296,19 +297,27 @@ def _check_limit(limit: int) -> None:
 
 
 def _check_against_catalog(uow: UnitOfWork, plan: Plan, service: ServiceView) -> None:
-    known = {m.code for m in service_metrics(uow, service)}
+    known = {m.code: m for m in service_metrics(uow, service)}
     for index, charge in enumerate(plan.charges):
-        if charge.metric not in known:
+        metric = known.get(charge.metric)
+        if metric is None:
             raise InvalidRequest(
                 f"charges[{index}].metric: service {service.code} has no metric "
                 f"{charge.metric!r} (it has: {', '.join(sorted(known)) or 'none yet'})",
                 code="unknown_metric",
                 param=f"charges[{index}].metric",
             )
+        problem = check_charge_fits_metric(charge, metric.aggregation)
+        if problem:
+            raise InvalidRequest(
+                f"charges[{index}].model: {problem}",
+                code="invalid_plan",
+                param=f"charges[{index}].model",
+            )
 
 
 @lru_cache(maxsize=1024)
-def _parsed(definition: str) -> Plan:
+def plan_from_definition(definition: str) -> Plan:
     """A stored version's plan; versions never change, so each text is parsed once."""
     return parse_plan(json.loads(definition))
 
@@ -355,6 +364,13 @@ def create_plan(ctx: Context, principal: Principal, definition: object) -> PlanV
                 param="code",
             ) from None
         uow.conn.execute(plan_versions.insert().values(_version_row(plan_id, 1, now, plan, now)))
+        if plan.interval == "none":
+            # The service's first pay-as-you-go plan prices usage without a subscription.
+            uow.conn.execute(
+                update(services)
+                .where(services.c.id == service.id, services.c.default_plan_id.is_(None))
+                .values(default_plan_id=plan_id)
+            )
         audit.record(
             uow,
             principal,
@@ -399,7 +415,9 @@ def _version_in_force(uow: UnitOfWork, plan_id: str, at: datetime) -> VersionVie
             .order_by(plan_versions.c.version)
             .limit(1)
         ).one()
-    return VersionView(row.version, row.effective_from, row.created_at, _parsed(row.definition))
+    return VersionView(
+        row.version, row.effective_from, row.created_at, plan_from_definition(row.definition)
+    )
 
 
 def plan_in_force(uow: UnitOfWork, plan_id: str, at: datetime) -> Plan:
@@ -441,7 +459,8 @@ def list_plan_versions(ctx: Context, principal: Principal, code: str) -> list[Ve
             .order_by(plan_versions.c.version)
         ).all()
     return [
-        VersionView(r.version, r.effective_from, r.created_at, _parsed(r.definition)) for r in rows
+        VersionView(r.version, r.effective_from, r.created_at, plan_from_definition(r.definition))
+        for r in rows
     ]
 
 

@@ -14,7 +14,7 @@ transfers share one head lock and one commit (`post_many`).
 from __future__ import annotations
 
 from collections import ChainMap, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,13 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billfold.domain.errors import BillfoldError, Conflict, InvalidRequest, NotFound
+from billfold.domain.errors import (
+    BillfoldError,
+    Conflict,
+    InsufficientFunds,
+    InvalidRequest,
+    NotFound,
+)
 from billfold.domain.ledger import (
     AccountKind,
     Balance,
@@ -91,6 +97,9 @@ class HoldView:
     user_id: str | None
     provider_id: str | None
     description: str | None
+    service: str | None = None
+    metric: str | None = None
+    quantity: str | None = None
 
 
 # --- accounts -------------------------------------------------------------------------
@@ -221,7 +230,10 @@ def post_many(
     seq, prev_hash = int(head.seq), str(head.hash)
 
     existing = _existing_digests(uow, {spec.id for spec in normalised})
-    account_ids = sorted({p.account_id for spec in normalised for p in spec.postings})
+    account_ids = sorted(
+        {p.account_id for spec in normalised for p in spec.postings}
+        | {spec.overflow_account for spec in normalised if spec.overflow_account is not None}
+    )
     rows = uow.conn.execute(
         select(
             accounts.c.id, accounts.c.currency, accounts.c.posted, accounts.c.held, accounts.c.floor
@@ -242,7 +254,8 @@ def post_many(
     new_postings: list[dict[str, object]] = []
     hold_updates: list[dict[str, object]] = []
     posted_now: dict[str, tuple[str, PostedTransfer]] = {}
-    for spec in normalised:
+    for requested in normalised:
+        spec = requested
         digest = spec.digest()
         if spec.id in existing or spec.id in posted_now:
             earlier = existing.get(spec.id) or posted_now[spec.id][0]
@@ -268,9 +281,18 @@ def post_many(
             released: dict[int, Balance] = {}
             if spec.hold_id:
                 released = _release_for_capture(spec, hold_rows, balances, now)
-            changes = apply_postings(
-                ChainMap(released, balances), spec.postings, unbounded=spec.unbounded_accounts
-            )
+            try:
+                changes = apply_postings(
+                    ChainMap(released, balances), spec.postings, unbounded=spec.unbounded_accounts
+                )
+            except InsufficientFunds:
+                if spec.overflow_account is None:
+                    raise
+                spec = _overflow(spec, ChainMap(released, balances))
+                digest = spec.digest()
+                changes = apply_postings(
+                    ChainMap(released, balances), spec.postings, unbounded=spec.unbounded_accounts
+                )
         except BillfoldError as error:
             results.append(error)
             continue
@@ -335,23 +357,26 @@ def post_many(
 
 def _normalise(spec: TransferSpec) -> TransferSpec:
     postings_ = validate_postings(spec.postings)
-    if postings_ == spec.postings:
-        return spec
-    return TransferSpec(
-        id=spec.id,
-        kind=spec.kind,
-        postings=postings_,
-        user_id=spec.user_id,
-        provider_id=spec.provider_id,
-        service=spec.service,
-        metric=spec.metric,
-        quantity=spec.quantity,
-        description=spec.description,
-        reference=spec.reference,
-        reverses=spec.reverses,
-        hold_id=spec.hold_id,
-        unbounded_accounts=spec.unbounded_accounts,
-    )
+    return spec if postings_ == spec.postings else replace(spec, postings=postings_)
+
+
+def _overflow(spec: TransferSpec, balances: Mapping[int, Balance]) -> TransferSpec:
+    """The transfer with each debit its account cannot cover moved, in the part it cannot
+    cover, to the spec's overflow account (usage that already happened becomes a debt)."""
+    assert spec.overflow_account is not None
+    postings_: list[Posting] = []
+    for posting in spec.postings:
+        balance = balances[posting.account_id]
+        available = balance.available
+        if posting.amount < 0 and available is not None and -posting.amount > available:
+            covered = max(available, 0)
+            postings_.append(Posting(posting.account_id, posting.currency, -covered))
+            postings_.append(
+                Posting(spec.overflow_account, posting.currency, posting.amount + covered)
+            )
+        else:
+            postings_.append(posting)
+    return replace(spec, postings=validate_postings(postings_), overflow_account=None)
 
 
 def _replayed(transfer: PostedTransfer) -> PostedTransfer:
@@ -599,10 +624,13 @@ def create_hold(
     user_id: str | None = None,
     provider_id: str | None = None,
     description: str | None = None,
+    service: str | None = None,
+    metric: str | None = None,
+    quantity: str | None = None,
 ) -> HoldView:
     """Reserves `amount` on the account until `expires_at`; idempotent by `hold_id`."""
-    if amount <= 0:
-        raise InvalidRequest("a hold must be for a positive amount", param="amount")
+    if amount < 0:
+        raise InvalidRequest("a hold must not be for a negative amount", param="amount")
     if expires_at <= now:
         raise InvalidRequest("a hold must expire in the future", param="expires_at")
     row = uow.conn.execute(
@@ -635,6 +663,9 @@ def create_hold(
         "user_id": user_id,
         "provider_id": provider_id,
         "description": description,
+        "service": service,
+        "metric": metric,
+        "quantity": quantity,
     }
     uow.conn.execute(holds.insert().values(values))
     return HoldView(**values)  # type: ignore[arg-type]

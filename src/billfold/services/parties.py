@@ -509,13 +509,20 @@ def top_up(
         units = to_units(value, user.currency)
         wallet = _wallet(ctx, uow, user, now)
         cash = _platform(ctx, uow, AccountKind.EXTERNAL_CASH, user.currency, now)
+        # A prepaid user's debt (usage the wallet could not cover) is paid first; the rest
+        # goes to the wallet (DESIGN.md 4). Postpaid receivables are settled by invoices.
+        debt_paid = 0
+        postings_ = [Posting(cash, user.currency.code, -units)]
+        if user.billing_mode == BillingMode.PREPAID:
+            receivable = _receivable(ctx, uow, user, now)
+            owed = -ledger.balance(uow, receivable).posted
+            debt_paid = min(max(owed, 0), units)
+            postings_.append(Posting(receivable, user.currency.code, debt_paid))
+        postings_.append(Posting(wallet, user.currency.code, units - debt_paid))
         spec = TransferSpec(
             id=transfer_id or new_id("tr"),
             kind=TransferKind.TOP_UP,
-            postings=(
-                Posting(cash, user.currency.code, -units),
-                Posting(wallet, user.currency.code, units),
-            ),
+            postings=tuple(postings_),
             user_id=user.id,
             description="Top-up",
             reference=ref,

@@ -163,9 +163,13 @@ holds = Table(
     Column("user_id", String(ID), nullable=True),
     Column("provider_id", String(ID), nullable=True),
     Column("description", String(500), nullable=True),
+    # For an authorization of usage: what it was for, so a capture can record the usage.
+    Column("service", String(64), nullable=True),
+    Column("metric", String(64), nullable=True),
+    Column("quantity", String(64), nullable=True),
     Index("ix_holds_status_expires_at", "status", "expires_at"),
     Index("ix_holds_account_id_status", "account_id", "status"),
-    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("amount >= 0", name="amount_not_negative"),
     CheckConstraint("captured >= 0 AND captured <= amount", name="captured_within_amount"),
 )
 
@@ -215,6 +219,8 @@ services = Table(
     Column("description", String(2000), nullable=True),
     Column("status", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The plan that prices usage of users without a subscription (pay-as-you-go).
+    Column("default_plan_id", String(ID), nullable=True),
 )
 
 metrics = Table(
@@ -258,4 +264,61 @@ plan_versions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("plan_id", "version"),
     Index("ix_plan_versions_plan_id_effective_from", "plan_id", "effective_from"),
+)
+
+# --- metering -------------------------------------------------------------------------
+
+# Every accepted usage event, once: the unique index on (provider_id, event_id) is what
+# makes a resent event change nothing, with no time limit.
+usage_events = Table(
+    "usage_events",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("provider_id", String(ID), nullable=False),
+    Column("event_id", String(255), nullable=False),
+    Column("user_id", String(ID), nullable=False),
+    Column("service_id", String(ID), nullable=False),
+    Column("metric_id", String(ID), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("value", String(64), nullable=False),
+    Column("properties", Text, nullable=True),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("ingested_at", UTCDateTime, nullable=False),
+    UniqueConstraint("provider_id", "event_id"),
+    Index("ix_usage_events_user_id_metric_id_occurred_at", "user_id", "metric_id", "occurred_at"),
+)
+
+# One metric's usage by one user in one period: the aggregated quantity, the rating state
+# of the plan's charges, the exact amount so far and the ledger units charged for it.
+usage_periods = Table(
+    "usage_periods",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("user_id", String(ID), nullable=False),
+    Column("metric_id", String(ID), nullable=False),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("period_end", UTCDateTime, nullable=False),
+    Column("plan_id", String(ID), nullable=False),
+    Column("plan_version", Integer, nullable=False),
+    Column("quantity", String(64), nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("latest_at", UTCDateTime, nullable=True),
+    Column("state", Text, nullable=False),
+    Column("amount", String(80), nullable=False),
+    Column("charged_units", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("user_id", "metric_id", "period_start"),
+)
+
+usage_uniques = Table(
+    "usage_uniques",
+    metadata,
+    Column("user_id", String(ID), primary_key=True),
+    Column("metric_id", String(ID), primary_key=True),
+    Column("period_start", UTCDateTime, primary_key=True),
+    Column("value", String(255), primary_key=True),
 )

@@ -180,7 +180,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=40), nullable=True),
         sa.Column("provider_id", sa.String(length=40), nullable=True),
         sa.Column("description", sa.String(length=500), nullable=True),
-        sa.CheckConstraint("amount > 0", name=op.f("ck_holds_amount_positive")),
+        sa.CheckConstraint("amount >= 0", name=op.f("ck_holds_amount_not_negative")),
         sa.CheckConstraint(
             "captured >= 0 AND captured <= amount", name=op.f("ck_holds_captured_within_amount")
         ),

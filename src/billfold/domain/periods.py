@@ -1,0 +1,40 @@
+"""Billing periods. Usage outside a subscription is rated in calendar periods, in UTC.
+
+A plan's interval (day, week, month, quarter, year, times interval_count) cuts time into
+periods that start at midnight UTC: days, ISO weeks (Mondays), and months, quarters and
+years on their first day. Multi-interval periods count from 1970-01-01 (week: 1969-12-29,
+a Monday), so every instant has exactly one period. Pay-as-you-go plans (interval none)
+reset their tiers and allowances monthly.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+EPOCH_MONDAY = datetime(1969, 12, 29, tzinfo=UTC)
+
+
+def _months(moment: datetime) -> int:
+    return (moment.year - 1970) * 12 + moment.month - 1
+
+
+def _month_start(index: int) -> datetime:
+    year, month = divmod(index, 12)
+    return datetime(1970 + year, month + 1, 1, tzinfo=UTC)
+
+
+def calendar_period(
+    interval: str, interval_count: int, moment: datetime
+) -> tuple[datetime, datetime]:
+    """The [start, end) period that contains `moment`."""
+    assert interval_count >= 1 and moment.tzinfo is not None
+    moment = moment.astimezone(UTC)
+    if interval in ("day", "week"):
+        length = timedelta(days=interval_count * (7 if interval == "week" else 1))
+        origin = EPOCH_MONDAY if interval == "week" else datetime(1970, 1, 1, tzinfo=UTC)
+        start = origin + ((moment - origin) // length) * length
+        return start, start + length
+    months = {"month": 1, "none": 1, "quarter": 3, "year": 12}[interval]
+    months *= interval_count if interval != "none" else 1
+    index = (_months(moment) // months) * months
+    return _month_start(index), _month_start(index + months)

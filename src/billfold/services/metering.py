@@ -1,0 +1,676 @@
+"""Metering and real-time charging: usage events in, money moved, exactly once.
+
+`ingest` takes a batch of events (native or CloudEvents), validates each on its own, and
+in one database transaction:
+
+1. stores the valid ones, skipping any whose (provider, id) is already stored: a resent
+   event changes nothing, however late it is resent;
+2. rates them per user, metric, period and plan version (see `billfold.domain.rating`);
+3. posts one ledger transfer per user, service, metric and period for what the batch
+   added: the payer (a prepaid wallet, or a postpaid user's receivable) down, the
+   provider's earnings and the platform's commission up. A prepaid wallet that cannot
+   cover usage that already happened pays what it can; the rest becomes the user's debt
+   (receivable), which suspends the user until a top-up pays it.
+
+The response is sent only after the commit, so an acknowledged event is never lost.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from billfold.domain.errors import BillfoldError, InvalidRequest, LimitExceeded
+from billfold.domain.ledger import (
+    PLATFORM_OWNER_ID,
+    AccountKind,
+    OwnerType,
+    Posting,
+    TransferKind,
+    TransferSpec,
+    split_charge,
+)
+from billfold.domain.money import currency, format_decimal, parse_amount
+from billfold.domain.periods import calendar_period
+from billfold.domain.pricing import Event, Plan, parse_time
+from billfold.domain.rating import ChargeState, MetricState, rate, units_due
+from billfold.ids import new_id
+from billfold.services import ledger
+from billfold.services.access import Principal, Role, require_role
+from billfold.services.catalog import plan_from_definition
+from billfold.services.context import Context
+from billfold.store.db import UnitOfWork
+from billfold.store.tables import (
+    metrics,
+    plan_versions,
+    plans,
+    providers,
+    services,
+    usage_events,
+    usage_periods,
+    usage_uniques,
+    users,
+)
+
+MAX_EVENTS_PER_REQUEST: Final = 10_000
+MAX_FUTURE: Final = timedelta(minutes=5)
+MAX_AGE: Final = timedelta(days=400)
+MAX_PROPERTIES_BYTES: Final = 8192
+MAX_ID_LENGTH: Final = 255
+INSERT_CHUNK: Final = 1000
+NATIVE_FIELDS: Final = frozenset(
+    {"id", "user", "service", "metric", "timestamp", "value", "properties"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    index: int
+    code: str
+    message: str
+    param: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    rejected: list[Rejection]
+    charges: list[str] = field(default_factory=list)
+    """The ids of the ledger transfers that charged for this batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    """An event as sent, in either format, before it is checked against the catalog."""
+
+    index: int
+    event_id: str
+    user: str
+    service: str
+    metric: str
+    timestamp: datetime
+    value: object
+    properties: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Valid:
+    index: int
+    event_id: str
+    provider_id: str
+    user_id: str
+    service_id: str
+    service_code: str
+    metric_id: str
+    metric_code: str
+    aggregation: str
+    plan_id: str
+    timestamp: datetime
+    value: Decimal
+    unique_key: str | None
+    properties: str | None
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+def _text(value: object, name: str, limit: int = MAX_ID_LENGTH) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise _Reject("invalid_event", f"{name} must be a text of 1 to {limit} characters", name)
+    return value
+
+
+def _properties(value: object, name: str) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _Reject("invalid_event", f"{name} must be an object", name)
+    if len(json.dumps(value, default=str)) > MAX_PROPERTIES_BYTES:
+        raise _Reject("invalid_event", f"{name} may be at most {MAX_PROPERTIES_BYTES} bytes", name)
+    return value
+
+
+def _time(value: object, name: str, now: datetime) -> datetime:
+    if value is None:
+        return now
+    try:
+        return parse_time(value, name)
+    except InvalidRequest:
+        raise _Reject(
+            "invalid_timestamp",
+            f"{name} must be an ISO 8601 time with an offset, such as 2026-11-01T00:00:00Z",
+            name,
+        ) from None
+
+
+def _parse_native(index: int, item: object, now: datetime) -> _Raw:
+    if not isinstance(item, Mapping):
+        raise _Reject("invalid_event", "an event must be an object")
+    unknown = sorted(set(item) - NATIVE_FIELDS)
+    if unknown:
+        raise _Reject("invalid_event", f"{unknown[0]} is not a field of an event", unknown[0])
+    return _Raw(
+        index,
+        _text(item.get("id"), "id"),
+        _text(item.get("user"), "user"),
+        _text(item.get("service"), "service", 64),
+        _text(item.get("metric"), "metric", 64),
+        _time(item.get("timestamp"), "timestamp", now),
+        item.get("value"),
+        _properties(item.get("properties"), "properties"),
+    )
+
+
+def _parse_cloudevent(index: int, item: object, now: datetime) -> _Raw:
+    """CloudEvents 1.0: type is the metric, subject the user, data the properties (with
+    `service` and `value` among them). Extension attributes are allowed and ignored."""
+    if not isinstance(item, Mapping):
+        raise _Reject("invalid_event", "an event must be an object")
+    if item.get("specversion") != "1.0":
+        raise _Reject("invalid_event", 'specversion must be "1.0"', "specversion")
+    _text(item.get("source"), "source", 1024)
+    data = item.get("data") or {}
+    if not isinstance(data, Mapping):
+        raise _Reject("invalid_event", "data must be an object", "data")
+    properties = {k: v for k, v in data.items() if k not in ("service", "value")}
+    return _Raw(
+        index,
+        _text(item.get("id"), "id"),
+        _text(item.get("subject"), "subject"),
+        _text(data.get("service"), "data.service", 64),
+        _text(item.get("type"), "type", 64),
+        _time(item.get("time"), "time", now),
+        data.get("value"),
+        _properties(properties or None, "data"),
+    )
+
+
+# --- catalog lookups, once per batch --------------------------------------------------
+
+
+@dataclass
+class _Catalog:
+    users: dict[str, Any]
+    services: dict[str, Any]
+    metrics: dict[tuple[str, str], Any]
+    versions: dict[str, tuple[list[datetime], list[tuple[int, Plan]]]]
+    providers: dict[str, Decimal]
+
+    def plan_at(self, plan_id: str, moment: datetime) -> tuple[int, Plan]:
+        starts, found = self.versions[plan_id]
+        index = max(bisect.bisect_right(starts, moment) - 1, 0)
+        return found[index]
+
+
+def _load_catalog(uow: UnitOfWork, raws: Sequence[_Raw]) -> _Catalog:
+    conn = uow.conn
+    refs = sorted({r.user for r in raws})
+    user_rows: dict[str, Any] = {}
+    for start in range(0, len(refs), 1000):
+        chunk = refs[start : start + 1000]
+        for row in conn.execute(
+            select(
+                users.c.id,
+                users.c.external_id,
+                users.c.currency,
+                users.c.billing_mode,
+                users.c.status,
+            ).where(users.c.id.in_(chunk) | users.c.external_id.in_(chunk))
+        ):
+            user_rows[row.id] = row
+            if row.external_id:
+                user_rows[row.external_id] = row
+    codes = sorted({r.service for r in raws})
+    service_rows = {
+        row.code: row for row in conn.execute(select(services).where(services.c.code.in_(codes)))
+    }
+    metric_rows = {}
+    if service_rows:
+        ids = {row.id: row.code for row in service_rows.values()}
+        for row in conn.execute(select(metrics).where(metrics.c.service_id.in_(list(ids)))):
+            metric_rows[(ids[row.service_id], row.code)] = row
+    plan_ids = sorted({row.default_plan_id for row in service_rows.values() if row.default_plan_id})
+    versions: dict[str, tuple[list[datetime], list[tuple[int, Plan]]]] = {}
+    for row in conn.execute(
+        select(plan_versions)
+        .where(plan_versions.c.plan_id.in_(plan_ids))
+        .order_by(plan_versions.c.plan_id, plan_versions.c.effective_from)
+    ):
+        starts, found = versions.setdefault(row.plan_id, ([], []))
+        starts.append(row.effective_from)
+        found.append((row.version, plan_from_definition(row.definition)))
+    provider_ids = sorted({row.provider_id for row in service_rows.values()})
+    rates = {
+        row.id: Decimal(row.commission_rate)
+        for row in conn.execute(
+            select(providers.c.id, providers.c.commission_rate).where(
+                providers.c.id.in_(provider_ids)
+            )
+        )
+    }
+    return _Catalog(user_rows, service_rows, metric_rows, versions, rates)
+
+
+def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime) -> _Valid:
+    user = catalog.users.get(raw.user)
+    if user is None:
+        raise _Reject("user_not_found", f"no user {raw.user}", "user")
+    service = catalog.services.get(raw.service)
+    if service is None or (
+        principal.role == Role.PROVIDER and service.provider_id != principal.provider_id
+    ):
+        raise _Reject("service_not_found", f"no service {raw.service}", "service")
+    metric = catalog.metrics.get((raw.service, raw.metric))
+    if metric is None:
+        raise _Reject(
+            "metric_not_found", f"service {raw.service} has no metric {raw.metric}", "metric"
+        )
+    if raw.timestamp > now + MAX_FUTURE:
+        raise _Reject(
+            "timestamp_in_future", "timestamp is more than 5 minutes in the future", "timestamp"
+        )
+    if raw.timestamp < now - MAX_AGE:
+        raise _Reject("timestamp_too_old", "timestamp is more than 400 days old", "timestamp")
+    if service.default_plan_id is None:
+        raise _Reject(
+            "no_plan",
+            f"service {raw.service} has no pay-as-you-go plan for users without a subscription",
+            "service",
+        )
+    plan = catalog.plan_at(service.default_plan_id, raw.timestamp)[1]
+    if plan.currency.code != user.currency:
+        raise _Reject(
+            "currency_mismatch",
+            f"the plan is priced in {plan.currency.code}, the user pays in {user.currency}",
+            "user",
+        )
+    value, unique_key = _quantity(raw, metric)
+    properties = json.dumps(raw.properties, sort_keys=True, default=str) if raw.properties else None
+    return _Valid(
+        raw.index,
+        raw.event_id,
+        service.provider_id,
+        user.id,
+        service.id,
+        service.code,
+        metric.id,
+        metric.code,
+        metric.aggregation,
+        service.default_plan_id,
+        raw.timestamp,
+        value,
+        unique_key,
+        properties,
+    )
+
+
+def _quantity(raw: _Raw, metric: Any) -> tuple[Decimal, str | None]:
+    """What the event adds to its metric, and the distinct value for unique_count."""
+    source = raw.properties.get(metric.field) if (raw.properties and metric.field) else None
+    if metric.aggregation == "count":
+        # As in a quote (API.md), an event's value defaults to 1 and a count metric adds
+        # up its events' values: one event may report several calls.
+        if raw.value is None:
+            return Decimal(1), None
+        try:
+            return parse_amount(raw.value, param="value"), None
+        except BillfoldError as error:
+            raise _Reject("invalid_value", error.message, "value") from None
+    if metric.aggregation == "unique_count":
+        key = source if source is not None else raw.value
+        if isinstance(key, bool) or not isinstance(key, str | int | Decimal) or str(key) == "":
+            raise _Reject(
+                "missing_value",
+                f"a unique_count metric needs properties.{metric.field}",
+                "properties",
+            )
+        text = str(key)
+        if len(text) > MAX_ID_LENGTH:
+            raise _Reject("invalid_value", "the counted value is too long", "properties")
+        return Decimal(1), text
+    given = source if source is not None else raw.value
+    if given is None:
+        where = f"properties.{metric.field}" if metric.field else "value"
+        raise _Reject(
+            "missing_value", f"a {metric.aggregation} metric needs {where} or value", "value"
+        )
+    try:
+        return parse_amount(given, param="value"), None
+    except BillfoldError as error:
+        raise _Reject("invalid_value", error.message, "value") from None
+
+
+# --- the batch ------------------------------------------------------------------------
+
+
+def ingest(
+    ctx: Context, principal: Principal, items: Sequence[object], *, cloudevents: bool = False
+) -> IngestResult:
+    """Validates, stores, rates and charges a batch; each event stands on its own."""
+    require_role(principal, Role.ADMIN, Role.PROVIDER)
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise LimitExceeded(
+            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
+            code="too_many_events",
+            param="events",
+        )
+    with ctx.db.unit_of_work() as uow:
+        result = ingest_in(ctx, uow, principal, items, cloudevents=cloudevents)
+        uow.commit()
+    return result
+
+
+def ingest_in(
+    ctx: Context,
+    uow: UnitOfWork,
+    principal: Principal,
+    items: Sequence[object],
+    *,
+    cloudevents: bool = False,
+) -> IngestResult:
+    """`ingest` inside the caller's unit of work (which commits)."""
+    now = ctx.clock.now()
+    parse = _parse_cloudevent if cloudevents else _parse_native
+    rejected: list[Rejection] = []
+    raws: list[_Raw] = []
+    for index, item in enumerate(items):
+        try:
+            raws.append(parse(index, item, now))
+        except _Reject as error:
+            rejected.append(Rejection(index, error.code, error.message, error.param))
+    catalog = _load_catalog(uow, raws) if raws else None
+    valid: list[_Valid] = []
+    seen: set[tuple[str, str]] = set()
+    duplicates = 0
+    for raw in raws:
+        assert catalog is not None
+        try:
+            event = _validate(raw, catalog, principal, now)
+        except _Reject as error:
+            rejected.append(Rejection(raw.index, error.code, error.message, error.param))
+            continue
+        key = (event.provider_id, event.event_id)
+        if key in seen:
+            duplicates += 1
+            continue
+        seen.add(key)
+        valid.append(event)
+    rejected.sort(key=lambda r: r.index)
+    if not valid:
+        return IngestResult(0, duplicates, rejected)
+    assert catalog is not None
+    stored = _store(uow, valid, catalog, now)
+    duplicates += len(valid) - len(stored)
+    charges = _rate_and_charge(ctx, uow, stored, catalog, now) if stored else []
+    return IngestResult(len(stored), duplicates, rejected, charges)
+
+
+def _store(
+    uow: UnitOfWork, events: list[_Valid], catalog: _Catalog, now: datetime
+) -> list[tuple[_Valid, datetime, datetime, int, Plan]]:
+    """Inserts the events not stored yet; returns them with their period and plan version."""
+    insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
+    enriched = []
+    for event in events:
+        version, plan = catalog.plan_at(event.plan_id, event.timestamp)
+        start, end = calendar_period(plan.interval, plan.interval_count, event.timestamp)
+        enriched.append((event, start, end, version, plan))
+    fresh: set[tuple[str, str]] = set()
+    for offset in range(0, len(enriched), INSERT_CHUNK):
+        chunk = enriched[offset : offset + INSERT_CHUNK]
+        rows = [
+            {
+                "provider_id": e.provider_id,
+                "event_id": e.event_id,
+                "user_id": e.user_id,
+                "service_id": e.service_id,
+                "metric_id": e.metric_id,
+                "occurred_at": e.timestamp,
+                "value": format_decimal(e.value),
+                "properties": e.properties,
+                "period_start": start,
+                "ingested_at": now,
+            }
+            for e, start, _end, _v, _p in chunk
+        ]
+        statement = (
+            insert(usage_events)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(usage_events.c.provider_id, usage_events.c.event_id)
+        )
+        fresh.update((row.provider_id, row.event_id) for row in uow.conn.execute(statement))
+    return [item for item in enriched if (item[0].provider_id, item[0].event_id) in fresh]
+
+
+def _state_of(row: Any) -> MetricState:
+    return MetricState(
+        Decimal(row.quantity),
+        int(row.events),
+        row.latest_at,
+        tuple(ChargeState.from_json(c) for c in json.loads(row.state)),
+    )
+
+
+def _rate_and_charge(
+    ctx: Context,
+    uow: UnitOfWork,
+    stored: list[tuple[_Valid, datetime, datetime, int, Plan]],
+    catalog: _Catalog,
+    now: datetime,
+) -> list[str]:
+    conn = uow.conn
+    groups: dict[tuple[str, str, datetime], list[tuple[_Valid, datetime, int, Plan]]] = defaultdict(
+        list
+    )
+    for event, start, end, version, plan in stored:
+        groups[(event.user_id, event.metric_id, start)].append((event, end, version, plan))
+    keys = list(groups)
+    existing: dict[tuple[str, str, datetime], Any] = {}
+    for offset in range(0, len(keys), 500):
+        chunk = keys[offset : offset + 500]
+        for row in conn.execute(
+            select(usage_periods)
+            .where(
+                tuple_(
+                    usage_periods.c.user_id, usage_periods.c.metric_id, usage_periods.c.period_start
+                ).in_(chunk)
+            )
+            .with_for_update()
+        ):
+            existing[(row.user_id, row.metric_id, row.period_start)] = row
+    new_counts = _new_uniques(uow, groups)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    deltas: dict[tuple[str, str, str, datetime], tuple[int, Plan, Decimal]] = {}
+    for key, items in groups.items():
+        current = existing.get(key)
+        first, end, version, plan = items[0]
+        # Events of one period under a newer plan version are rated with that version.
+        items.sort(key=lambda item: (item[2], item[0].timestamp))
+        state = _state_of(current) if current is not None else MetricState()
+        if current is not None and current.plan_version != items[-1][2]:
+            state = MetricState(state.quantity, state.events, state.latest_at, ())
+        charged = int(current.charged_units) if current is not None else 0
+        version, plan = items[-1][2], items[-1][3]
+        state = rate(
+            plan,
+            first.metric_code,
+            first.aggregation,
+            state,
+            [Event(first.metric_code, e.value, e.timestamp) for e, *_ in items],
+            new_unique=new_counts.get(key, 0),
+        )
+        due = units_due(state.amount, plan.currency.ledger_scale)
+        values = {
+            "plan_id": first.plan_id,
+            "plan_version": version,
+            "quantity": format_decimal(state.quantity),
+            "events": state.events,
+            "latest_at": state.latest_at,
+            "state": json.dumps([c.to_json() for c in state.charges]),
+            "amount": format_decimal(state.amount),
+            "charged_units": due,
+            "updated_at": now,
+        }
+        if current is None:
+            inserts.append(
+                {
+                    "user_id": key[0],
+                    "metric_id": key[1],
+                    "period_start": key[2],
+                    "period_end": end,
+                    **values,
+                }
+            )
+        else:
+            updates.append({"b_id": current.id, **{f"b_{k}": v for k, v in values.items()}})
+        quantity = sum((e.value for e, *_ in items), Decimal(0))
+        charge_key = (first.user_id, first.service_code, first.metric_code, key[2])
+        previous = deltas.get(charge_key)
+        total = due - charged + (previous[0] if previous else 0)
+        deltas[charge_key] = (total, plan, quantity + (previous[2] if previous else 0))
+    if inserts:
+        conn.execute(usage_periods.insert(), inserts)
+    if updates:
+        conn.execute(
+            update(usage_periods)
+            .where(usage_periods.c.id == bindparam("b_id"))
+            # Bound names differ from the column names, which SQLAlchemy keeps for itself.
+            .values(**{name[2:]: bindparam(name) for name in updates[0] if name != "b_id"}),
+            updates,
+        )
+    return _charge(ctx, uow, deltas, catalog, now)
+
+
+def _new_uniques(
+    uow: UnitOfWork,
+    groups: Mapping[tuple[str, str, datetime], list[tuple[_Valid, datetime, int, Plan]]],
+) -> dict[tuple[str, str, datetime], int]:
+    """Stores the distinct values of unique_count metrics; how many are new per group."""
+    insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
+    counts: dict[tuple[str, str, datetime], int] = {}
+    for key, items in groups.items():
+        values = sorted({e.unique_key for e, *_ in items if e.unique_key is not None})
+        if not values:
+            continue
+        rows = [
+            {"user_id": key[0], "metric_id": key[1], "period_start": key[2], "value": v}
+            for v in values
+        ]
+        added = uow.conn.execute(
+            insert(usage_uniques)
+            .values(rows)
+            .on_conflict_do_nothing()
+            .returning(usage_uniques.c.value)
+        ).all()
+        counts[key] = len(added)
+    return counts
+
+
+def _charge(
+    ctx: Context,
+    uow: UnitOfWork,
+    deltas: Mapping[tuple[str, str, str, datetime], tuple[int, Plan, Decimal]],
+    catalog: _Catalog,
+    now: datetime,
+) -> list[str]:
+    specs: list[TransferSpec] = []
+    for (user_id, service_code, metric_code, period_start), (
+        units,
+        plan,
+        quantity,
+    ) in deltas.items():
+        if units == 0:
+            continue
+        user = catalog.users[user_id]
+        cur = currency(user.currency)
+        provider_id = catalog.services[service_code].provider_id
+        rate_ = plan.commission_rate
+        if rate_ is None:
+            rate_ = catalog.providers[provider_id]
+        ensure = ctx.accounts.ensure
+        wallet = ensure(uow, OwnerType.USER, user_id, AccountKind.WALLET, cur.code, now=now)
+        receivable = ensure(uow, OwnerType.USER, user_id, AccountKind.RECEIVABLE, cur.code, now=now)
+        earnings = ensure(
+            uow, OwnerType.PROVIDER, provider_id, AccountKind.PROVIDER_EARNINGS, cur.code, now=now
+        )
+        revenue = ensure(
+            uow,
+            OwnerType.PLATFORM,
+            PLATFORM_OWNER_ID,
+            AccountKind.PLATFORM_REVENUE,
+            cur.code,
+            now=now,
+        )
+        prepaid = user.billing_mode == "prepaid"
+        payer = wallet if prepaid else receivable
+        provider_share, commission = split_charge(units, rate_)
+        specs.append(
+            TransferSpec(
+                id=new_id("tr"),
+                kind=TransferKind.CHARGE if units > 0 else TransferKind.ADJUSTMENT,
+                postings=(
+                    Posting(payer, cur.code, -units),
+                    Posting(earnings, cur.code, provider_share),
+                    Posting(revenue, cur.code, commission),
+                ),
+                user_id=user_id,
+                provider_id=provider_id,
+                service=service_code,
+                metric=metric_code,
+                quantity=format_decimal(quantity),
+                description=f"Usage of {service_code} {metric_code} "
+                f"({period_start:%Y-%m-%d} period)",
+                overflow_account=receivable if prepaid else None,
+            )
+        )
+    results = ledger.post_many(uow, specs, now=now)
+    failed = [r for r in results if isinstance(r, BillfoldError)]
+    # Every charge here is payable by construction (debts overflow to the receivable);
+    # a failure is a bug, and the whole batch rolls back rather than lose a charge.
+    assert not failed, failed
+    return [r.id for r in results if not isinstance(r, BillfoldError)]
+
+
+def set_default_plan(
+    ctx: Context, principal: Principal, service_code: str, plan_code: str | None
+) -> None:
+    """Which plan prices the service's usage by users without a subscription."""
+    from billfold.services.catalog import load_service
+
+    require_role(principal, Role.ADMIN, Role.PROVIDER)
+    with ctx.db.unit_of_work() as uow:
+        service = load_service(uow, principal, service_code, write=True)
+        plan_id = None
+        if plan_code is not None:
+            row = uow.conn.execute(
+                select(plans.c.id, plans.c.service_id, plans.c.status).where(
+                    plans.c.code == plan_code
+                )
+            ).one_or_none()
+            if row is None or row.service_id != service.id:
+                raise InvalidRequest(
+                    f"service {service_code} has no plan {plan_code}", param="plan"
+                )
+            plan_id = row.id
+        uow.conn.execute(
+            update(services).where(services.c.id == service.id).values(default_plan_id=plan_id)
+        )
+        uow.commit()
