@@ -27,7 +27,6 @@ from decimal import Decimal
 from typing import Any, Final
 
 from sqlalchemy import bindparam, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold.domain.errors import BillfoldError, InvalidRequest, LimitExceeded
 from billfold.domain.ledger import (
@@ -48,6 +47,7 @@ from billfold.services import ledger
 from billfold.services.access import Principal, Role, require_role
 from billfold.services.catalog import plan_from_definition
 from billfold.services.context import Context
+from billfold.store.bulk import db_datetime, insert_new_returning
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
     metrics,
@@ -67,6 +67,18 @@ MAX_AGE: Final = timedelta(days=400)
 MAX_PROPERTIES_BYTES: Final = 8192
 MAX_ID_LENGTH: Final = 255
 INSERT_CHUNK: Final = 1000
+EVENT_COLUMNS: Final = (
+    "provider_id",
+    "event_id",
+    "user_id",
+    "service_id",
+    "metric_id",
+    "occurred_at",
+    "value",
+    "properties",
+    "period_start",
+    "ingested_at",
+)
 NATIVE_FIELDS: Final = frozenset(
     {"id", "user", "service", "metric", "timestamp", "value", "properties"}
 )
@@ -211,14 +223,28 @@ class _Catalog:
     metrics: dict[tuple[str, str], Any]
     versions: dict[str, tuple[list[datetime], list[tuple[int, Plan]]]]
     providers: dict[str, Decimal]
+    latest_allowed: datetime
+    oldest_allowed: datetime
+    periods: dict[tuple[str, int, Any], tuple[datetime, datetime]] = field(default_factory=dict)
 
     def plan_at(self, plan_id: str, moment: datetime) -> tuple[int, Plan]:
         starts, found = self.versions[plan_id]
+        if len(found) == 1:
+            return found[0]
         index = max(bisect.bisect_right(starts, moment) - 1, 0)
         return found[index]
 
+    def period_of(self, plan: Plan, moment: datetime) -> tuple[datetime, datetime]:
+        """The calendar period of `moment`, memoised per day: a batch spans few days."""
+        key = (plan.interval, plan.interval_count, moment.date())
+        period = self.periods.get(key)
+        if period is None:
+            period = calendar_period(plan.interval, plan.interval_count, moment)
+            self.periods[key] = period
+        return period
 
-def _load_catalog(uow: UnitOfWork, raws: Sequence[_Raw]) -> _Catalog:
+
+def _load_catalog(uow: UnitOfWork, raws: Sequence[_Raw], now: datetime) -> _Catalog:
     conn = uow.conn
     refs = sorted({r.user for r in raws})
     user_rows: dict[str, Any] = {}
@@ -264,7 +290,9 @@ def _load_catalog(uow: UnitOfWork, raws: Sequence[_Raw]) -> _Catalog:
             )
         )
     }
-    return _Catalog(user_rows, service_rows, metric_rows, versions, rates)
+    return _Catalog(
+        user_rows, service_rows, metric_rows, versions, rates, now + MAX_FUTURE, now - MAX_AGE
+    )
 
 
 def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime) -> _Valid:
@@ -281,11 +309,11 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
         raise _Reject(
             "metric_not_found", f"service {raw.service} has no metric {raw.metric}", "metric"
         )
-    if raw.timestamp > now + MAX_FUTURE:
+    if raw.timestamp > catalog.latest_allowed:
         raise _Reject(
             "timestamp_in_future", "timestamp is more than 5 minutes in the future", "timestamp"
         )
-    if raw.timestamp < now - MAX_AGE:
+    if raw.timestamp < catalog.oldest_allowed:
         raise _Reject("timestamp_too_old", "timestamp is more than 400 days old", "timestamp")
     if service.default_plan_id is None:
         raise _Reject(
@@ -394,7 +422,7 @@ def ingest_in(
             raws.append(parse(index, item, now))
         except _Reject as error:
             rejected.append(Rejection(index, error.code, error.message, error.param))
-    catalog = _load_catalog(uow, raws) if raws else None
+    catalog = _load_catalog(uow, raws, now) if raws else None
     valid: list[_Valid] = []
     seen: set[tuple[str, str]] = set()
     duplicates = 0
@@ -425,38 +453,50 @@ def _store(
     uow: UnitOfWork, events: list[_Valid], catalog: _Catalog, now: datetime
 ) -> list[tuple[_Valid, datetime, datetime, int, Plan]]:
     """Inserts the events not stored yet; returns them with their period and plan version."""
-    insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
     enriched = []
     for event in events:
         version, plan = catalog.plan_at(event.plan_id, event.timestamp)
-        start, end = calendar_period(plan.interval, plan.interval_count, event.timestamp)
+        start, end = catalog.period_of(plan, event.timestamp)
         enriched.append((event, start, end, version, plan))
     fresh: set[tuple[str, str]] = set()
+    conn = uow.conn
+    stamp = db_datetime(conn, now)
+    starts: dict[datetime, Any] = {}
     for offset in range(0, len(enriched), INSERT_CHUNK):
         chunk = enriched[offset : offset + INSERT_CHUNK]
         rows = [
-            {
-                "provider_id": e.provider_id,
-                "event_id": e.event_id,
-                "user_id": e.user_id,
-                "service_id": e.service_id,
-                "metric_id": e.metric_id,
-                "occurred_at": e.timestamp,
-                "value": format_decimal(e.value),
-                "properties": e.properties,
-                "period_start": start,
-                "ingested_at": now,
-            }
+            (
+                e.provider_id,
+                e.event_id,
+                e.user_id,
+                e.service_id,
+                e.metric_id,
+                db_datetime(conn, e.timestamp),
+                _plain(e.value),
+                e.properties,
+                starts.get(start) or starts.setdefault(start, db_datetime(conn, start)),
+                stamp,
+            )
             for e, start, _end, _v, _p in chunk
         ]
-        statement = (
-            insert(usage_events)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(usage_events.c.provider_id, usage_events.c.event_id)
+        fresh.update(
+            (provider_id, event_id)
+            for provider_id, event_id in insert_new_returning(
+                conn,
+                usage_events,
+                EVENT_COLUMNS,
+                rows,
+                conflict=("provider_id", "event_id"),
+                returning=("provider_id", "event_id"),
+            )
         )
-        fresh.update((row.provider_id, row.event_id) for row in uow.conn.execute(statement))
     return [item for item in enriched if (item[0].provider_id, item[0].event_id) in fresh]
+
+
+def _plain(value: Decimal) -> str:
+    """Exact decimal text; str() already is, unless it would use an exponent."""
+    text = str(value)
+    return format_decimal(value) if "E" in text else text
 
 
 def _state_of(row: Any) -> MetricState:
@@ -564,22 +604,20 @@ def _new_uniques(
     groups: Mapping[tuple[str, str, datetime], list[tuple[_Valid, datetime, int, Plan]]],
 ) -> dict[tuple[str, str, datetime], int]:
     """Stores the distinct values of unique_count metrics; how many are new per group."""
-    insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
     counts: dict[tuple[str, str, datetime], int] = {}
     for key, items in groups.items():
         values = sorted({e.unique_key for e, *_ in items if e.unique_key is not None})
         if not values:
             continue
-        rows = [
-            {"user_id": key[0], "metric_id": key[1], "period_start": key[2], "value": v}
-            for v in values
-        ]
-        added = uow.conn.execute(
-            insert(usage_uniques)
-            .values(rows)
-            .on_conflict_do_nothing()
-            .returning(usage_uniques.c.value)
-        ).all()
+        start = db_datetime(uow.conn, key[2])
+        added = insert_new_returning(
+            uow.conn,
+            usage_uniques,
+            ("user_id", "metric_id", "period_start", "value"),
+            [(key[0], key[1], start, v) for v in values],
+            conflict=("user_id", "metric_id", "period_start", "value"),
+            returning=("value",),
+        )
         counts[key] = len(added)
     return counts
 

@@ -7,6 +7,7 @@ on SQLite it is written in exactly the text form SQLAlchemy itself writes and re
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,3 +40,31 @@ def insert_rows(
         f"VALUES ({', '.join(mark for _ in columns)})"
     )
     connection.exec_driver_sql(sql, list(rows))
+
+
+def insert_new_returning(
+    connection: Connection,
+    table: Table,
+    columns: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    *,
+    conflict: Sequence[str],
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
+    """INSERTs the rows that do not clash on `conflict` and returns `returning` of those.
+
+    One multi-row statement (SQLite 3.35+ and PostgreSQL both take ON CONFLICT DO NOTHING
+    RETURNING), so deduplication costs one round trip however many rows there are.
+    """
+    if not rows:
+        return []
+    mark = _placeholder(connection)
+    row_marks = f"({', '.join(mark for _ in columns)})"
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
+        f"VALUES {', '.join(row_marks for _ in rows)} "
+        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING "
+        f"RETURNING {', '.join(returning)}"
+    )
+    params = tuple(itertools.chain.from_iterable(rows))
+    return [tuple(row) for row in connection.exec_driver_sql(sql, params).all()]

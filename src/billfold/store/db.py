@@ -11,6 +11,7 @@ failing. PostgreSQL runs at READ COMMITTED; the ledger takes row locks explicitl
 
 from __future__ import annotations
 
+import threading
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -79,13 +80,19 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
+        # SQLite has one writer at a time, and a writer that finds the database busy
+        # sleeps with a growing back-off (up to 100 ms a try), which makes latency spike.
+        # Writers of this process queue on a lock instead and take their turn at once.
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
 
     @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
-        return UnitOfWork(self.engine, read_only=read_only)
+        return UnitOfWork(
+            self.engine, read_only=read_only, write_lock=None if read_only else self._write_lock
+        )
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -98,9 +105,16 @@ class UnitOfWork:
     begins a new one. `read_only` units never take SQLite's write lock.
     """
 
-    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        read_only: bool = False,
+        write_lock: threading.RLock | None = None,
+    ) -> None:
         self._engine = engine
         self._read_only = read_only
+        self._write_lock = write_lock
         self._connection: Connection | None = None
         self._after_commit: list[Callable[[], None]] = []
 
@@ -114,6 +128,8 @@ class UnitOfWork:
         return self._engine.dialect.name
 
     def __enter__(self) -> Self:
+        if self._write_lock is not None:
+            self._write_lock.acquire()
         connection = self._engine.connect()
         if self._read_only:
             connection = connection.execution_options(**{READ_ONLY_OPTION: True})
@@ -143,10 +159,13 @@ class UnitOfWork:
     ) -> None:
         connection = self._connection
         self._connection = None
-        if connection is None:
-            return
         try:
-            if connection.in_transaction():
-                connection.rollback()
+            if connection is not None:
+                try:
+                    if connection.in_transaction():
+                        connection.rollback()
+                finally:
+                    connection.close()
         finally:
-            connection.close()
+            if self._write_lock is not None:
+                self._write_lock.release()
