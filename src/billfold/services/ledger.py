@@ -590,7 +590,9 @@ def _release_for_capture(
     if hold.expires_at <= now:
         raise Conflict("the hold has expired", code="hold_expired")
     debit = -sum(p.amount for p in spec.postings if p.account_id == hold.account_id)
-    if debit > hold.amount:
+    # Usage that already happened (a transfer with an overflow account) may cost more
+    # than was held; the rest is paid like any usage. Other captures stay within the hold.
+    if debit > hold.amount and spec.overflow_account is None:
         raise InvalidRequest(
             "a capture may not take more than the hold reserved",
             code="capture_exceeds_hold",
@@ -603,7 +605,9 @@ def _release_for_capture(
 
 def _capture_update(spec: TransferSpec, hold: HoldView, now: datetime) -> dict[str, object]:
     assert spec.hold_id is not None
-    captured = -sum(p.amount for p in spec.postings if p.account_id == hold.account_id)
+    captured = min(
+        -sum(p.amount for p in spec.postings if p.account_id == hold.account_id), hold.amount
+    )
     return {
         "b_id": spec.hold_id,
         "b_status": str(HoldStatus.CAPTURED),

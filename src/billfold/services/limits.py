@@ -362,9 +362,9 @@ def capture(
                 else format_decimal(parse_amount(quantity, param="quantity"))
             )
             assert hold.service is not None and used is not None
-            # Released first, so that the usage charge can spend what was reserved for it.
-            ledger.void_hold(uow, auth_id, now=now)
             if Decimal(used) > 0:
+                # The usage is recorded and charged; its charge releases the hold, so it
+                # can spend what was reserved for it (see metering.ingest_in).
                 metering.ingest_in(
                     ctx,
                     uow,
@@ -381,7 +381,10 @@ def capture(
                             "timestamp": now.isoformat(),
                         }
                     ],
+                    capture_hold=auth_id,
                 )
+            else:
+                ledger.void_hold(uow, auth_id, now=now)
             _mark_captured(uow, auth_id)
         else:
             units = (

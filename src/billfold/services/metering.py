@@ -67,6 +67,21 @@ MAX_AGE: Final = timedelta(days=400)
 MAX_PROPERTIES_BYTES: Final = 8192
 MAX_ID_LENGTH: Final = 255
 INSERT_CHUNK: Final = 1000
+PERIOD_COLUMNS: Final = (
+    "user_id",
+    "metric_id",
+    "period_start",
+    "period_end",
+    "plan_id",
+    "plan_version",
+    "quantity",
+    "events",
+    "latest_at",
+    "state",
+    "amount",
+    "charged_units",
+    "updated_at",
+)
 EVENT_COLUMNS: Final = (
     "provider_id",
     "event_id",
@@ -411,8 +426,13 @@ def ingest_in(
     items: Sequence[object],
     *,
     cloudevents: bool = False,
+    capture_hold: str | None = None,
 ) -> IngestResult:
-    """`ingest` inside the caller's unit of work (which commits)."""
+    """`ingest` inside the caller's unit of work (which commits).
+
+    With `capture_hold`, the batch is the usage of that authorization: its charge
+    releases the hold (see `billfold.services.limits.capture`).
+    """
     now = ctx.clock.now()
     parse = _parse_cloudevent if cloudevents else _parse_native
     rejected: list[Rejection] = []
@@ -445,7 +465,7 @@ def ingest_in(
     assert catalog is not None
     stored = _store(uow, valid, catalog, now)
     duplicates += len(valid) - len(stored)
-    charges = _rate_and_charge(ctx, uow, stored, catalog, now) if stored else []
+    charges = _rate_and_charge(ctx, uow, stored, catalog, now, capture_hold) if stored else []
     return IngestResult(len(stored), duplicates, rejected, charges)
 
 
@@ -514,6 +534,7 @@ def _rate_and_charge(
     stored: list[tuple[_Valid, datetime, datetime, int, Plan]],
     catalog: _Catalog,
     now: datetime,
+    capture_hold: str | None = None,
 ) -> list[str]:
     conn = uow.conn
     groups: dict[tuple[str, str, datetime], list[tuple[_Valid, datetime, int, Plan]]] = defaultdict(
@@ -521,7 +542,39 @@ def _rate_and_charge(
     )
     for event, start, end, version, plan in stored:
         groups[(event.user_id, event.metric_id, start)].append((event, end, version, plan))
-    keys = list(groups)
+    # Rows are created (if missing) and then locked in key order, so that concurrent
+    # batches for the same user, metric and period wait for each other instead of
+    # failing on the unique key or deadlocking. Metering takes these locks before the
+    # ledger's (journal head, then accounts), always.
+    keys = sorted(groups)
+    placeholders = [
+        (
+            user_id,
+            metric_id,
+            db_datetime(conn, start),
+            db_datetime(conn, groups[key][0][1]),
+            groups[key][0][0].plan_id,
+            groups[key][0][2],
+            "0",
+            0,
+            None,
+            "[]",
+            "0",
+            0,
+            db_datetime(conn, now),
+        )
+        for key in keys
+        for user_id, metric_id, start in [key]
+    ]
+    for offset in range(0, len(placeholders), 500):
+        insert_new_returning(
+            conn,
+            usage_periods,
+            PERIOD_COLUMNS,
+            placeholders[offset : offset + 500],
+            conflict=("user_id", "metric_id", "period_start"),
+            returning=("id",),
+        )
     existing: dict[tuple[str, str, datetime], Any] = {}
     for offset in range(0, len(keys), 500):
         chunk = keys[offset : offset + 500]
@@ -532,22 +585,24 @@ def _rate_and_charge(
                     usage_periods.c.user_id, usage_periods.c.metric_id, usage_periods.c.period_start
                 ).in_(chunk)
             )
+            .order_by(
+                usage_periods.c.user_id, usage_periods.c.metric_id, usage_periods.c.period_start
+            )
             .with_for_update()
         ):
             existing[(row.user_id, row.metric_id, row.period_start)] = row
     new_counts = _new_uniques(uow, groups)
-    inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     deltas: dict[tuple[str, str, str, datetime], tuple[int, Plan, Decimal]] = {}
     for key, items in groups.items():
-        current = existing.get(key)
-        first, end, version, plan = items[0]
+        current = existing[key]
+        first = items[0][0]
         # Events of one period under a newer plan version are rated with that version.
         items.sort(key=lambda item: (item[2], item[0].timestamp))
-        state = _state_of(current) if current is not None else MetricState()
-        if current is not None and current.plan_version != items[-1][2]:
+        state = _state_of(current)
+        if current.plan_version != items[-1][2]:
             state = MetricState(state.quantity, state.events, state.latest_at, ())
-        charged = int(current.charged_units) if current is not None else 0
+        charged = int(current.charged_units)
         version, plan = items[-1][2], items[-1][3]
         state = rate(
             plan,
@@ -569,25 +624,12 @@ def _rate_and_charge(
             "charged_units": due,
             "updated_at": now,
         }
-        if current is None:
-            inserts.append(
-                {
-                    "user_id": key[0],
-                    "metric_id": key[1],
-                    "period_start": key[2],
-                    "period_end": end,
-                    **values,
-                }
-            )
-        else:
-            updates.append({"b_id": current.id, **{f"b_{k}": v for k, v in values.items()}})
+        updates.append({"b_id": current.id, **{f"b_{k}": v for k, v in values.items()}})
         quantity = sum((e.value for e, *_ in items), Decimal(0))
         charge_key = (first.user_id, first.service_code, first.metric_code, key[2])
         previous = deltas.get(charge_key)
         total = due - charged + (previous[0] if previous else 0)
         deltas[charge_key] = (total, plan, quantity + (previous[2] if previous else 0))
-    if inserts:
-        conn.execute(usage_periods.insert(), inserts)
     if updates:
         conn.execute(
             update(usage_periods)
@@ -596,7 +638,7 @@ def _rate_and_charge(
             .values(**{name[2:]: bindparam(name) for name in updates[0] if name != "b_id"}),
             updates,
         )
-    return _charge(ctx, uow, deltas, catalog, now)
+    return _charge(ctx, uow, deltas, catalog, now, capture_hold)
 
 
 def _new_uniques(
@@ -628,6 +670,7 @@ def _charge(
     deltas: Mapping[tuple[str, str, str, datetime], tuple[int, Plan, Decimal]],
     catalog: _Catalog,
     now: datetime,
+    capture_hold: str | None = None,
 ) -> list[str]:
     specs: list[TransferSpec] = []
     for (user_id, service_code, metric_code, period_start), (
@@ -677,6 +720,9 @@ def _charge(
                 description=f"Usage of {service_code} {metric_code} "
                 f"({period_start:%Y-%m-%d} period)",
                 overflow_account=receivable if prepaid else None,
+                # A captured authorization's usage releases its hold in the same transfer,
+                # inside the ledger's lock order (journal head, accounts, holds).
+                hold_id=capture_hold,
             )
         )
     results = ledger.post_many(uow, specs, now=now)
@@ -684,6 +730,9 @@ def _charge(
     # Every charge here is payable by construction (debts overflow to the receivable);
     # a failure is a bug, and the whole batch rolls back rather than lose a charge.
     assert not failed, failed
+    if capture_hold is not None and not specs:
+        # The usage cost nothing more (free units): release the hold all the same.
+        ledger.void_hold(uow, capture_hold, now=now)
     return [r.id for r in results if not isinstance(r, BillfoldError)]
 
 
