@@ -59,7 +59,10 @@ def database(backend: str, folder: Path) -> Iterator[str]:
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
     try:
-        yield PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}"
+        yield (
+            PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+            + f"/{name}"
+        )
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
@@ -73,13 +76,26 @@ def free_port() -> int:
 
 @contextmanager
 def server(url: str, home: Path) -> Iterator[tuple[str, str]]:
-    env = {**os.environ, "BILLFOLD_DATABASE_URL": url, "BILLFOLD_HOME": str(home),
-           "BILLFOLD_LOG_LEVEL": "WARNING"}
-    key = subprocess.run([sys.executable, "-m", "billfold.cli", "keys", "create", "--role",
-                          "admin"], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    env = {
+        **os.environ,
+        "BILLFOLD_DATABASE_URL": url,
+        "BILLFOLD_HOME": str(home),
+        "BILLFOLD_LOG_LEVEL": "WARNING",
+    }
+    key = subprocess.run(
+        [sys.executable, "-m", "billfold.cli", "keys", "create", "--role", "admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "billfold.cli", "serve", "--port", str(port)],
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billfold.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -96,34 +112,64 @@ def server(url: str, home: Path) -> Iterator[tuple[str, str]]:
 
 
 def setup(base: str, key: str) -> tuple[str, list[str]]:
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60) as admin:
-        provider = admin.post("/v1/providers", json={"name": "Bench", "email": "b@b.io",
-                                                     "commission_rate": "0.2"}).json()["id"]
-        secret = admin.post("/v1/api-keys", json={"role": "provider",
-                                                  "provider_id": provider}).json()["secret"]
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as admin:
+        provider = admin.post(
+            "/v1/providers", json={"name": "Bench", "email": "b@b.io", "commission_rate": "0.2"}
+        ).json()["id"]
+        secret = admin.post(
+            "/v1/api-keys", json={"role": "provider", "provider_id": provider}
+        ).json()["secret"]
         users = []
         for n in range(USERS):
-            user = admin.post("/v1/users", json={"name": f"U{n}", "email": f"u{n}@b.io",
-                                                 "currency": "USD"}).json()["id"]
+            user = admin.post(
+                "/v1/users", json={"name": f"U{n}", "email": f"u{n}@b.io", "currency": "USD"}
+            ).json()["id"]
             admin.post(f"/v1/users/{user}/top-ups", json={"amount": "1000000"}).raise_for_status()
             users.append(user)
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=60) as p:
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=60
+    ) as p:
         p.post("/v1/services", json={"code": "maps", "name": "Maps"}).raise_for_status()
-        p.post("/v1/services/maps/metrics", json={"code": "calls", "name": "Calls",
-                                                  "aggregation": "count"}).raise_for_status()
-        p.post("/v1/plans", json={"code": "payg", "service": "maps", "currency": "USD",
-                                  "interval": "none", "charges": [
-                                      {"metric": "calls", "model": "graduated", "tiers": [
-                                          {"up_to": 1000, "unit_price": "0.001"},
-                                          {"up_to": None, "unit_price": "0.0005"}]}]}
-               ).raise_for_status()
+        p.post(
+            "/v1/services/maps/metrics",
+            json={"code": "calls", "name": "Calls", "aggregation": "count"},
+        ).raise_for_status()
+        p.post(
+            "/v1/plans",
+            json={
+                "code": "payg",
+                "service": "maps",
+                "currency": "USD",
+                "interval": "none",
+                "charges": [
+                    {
+                        "metric": "calls",
+                        "model": "graduated",
+                        "tiers": [
+                            {"up_to": 1000, "unit_price": "0.001"},
+                            {"up_to": None, "unit_price": "0.0005"},
+                        ],
+                    }
+                ],
+            },
+        ).raise_for_status()
     return secret, users
 
 
 def batches(users: list[str], total: int, tag: str) -> list[list[dict[str, Any]]]:
     now = datetime.now(UTC).isoformat()
-    events = [{"id": f"{tag}-{n}", "user": users[n % len(users)], "service": "maps",
-               "metric": "calls", "timestamp": now} for n in range(total)]
+    events = [
+        {
+            "id": f"{tag}-{n}",
+            "user": users[n % len(users)],
+            "service": "maps",
+            "metric": "calls",
+            "timestamp": now,
+        }
+        for n in range(total)
+    ]
     return [events[i : i + BATCH] for i in range(0, total, BATCH)]
 
 
@@ -134,8 +180,9 @@ def ingest(base: str, secret: str, work: list[list[dict[str, Any]]], clients: in
         task = bar.add_task("ingesting", total=sum(len(b) for b in work))
 
         def client() -> None:
-            with httpx.Client(base_url=base, timeout=120,
-                              headers={"Authorization": f"Bearer {secret}"}) as http:
+            with httpx.Client(
+                base_url=base, timeout=120, headers={"Authorization": f"Bearer {secret}"}
+            ) as http:
                 while True:
                     with lock:
                         if not queue:
@@ -156,15 +203,21 @@ def ingest(base: str, secret: str, work: list[list[dict[str, Any]]], clients: in
 def raw_insert(url: str, total: int) -> float:
     engine = make_engine(url) if url.startswith("sqlite") else create_engine(url)
     now = datetime.now(UTC)
-    stamp = now.replace(tzinfo=None).isoformat(" ", "microseconds") if url.startswith("sqlite") else now
+    stamp = (
+        now.replace(tzinfo=None).isoformat(" ", "microseconds") if url.startswith("sqlite") else now
+    )
     mark = "?" if url.startswith("sqlite") else "%s"
-    sql = ("INSERT INTO usage_events (provider_id, event_id, user_id, service_id, metric_id, "
-           "occurred_at, value, properties, period_start, ingested_at) VALUES "
-           f"({', '.join([mark] * 10)})")
+    sql = (
+        "INSERT INTO usage_events (provider_id, event_id, user_id, service_id, metric_id, "
+        "occurred_at, value, properties, period_start, ingested_at) VALUES "
+        f"({', '.join([mark] * 10)})"
+    )
     started = time.perf_counter()
     for offset in range(0, total, BATCH):
-        rows = [("raw", f"raw-{n}", "u", "s", "m", stamp, "1", None, stamp, stamp)
-                for n in range(offset, min(offset + BATCH, total))]
+        rows = [
+            ("raw", f"raw-{n}", "u", "s", "m", stamp, "1", None, stamp, stamp)
+            for n in range(offset, min(offset + BATCH, total))
+        ]
         with engine.begin() as conn:
             conn.exec_driver_sql(sql, rows)
     elapsed = time.perf_counter() - started
@@ -178,13 +231,18 @@ def latencies(base: str, secret: str, users: list[str], kind: str) -> tuple[floa
     tag = uuid.uuid4().hex[:6]
 
     def client(index: int) -> None:
-        with httpx.Client(base_url=base, timeout=60,
-                          headers={"Authorization": f"Bearer {secret}"}) as http:
+        with httpx.Client(
+            base_url=base, timeout=60, headers={"Authorization": f"Bearer {secret}"}
+        ) as http:
             for n in range(LATENCY_REQUESTS // LATENCY_CLIENTS):
                 user = users[(index * 7 + n) % len(users)]
                 if kind == "event":
-                    body: dict[str, Any] = {"id": f"lat-{tag}-{index}-{n}", "user": user,
-                                            "service": "maps", "metric": "calls"}
+                    body: dict[str, Any] = {
+                        "id": f"lat-{tag}-{index}-{n}",
+                        "user": user,
+                        "service": "maps",
+                        "metric": "calls",
+                    }
                     path = "/v1/events"
                 else:
                     body = {"user": user, "service": "maps", "metric": "calls", "quantity": 10}
@@ -211,9 +269,14 @@ def run(backend: str, total: int, clients: int) -> dict[str, float]:
             event_p50, event_p99 = latencies(base, secret, users, "event")
             auth_p50, auth_p99 = latencies(base, secret, users, "authorization")
         raw_seconds = raw_insert(url, total)
-    return {"events_per_s": total / seconds, "raw_insert_per_s": total / raw_seconds,
-            "event_p50_ms": event_p50, "event_p99_ms": event_p99,
-            "authorization_p50_ms": auth_p50, "authorization_p99_ms": auth_p99}
+    return {
+        "events_per_s": total / seconds,
+        "raw_insert_per_s": total / raw_seconds,
+        "event_p50_ms": event_p50,
+        "event_p99_ms": event_p99,
+        "authorization_p50_ms": auth_p50,
+        "authorization_p99_ms": auth_p99,
+    }
 
 
 def main() -> None:
@@ -222,17 +285,27 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--backends", default="sqlite,postgres")
     args = parser.parse_args()
-    table = Table(title=f"billfold ingestion: {args.events:,} events in batches of {BATCH}, "
-                        f"{args.clients} clients")
-    for column in ("backend", "events/s (HTTP)", "raw insert/s", "ratio", "event p50/p99 ms",
-                   "authorization p50/p99 ms"):
+    table = Table(
+        title=f"billfold ingestion: {args.events:,} events in batches of {BATCH}, "
+        f"{args.clients} clients"
+    )
+    for column in (
+        "backend",
+        "events/s (HTTP)",
+        "raw insert/s",
+        "ratio",
+        "event p50/p99 ms",
+        "authorization p50/p99 ms",
+    ):
         table.add_column(column, justify="right")
     results = {}
     for backend in args.backends.split(","):
         figures = run(backend, args.events, args.clients)
         results[backend] = figures
         table.add_row(
-            backend, f"{figures['events_per_s']:,.0f}", f"{figures['raw_insert_per_s']:,.0f}",
+            backend,
+            f"{figures['events_per_s']:,.0f}",
+            f"{figures['raw_insert_per_s']:,.0f}",
             f"{figures['events_per_s'] / figures['raw_insert_per_s']:.2f}",
             f"{figures['event_p50_ms']:.1f} / {figures['event_p99_ms']:.1f}",
             f"{figures['authorization_p50_ms']:.1f} / {figures['authorization_p99_ms']:.1f}",

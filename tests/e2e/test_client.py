@@ -23,17 +23,23 @@ from tests.conftest import START, LiveServer
 
 @pytest.fixture
 def setup(ctx: Context) -> tuple[str, str]:
-    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io",
-                                       commission_rate="0.2")
+    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.2")
     user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
     parties.top_up(ctx, SYSTEM, user.id, amount="100")
     me = Principal("k", Role.PROVIDER, provider_id=provider.id)
     catalog.create_service(ctx, me, code="maps", name="Maps")
     catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
-    catalog.create_plan(ctx, me, {"code": "payg", "service": "maps", "currency": "USD",
-                                  "interval": "none", "charges": [
-                                      {"metric": "calls", "model": "per_unit",
-                                       "unit_price": "0.001"}]})
+    catalog.create_plan(
+        ctx,
+        me,
+        {
+            "code": "payg",
+            "service": "maps",
+            "currency": "USD",
+            "interval": "none",
+            "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.001"}],
+        },
+    )
     return create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=provider.id)[1], user.id
 
 
@@ -58,21 +64,31 @@ class LosesResponses(httpx.BaseTransport):
         return response
 
 
-def test_batches_retries_and_exactly_once(ctx: Context, server: LiveServer,
-                                          setup: tuple[str, str]) -> None:
+def test_batches_retries_and_exactly_once(
+    ctx: Context, server: LiveServer, setup: tuple[str, str]
+) -> None:
     key, user = setup
-    with BillfoldClient(server.url, key, batch_size=1000, flush_interval_s=None,
-                        backoff_s=0.01, transport=LosesResponses(2)) as client:
-        ids = [client.report(user=user, service="maps", metric="calls", timestamp=START)
-               for _ in range(2500)]
+    with BillfoldClient(
+        server.url,
+        key,
+        batch_size=1000,
+        flush_interval_s=None,
+        backoff_s=0.01,
+        transport=LosesResponses(2),
+    ) as client:
+        ids = [
+            client.report(user=user, service="maps", metric="calls", timestamp=START)
+            for _ in range(2500)
+        ]
         client.report(user="usr_nobody", service="maps", metric="calls", timestamp=START)
         result = client.flush()
         assert result.accepted == 2500 and len(result.rejected) == 1
         assert client.rejected[0]["error"]["code"] == "user_not_found"
         # Sending the same ids again (a restarted reporter, say) changes nothing.
         for event_id in ids[:10]:
-            client.report(user=user, service="maps", metric="calls", event_id=event_id,
-                          timestamp=START)
+            client.report(
+                user=user, service="maps", metric="calls", event_id=event_id, timestamp=START
+            )
         assert client.flush().duplicates == 10
         with pytest.raises(TypeError):
             client.report(user=user, service="maps", metric="calls", value=0.5)  # type: ignore[arg-type]
@@ -94,8 +110,9 @@ def test_authorizations_through_the_client(server: LiveServer, setup: tuple[str,
         assert error.value.status == 404
 
 
-def test_pending_events_are_sent_at_exit(ctx: Context, server: LiveServer,
-                                         setup: tuple[str, str]) -> None:
+def test_pending_events_are_sent_at_exit(
+    ctx: Context, server: LiveServer, setup: tuple[str, str]
+) -> None:
     key, user = setup
     script = textwrap.dedent(f"""
         from datetime import datetime
@@ -107,7 +124,13 @@ def test_pending_events_are_sent_at_exit(ctx: Context, server: LiveServer,
                           timestamp=start)
         # No flush, no close: the interpreter exits with 25 events buffered.
     """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, check=False, env=dict(os.environ))
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=dict(os.environ),
+    )
     assert done.returncode == 0, done.stderr
     assert _stored(ctx) == 25

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from billfold.domain.errors import InvalidRequest, NotFound
+from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
     AccountKind,
@@ -251,20 +251,27 @@ def authorize(
             uow, OwnerType.USER, user.id, AccountKind.WALLET, cur.code, now=now
         )
         provider_id = service.provider_id if service else principal.provider_id
-        hold = ledger.create_hold(
-            uow,
-            hold_id=auth_id,
-            account_id=wallet,
-            amount=units if prepaid else 0,
-            expires_at=now + timedelta(seconds=ttl),
-            now=now,
-            user_id=user.id,
-            provider_id=provider_id,
-            description="authorization",
-            service=service_code,
-            metric=metric_code,
-            quantity=None if asked is None else format_decimal(asked),
-        )
+        try:
+            # The balance read above was not locked; the hold checks again under the
+            # account's lock, and loses to a concurrent spender with a plain decline.
+            hold = ledger.create_hold(
+                uow,
+                hold_id=auth_id,
+                account_id=wallet,
+                amount=units if prepaid else 0,
+                expires_at=now + timedelta(seconds=ttl),
+                now=now,
+                user_id=user.id,
+                provider_id=provider_id,
+                description="authorization",
+                service=service_code,
+                metric=metric_code,
+                quantity=None if asked is None else format_decimal(asked),
+            )
+        except InsufficientFunds:
+            return _declined(
+                auth_id, "insufficient_funds", user, service_code, metric_code, asked, units
+            )
         audit.record(
             uow,
             principal,

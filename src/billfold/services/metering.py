@@ -478,6 +478,9 @@ def _store(
         version, plan = catalog.plan_at(event.plan_id, event.timestamp)
         start, end = catalog.period_of(plan, event.timestamp)
         enriched.append((event, start, end, version, plan))
+    # Inserted in one global order (by provider and id), so that concurrent batches that
+    # share event ids wait for each other on the unique index instead of deadlocking.
+    enriched.sort(key=lambda item: (item[0].provider_id, item[0].event_id))
     fresh: set[tuple[str, str]] = set()
     conn = uow.conn
     stamp = db_datetime(conn, now)
@@ -647,7 +650,7 @@ def _new_uniques(
 ) -> dict[tuple[str, str, datetime], int]:
     """Stores the distinct values of unique_count metrics; how many are new per group."""
     counts: dict[tuple[str, str, datetime], int] = {}
-    for key, items in groups.items():
+    for key, items in sorted(groups.items()):
         values = sorted({e.unique_key for e, *_ in items if e.unique_key is not None})
         if not values:
             continue

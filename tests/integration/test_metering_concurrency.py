@@ -1,0 +1,139 @@
+"""Many clients metering and authorizing for the same users at once, on PostgreSQL.
+
+16 threads send overlapping batches (the same event ids from several threads at once)
+and authorize, capture and void usage for four thinly funded users. Afterwards: every
+accepted event is stored once, each user's charges are exactly the price of its stored
+usage (nothing charged twice, nothing lost), no wallet is below its floor, and verify
+passes.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from billfold.clock import SystemClock
+from billfold.domain.money import currency, to_units
+from billfold.domain.pricing import MetricUsage, parse_plan, price_charge
+from billfold.domain.rating import units_due
+from billfold.services import catalog, limits, metering, parties
+from billfold.services.access import SYSTEM, Principal, Role
+from billfold.services.context import Context
+from billfold.services.verify import verify
+from billfold.store.tables import usage_events
+
+PLAN = {
+    "code": "payg",
+    "service": "maps",
+    "currency": "USD",
+    "interval": "none",
+    "charges": [
+        {
+            "metric": "calls",
+            "model": "graduated",
+            "tiers": [{"up_to": 300, "unit_price": "0.01"}, {"up_to": None, "unit_price": "0.005"}],
+        }
+    ],
+}
+THREADS = 16
+ROUNDS = 12
+
+
+@pytest.mark.postgres
+def test_concurrent_metering_and_authorizations(pg_ctx: Context) -> None:
+    ctx = pg_ctx
+    ctx.clock = SystemClock()
+    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.3")
+    me = Principal("k", Role.PROVIDER, provider_id=provider.id)
+    catalog.create_service(ctx, me, code="maps", name="Maps")
+    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
+    catalog.create_plan(ctx, me, PLAN)
+    users = []
+    for n in range(4):
+        user = parties.create_user(
+            ctx, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
+        )
+        parties.top_up(ctx, SYSTEM, user.id, amount="3")
+        users.append(user.id)
+    accepted = 0
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def event(n: int) -> dict[str, object]:
+        # The same id always carries the same content, whichever thread sends it.
+        return {
+            "id": f"e-{n}",
+            "user": users[n % 4],
+            "service": "maps",
+            "metric": "calls",
+            "value": 1 + n % 3,
+        }
+
+    def worker(seed: int) -> None:
+        nonlocal accepted
+        rng = random.Random(seed)
+        try:
+            for _ in range(ROUNDS):
+                if rng.random() < 0.7:
+                    batch = [event(rng.randrange(600)) for _ in range(25)]
+                    result = metering.ingest(ctx, me, batch)
+                    assert not result.rejected, result.rejected
+                    with lock:
+                        accepted += result.accepted
+                    continue
+                auth = limits.authorize(
+                    ctx,
+                    me,
+                    user_ref=rng.choice(users),
+                    service_code="maps",
+                    metric_code="calls",
+                    quantity=5,
+                )
+                if auth.status != "approved":
+                    continue
+                if rng.random() < 0.6:
+                    limits.capture(ctx, me, auth.id, quantity=rng.randint(0, 5))
+                    with lock:
+                        accepted += 1  # The capture records its usage as one event.
+                else:
+                    limits.void(ctx, me, auth.id)
+        except BaseException as error:  # Reported below with the thread's seed.
+            errors.append(error)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(worker, range(THREADS)))
+    assert not errors, errors[:3]
+
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        stored = int(uow.conn.execute(select(func.count()).select_from(usage_events)).scalar_one())
+        per_user = {
+            row.user_id: Decimal(row.total)
+            for row in uow.conn.execute(
+                select(
+                    usage_events.c.user_id,
+                    func.sum(func.cast(usage_events.c.value, usage_events.c.seq.type)).label(
+                        "total"
+                    ),
+                ).group_by(usage_events.c.user_id)
+            )
+        }
+    # Captures of zero record no event; every other accepted event is stored exactly once.
+    assert stored <= accepted
+    charge = parse_plan(PLAN).charges[0]
+    usd = currency("USD")
+    for user_id in users:
+        balance = parties.get_balance(ctx, SYSTEM, user_id)
+        assert balance.posted >= 0 and balance.held >= 0
+        spent = to_units(Decimal(3) - balance.posted + balance.receivable, usd)
+        expected = units_due(
+            price_charge(charge, MetricUsage(given=per_user.get(user_id, Decimal(0)))).amount,
+            usd.ledger_scale,
+        )
+        assert spent == expected, user_id
+    report = verify(ctx, SYSTEM)
+    assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
