@@ -1,0 +1,185 @@
+"""Kill the server with SIGKILL mid-ingestion: nothing acknowledged is lost or doubled."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from billfold.clock import SystemClock
+from billfold.domain.money import currency, to_units
+from billfold.domain.pricing import MetricUsage, parse_plan, price_charge
+from billfold.domain.rating import units_due
+from billfold.services import catalog, parties
+from billfold.services.access import SYSTEM, Principal, Role
+from billfold.services.keys import create_key
+from billfold.services.verify import verify
+from billfold.store.tables import usage_events
+from tests.conftest import TEST_SECRET, make_context
+
+PLAN = {
+    "code": "payg",
+    "service": "maps",
+    "currency": "USD",
+    "interval": "none",
+    "charges": [
+        {
+            "metric": "calls",
+            "model": "graduated",
+            "tiers": [
+                {"up_to": 5000, "unit_price": "0.001"},
+                {"up_to": None, "unit_price": "0.0004"},
+            ],
+        }
+    ],
+}
+BATCHES = 60
+BATCH = 250
+
+
+def _port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serve(url: str, home: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    port = _port()
+    env = {
+        **os.environ,
+        "BILLFOLD_DATABASE_URL": url,
+        "BILLFOLD_HOME": str(home),
+        "BILLFOLD_SECRET_KEY": TEST_SECRET,
+        "BILLFOLD_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billfold.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise
+            time.sleep(0.05)
+    try:
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_sigkill_during_ingestion_loses_and_doubles_nothing(
+    sqlite_database_url: str, tmp_path: Path
+) -> None:
+    ctx = make_context(sqlite_database_url, tmp_path)
+    ctx.clock = SystemClock()
+    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.2")
+    me = Principal("k", Role.PROVIDER, provider_id=provider.id)
+    catalog.create_service(ctx, me, code="maps", name="Maps")
+    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
+    catalog.create_plan(ctx, me, PLAN)
+    user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
+    parties.top_up(ctx, SYSTEM, user.id, amount="1000")
+    key = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=provider.id)[1]
+    ctx.db.dispose()
+    now = datetime.now(UTC).isoformat()
+    batches = [
+        [
+            {
+                "id": f"b{b}-{n}",
+                "user": user.id,
+                "service": "maps",
+                "metric": "calls",
+                "timestamp": now,
+            }
+            for n in range(BATCH)
+        ]
+        for b in range(BATCHES)
+    ]
+    acknowledged: set[str] = set()
+    lock = threading.Lock()
+
+    with serve(sqlite_database_url, tmp_path) as (process, base):
+        stop = threading.Event()
+
+        def send(offset: int) -> None:
+            with httpx.Client(
+                base_url=base, timeout=30, headers={"Authorization": f"Bearer {key}"}
+            ) as client:
+                for index in range(offset, BATCHES, 2):
+                    if stop.is_set():
+                        return
+                    try:
+                        response = client.post("/v1/events", json={"events": batches[index]})
+                    except httpx.HTTPError:
+                        return  # The server died under this request: not acknowledged.
+                    if response.status_code == 200:
+                        with lock:
+                            acknowledged.update(e["id"] for e in batches[index])
+
+        senders = [threading.Thread(target=send, args=(offset,)) for offset in (0, 1)]
+        for sender in senders:
+            sender.start()
+        while True:
+            with lock:
+                if len(acknowledged) >= 10 * BATCH:
+                    break
+            time.sleep(0.005)
+        os.kill(process.pid, signal.SIGKILL)
+        stop.set()
+        for sender in senders:
+            sender.join(timeout=30)
+    assert 10 * BATCH <= len(acknowledged) < BATCHES * BATCH
+
+    probe = make_context(sqlite_database_url, tmp_path)
+    with probe.db.unit_of_work(read_only=True) as uow:
+        stored = set(uow.conn.execute(select(usage_events.c.event_id)).scalars())
+    assert acknowledged <= stored, "an acknowledged event was lost"
+    probe.db.dispose()
+
+    with serve(sqlite_database_url, tmp_path) as (_process, base):
+        with httpx.Client(
+            base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}
+        ) as client:
+            resent = [client.post("/v1/events", json={"events": batch}).json() for batch in batches]
+    assert sum(r["duplicates"] for r in resent) >= len(acknowledged)
+    assert all(not r["rejected"] for r in resent)
+
+    after = make_context(sqlite_database_url, tmp_path)
+    with after.db.unit_of_work(read_only=True) as uow:
+        count = uow.conn.execute(select(func.count()).select_from(usage_events)).scalar_one()
+    assert count == BATCHES * BATCH
+    usd = currency("USD")
+    charge = parse_plan(PLAN).charges[0]
+    expected = units_due(
+        price_charge(charge, MetricUsage(given=Decimal(count))).amount, usd.ledger_scale
+    )
+    balance = parties.get_balance(after, SYSTEM, user.id)
+    assert to_units(Decimal(1000) - balance.posted, usd) == expected
+    report = verify(after, SYSTEM)
+    assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
+    after.db.dispose()
