@@ -349,6 +349,21 @@ def _tier_dict(tier: Tier, price_field: str) -> dict[str, Any]:
     }
 
 
+def _graduated_amount(tiers: Sequence[Tier], q: Decimal) -> Decimal:
+    """The graduated amount alone, without the details a quote shows (for rating)."""
+    amount = ZERO
+    lower = ZERO
+    for index, tier in enumerate(tiers):
+        if index > 0 and q <= lower:
+            break
+        top = q if tier.up_to is None else min(q, tier.up_to)
+        amount += max(top - lower, ZERO) * tier.price + tier.flat_fee
+        if tier.up_to is None or q <= tier.up_to:
+            break
+        lower = tier.up_to
+    return amount
+
+
 def _graduated(tiers: Sequence[Tier], q: Decimal, price_field: str) -> Priced:
     amount = ZERO
     lower = ZERO
@@ -390,6 +405,10 @@ class Charge:
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def amount_for_total(self, quantity: Decimal) -> Decimal:
+        """The amount for a period's total alone (models priced on the total)."""
+        return self.price(MetricUsage(given=quantity)).amount
+
     @property
     def depends_only_on_total(self) -> bool:
         """Whether the amount depends only on the period's total quantity, not its events."""
@@ -400,6 +419,9 @@ class Charge:
 class PerUnit(Charge):
     unit_price: Decimal
     free_units: Decimal = ZERO
+
+    def amount_for_total(self, quantity: Decimal) -> Decimal:
+        return max(quantity - self.free_units, ZERO) * self.unit_price
 
     def price(self, usage: MetricUsage) -> Priced:
         q = usage.quantity
@@ -430,6 +452,9 @@ class PerUnit(Charge):
 @dataclass(frozen=True, slots=True)
 class Graduated(Charge):
     tiers: tuple[Tier, ...]
+
+    def amount_for_total(self, quantity: Decimal) -> Decimal:
+        return _graduated_amount(self.tiers, quantity)
 
     def price(self, usage: MetricUsage) -> Priced:
         return _graduated(self.tiers, usage.quantity, "unit_price")
@@ -628,6 +653,9 @@ class Percentage(Charge):
 @dataclass(frozen=True, slots=True)
 class GraduatedPercentage(Charge):
     tiers: tuple[Tier, ...]
+
+    def amount_for_total(self, quantity: Decimal) -> Decimal:
+        return _graduated_amount(self.tiers, quantity)
 
     def price(self, usage: MetricUsage) -> Priced:
         return _graduated(self.tiers, usage.quantity, "rate")

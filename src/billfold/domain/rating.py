@@ -27,7 +27,6 @@ from billfold.domain.pricing import (
     PRICING_CONTEXT,
     Charge,
     Event,
-    MetricUsage,
     Percentage,
     Plan,
     TimeOfDay,
@@ -126,9 +125,7 @@ def _rate_charge(
         )
     # Priced on the period's total: the amount is simply the price of the new total.
     return replace(
-        state,
-        amount=charge.price(MetricUsage(given=quantity_after)).amount,
-        events=state.events + len(events),
+        state, amount=charge.amount_for_total(quantity_after), events=state.events + len(events)
     )
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold.domain.errors import (
@@ -43,7 +43,7 @@ from billfold.domain.ledger import (
     reversal_postings,
     validate_postings,
 )
-from billfold.store.bulk import db_datetime, insert_rows
+from billfold.store.bulk import db_datetime, insert_rows, update_rows
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import accounts, holds, ledger_head, postings, transfers
 
@@ -250,8 +250,9 @@ def post_many(
     hold_rows = _lock_holds(uow, {spec.hold_id for spec in normalised if spec.hold_id})
 
     results: list[PostedTransfer | BillfoldError | str] = []
-    new_transfers: list[dict[str, object]] = []
-    new_postings: list[dict[str, object]] = []
+    new_transfers: list[tuple[object, ...]] = []
+    new_postings: list[tuple[object, ...]] = []
+    db_now = db_datetime(uow.conn, now)
     hold_updates: list[dict[str, object]] = []
     posted_now: dict[str, tuple[str, PostedTransfer]] = {}
     for requested in normalised:
@@ -332,16 +333,9 @@ def post_many(
             digest=digest,
             postings=[(p.account_id, p.currency, p.amount) for p in spec.postings],
         )
-        new_transfers.append(_transfer_row(posted, digest, prev_hash, hash_))
+        new_transfers.append(_transfer_row(posted, db_now, digest, prev_hash, hash_))
         new_postings.extend(
-            {
-                "transfer_seq": seq,
-                "account_id": p.account_id,
-                "currency": p.currency,
-                "amount": p.amount,
-                "balance_after": p.balance_after,
-            }
-            for p in posted.postings
+            (seq, p.account_id, p.currency, p.amount, p.balance_after) for p in posted.postings
         )
         if spec.hold_id:
             hold_updates.append(_capture_update(spec, hold_rows[spec.hold_id], now))
@@ -396,34 +390,35 @@ def _existing_digests(uow: UnitOfWork, ids: set[str]) -> dict[str, str]:
 
 
 def _transfer_row(
-    posted: PostedTransfer, digest: str, prev_hash: str, hash_: str
-) -> dict[str, object]:
-    return {
-        "seq": posted.seq,
-        "id": posted.id,
-        "kind": posted.kind,
-        "posted_at": posted.posted_at,
-        "user_id": posted.user_id,
-        "provider_id": posted.provider_id,
-        "service": posted.service,
-        "metric": posted.metric,
-        "quantity": posted.quantity,
-        "description": posted.description,
-        "reference": posted.reference,
-        "reverses": posted.reverses,
-        "hold_id": posted.hold_id,
-        "digest": digest,
-        "prev_hash": prev_hash,
-        "hash": hash_,
-    }
+    posted: PostedTransfer, posted_at: object, digest: str, prev_hash: str, hash_: str
+) -> tuple[object, ...]:
+    """The transfer's row in TRANSFER_COLUMNS order, ready for the driver."""
+    return (
+        posted.seq,
+        posted.id,
+        posted.kind,
+        posted_at,
+        posted.user_id,
+        posted.provider_id,
+        posted.service,
+        posted.metric,
+        posted.quantity,
+        posted.description,
+        posted.reference,
+        posted.reverses,
+        posted.hold_id,
+        digest,
+        prev_hash,
+        hash_,
+    )
 
 
 def _write(
     uow: UnitOfWork,
     balances: dict[int, Balance],
     before: Sequence[object],
-    new_transfers: list[dict[str, object]],
-    new_postings: list[dict[str, object]],
+    new_transfers: list[tuple[object, ...]],
+    new_postings: list[tuple[object, ...]],
     hold_updates: list[dict[str, object]],
     seq: int,
     head_hash: str,
@@ -431,31 +426,14 @@ def _write(
     if not new_transfers:
         return
     changed = [
-        {"b_id": row.id, "b_posted": balances[row.id].posted, "b_held": balances[row.id].held}  # type: ignore[attr-defined]
+        (balances[row.id].posted, balances[row.id].held, row.id)  # type: ignore[attr-defined]
         for row in before
         if (row.posted, row.held) != (balances[row.id].posted, balances[row.id].held)  # type: ignore[attr-defined]
     ]
     conn = uow.conn
-    if changed:
-        conn.execute(
-            update(accounts)
-            .where(accounts.c.id == bindparam("b_id"))
-            .values(posted=bindparam("b_posted"), held=bindparam("b_held")),
-            changed,
-        )
-    insert_rows(
-        conn,
-        transfers,
-        TRANSFER_COLUMNS,
-        [tuple(_db_value(conn, row[c]) for c in TRANSFER_COLUMNS) for row in new_transfers],
-    )
-
-    insert_rows(
-        conn,
-        postings,
-        POSTING_COLUMNS,
-        [tuple(row[c] for c in POSTING_COLUMNS) for row in new_postings],
-    )
+    update_rows(conn, accounts, ("posted", "held"), "id", changed)
+    insert_rows(conn, transfers, TRANSFER_COLUMNS, new_transfers)
+    insert_rows(conn, postings, POSTING_COLUMNS, new_postings)
     if hold_updates:
         conn.execute(
             update(holds)
@@ -490,10 +468,6 @@ TRANSFER_COLUMNS = (
     "hash",
 )
 POSTING_COLUMNS = ("transfer_seq", "account_id", "currency", "amount", "balance_after")
-
-
-def _db_value(conn: Connection, value: object) -> object:
-    return db_datetime(conn, value) if isinstance(value, datetime) else value
 
 
 def load_transfers(uow: UnitOfWork, ids: Iterable[str]) -> list[PostedTransfer]:

@@ -42,6 +42,22 @@ def insert_rows(
     connection.exec_driver_sql(sql, list(rows))
 
 
+def update_rows(
+    connection: Connection,
+    table: Table,
+    columns: Sequence[str],
+    key: str,
+    rows: Sequence[tuple[Any, ...]],
+) -> None:
+    """UPDATEs `columns` of the rows whose `key` is each tuple's last value (executemany)."""
+    if not rows:
+        return
+    mark = _placeholder(connection)
+    sets = ", ".join(f"{column} = {mark}" for column in columns)
+    sql = f"UPDATE {table.name} SET {sets} WHERE {key} = {mark}"  # noqa: S608
+    connection.exec_driver_sql(sql, list(rows))
+
+
 def insert_new_returning(
     connection: Connection,
     table: Table,
