@@ -53,6 +53,7 @@ check: lint typecheck test
 bench: $(STAMP) services
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/pricing.py
+	$(BIN)/python bench/ingest.py
 
 clean:
 	rm -rf $(VENV) .billfold .pytest_cache .mypy_cache .ruff_cache .hypothesis
