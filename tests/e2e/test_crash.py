@@ -161,9 +161,12 @@ def test_sigkill_during_ingestion_loses_and_doubles_nothing(
     assert acknowledged <= stored, "an acknowledged event was lost"
     probe.db.dispose()
 
-    with serve(sqlite_database_url, tmp_path) as (_process, base), httpx.Client(
-        base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}
-    ) as client:
+    with (
+        serve(sqlite_database_url, tmp_path) as (_process, base),
+        httpx.Client(
+            base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}
+        ) as client,
+    ):
         resent = [client.post("/v1/events", json={"events": batch}).json() for batch in batches]
     assert sum(r["duplicates"] for r in resent) >= len(acknowledged)
     assert all(not r["rejected"] for r in resent)
