@@ -10,7 +10,8 @@ provider, a service, a graduated pay-as-you-go plan and 100 prepaid users. Then:
   with executemany, 1,000 per transaction, with nothing else done (the floor);
 - latency: p50 and p99 of single-event requests and of authorizations, with 8 clients.
 
-Usage: python bench/ingest.py [--events 100000] [--clients 2] [--backends sqlite,postgres]
+Usage: python bench/ingest.py [--events 100000] [--clients 2] [--workers 2]
+                              [--backends sqlite,postgres]
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(url: str, home: Path) -> Iterator[tuple[str, str]]:
+def server(url: str, home: Path, workers: int) -> Iterator[tuple[str, str]]:
     env = {
         **os.environ,
         "BILLFOLD_DATABASE_URL": url,
@@ -91,7 +92,16 @@ def server(url: str, home: Path) -> Iterator[tuple[str, str]]:
     ).stdout.strip()
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "billfold.cli", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "billfold.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -260,9 +270,9 @@ def latencies(base: str, secret: str, users: list[str], kind: str) -> tuple[floa
     return cut[49] * 1000, cut[98] * 1000
 
 
-def run(backend: str, total: int, clients: int) -> dict[str, float]:
+def run(backend: str, total: int, clients: int, workers: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder, database(backend, Path(folder)) as url:
-        with server(url, Path(folder)) as (base, key):
+        with server(url, Path(folder), workers) as (base, key):
             secret, users = setup(base, key)
             work = batches(users, total, uuid.uuid4().hex[:6])
             seconds = ingest(base, secret, work, clients)
@@ -283,11 +293,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="billfold serve --workers")
     parser.add_argument("--backends", default="sqlite,postgres")
     args = parser.parse_args()
     table = Table(
         title=f"billfold ingestion: {args.events:,} events in batches of {BATCH}, "
-        f"{args.clients} clients"
+        f"{args.clients} clients, {args.workers} server processes"
     )
     for column in (
         "backend",
@@ -300,7 +311,7 @@ def main() -> None:
         table.add_column(column, justify="right")
     results = {}
     for backend in args.backends.split(","):
-        figures = run(backend, args.events, args.clients)
+        figures = run(backend, args.events, args.clients, args.workers)
         results[backend] = figures
         table.add_row(
             backend,

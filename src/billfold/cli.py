@@ -32,25 +32,42 @@ def _context(migrate: bool = True):  # type: ignore[no-untyped-def]
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes (use the machine's cores).")
+    ] = 1,
 ) -> None:
     """Runs the API (creating or upgrading the database schema first)."""
     import uvicorn
 
     from billfold.api.app import create_app
     from billfold.logging import configure
-    from billfold.workers.housekeeping import Housekeeper
 
     settings = Settings()
     configure(settings.log_level, json=settings.log_json)
     ctx = _context()
-    housekeeper = Housekeeper(ctx)
-    housekeeper.start()
     err.print(f"billfold: database {_redacted(ctx.db.url)}")
     err.print(f"billfold: listening on http://{host}:{port}  (OpenAPI at /openapi.json)")
     try:
-        uvicorn.run(create_app(ctx), host=host, port=port, log_level="warning", access_log=False)
+        if workers == 1:
+            uvicorn.run(
+                create_app(ctx, housekeeping=True),
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+            )
+        else:
+            ctx.db.dispose()
+            uvicorn.run(
+                "billfold.api.app:app_from_environment",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+                access_log=False,
+            )
     finally:
-        housekeeper.stop()
         ctx.db.dispose()
 
 

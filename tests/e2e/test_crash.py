@@ -57,7 +57,7 @@ def _port() -> int:
 
 
 @contextmanager
-def serve(url: str, home: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def serve(url: str, home: Path, workers: int = 1) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = _port()
     env = {
         **os.environ,
@@ -67,7 +67,16 @@ def serve(url: str, home: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]
         "BILLFOLD_LOG_LEVEL": "WARNING",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "billfold.cli", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "billfold.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -182,6 +191,62 @@ def test_sigkill_during_ingestion_loses_and_doubles_nothing(
     )
     balance = parties.get_balance(after, SYSTEM, user.id)
     assert to_units(Decimal(1000) - balance.posted, usd) == expected
+    report = verify(after, SYSTEM)
+    assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
+    after.db.dispose()
+
+
+@pytest.mark.slow
+def test_several_server_processes_share_one_sqlite_database(
+    sqlite_database_url: str, tmp_path: Path
+) -> None:
+    ctx = make_context(sqlite_database_url, tmp_path)
+    ctx.clock = SystemClock()
+    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.2")
+    me = Principal("k", Role.PROVIDER, provider_id=provider.id)
+    catalog.create_service(ctx, me, code="maps", name="Maps")
+    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
+    catalog.create_plan(ctx, me, PLAN)
+    users = []
+    for n in range(4):
+        user = parties.create_user(
+            ctx, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
+        )
+        parties.top_up(ctx, SYSTEM, user.id, amount="100")
+        users.append(user.id)
+    key = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=provider.id)[1]
+    ctx.db.dispose()
+    now = datetime.now(UTC).isoformat()
+    batches = [
+        [
+            {
+                "id": f"w{b}-{n}",
+                "user": users[(b + n) % 4],
+                "service": "maps",
+                "metric": "calls",
+                "timestamp": now,
+            }
+            for n in range(200)
+        ]
+        for b in range(24)
+    ]
+    with serve(sqlite_database_url, tmp_path, workers=2) as (_process, base):
+
+        def send(batch: list[dict[str, object]]) -> dict[str, object]:
+            with httpx.Client(
+                base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}
+            ) as client:
+                response = client.post("/v1/events", json={"events": batch})
+                assert response.status_code == 200, response.text
+                return dict(response.json())
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(6) as pool:
+            results = list(pool.map(send, batches + batches[:6]))
+    assert sum(int(r["accepted"]) for r in results) == 24 * 200  # type: ignore[call-overload]
+    assert sum(int(r["duplicates"]) for r in results) == 6 * 200  # type: ignore[call-overload]
+    after = make_context(sqlite_database_url, tmp_path)
     report = verify(after, SYSTEM)
     assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
     after.db.dispose()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from billfold import __version__
@@ -9,10 +12,25 @@ from billfold.api import errors
 from billfold.api.middleware import BodyLimitMiddleware, IdempotencyMiddleware, RequestLogMiddleware
 from billfold.api.routers import admin, catalog, parties, usage
 from billfold.services.context import Context
+from billfold.workers.housekeeping import Housekeeper
 
 
-def create_app(ctx: Context) -> FastAPI:
+def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
+    """The app over `ctx`; with `housekeeping`, it also expires holds and old keys."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        housekeeper = Housekeeper(ctx) if housekeeping else None
+        if housekeeper is not None:
+            housekeeper.start()
+        try:
+            yield
+        finally:
+            if housekeeper is not None:
+                housekeeper.stop()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="billfold",
         version=__version__,
         description="Billing for open platforms: metering, pricing, an exact double-entry "
@@ -35,3 +53,17 @@ def create_app(ctx: Context) -> FastAPI:
     )
     app.add_middleware(RequestLogMiddleware)
     return app
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one `billfold serve --workers N` process, configured from BILLFOLD_*.
+
+    The parent process has already created or upgraded the schema.
+    """
+    from billfold.config import Settings
+    from billfold.logging import configure
+    from billfold.services.context import build_context
+
+    settings = Settings()
+    configure(settings.log_level, json=settings.log_json)
+    return create_app(build_context(settings, migrate=False), housekeeping=True)

@@ -419,7 +419,11 @@ def _quantity(raw: _Raw, metric: Any) -> tuple[Decimal, str | None]:
 def ingest(
     ctx: Context, principal: Principal, items: Sequence[object], *, cloudevents: bool = False
 ) -> IngestResult:
-    """Validates, stores, rates and charges a batch; each event stands on its own."""
+    """Validates, stores, rates and charges a batch; each event stands on its own.
+
+    Parsing, catalog lookups and validation read only, before the write transaction, so
+    that several server processes can do that work at once while writes take turns.
+    """
     require_role(principal, Role.ADMIN, Role.PROVIDER)
     if len(items) > MAX_EVENTS_PER_REQUEST:
         raise LimitExceeded(
@@ -427,8 +431,13 @@ def ingest(
             code="too_many_events",
             param="events",
         )
+    now = ctx.clock.now()
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        prepared = _prepare(uow, principal, items, cloudevents, now)
+    if not prepared.valid:
+        return IngestResult(0, prepared.duplicates, prepared.rejected)
     with ctx.db.unit_of_work() as uow:
-        result = ingest_in(ctx, uow, principal, items, cloudevents=cloudevents)
+        result = _apply(ctx, uow, prepared, None)
         uow.commit()
     return result
 
@@ -447,7 +456,27 @@ def ingest_in(
     With `capture_hold`, the batch is the usage of that authorization: its charge
     releases the hold (see `billfold.services.limits.capture`).
     """
-    now = ctx.clock.now()
+    prepared = _prepare(uow, principal, items, cloudevents, ctx.clock.now())
+    return _apply(ctx, uow, prepared, capture_hold)
+
+
+@dataclass(slots=True)
+class _Prepared:
+    now: datetime
+    valid: list[_Valid]
+    rejected: list[Rejection]
+    duplicates: int
+    catalog: _Catalog | None
+
+
+def _prepare(
+    uow: UnitOfWork,
+    principal: Principal,
+    items: Sequence[object],
+    cloudevents: bool,
+    now: datetime,
+) -> _Prepared:
+    """Parses and checks every event against the catalog; writes nothing."""
     parse = _parse_cloudevent if cloudevents else _parse_native
     rejected: list[Rejection] = []
     raws: list[_Raw] = []
@@ -474,13 +503,21 @@ def ingest_in(
         seen.add(key)
         valid.append(event)
     rejected.sort(key=lambda r: r.index)
-    if not valid:
-        return IngestResult(0, duplicates, rejected)
+    return _Prepared(now, valid, rejected, duplicates, catalog)
+
+
+def _apply(
+    ctx: Context, uow: UnitOfWork, prepared: _Prepared, capture_hold: str | None
+) -> IngestResult:
+    """Stores the prepared events that are new, rates them and charges for them."""
+    if not prepared.valid:
+        return IngestResult(0, prepared.duplicates, prepared.rejected)
+    catalog, now = prepared.catalog, prepared.now
     assert catalog is not None
-    stored = _store(uow, valid, catalog, now)
-    duplicates += len(valid) - len(stored)
+    stored = _store(uow, prepared.valid, catalog, now)
+    duplicates = prepared.duplicates + len(prepared.valid) - len(stored)
     charges = _rate_and_charge(ctx, uow, stored, catalog, now, capture_hold) if stored else []
-    return IngestResult(len(stored), duplicates, rejected, charges)
+    return IngestResult(len(stored), duplicates, prepared.rejected, charges)
 
 
 def _store(

@@ -11,6 +11,7 @@ failing. PostgreSQL runs at READ COMMITTED; the ledger takes row locks explicitl
 
 from __future__ import annotations
 
+import fcntl
 import threading
 import types
 from collections.abc import Callable
@@ -82,8 +83,13 @@ class Database:
         self.dialect = self.engine.dialect.name
         # SQLite has one writer at a time, and a writer that finds the database busy
         # sleeps with a growing back-off (up to 100 ms a try), which makes latency spike.
-        # Writers of this process queue on a lock instead and take their turn at once.
-        self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
+        # Writers queue on a lock instead and take their turn at once: threads of this
+        # process on a lock, processes (serve --workers) on an flock of a file beside it.
+        self._write_lock: WriteLock | None = None
+        if self.dialect == "sqlite":
+            database = make_url(url).database or ""
+            lock_file = Path(database + ".writelock") if database not in ("", ":memory:") else None
+            self._write_lock = WriteLock(lock_file)
 
     @property
     def is_postgres(self) -> bool:
@@ -96,6 +102,35 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._write_lock is not None:
+            self._write_lock.close()
+
+
+class WriteLock:
+    """A re-entrant lock across the threads of this process and, with a file, across
+    processes (flock). Only the outermost acquire of a thread takes the file lock."""
+
+    def __init__(self, path: Path | None) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._file = open(path, "a+b") if path is not None else None  # noqa: SIM115
+
+    def acquire(self) -> None:
+        self._lock.acquire()
+        self._depth += 1
+        if self._depth == 1 and self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+        self._lock.release()
 
 
 class UnitOfWork:
@@ -110,7 +145,7 @@ class UnitOfWork:
         engine: Engine,
         *,
         read_only: bool = False,
-        write_lock: threading.RLock | None = None,
+        write_lock: WriteLock | None = None,
     ) -> None:
         self._engine = engine
         self._read_only = read_only
