@@ -19,6 +19,8 @@ class Context:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     accounts: AccountDirectory = field(default_factory=AccountDirectory)
+    # Metering's group committer, made on first use (billfold.services.metering).
+    ingest_committer: object = None
 
 
 def build_context(

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import bisect
 import json
+import sys
+import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -436,10 +438,7 @@ def ingest(
         prepared = _prepare(uow, principal, items, cloudevents, now)
     if not prepared.valid:
         return IngestResult(0, prepared.duplicates, prepared.rejected)
-    with ctx.db.unit_of_work() as uow:
-        result = _apply(ctx, uow, prepared, None)
-        uow.commit()
-    return result
+    return _committer(ctx).submit(prepared)
 
 
 def ingest_in(
@@ -517,7 +516,7 @@ def _apply(
     stored = _store(uow, prepared.valid, catalog, now)
     duplicates = prepared.duplicates + len(prepared.valid) - len(stored)
     charges = _rate_and_charge(ctx, uow, stored, catalog, now, capture_hold) if stored else []
-    return IngestResult(len(stored), duplicates, prepared.rejected, charges)
+    return IngestResult(len(stored), duplicates, prepared.rejected, [t for _, t in charges])
 
 
 def _store(
@@ -591,7 +590,7 @@ def _rate_and_charge(
     catalog: _Catalog,
     now: datetime,
     capture_hold: str | None = None,
-) -> list[str]:
+) -> list[tuple[str, str]]:
     conn = uow.conn
     groups: dict[tuple[str, str, datetime], list[tuple[_Valid, datetime, int, Plan]]] = defaultdict(
         list
@@ -727,7 +726,7 @@ def _charge(
     catalog: _Catalog,
     now: datetime,
     capture_hold: str | None = None,
-) -> list[str]:
+) -> list[tuple[str, str]]:
     specs: list[TransferSpec] = []
     for (user_id, service_code, metric_code, period_start), (
         units,
@@ -789,7 +788,7 @@ def _charge(
     if capture_hold is not None and not specs:
         # The usage cost nothing more (free units): release the hold all the same.
         ledger.void_hold(uow, capture_hold, now=now)
-    return [r.id for r in results if not isinstance(r, BillfoldError)]
+    return [(str(r.user_id), r.id) for r in results if not isinstance(r, BillfoldError)]
 
 
 def set_default_plan(
@@ -817,3 +816,140 @@ def set_default_plan(
             update(services).where(services.c.id == service.id).values(default_plan_id=plan_id)
         )
         uow.commit()
+
+
+# --- group commit ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Job:
+    prepared: _Prepared
+    done: threading.Event = field(default_factory=threading.Event)
+    result: IngestResult | None = None
+    error: BaseException | None = None
+
+
+class _GroupCommitter:
+    """Applies the batches of concurrent requests together, in one transaction.
+
+    The first request to arrive becomes the leader: it applies every batch that is
+    waiting (its own included) in one unit of work, then the batches that queued up
+    meanwhile, until none is left. The others wait for their result. Work per user, metric
+    and period (usage rows, rating, one ledger transfer) and the commit are shared by all
+    the batches of a group. If a group fails, each batch is applied alone, so one bad
+    batch fails only its own request.
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._lock = threading.Lock()
+        self._pending: list[_Job] = []
+        self._leading = False
+
+    def submit(self, prepared: _Prepared) -> IngestResult:
+        job = _Job(prepared)
+        with self._lock:
+            self._pending.append(job)
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._lead()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        assert job.result is not None
+        return job.result
+
+    def _lead(self) -> None:
+        while True:
+            with self._lock:
+                group: list[_Job] = []
+                size = 0
+                while self._pending and (not group or size < MAX_GROUP_EVENTS):
+                    job = self._pending.pop(0)
+                    group.append(job)
+                    size += len(job.prepared.valid)
+                if not group:
+                    self._leading = False
+                    return
+            self._apply(group)
+
+    def _apply(self, group: list[_Job]) -> None:
+        try:
+            results = self._apply_together(group)
+        except BaseException:
+            if len(group) == 1:
+                group[0].error = sys.exc_info()[1]
+                group[0].done.set()
+                return
+            for job in group:
+                self._apply([job])
+            return
+        for job, result in zip(group, results, strict=True):
+            job.result = result
+            job.done.set()
+
+    def _apply_together(self, group: list[_Job]) -> list[IngestResult]:
+        ctx = self._ctx
+        if len(group) == 1:
+            with ctx.db.unit_of_work() as uow:
+                result = _apply(ctx, uow, group[0].prepared, None)
+                uow.commit()
+            return [result]
+        # The first batch to carry an event id owns it; the same id in a later batch of
+        # the group is that batch's duplicate, as it would be one request later.
+        owner: dict[tuple[str, str], int] = {}
+        merged: list[_Valid] = []
+        for index, job in enumerate(group):
+            for event in job.prepared.valid:
+                key = (event.provider_id, event.event_id)
+                if key not in owner:
+                    owner[key] = index
+                    merged.append(event)
+        catalog = _merge_catalogs([job.prepared.catalog for job in group])
+        now = max(job.prepared.now for job in group)
+        with ctx.db.unit_of_work() as uow:
+            stored = _store(uow, merged, catalog, now)
+            pairs = _rate_and_charge(ctx, uow, stored, catalog, now) if stored else []
+            uow.commit()
+        accepted = [0] * len(group)
+        for event, *_ in stored:
+            accepted[owner[(event.provider_id, event.event_id)]] += 1
+        results = []
+        for index, job in enumerate(group):
+            users = {event.user_id for event in job.prepared.valid}
+            results.append(
+                IngestResult(
+                    accepted[index],
+                    job.prepared.duplicates + len(job.prepared.valid) - accepted[index],
+                    job.prepared.rejected,
+                    [transfer for user, transfer in pairs if user in users],
+                )
+            )
+        return results
+
+
+MAX_GROUP_EVENTS: Final = 20_000
+_COMMITTERS_LOCK = threading.Lock()
+
+
+def _committer(ctx: Context) -> _GroupCommitter:
+    """The context's group committer (one per process and database)."""
+    with _COMMITTERS_LOCK:
+        committer = ctx.ingest_committer
+        if not isinstance(committer, _GroupCommitter):
+            committer = ctx.ingest_committer = _GroupCommitter(ctx)
+        return committer
+
+
+def _merge_catalogs(catalogs: Sequence[_Catalog | None]) -> _Catalog:
+    present = [c for c in catalogs if c is not None]
+    first = present[0]
+    merged = _Catalog({}, {}, {}, {}, {}, first.latest_allowed, first.oldest_allowed)
+    for catalog in present:
+        merged.users.update(catalog.users)
+        merged.services.update(catalog.services)
+        merged.metrics.update(catalog.metrics)
+        merged.versions.update(catalog.versions)
+        merged.providers.update(catalog.providers)
+    return merged
