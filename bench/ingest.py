@@ -10,7 +10,7 @@ provider, a service, a graduated pay-as-you-go plan and 100 prepaid users. Then:
   with executemany, 1,000 per transaction, with nothing else done (the floor);
 - latency: p50 and p99 of single-event requests and of authorizations, with 8 clients.
 
-Usage: python bench/ingest.py [--events 100000] [--clients 2] [--workers 2]
+Usage: python bench/ingest.py [--events 100000] [--clients 8] [--workers 2]
                               [--backends sqlite,postgres]
 """
 
@@ -292,7 +292,7 @@ def run(backend: str, total: int, clients: int, workers: int) -> dict[str, float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="billfold serve --workers")
     parser.add_argument("--backends", default="sqlite,postgres")
     args = parser.parse_args()
