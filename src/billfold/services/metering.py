@@ -257,6 +257,7 @@ class _Catalog:
     latest_allowed: datetime
     oldest_allowed: datetime
     periods: dict[tuple[str, int, Any], tuple[datetime, datetime]] = field(default_factory=dict)
+    targets: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
     def plan_at(self, plan_id: str, moment: datetime) -> tuple[int, Plan]:
         starts, found = self.versions[plan_id]
@@ -326,52 +327,84 @@ def _load_catalog(uow: UnitOfWork, raws: Sequence[_Raw], now: datetime) -> _Cata
     )
 
 
-def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime) -> _Valid:
+@dataclass(slots=True)
+class _Target:
+    """What an event's user, service and metric resolve to (the same for many events)."""
+
+    user_id: str
+    currency: str
+    provider_id: str
+    service_id: str
+    service_code: str
+    metric: Any
+    plan_id: str | None
+
+
+def _resolve(raw: _Raw, catalog: _Catalog, principal: Principal) -> _Target | tuple[str, str, str]:
+    """The event's target, or the (code, message, param) of why it has none."""
     user = catalog.users.get(raw.user)
     if user is None:
-        raise _Reject("user_not_found", f"no user {raw.user}", "user")
+        return ("user_not_found", f"no user {raw.user}", "user")
     service = catalog.services.get(raw.service)
     if service is None or (
         principal.role == Role.PROVIDER and service.provider_id != principal.provider_id
     ):
-        raise _Reject("service_not_found", f"no service {raw.service}", "service")
+        return ("service_not_found", f"no service {raw.service}", "service")
     metric = catalog.metrics.get((raw.service, raw.metric))
     if metric is None:
-        raise _Reject(
-            "metric_not_found", f"service {raw.service} has no metric {raw.metric}", "metric"
-        )
+        return ("metric_not_found", f"service {raw.service} has no metric {raw.metric}", "metric")
+    return _Target(
+        user.id,
+        user.currency,
+        service.provider_id,
+        service.id,
+        service.code,
+        metric,
+        service.default_plan_id,
+    )
+
+
+def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime) -> _Valid:
+    key = (raw.user, raw.service, raw.metric)
+    target = catalog.targets.get(key)
+    if target is None:
+        # A batch names few (user, service, metric) triples: resolve each once.
+        target = catalog.targets[key] = _resolve(raw, catalog, principal)
+    if isinstance(target, tuple):
+        raise _Reject(*target)
     if raw.timestamp > catalog.latest_allowed:
         raise _Reject(
             "timestamp_in_future", "timestamp is more than 5 minutes in the future", "timestamp"
         )
     if raw.timestamp < catalog.oldest_allowed:
         raise _Reject("timestamp_too_old", "timestamp is more than 400 days old", "timestamp")
-    if service.default_plan_id is None:
+    if target.plan_id is None:
         raise _Reject(
             "no_plan",
             f"service {raw.service} has no pay-as-you-go plan for users without a subscription",
             "service",
         )
-    plan = catalog.plan_at(service.default_plan_id, raw.timestamp)[1]
-    if plan.currency.code != user.currency:
+    plan = catalog.plan_at(target.plan_id, raw.timestamp)[1]
+    if plan.currency.code != target.currency:
         raise _Reject(
             "currency_mismatch",
-            f"the plan is priced in {plan.currency.code}, the user pays in {user.currency}",
+            f"the plan is priced in {plan.currency.code}, the user pays in {target.currency}",
             "user",
         )
+    metric = target.metric
     value, unique_key = _quantity(raw, metric)
     properties = json.dumps(raw.properties, sort_keys=True, default=str) if raw.properties else None
     return _Valid(
         raw.index,
         raw.event_id,
-        service.provider_id,
-        user.id,
-        service.id,
-        service.code,
+        target.provider_id,
+        target.user_id,
+        target.service_id,
+        target.service_code,
         metric.id,
         metric.code,
         metric.aggregation,
-        service.default_plan_id,
+        target.plan_id,
         raw.timestamp,
         value,
         unique_key,
