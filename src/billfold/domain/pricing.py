@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billfold.domain.errors import InvalidRequest, LimitExceeded
@@ -451,19 +451,22 @@ class PerUnit(Charge):
 
 @dataclass(frozen=True, slots=True)
 class Graduated(Charge):
+    """Each tier prices the units inside it; graduated_percentage is the same with rates."""
+
     tiers: tuple[Tier, ...]
+    price_field: ClassVar[str] = "unit_price"
 
     def amount_for_total(self, quantity: Decimal) -> Decimal:
         return _graduated_amount(self.tiers, quantity)
 
     def price(self, usage: MetricUsage) -> Priced:
-        return _graduated(self.tiers, usage.quantity, "unit_price")
+        return _graduated(self.tiers, usage.quantity, self.price_field)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "metric": self.metric,
             "model": self.model,
-            "tiers": [_tier_dict(t, "unit_price") for t in self.tiers],
+            "tiers": [_tier_dict(t, self.price_field) for t in self.tiers],
         }
 
 
@@ -651,21 +654,8 @@ class Percentage(Charge):
 
 
 @dataclass(frozen=True, slots=True)
-class GraduatedPercentage(Charge):
-    tiers: tuple[Tier, ...]
-
-    def amount_for_total(self, quantity: Decimal) -> Decimal:
-        return _graduated_amount(self.tiers, quantity)
-
-    def price(self, usage: MetricUsage) -> Priced:
-        return _graduated(self.tiers, usage.quantity, "rate")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "model": self.model,
-            "tiers": [_tier_dict(t, "rate") for t in self.tiers],
-        }
+class GraduatedPercentage(Graduated):
+    price_field: ClassVar[str] = "rate"
 
 
 @dataclass(frozen=True, slots=True)
