@@ -35,38 +35,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import create_engine
 
-from billfold.store.db import make_engine, sqlite_url
+from billfold.store.db import make_engine
+from common import database
 
-PG_ADMIN = os.environ.get("BILLFOLD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BATCH = 1000
 USERS = 100
 LATENCY_CLIENTS = 8
 LATENCY_REQUESTS = 800
 console = Console()
-
-
-@contextmanager
-def database(backend: str, folder: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield sqlite_url(folder / "bench.db")
-        return
-    name = f"billfold_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    try:
-        yield (
-            PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-            + f"/{name}"
-        )
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 def free_port() -> int:

@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psycopg
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -47,32 +44,13 @@ from billfold.services import ledger, parties
 from billfold.services.access import SYSTEM
 from billfold.services.context import Context
 from billfold.store.bulk import db_datetime, insert_rows
-from billfold.store.db import Database, sqlite_url
+from billfold.store.db import Database
 from billfold.store.migrate import upgrade
 from billfold.store.tables import postings, transfers
+from common import database
 
-PG_ADMIN = os.environ.get("BILLFOLD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BATCH = 1000
 console = Console()
-
-
-@contextmanager
-def database(backend: str) -> Iterator[str]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory() as folder:
-            yield sqlite_url(Path(folder) / "bench.db")
-        return
-    name = f"billfold_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-    try:
-        yield (
-            PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-            + f"/{name}"
-        )
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
 
 
 def context(url: str, home: Path) -> Context:
@@ -242,7 +220,7 @@ def service(ctx: Context, count: int, advance: Callable[[int], None]) -> None:
 
 
 def run(backend: str, count: int, single_count: int) -> dict[str, float]:
-    with database(backend) as url, tempfile.TemporaryDirectory() as home:
+    with tempfile.TemporaryDirectory() as home, database(backend, Path(home)) as url:
         ctx = context(url, Path(home))
         ids = accounts(ctx)
         figures = {

@@ -23,12 +23,13 @@ from billfold.clock import SystemClock
 from billfold.domain.money import currency, to_units
 from billfold.domain.pricing import MetricUsage, parse_plan, price_charge
 from billfold.domain.rating import units_due
-from billfold.services import catalog, parties
-from billfold.services.access import SYSTEM, Principal, Role
+from billfold.services import parties
+from billfold.services.access import SYSTEM, Role
 from billfold.services.keys import create_key
 from billfold.services.verify import verify
 from billfold.store.tables import usage_events
 from tests.conftest import TEST_SECRET, make_context
+from tests.integration.helpers import funded_user, metered_catalog
 
 PLAN = {
     "code": "payg",
@@ -106,21 +107,16 @@ def test_sigkill_during_ingestion_loses_and_doubles_nothing(
 ) -> None:
     ctx = make_context(sqlite_database_url, tmp_path)
     ctx.clock = SystemClock()
-    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.2")
-    me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-    catalog.create_service(ctx, me, code="maps", name="Maps")
-    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
-    catalog.create_plan(ctx, me, PLAN)
-    user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, user.id, amount="1000")
-    key = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=provider.id)[1]
+    me = metered_catalog(ctx, PLAN)
+    user_id = funded_user(ctx, 0, "1000")
+    key = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
     ctx.db.dispose()
     now = datetime.now(UTC).isoformat()
     batches = [
         [
             {
                 "id": f"b{b}-{n}",
-                "user": user.id,
+                "user": user_id,
                 "service": "maps",
                 "metric": "calls",
                 "timestamp": now,
@@ -189,7 +185,7 @@ def test_sigkill_during_ingestion_loses_and_doubles_nothing(
     expected = units_due(
         price_charge(charge, MetricUsage(given=Decimal(count))).amount, usd.ledger_scale
     )
-    balance = parties.get_balance(after, SYSTEM, user.id)
+    balance = parties.get_balance(after, SYSTEM, user_id)
     assert to_units(Decimal(1000) - balance.posted, usd) == expected
     report = verify(after, SYSTEM)
     assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
@@ -202,19 +198,9 @@ def test_several_server_processes_share_one_sqlite_database(
 ) -> None:
     ctx = make_context(sqlite_database_url, tmp_path)
     ctx.clock = SystemClock()
-    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.2")
-    me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-    catalog.create_service(ctx, me, code="maps", name="Maps")
-    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
-    catalog.create_plan(ctx, me, PLAN)
-    users = []
-    for n in range(4):
-        user = parties.create_user(
-            ctx, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
-        )
-        parties.top_up(ctx, SYSTEM, user.id, amount="100")
-        users.append(user.id)
-    key = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=provider.id)[1]
+    me = metered_catalog(ctx, PLAN)
+    users = [funded_user(ctx, n, "100") for n in range(4)]
+    key = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
     ctx.db.dispose()
     now = datetime.now(UTC).isoformat()
     batches = [

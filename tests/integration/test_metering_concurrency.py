@@ -21,11 +21,12 @@ from billfold.clock import SystemClock
 from billfold.domain.money import currency, to_units
 from billfold.domain.pricing import MetricUsage, parse_plan, price_charge
 from billfold.domain.rating import units_due
-from billfold.services import catalog, limits, metering, parties
-from billfold.services.access import SYSTEM, Principal, Role
+from billfold.services import limits, metering, parties
+from billfold.services.access import SYSTEM
 from billfold.services.context import Context
 from billfold.services.verify import verify
 from billfold.store.tables import usage_events
+from tests.integration.helpers import funded_user, metered_catalog
 
 PLAN = {
     "code": "payg",
@@ -48,18 +49,8 @@ ROUNDS = 12
 def test_concurrent_metering_and_authorizations(pg_ctx: Context) -> None:
     ctx = pg_ctx
     ctx.clock = SystemClock()
-    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.3")
-    me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-    catalog.create_service(ctx, me, code="maps", name="Maps")
-    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
-    catalog.create_plan(ctx, me, PLAN)
-    users = []
-    for n in range(4):
-        user = parties.create_user(
-            ctx, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
-        )
-        parties.top_up(ctx, SYSTEM, user.id, amount="3")
-        users.append(user.id)
+    me = metered_catalog(ctx, PLAN, commission_rate="0.3")
+    users = [funded_user(ctx, n, "3") for n in range(4)]
     accepted = 0
     lock = threading.Lock()
     errors: list[BaseException] = []
@@ -143,22 +134,17 @@ def test_concurrent_metering_and_authorizations(pg_ctx: Context) -> None:
 
 def test_requests_racing_with_the_same_event_ids_accept_each_once(ctx: Context) -> None:
     ctx.clock = SystemClock()
-    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.3")
-    me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-    catalog.create_service(ctx, me, code="maps", name="Maps")
-    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
-    catalog.create_plan(ctx, me, PLAN)
-    user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, user.id, amount="100")
+    me = metered_catalog(ctx, PLAN, commission_rate="0.3")
+    user_id = funded_user(ctx, 0, "100")
     barrier = threading.Barrier(8)
 
     def send(index: int) -> tuple[int, int]:
         shared = [
-            {"id": f"shared-{n}", "user": user.id, "service": "maps", "metric": "calls"}
+            {"id": f"shared-{n}", "user": user_id, "service": "maps", "metric": "calls"}
             for n in range(50)
         ]
         own = [
-            {"id": f"own-{index}-{n}", "user": user.id, "service": "maps", "metric": "calls"}
+            {"id": f"own-{index}-{n}", "user": user_id, "service": "maps", "metric": "calls"}
             for n in range(50)
         ]
         barrier.wait()
@@ -174,6 +160,6 @@ def test_requests_racing_with_the_same_event_ids_accept_each_once(ctx: Context) 
     expected = units_due(
         price_charge(charge, MetricUsage(given=Decimal(450))).amount, usd.ledger_scale
     )
-    spent = to_units(Decimal(100) - parties.get_balance(ctx, SYSTEM, user.id).posted, usd)
+    spent = to_units(Decimal(100) - parties.get_balance(ctx, SYSTEM, user_id).posted, usd)
     assert spent == expected
     assert verify(ctx, SYSTEM).ok
