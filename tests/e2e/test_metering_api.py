@@ -400,6 +400,25 @@ def test_usage_past_the_balance_becomes_debt_and_suspends(world: World) -> None:
         assert admin.get("/v1/ledger/verify").json()["ok"]
     balance = world.balance(world.poor)
     assert (balance["posted"], balance["receivable"]) == ("4.00", "0.00")  # The debt first.
+    with world.client("admin") as admin:
+        listed = admin.get(f"/v1/users/{world.poor}/transactions").json()["data"]
+        # Each transfer once, with its whole effect on the user, wherever it landed.
+        assert [(t["kind"], t["amount"], t["account"]) for t in listed] == [
+            ("top_up", "5.00", "wallet+receivable"),
+            ("charge", "-2.00", "wallet+receivable"),
+            ("top_up", "1.00", "wallet"),
+        ]
+        pages, after = [], None
+        while True:
+            params: dict[str, Any] = {"limit": 1}
+            if after:
+                params["starting_after"] = after
+            page = admin.get(f"/v1/users/{world.poor}/transactions", params=params).json()
+            pages += page["data"]
+            if not page["has_more"]:
+                break
+            after = page["data"][-1]["id"]
+        assert [t["id"] for t in pages] == [t["id"] for t in listed]
     with world.client("a") as a:
         access = a.get(f"/v1/users/{world.poor}/entitlements", params={"service": "maps"}).json()
         assert (access["has_access"], access["reason"]) == (True, "ok")

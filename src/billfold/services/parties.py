@@ -709,10 +709,13 @@ def transactions(
             )
         ).all()
         kinds = {row.id: row.kind for row in own}
+        # One row per transfer, however many of the user's accounts it touched (a top-up
+        # that pays a debt moves both the receivable and the wallet).
         query = (
-            select(postings.c.transfer_seq, postings.c.account_id)
+            select(postings.c.transfer_seq)
             .where(postings.c.account_id.in_(list(kinds)))
-            .order_by(postings.c.transfer_seq.desc(), postings.c.account_id)
+            .group_by(postings.c.transfer_seq)
+            .order_by(postings.c.transfer_seq.desc())
             .limit(_limit(limit) + 1)
         )
         if starting_after:
@@ -726,14 +729,24 @@ def transactions(
                     "starting_after is not one of this user's transactions", param="starting_after"
                 )
             query = query.where(postings.c.transfer_seq < seq)
-        rows = uow.conn.execute(query).all()
-        loaded = {
-            t.seq: t for t in ledger.load_transfers_by_seq(uow, [r.transfer_seq for r in rows])
-        }
+        seqs = list(uow.conn.execute(query).scalars())
+        loaded = {t.seq: t for t in ledger.load_transfers_by_seq(uow, seqs[:limit])}
     return Page(
-        [
-            _movement(loaded[r.transfer_seq], r.account_id, user.currency, kinds[r.account_id])
-            for r in rows[:limit]
-        ],
-        len(rows) > limit,
+        [_user_movement(loaded[seq], kinds, user.currency) for seq in seqs[:limit]],
+        len(seqs) > limit,
+    )
+
+
+def _user_movement(transfer: PostedTransfer, kinds: dict[int, str], cur: Currency) -> MoneyMovement:
+    """A transfer as the user sees it: its total effect on the user's accounts."""
+    mine = [p for p in transfer.postings if p.account_id in kinds]
+    touched = sorted({kinds[p.account_id] for p in mine}, key=lambda k: k != "wallet")
+    wallet = [p for p in mine if kinds[p.account_id] == "wallet"]
+    after = (wallet or mine)[0].balance_after
+    return MoneyMovement(
+        transfer=transfer,
+        currency=cur,
+        amount=from_units(sum(p.amount for p in mine), cur),
+        account="+".join(touched),
+        balance_after=from_units(after, cur),
     )
