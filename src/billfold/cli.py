@@ -39,7 +39,7 @@ def serve(
     """Runs the API (creating or upgrading the database schema first)."""
     import uvicorn
 
-    from billfold.api.app import create_app
+    from billfold.api.app import create_app, tune_garbage_collection
     from billfold.logging import configure
 
     settings = Settings()
@@ -49,13 +49,9 @@ def serve(
     err.print(f"billfold: listening on http://{host}:{port}  (OpenAPI at /openapi.json)")
     try:
         if workers == 1:
-            uvicorn.run(
-                create_app(ctx, housekeeping=True),
-                host=host,
-                port=port,
-                log_level="warning",
-                access_log=False,
-            )
+            server_app = create_app(ctx, housekeeping=True)
+            tune_garbage_collection()
+            uvicorn.run(server_app, host=host, port=port, log_level="warning", access_log=False)
         else:
             ctx.db.dispose()
             uvicorn.run(
