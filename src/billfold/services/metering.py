@@ -163,7 +163,7 @@ class _Reject(Exception):
 
 
 def _text(value: object, name: str, limit: int = MAX_ID_LENGTH) -> str:
-    if not isinstance(value, str) or not value or len(value) > limit:
+    if value.__class__ is not str or not 0 < len(value) <= limit:
         raise _Reject("invalid_event", f"{name} must be a text of 1 to {limit} characters", name)
     return value
 
@@ -205,18 +205,20 @@ def _time(value: object, name: str, now: datetime) -> datetime:
 def _parse_native(index: int, item: object, now: datetime) -> _Raw:
     if not isinstance(item, Mapping):
         raise _Reject("invalid_event", "an event must be an object")
-    unknown = sorted(set(item) - NATIVE_FIELDS)
-    if unknown:
-        raise _Reject("invalid_event", f"{unknown[0]} is not a field of an event", unknown[0])
+    if not NATIVE_FIELDS.issuperset(item):
+        unknown = sorted(set(item) - NATIVE_FIELDS)[0]
+        raise _Reject("invalid_event", f"{unknown} is not a field of an event", unknown)
+    get = item.get
+    properties = get("properties")
     return _Raw(
         index,
-        _text(item.get("id"), "id"),
-        _text(item.get("user"), "user"),
-        _text(item.get("service"), "service", 64),
-        _text(item.get("metric"), "metric", 64),
-        _time(item.get("timestamp"), "timestamp", now),
-        item.get("value"),
-        _properties(item.get("properties"), "properties"),
+        _text(get("id"), "id"),
+        _text(get("user"), "user"),
+        _text(get("service"), "service", 64),
+        _text(get("metric"), "metric", 64),
+        _time(get("timestamp"), "timestamp", now),
+        get("value"),
+        None if properties is None else _properties(properties, "properties"),
     )
 
 
