@@ -457,3 +457,17 @@ def test_books_and_counts_after_everything(world: World) -> None:
     with world.ctx.db.unit_of_work(read_only=True) as uow:
         assert uow.conn.execute(select(func.count()).select_from(usage_events)).scalar_one() == 20
     assert verify(world.ctx, SYSTEM).ok
+
+
+def test_capturing_nothing_closes_the_hold_without_a_charge(world: World) -> None:
+    with world.client("a") as a:
+        auth = a.post(
+            "/v1/authorizations",
+            json={"user": world.prepaid, "service": "maps", "metric": "calls", "quantity": 10},
+        ).json()
+        assert world.balance(world.prepaid)["held"] == "0.10"
+        captured = a.post(f"/v1/authorizations/{auth['id']}/capture", json={"quantity": 0})
+        assert captured.json()["status"] == "captured"
+        assert a.post(f"/v1/authorizations/{auth['id']}/void").status_code == 409
+    balance = world.balance(world.prepaid)
+    assert (balance["posted"], balance["held"]) == ("10.00", "0.00")

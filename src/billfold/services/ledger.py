@@ -658,6 +658,15 @@ def get_hold(uow: UnitOfWork, hold_id: str) -> HoldView:
 
 def void_hold(uow: UnitOfWork, hold_id: str, *, now: datetime) -> HoldView:
     """Releases a pending hold; voiding it again returns it unchanged."""
+    return release_hold(uow, hold_id, now=now, status=HoldStatus.VOIDED)
+
+
+def release_hold(uow: UnitOfWork, hold_id: str, *, now: datetime, status: HoldStatus) -> HoldView:
+    """Closes a pending hold with `status` and releases its reservation, moving no money.
+
+    Voiding is one use; a capture whose usage cost nothing more is the other. Closing it
+    again with the same status returns it unchanged.
+    """
     hold = get_hold(uow, hold_id)
     row = uow.conn.execute(
         select(accounts.c.held).where(accounts.c.id == hold.account_id).with_for_update()
@@ -665,17 +674,15 @@ def void_hold(uow: UnitOfWork, hold_id: str, *, now: datetime) -> HoldView:
     hold = _hold_view(
         uow.conn.execute(select(holds).where(holds.c.id == hold_id).with_for_update()).one()
     )
-    if hold.status == HoldStatus.VOIDED:
+    if hold.status == status:
         return hold
     if hold.status != HoldStatus.PENDING:
-        raise Conflict(f"the hold is {hold.status} and cannot be voided", code="hold_not_pending")
+        raise Conflict(f"the hold is {hold.status} and cannot be {status}", code="hold_not_pending")
     uow.conn.execute(
         update(accounts).where(accounts.c.id == hold.account_id).values(held=row.held - hold.amount)
     )
     uow.conn.execute(
-        update(holds)
-        .where(holds.c.id == hold_id)
-        .values(status=str(HoldStatus.VOIDED), closed_at=now)
+        update(holds).where(holds.c.id == hold_id).values(status=str(status), closed_at=now)
     )
     return get_hold(uow, hold_id)
 

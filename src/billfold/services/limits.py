@@ -21,6 +21,7 @@ from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
     AccountKind,
+    HoldStatus,
     OwnerType,
     Posting,
     TransferKind,
@@ -39,7 +40,7 @@ from billfold.services.context import Context
 from billfold.services.ledger import HoldView
 from billfold.services.parties import BillingMode, UserView, load_provider, load_user
 from billfold.store.db import UnitOfWork
-from billfold.store.tables import metrics, usage_periods
+from billfold.store.tables import metrics, services, usage_periods
 
 MAX_HOLD_TTL_S = 30 * 86400
 
@@ -111,8 +112,6 @@ def _service_plan(
     service = load_service(uow, principal, service_code)
     if service.status != "active":
         raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
-    from billfold.store.tables import services
-
     default_plan = uow.conn.execute(
         select(services.c.default_plan_id).where(services.c.id == service.id)
     ).scalar_one()
@@ -391,8 +390,7 @@ def capture(
                     capture_hold=auth_id,
                 )
             else:
-                ledger.void_hold(uow, auth_id, now=now)
-            _mark_captured(uow, auth_id)
+                ledger.release_hold(uow, auth_id, now=now, status=HoldStatus.CAPTURED)
         else:
             units = (
                 hold.amount
@@ -403,14 +401,6 @@ def capture(
         uow.commit()
         hold = ledger.get_hold(uow, auth_id)
     return _view(hold, user)
-
-
-def _mark_captured(uow: UnitOfWork, auth_id: str) -> None:
-    from sqlalchemy import update
-
-    from billfold.store.tables import holds
-
-    uow.conn.execute(update(holds).where(holds.c.id == auth_id).values(status="captured"))
 
 
 def _capture_amount(

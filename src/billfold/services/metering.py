@@ -34,6 +34,7 @@ from billfold.domain.errors import BillfoldError, InvalidRequest, LimitExceeded
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
     AccountKind,
+    HoldStatus,
     OwnerType,
     Posting,
     TransferKind,
@@ -47,7 +48,7 @@ from billfold.domain.rating import ChargeState, MetricState, rate, units_due
 from billfold.ids import new_id
 from billfold.services import ledger
 from billfold.services.access import Principal, Role, require_role
-from billfold.services.catalog import plan_from_definition
+from billfold.services.catalog import load_service, plan_from_definition
 from billfold.services.context import Context
 from billfold.store.bulk import db_datetime, insert_new_returning
 from billfold.store.db import UnitOfWork
@@ -821,8 +822,8 @@ def _charge(
     # a failure is a bug, and the whole batch rolls back rather than lose a charge.
     assert not failed, failed
     if capture_hold is not None and not specs:
-        # The usage cost nothing more (free units): release the hold all the same.
-        ledger.void_hold(uow, capture_hold, now=now)
+        # The usage cost nothing more (free units): the hold is captured for nothing.
+        ledger.release_hold(uow, capture_hold, now=now, status=HoldStatus.CAPTURED)
     return [(str(r.user_id), r.id) for r in results if not isinstance(r, BillfoldError)]
 
 
@@ -830,8 +831,6 @@ def set_default_plan(
     ctx: Context, principal: Principal, service_code: str, plan_code: str | None
 ) -> None:
     """Which plan prices the service's usage by users without a subscription."""
-    from billfold.services.catalog import load_service
-
     require_role(principal, Role.ADMIN, Role.PROVIDER)
     with ctx.db.unit_of_work() as uow:
         service = load_service(uow, principal, service_code, write=True)
