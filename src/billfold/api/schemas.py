@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
@@ -13,6 +13,8 @@ from billfold.services.limits import Authorization, Entitlements
 from billfold.services.metering import IngestResult
 from billfold.services.parties import BalanceView, MoneyMovement, ProviderView, UserView
 from billfold.services.verify import Report
+
+T = TypeVar("T")
 
 # Amounts are accepted as a decimal string or a JSON number (parsed exactly); the service
 # layer validates them with billfold.domain.money.parse_amount and names the field.
@@ -32,6 +34,14 @@ Text500 = Annotated[str, Field(max_length=500)]
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ListOf(BaseModel, Generic[T]):
+    """A page of a list (API.md: {"data": [...], "has_more": bool})."""
+
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
 
 
 # --- requests -------------------------------------------------------------------------
@@ -212,22 +222,13 @@ class TransactionOut(BaseModel):
         )
 
 
-class ProviderList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ProviderOut]
-    has_more: bool
+ProviderList = ListOf[ProviderOut]
 
 
-class UserList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[UserOut]
-    has_more: bool
+UserList = ListOf[UserOut]
 
 
-class TransactionList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[TransactionOut]
-    has_more: bool
+TransactionList = ListOf[TransactionOut]
 
 
 class ApiKeyOut(BaseModel):
@@ -333,10 +334,7 @@ class ServiceOut(BaseModel):
         )
 
 
-class ServiceList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ServiceOut]
-    has_more: bool
+ServiceList = ListOf[ServiceOut]
 
 
 class MetricOut(BaseModel):
@@ -362,10 +360,7 @@ class MetricOut(BaseModel):
         )
 
 
-class MetricList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[MetricOut]
-    has_more: bool
+MetricList = ListOf[MetricOut]
 
 
 class PlanVersionOut(BaseModel):
@@ -385,10 +380,7 @@ class PlanVersionOut(BaseModel):
         )
 
 
-class PlanVersionList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[PlanVersionOut]
-    has_more: bool
+PlanVersionList = ListOf[PlanVersionOut]
 
 
 class PlanOut(BaseModel):
@@ -424,10 +416,7 @@ class PlanOut(BaseModel):
         )
 
 
-class PlanList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[PlanOut]
-    has_more: bool
+PlanList = ListOf[PlanOut]
 
 
 # --- usage and limits -----------------------------------------------------------------
