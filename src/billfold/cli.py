@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -210,6 +210,38 @@ def verify_command(
     ctx.db.dispose()
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("bill-run")
+def bill_run_command(
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Bill what fell due up to this time (ISO 8601); default now."),
+    ] = None,
+) -> None:
+    """Runs renewals, invoice finalization, dunning and hold expiry; safe to rerun."""
+    from billfold.domain.pricing import parse_time
+    from billfold.services.billing import bill_run
+
+    ctx = _context()
+    moment = parse_time(as_of, "as_of") if as_of else None
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        totals = bill_run(ctx, as_of=moment, progress=progress)
+    print(json.dumps(totals, indent=2, sort_keys=True))
+    ctx.db.dispose()
 
 
 def main() -> None:

@@ -28,6 +28,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_event_body_bytes: int = Field(default=32 * 1_048_576, ge=1024)
     pool_size: int = Field(default=20, ge=1, le=200)
+    # Invoicing and dunning.
+    tax_rate: str = Field(default="0", description="The platform's tax rate on invoice lines.")
+    invoice_prefix: str = Field(default="BF", pattern=r"^[A-Z]{1,8}$")
+    invoice_issuer: str = Field(
+        default="billfold platform", description="Who issues invoices, as printed on them."
+    )
+    invoice_due_days: int = Field(default=14, ge=0, le=365)
+    dunning_retry_hours: list[int] = Field(
+        default=[24, 72, 120], description="When a failed renewal is retried, after it failed."
+    )
+    dunning_grace_days: int = Field(default=7, ge=0, le=365)
+    bill_run_interval_s: float = Field(default=30.0, gt=0)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

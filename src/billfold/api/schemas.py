@@ -64,6 +64,11 @@ class UserCreate(Request):
     billing_mode: Literal["prepaid", "postpaid"] = "prepaid"
     credit_limit: AmountIn = "0"
     external_id: Annotated[str | None, Field(max_length=255)] = None
+    tax_rate: AmountIn | None = Field(
+        default=None,
+        description='The user\'s tax rate on invoices, such as "0.19"; default '
+        "the platform's (BILLFOLD_TAX_RATE).",
+    )
 
 
 class CreditLimitUpdate(Request):

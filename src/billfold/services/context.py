@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from billfold.clock import Clock, SystemClock
+from billfold.clock import Clock, SystemClock, TestClock
 from billfold.config import Settings
 from billfold.crypto import Cipher, load_or_create_secret
 from billfold.services.ledger import AccountDirectory
@@ -32,4 +32,7 @@ def build_context(
     if migrate:
         upgrade(db.engine)
     cipher = Cipher(load_or_create_secret(settings.secret_key, settings.home))
-    return Context(db=db, cipher=cipher, settings=settings, clock=clock or SystemClock())
+    if clock is None:
+        # BILLFOLD_TEST_CLOCK=1: time stands still until an admin moves it (tests, demos).
+        clock = TestClock() if settings.test_clock else SystemClock()
+    return Context(db=db, cipher=cipher, settings=settings, clock=clock)

@@ -39,6 +39,7 @@ from billfold.services.catalog import load_service, plan_in_force
 from billfold.services.context import Context
 from billfold.services.ledger import HoldView
 from billfold.services.parties import BillingMode, UserView, load_provider, load_user
+from billfold.services.subscriptions import plan_for_user
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import metrics, services, usage_periods
 
@@ -105,18 +106,37 @@ def _period_state(
     ), int(row.charged_units)
 
 
+@dataclass(frozen=True, slots=True)
+class _Pricing:
+    """What prices a user's use of a service now: a subscription's plan or the default."""
+
+    service: Any
+    plan: Plan | None
+    period_start: datetime | None
+    subscription_status: str | None
+
+
 def _service_plan(
-    uow: UnitOfWork, principal: Principal, service_code: str, now: datetime
-) -> tuple[Any, Plan | None]:
+    uow: UnitOfWork, principal: Principal, service_code: str, now: datetime, user_id: str
+) -> _Pricing:
     # A user may ask about its own access to any service it can see.
     service = load_service(uow, principal, service_code)
     if service.status != "active":
         raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
+    subscribed = plan_for_user(uow, user_id, service.id, now)
+    if subscribed is not None:
+        return _Pricing(
+            service,
+            plan_in_force(uow, subscribed.plan_id, now),
+            subscribed.period_start,
+            subscribed.status,
+        )
     default_plan = uow.conn.execute(
         select(services.c.default_plan_id).where(services.c.id == service.id)
     ).scalar_one()
     plan = plan_in_force(uow, default_plan, now) if default_plan else None
-    return service, plan
+    start = calendar_period(plan.interval, plan.interval_count, now)[0] if plan else None
+    return _Pricing(service, plan, start, None)
 
 
 def entitlements(
@@ -129,11 +149,13 @@ def entitlements(
             require_user_access(principal, user.id)
         else:
             require_role(principal, Role.ADMIN, Role.PROVIDER)
-        service, plan = _service_plan(uow, principal, service_code, now)
+        pricing = _service_plan(uow, principal, service_code, now, user.id)
+        service, plan = pricing.service, pricing.plan
         available, debt = _standing(uow, user)
         remaining: dict[str, Decimal] = {}
         if plan is not None:
-            start, _ = calendar_period(plan.interval, plan.interval_count, now)
+            assert pricing.period_start is not None
+            start = pricing.period_start
             metric_ids = {
                 row.code: row.id
                 for row in uow.conn.execute(
@@ -150,7 +172,7 @@ def entitlements(
         reason = "user_inactive"
     elif plan is None:
         reason = "no_plan"
-    elif debt > 0:
+    elif debt > 0 or pricing.subscription_status == "suspended":
         reason = "suspended"
     elif (
         user.billing_mode == BillingMode.PREPAID and available <= 0 and not any(remaining.values())
@@ -208,7 +230,8 @@ def authorize(
                     param="service",
                 )
             asked = parse_amount(quantity, param="quantity", allow_zero=False)
-            service, plan = _service_plan(uow, principal, service_code, now)
+            pricing = _service_plan(uow, principal, service_code, now, user.id)
+            service, plan = pricing.service, pricing.plan
             if principal.role == Role.PROVIDER and service.provider_id != principal.provider_id:
                 raise NotFound(f"no service {service_code}", code="service_not_found")
             metric = uow.conn.execute(
@@ -224,7 +247,10 @@ def authorize(
                 )
             if plan is None:
                 return _declined(auth_id, "no_plan", user, service_code, metric_code, asked)
-            start, _ = calendar_period(plan.interval, plan.interval_count, now)
+            if pricing.subscription_status == "suspended":
+                return _declined(auth_id, "suspended", user, service_code, metric_code, asked)
+            assert pricing.period_start is not None
+            start = pricing.period_start
             state, charged = _period_state(uow, user.id, metric.id, start)
             value = Decimal(1) if metric.aggregation in ("count", "unique_count") else asked
             after = rate(

@@ -50,6 +50,7 @@ from billfold.services import ledger
 from billfold.services.access import Principal, Role, require_role
 from billfold.services.catalog import load_service, plan_from_definition
 from billfold.services.context import Context
+from billfold.services.subscriptions import phase_for, plans_at
 from billfold.store.bulk import db_datetime, insert_new_returning
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
@@ -152,6 +153,8 @@ class _Valid:
     value: Decimal
     unique_key: str | None
     properties: str | None
+    period: tuple[datetime, datetime] | None
+    """The usage period, when a subscription (not the plan's calendar) sets it."""
 
 
 class _Reject(Exception):
@@ -261,6 +264,7 @@ class _Catalog:
     oldest_allowed: datetime
     periods: dict[tuple[str, int, Any], tuple[datetime, datetime]] = field(default_factory=dict)
     targets: dict[tuple[str, str, str], Any] = field(default_factory=dict)
+    subscribed: dict[tuple[str, str], list[tuple[Any, Any]]] = field(default_factory=dict)
 
     def plan_at(self, plan_id: str, moment: datetime) -> tuple[int, Plan]:
         starts, found = self.versions[plan_id]
@@ -306,7 +310,14 @@ def _load_catalog(uow: UnitOfWork, raws: Sequence[_Raw], now: datetime) -> _Cata
         ids = {row.id: row.code for row in service_rows.values()}
         for row in conn.execute(select(metrics).where(metrics.c.service_id.in_(list(ids)))):
             metric_rows[(ids[row.service_id], row.code)] = row
-    plan_ids = sorted({row.default_plan_id for row in service_rows.values() if row.default_plan_id})
+    pairs = {
+        (user.id, service.id) for user in user_rows.values() for service in service_rows.values()
+    }
+    subscribed = plans_at(uow, pairs) if pairs else {}
+    plan_ids = sorted(
+        {row.default_plan_id for row in service_rows.values() if row.default_plan_id}
+        | {phase.plan_id for phases in subscribed.values() for _, phase in phases}
+    )
     versions: dict[str, tuple[list[datetime], list[tuple[int, Plan]]]] = {}
     for row in conn.execute(
         select(plan_versions)
@@ -326,7 +337,14 @@ def _load_catalog(uow: UnitOfWork, raws: Sequence[_Raw], now: datetime) -> _Cata
         )
     }
     return _Catalog(
-        user_rows, service_rows, metric_rows, versions, rates, now + MAX_FUTURE, now - MAX_AGE
+        user_rows,
+        service_rows,
+        metric_rows,
+        versions,
+        rates,
+        now + MAX_FUTURE,
+        now - MAX_AGE,
+        subscribed=subscribed,
     )
 
 
@@ -341,6 +359,7 @@ class _Target:
     service_code: str
     metric: Any
     plan_id: str | None
+    phases: list[tuple[Any, Any]] | None
 
 
 def _resolve(raw: _Raw, catalog: _Catalog, principal: Principal) -> _Target | tuple[str, str, str]:
@@ -364,6 +383,7 @@ def _resolve(raw: _Raw, catalog: _Catalog, principal: Principal) -> _Target | tu
         service.code,
         metric,
         service.default_plan_id,
+        catalog.subscribed.get((user.id, service.id)),
     )
 
 
@@ -381,13 +401,31 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
         )
     if raw.timestamp < catalog.oldest_allowed:
         raise _Reject("timestamp_too_old", "timestamp is more than 400 days old", "timestamp")
-    if target.plan_id is None:
+    plan_id, period = target.plan_id, None
+    if target.phases:
+        # A subscription prices the usage that falls in one of its phases, in its own
+        # billing periods; usage outside them is pay-as-you-go.
+        found = phase_for(target.phases, raw.timestamp)
+        if found is not None:
+            plan_id, period = found.plan_id, (found.period_start, found.period_end)
+    if plan_id is None:
         raise _Reject(
             "no_plan",
             f"service {raw.service} has no pay-as-you-go plan for users without a subscription",
             "service",
         )
-    plan = catalog.plan_at(target.plan_id, raw.timestamp)[1]
+    plan = catalog.plan_at(plan_id, raw.timestamp)[1]
+    if period is None and target.phases:
+        # Pay-as-you-go usage after a subscription ended starts a period of its own, so
+        # it never shares a usage row with the subscription's last period.
+        start, end = catalog.period_of(plan, raw.timestamp)
+        ended = [
+            phase.ends_at
+            for _, phase in target.phases
+            if phase.ends_at is not None and start < phase.ends_at <= raw.timestamp
+        ]
+        if ended:
+            period = (max(ended), end)
     if plan.currency.code != target.currency:
         raise _Reject(
             "currency_mismatch",
@@ -407,11 +445,12 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
         metric.id,
         metric.code,
         metric.aggregation,
-        target.plan_id,
+        plan_id,
         raw.timestamp,
         value,
         unique_key,
         properties,
+        period,
     )
 
 
@@ -562,7 +601,7 @@ def _store(
     enriched = []
     for event in events:
         version, plan = catalog.plan_at(event.plan_id, event.timestamp)
-        start, end = catalog.period_of(plan, event.timestamp)
+        start, end = event.period or catalog.period_of(plan, event.timestamp)
         enriched.append((event, start, end, version, plan))
     # Inserted in one global order (by provider and id), so that concurrent batches that
     # share event ids wait for each other on the unique index instead of deadlocking.
@@ -691,7 +730,7 @@ def _rate_and_charge(
         # Events of one period under a newer plan version are rated with that version.
         items.sort(key=lambda item: (item[2], item[0].timestamp))
         state = _state_of(current)
-        if current.plan_version != items[-1][2]:
+        if current.plan_version != items[-1][2] or current.plan_id != first.plan_id:
             state = MetricState(state.quantity, state.events, state.latest_at, ())
         charged = int(current.charged_units)
         version, plan = items[-1][2], items[-1][3]
@@ -986,4 +1025,5 @@ def _merge_catalogs(catalogs: Sequence[_Catalog | None]) -> _Catalog:
         merged.metrics.update(catalog.metrics)
         merged.versions.update(catalog.versions)
         merged.providers.update(catalog.providers)
+        merged.subscribed.update(catalog.subscribed)
     return merged

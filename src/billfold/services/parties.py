@@ -31,6 +31,7 @@ from billfold.domain.ledger import (
 from billfold.domain.money import (
     Currency,
     currency,
+    format_decimal,
     from_units,
     parse_amount,
     parse_rate,
@@ -273,8 +274,10 @@ def create_user(
     billing_mode: str = "prepaid",
     credit_limit: object = "0",
     external_id: str | None = None,
+    tax_rate: object = None,
 ) -> UserView:
     require_admin(principal)
+    tax = None if tax_rate is None else parse_rate(tax_rate, param="tax_rate")
     clean_name = _text(name, param="name", max_length=MAX_NAME_LENGTH)
     assert clean_name is not None
     clean_email = _email(email)
@@ -317,6 +320,7 @@ def create_user(
                     external_id=ext,
                     status=view.status,
                     created_at=now,
+                    tax_rate=None if tax is None else format_decimal(tax),
                 )
             )
         except IntegrityError:
@@ -539,6 +543,12 @@ def top_up(
                 details={"user_id": user.id, "amount": str(value)},
             )
         uow.commit()
+    if not posted.replayed:
+        # Money came in: pay what the user's subscriptions owe, and restore them.
+        # (Imported here: billing builds on the catalog, which builds on this module.)
+        from billfold.services import billing
+
+        billing.collect_for_user(ctx, user.id)
     return _movement(posted, wallet, user.currency, "wallet")
 
 

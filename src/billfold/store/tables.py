@@ -62,6 +62,8 @@ users = Table(
     Column("external_id", String(255), nullable=True, unique=True),
     Column("status", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The user's own tax rate on invoices (NULL: the platform's rate).
+    Column("tax_rate", String(40), nullable=True),
     CheckConstraint("credit_limit >= 0", name="credit_limit_not_negative"),
 )
 
@@ -321,4 +323,139 @@ usage_uniques = Table(
     Column("metric_id", String(ID), primary_key=True),
     Column("period_start", UTCDateTime, primary_key=True),
     Column("value", String(255), primary_key=True),
+)
+
+# --- subscriptions and invoices -------------------------------------------------------
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id"), nullable=False, index=True),
+    Column("provider_id", String(ID), nullable=False, index=True),
+    Column("service_id", String(ID), nullable=False),
+    Column("plan_id", String(ID), nullable=False),
+    # trialing, active, past_due, suspended, canceled.
+    Column("status", String(16), nullable=False),
+    Column("interval", String(16), nullable=False),
+    Column("interval_count", Integer, nullable=False),
+    Column("billing_anchor", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("trial_end", UTCDateTime, nullable=True),
+    # When billing (after the trial) started: the origin of the anchor's grid.
+    Column("billing_origin", UTCDateTime, nullable=False),
+    Column("current_period_start", UTCDateTime, nullable=False),
+    Column("current_period_end", UTCDateTime, nullable=False),
+    Column("pending_plan_id", String(ID), nullable=True),
+    Column("cancel_at_period_end", Integer, nullable=False),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Column("past_due_since", UTCDateTime, nullable=True),
+    Column("next_retry_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_subscriptions_status_current_period_end", "status", "current_period_end"),
+    Index("ix_subscriptions_user_id_service_id", "user_id", "service_id"),
+)
+
+# Which plan a subscription was on, when: usage is rated by the phase it falls in.
+subscription_phases = Table(
+    "subscription_phases",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("subscription_id", String(ID), ForeignKey("subscriptions.id"), nullable=False),
+    Column("plan_id", String(ID), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=True),
+    Index("ix_subscription_phases_subscription_id_starts_at", "subscription_id", "starts_at"),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    # The natural key of a bill run: one invoice per subscription and period, ever.
+    Column("billing_key", String(120), nullable=False, unique=True),
+    Column("number", String(32), nullable=True, unique=True),
+    Column("user_id", String(ID), ForeignKey("users.id"), nullable=False),
+    Column("subscription_id", String(ID), nullable=True, index=True),
+    Column("provider_id", String(ID), nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("billing_mode", String(16), nullable=False),
+    Column("period_start", UTCDateTime, nullable=False),
+    Column("period_end", UTCDateTime, nullable=False),
+    # draft, finalized, paid, void.
+    Column("status", String(16), nullable=False),
+    Column("subtotal", BigInteger, nullable=False),
+    Column("tax", BigInteger, nullable=False),
+    Column("total", BigInteger, nullable=False),
+    Column("amount_paid", BigInteger, nullable=False),
+    Column("amount_credited", BigInteger, nullable=False),
+    Column("tax_rate", String(40), nullable=False),
+    Column("commission_rate", String(40), nullable=False),
+    Column("due_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finalized_at", UTCDateTime, nullable=True),
+    Column("paid_at", UTCDateTime, nullable=True),
+    Column("voided_at", UTCDateTime, nullable=True),
+    Index("ix_invoices_user_id_created_at", "user_id", "created_at"),
+    Index("ix_invoices_status_due_at", "status", "due_at"),
+)
+
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("invoice_id", String(ID), ForeignKey("invoices.id"), nullable=False, index=True),
+    # fixed_fee, usage, proration, minimum, credit.
+    Column("kind", String(16), nullable=False),
+    Column("description", String(500), nullable=False),
+    Column("metric", String(64), nullable=True),
+    Column("quantity", String(64), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("tax", BigInteger, nullable=False),
+    Column("provider_id", String(ID), nullable=True),
+    Column("period_start", UTCDateTime, nullable=True),
+    Column("period_end", UTCDateTime, nullable=True),
+    # Ledger units of a usage line already charged as the usage happened.
+    Column("prepaid", BigInteger, nullable=False),
+    # Whether the line's money has moved (to the payer's account), and by which transfer.
+    Column("settled", Integer, nullable=False),
+    Column("transfer_id", String(TRANSFER_ID), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Gap-free invoice numbers: one counter per platform and year, taken under a row lock in
+# the transaction that finalizes the invoice, so a rolled-back finalization uses none.
+invoice_counters = Table(
+    "invoice_counters",
+    metadata,
+    Column("year", Integer, primary_key=True, autoincrement=False),
+    Column("last_number", BigInteger, nullable=False),
+)
+
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("invoice_id", String(ID), ForeignKey("invoices.id"), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("lines", Text, nullable=True),
+    Column("transfer_id", String(TRANSFER_ID), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Usage already put on an invoice, per usage period row: what was charged since goes on
+# the next invoice (late events), so no usage is ever invoiced twice or never.
+usage_invoiced = Table(
+    "usage_invoiced",
+    metadata,
+    Column("usage_period_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("invoiced_units", BigInteger, nullable=False),
+    Column("quantity", String(64), nullable=False),
 )

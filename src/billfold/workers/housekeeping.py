@@ -1,14 +1,16 @@
-"""Periodic housekeeping inside `billfold serve`: expire lapsed holds, forget old keys."""
+"""The scheduler inside `billfold serve`: expire lapsed holds, forget old keys, and run the
+bill run (renewals, invoice finalization, dunning) every `bill_run_interval_s`."""
 
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import structlog
 from sqlalchemy import delete
 
-from billfold.services import ledger
+from billfold.services import billing, ledger
 from billfold.services.context import Context
 from billfold.store.tables import idempotency_keys
 
@@ -50,10 +52,16 @@ class Housekeeper:
         self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        last_bill_run = 0.0
         while not self._stop.wait(self.ctx.settings.hold_sweep_interval_s):
             try:
                 done = run_once(self.ctx)
                 if any(done.values()):
                     log.info("housekeeping", **done)
+                if time.monotonic() - last_bill_run >= self.ctx.settings.bill_run_interval_s:
+                    last_bill_run = time.monotonic()
+                    billed = billing.bill_run(self.ctx)
+                    if any(billed.values()):
+                        log.info("bill_run", **billed)
             except Exception:  # A failed round is logged and retried next interval.
                 log.exception("housekeeping_failed")

@@ -80,6 +80,7 @@ def create_user(body: UserCreate, ctx: Ctx, who: Who) -> UserOut:
             billing_mode=body.billing_mode,
             credit_limit=body.credit_limit,
             external_id=body.external_id,
+            tax_rate=body.tax_rate,
         )
     )
 
