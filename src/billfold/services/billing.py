@@ -51,6 +51,7 @@ from billfold.services.catalog import plan_from_definition
 from billfold.services.context import Context
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
+    accounts,
     invoice_counters,
     invoice_lines,
     invoices,
@@ -395,6 +396,23 @@ class Work:
     usage_marks: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _numbers: dict[int, int] = field(default_factory=dict)
+    _accounts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+
+    def prime_accounts(self, owner_ids: Iterable[str]) -> None:
+        """Looks up the accounts of many owners in one statement (a bill run's users)."""
+        wanted = sorted(set(owner_ids))
+        for offset in range(0, len(wanted), 500):
+            for row in self.uow.conn.execute(
+                select(
+                    accounts.c.id,
+                    accounts.c.owner_type,
+                    accounts.c.owner_id,
+                    accounts.c.kind,
+                    accounts.c.currency,
+                ).where(accounts.c.owner_id.in_(wanted[offset : offset + 500]))
+            ):
+                key = (row.owner_type, row.owner_id, row.kind, row.currency)
+                self._accounts[key] = int(row.id)
 
     @property
     def settings(self) -> Any:
@@ -591,7 +609,26 @@ class Work:
     # Settlement ---------------------------------------------------------------------
 
     def accounts(self, user: Any, provider_id: str | None, cur: Currency) -> dict[str, int]:
-        ensure, uow, now = self.ctx.accounts.ensure, self.uow, self.now
+        uow, now = self.uow, self.now
+
+        def ensure(
+            uow: UnitOfWork,
+            owner_type: OwnerType,
+            owner_id: str,
+            kind: AccountKind,
+            code: str,
+            *,
+            now: datetime,
+            floor: int | None = None,
+        ) -> int:
+            key = (str(owner_type), owner_id, str(kind), code)
+            found = self._accounts.get(key)
+            if found is None:
+                found = self._accounts[key] = self.ctx.accounts.ensure(
+                    uow, owner_type, owner_id, kind, code, now=now, floor=floor
+                )
+            return found
+
         found = {
             "wallet": ensure(
                 uow,
@@ -1047,6 +1084,7 @@ def run_chunk(
             | {s.pending_plan_id for s in work.subs if s.pending_plan_id},
             {s.provider_id for s in work.subs},
         )
+        work.prime_accounts([s.user_id for s in work.subs])
         advance(work, work.subs, as_of)
         people = {sub.user_id: sub.user for sub in work.subs}
         work.settle(work.invoices.values(), people)
