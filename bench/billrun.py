@@ -357,7 +357,8 @@ def main() -> None:
         if len(per) > 1:
             small, large = (per[s] for s in sorted(per, key=int)[:: len(per) - 1])
             console.print(
-                f"{backend}: time per subscription, largest ÷ smallest size = {large / small:.2f} (1.0 is linear)"
+                f"{backend}: time per subscription, largest ÷ smallest size = "
+                f"{large / small:.2f} (1.0 is linear)"
             )
     print(json.dumps(results))
 
