@@ -54,6 +54,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/pricing.py
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/billrun.py
 
 clean:
 	rm -rf $(VENV) .billfold .pytest_cache .mypy_cache .ruff_cache .hypothesis
