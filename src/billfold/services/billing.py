@@ -1016,9 +1016,7 @@ def usage_rows(uow: UnitOfWork, subs: Sequence[Sub]) -> list[Any]:
             usage_periods.c.plan_id.in_(plan_ids),
             or_(
                 usage_invoiced.c.usage_period_id.is_(None),
-                and_(
-                    usage_invoiced.c.invoiced_units != usage_periods.c.charged_units,
-                ),
+                usage_invoiced.c.invoiced_units != usage_periods.c.charged_units,
                 usage_invoiced.c.quantity != usage_periods.c.quantity,
             ),
         )
@@ -1086,15 +1084,36 @@ def run_chunk(
         )
         work.prime_accounts([s.user_id for s in work.subs])
         advance(work, work.subs, as_of)
-        people = {sub.user_id: sub.user for sub in work.subs}
-        work.settle(work.invoices.values(), people)
-        collect_postpaid(work, work.invoices.values(), people)
-        open_by_sub = _open_invoices(uow, [s.id for s in work.subs], work.invoices)
-        for sub in work.subs:
-            work.standing(sub, open_by_sub.get(sub.id, []))
-        work.flush()
+        _settle_and_review(work, work.invoices)
         uow.commit()
     return len(rows), rows[-1].id, dict(work.counts)
+
+
+def _settle_and_review(work: Work, known: dict[str, Invoice]) -> None:
+    """Moves the money the chunk's invoices ask for, then each subscription's standing.
+
+    `known` are invoices already in memory (changed by this chunk), which take the place
+    of their stored rows; the other open invoices of the subscriptions are loaded.
+    """
+    people = {sub.user_id: sub.user for sub in work.subs}
+    work.settle(work.invoices.values(), people)
+    collect_postpaid(work, work.invoices.values(), people)
+    open_by_sub = _open_invoices(work.uow, [s.id for s in work.subs], known)
+    for sub in work.subs:
+        work.standing(sub, open_by_sub.get(sub.id, []))
+    work.flush()
+
+
+def _collect(ctx: Context, uow: UnitOfWork, now: datetime, rows: Sequence[Any]) -> Work:
+    """Retries what the subscriptions in `rows` owe: dunning, and after a top-up."""
+    work = Work(ctx, uow, now)
+    work.subs = load_subs(uow, rows)
+    work.prime_accounts([s.user_id for s in work.subs])
+    for invoices_ in _open_invoices(uow, [s.id for s in work.subs], {}).values():
+        for inv in invoices_:
+            work.track(inv)
+    _settle_and_review(work, work.invoices)
+    return work
 
 
 def collect_postpaid(work: Work, invoices_: Iterable[Invoice], people: dict[str, Any]) -> None:
@@ -1123,16 +1142,12 @@ def _open_invoices(
             invoices.c.status.in_(("draft", "finalized")),
         ),
     ):
-        current = known.get(inv.id, inv)
-        found[inv.subscription_id or ""].append(current)
+        # An invoice this unit of work changed is used as it is in memory.
+        found[inv.subscription_id or ""].append(known.get(inv.id, inv))
+    stored = {inv.id for invoices_ in found.values() for inv in invoices_}
     for inv in known.values():
-        if inv.id not in {
-            i.id for i in found.get(inv.subscription_id or "", [])
-        } and inv.status in (
-            "draft",
-            "finalized",
-        ):
-            found[inv.subscription_id or ""].append(inv)
+        if inv.id not in stored and inv.status in ("draft", "finalized"):
+            found[inv.subscription_id or ""].append(inv)  # Created by this unit of work.
     return found
 
 
@@ -1187,20 +1202,7 @@ def dunning_chunk(
         rows = list(uow.conn.execute(query))
         if not rows:
             return 0, None, {}
-        work = Work(ctx, uow, now)
-        work.subs = load_subs(uow, rows)
-        open_by_sub = _open_invoices(uow, [s.id for s in work.subs], {})
-        for invoices_ in open_by_sub.values():
-            for inv in invoices_:
-                work.track(inv)
-        people = {sub.user_id: sub.user for sub in work.subs}
-        work.settle(work.invoices.values(), people)
-        collect_postpaid(work, work.invoices.values(), people)
-        for inv in work.invoices.values():
-            work.refresh(inv)
-        for sub in work.subs:
-            work.standing(sub, open_by_sub.get(sub.id, []))
-        work.flush()
+        work = _collect(ctx, uow, now, rows)
         uow.commit()
     return len(rows), rows[-1].id, dict(work.counts)
 
@@ -1280,19 +1282,6 @@ def collect_for_user(ctx: Context, user_id: str) -> dict[str, int]:
         )
         if not rows:
             return {}
-        work = Work(ctx, uow, now)
-        work.subs = load_subs(uow, rows)
-        open_by_sub = _open_invoices(uow, [s.id for s in work.subs], {})
-        for invoices_ in open_by_sub.values():
-            for inv in invoices_:
-                work.track(inv)
-        people = {sub.user_id: sub.user for sub in work.subs}
-        work.settle(work.invoices.values(), people)
-        collect_postpaid(work, work.invoices.values(), people)
-        for inv in work.invoices.values():
-            work.refresh(inv)
-        for sub in work.subs:
-            work.standing(sub, open_by_sub.get(sub.id, []))
-        work.flush()
+        work = _collect(ctx, uow, now, rows)
         uow.commit()
     return dict(work.counts)
