@@ -399,7 +399,7 @@ class Work:
     _accounts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
 
     def prime_accounts(self, owner_ids: Iterable[str]) -> None:
-        """Looks up the accounts of many owners in one statement (a bill run's users)."""
+        """Looks up the accounts of many users in one statement (a bill run's chunk)."""
         wanted = sorted(set(owner_ids))
         for offset in range(0, len(wanted), 500):
             for row in self.uow.conn.execute(
@@ -409,7 +409,12 @@ class Work:
                     accounts.c.owner_id,
                     accounts.c.kind,
                     accounts.c.currency,
-                ).where(accounts.c.owner_id.in_(wanted[offset : offset + 500]))
+                ).where(
+                    # owner_type first: the lookup then uses the accounts' unique index
+                    # (owner_type, owner_id, ...) instead of scanning every account.
+                    accounts.c.owner_type == str(OwnerType.USER),
+                    accounts.c.owner_id.in_(wanted[offset : offset + 500]),
+                )
             ):
                 key = (row.owner_type, row.owner_id, row.kind, row.currency)
                 self._accounts[key] = int(row.id)
