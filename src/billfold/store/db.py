@@ -51,6 +51,12 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
+            # No server-side prepared statements. psycopg prepares a statement after five
+            # runs, and PostgreSQL may then keep one generic plan for it, chosen before the
+            # values are known: for the bill run's IN lists over tables that grow as it
+            # runs, that plan scans whole tables and the run turned quadratic
+            # (docs/DECISIONS.md, 39). It also keeps billfold usable behind PgBouncer.
+            connect_args={"prepare_threshold": None},
         )
     raise ValueError(f"billfold runs on SQLite or PostgreSQL, not {parsed.get_backend_name()}")
 
