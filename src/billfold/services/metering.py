@@ -30,6 +30,7 @@ from typing import Any, Final
 
 from sqlalchemy import bindparam, select, tuple_, update
 
+from billfold.domain.analytics import bucket_of
 from billfold.domain.errors import BillfoldError, InvalidRequest, LimitExceeded
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
@@ -48,6 +49,7 @@ from billfold.domain.rating import ChargeState, MetricState, rate, units_due
 from billfold.ids import new_id
 from billfold.services import ledger
 from billfold.services.access import Principal, Role, require_role
+from billfold.services.analytics_journal import UsageJournal
 from billfold.services.catalog import load_service, plan_from_definition
 from billfold.services.context import Context
 from billfold.services.subscriptions import phase_for, plans_at
@@ -722,6 +724,7 @@ def _rate_and_charge(
         ):
             existing[(row.user_id, row.metric_id, row.period_start)] = row
     new_counts = _new_uniques(uow, groups)
+    journal = UsageJournal()
     updates: list[dict[str, Any]] = []
     deltas: dict[tuple[str, str, str, datetime], tuple[int, Plan, Decimal]] = {}
     for key, items in groups.items():
@@ -734,15 +737,31 @@ def _rate_and_charge(
             state = MetricState(state.quantity, state.events, state.latest_at, ())
         charged = int(current.charged_units)
         version, plan = items[-1][2], items[-1][3]
-        state = rate(
-            plan,
-            first.metric_code,
-            first.aggregation,
-            state,
-            [Event(first.metric_code, e.value, e.timestamp) for e, *_ in items],
-            new_unique=new_counts.get(key, 0),
-        )
-        due = units_due(state.amount, plan.currency.ledger_scale)
+        scale = plan.currency.ledger_scale
+        # Rated one quarter-hour at a time (rating is incremental), so that analytics know
+        # what each quarter-hour's usage cost; the parts add up to the charge exactly.
+        runs = _bucket_runs(items, first.aggregation)
+        before = charged
+        for bucket, run in runs:
+            state = rate(
+                plan,
+                first.metric_code,
+                first.aggregation,
+                state,
+                [Event(first.metric_code, e.value, e.timestamp) for e, *_ in run],
+                new_unique=new_counts.get(key, 0),
+            )
+            after = units_due(state.amount, scale)
+            journal.add(
+                bucket,
+                first,
+                catalog.users[first.user_id].currency,
+                sum((e.value for e, *_ in run), Decimal(0)),
+                len(run),
+                after - before,
+            )
+            before = after
+        due = before
         values = {
             "plan_id": first.plan_id,
             "plan_version": version,
@@ -768,7 +787,28 @@ def _rate_and_charge(
             .values(**{name[2:]: bindparam(name) for name in updates[0] if name != "b_id"}),
             updates,
         )
+    journal.write(uow)
     return _charge(ctx, uow, deltas, catalog, now, capture_hold)
+
+
+def _bucket_runs(
+    items: list[tuple[_Valid, datetime, int, Plan]], aggregation: str
+) -> list[tuple[datetime, list[tuple[_Valid, datetime, int, Plan]]]]:
+    """The events (sorted for rating) cut into runs that fall in one quarter-hour each.
+
+    A unique_count metric's new values are counted for the whole batch, so its batch is
+    rated once and attributed to the quarter-hour of its last event.
+    """
+    if aggregation == "unique_count":
+        return [(bucket_of(items[-1][0].timestamp), items)]
+    runs: list[tuple[datetime, list[tuple[_Valid, datetime, int, Plan]]]] = []
+    for item in items:
+        bucket = bucket_of(item[0].timestamp)
+        if runs and runs[-1][0] == bucket:
+            runs[-1][1].append(item)
+        else:
+            runs.append((bucket, [item]))
+    return runs
 
 
 def _new_uniques(

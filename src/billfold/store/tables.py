@@ -459,3 +459,142 @@ usage_invoiced = Table(
     Column("invoiced_units", BigInteger, nullable=False),
     Column("quantity", String(64), nullable=False),
 )
+
+# --- analytics ------------------------------------------------------------------------
+
+# Usage as metering charges it, one row per (user, metric, quarter-hour) touched by an
+# ingest transaction, appended in that transaction: no row is shared between concurrent
+# batches, so the journal adds no contention. The folder moves it into the rollups.
+usage_deltas = Table(
+    "usage_deltas",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("bucket", UTCDateTime, nullable=False),
+    Column("user_id", String(ID), nullable=False),
+    Column("provider_id", String(ID), nullable=False),
+    Column("service_id", String(ID), nullable=False),
+    Column("metric_id", String(ID), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("quantity", String(64), nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+)
+
+# Usage per quarter-hour (every UTC offset in use is a multiple of 15 minutes, so days and
+# hours in any time zone are whole buckets): per provider, service and metric ...
+usage_rollup = Table(
+    "usage_rollup",
+    metadata,
+    Column("provider_id", String(ID), primary_key=True),
+    Column("bucket", UTCDateTime, primary_key=True),
+    Column("service_id", String(ID), primary_key=True),
+    Column("metric_id", String(ID), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("quantity", String(64), nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Index("ix_usage_rollup_bucket", "bucket"),
+)
+
+# ... and per user, for a user's own series and for series grouped by user.
+usage_rollup_users = Table(
+    "usage_rollup_users",
+    metadata,
+    Column("user_id", String(ID), primary_key=True),
+    Column("bucket", UTCDateTime, primary_key=True),
+    Column("metric_id", String(ID), primary_key=True),
+    Column("provider_id", String(ID), nullable=False),
+    Column("service_id", String(ID), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("quantity", String(64), nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Index("ix_usage_rollup_users_provider_id_bucket", "provider_id", "bucket"),
+)
+
+# Revenue per quarter-hour, provider, service and currency, folded from the ledger in
+# transfer order (`analytics_state.revenue_seq` is how far). Units are ledger units:
+# gross is what charges moved to the provider and the platform, refunds what reversals
+# and credit notes took back, commission the platform's net share; net = gross -
+# refunds - commission is exactly what the provider's earnings account gained.
+revenue_rollup = Table(
+    "revenue_rollup",
+    metadata,
+    Column("provider_id", String(ID), primary_key=True),
+    Column("bucket", UTCDateTime, primary_key=True),
+    Column("service", String(100), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("gross", BigInteger, nullable=False),
+    Column("refunds", BigInteger, nullable=False),
+    Column("commission", BigInteger, nullable=False),
+    Column("transfers", BigInteger, nullable=False),
+    Index("ix_revenue_rollup_bucket", "bucket"),
+)
+
+analytics_state = Table(
+    "analytics_state",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+# --- alerts and webhooks --------------------------------------------------------------
+
+alert_settings = Table(
+    "alert_settings",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id"), primary_key=True),
+    Column("monthly_budget", BigInteger, nullable=True),
+    Column("budget_thresholds", String(200), nullable=False),
+    Column("low_balance", BigInteger, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Each alert once: `key` says what it is about (a user, a month, a threshold), so
+# evaluating the same facts again finds it there.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("key", String(255), nullable=False, unique=True),
+    Column("type", String(40), nullable=False),
+    Column("user_id", String(ID), nullable=True, index=True),
+    Column("provider_id", String(ID), nullable=True, index=True),
+    Column("data", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("owner_type", String(16), nullable=False),
+    Column("owner_id", String(ID), nullable=False),
+    Column("url", String(2000), nullable=False),
+    Column("secret_enc", Text, nullable=False),
+    Column("event_types", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_webhook_endpoints_owner", "owner_type", "owner_id"),
+)
+
+# The durable outbox: a message is written in the transaction that raised its alert and
+# is delivered (at least once, always with the same id) by the housekeeping worker.
+webhook_messages = Table(
+    "webhook_messages",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("endpoint_id", String(ID), ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("event_type", String(60), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Index("ix_webhook_messages_status_next_attempt_at", "status", "next_attempt_at"),
+    Index("ix_webhook_messages_endpoint_id_created_at", "endpoint_id", "created_at"),
+)

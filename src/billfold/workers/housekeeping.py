@@ -10,7 +10,7 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import delete
 
-from billfold.services import billing, ledger
+from billfold.services import analytics, billing, ledger
 from billfold.services.context import Context
 from billfold.store.tables import idempotency_keys
 
@@ -31,7 +31,13 @@ def run_once(ctx: Context) -> dict[str, int]:
             )
         ).rowcount
         uow.commit()
-    return {"holds_expired": expired, "idempotency_keys_purged": int(purged)}
+    folded = analytics.fold(ctx)
+    return {
+        "holds_expired": expired,
+        "idempotency_keys_purged": int(purged),
+        "usage_deltas_folded": folded["usage_deltas"],
+        "transfers_folded": folded["transfers"],
+    }
 
 
 class Housekeeper:

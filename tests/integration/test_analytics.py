@@ -1,0 +1,226 @@
+"""Analytics and settlement add up to the ledger exactly, and each role sees only its own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from billfold.clock import TestClock
+from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
+from billfold.domain.ledger import AccountKind, OwnerType
+from billfold.domain.money import currency, from_units
+from billfold.services import analytics, catalog, ledger, metering, parties, settlement
+from billfold.services.access import SYSTEM, Principal, Role
+from billfold.services.analytics import Query
+from billfold.services.context import Context
+
+DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def _provider(ctx: Context, name: str, service: str, price: str, rate: str) -> Principal:
+    provider = parties.create_provider(
+        ctx, SYSTEM, name=name, email=f"{name}@p.io", commission_rate=rate
+    )
+    me = Principal(f"k-{name}", Role.PROVIDER, provider_id=provider.id)
+    catalog.create_service(ctx, me, code=service, name=service)
+    catalog.create_metric(ctx, me, service, code="calls", name="Calls", aggregation="count")
+    catalog.create_plan(
+        ctx,
+        me,
+        {
+            "code": f"{service}-payg",
+            "name": "PAYG",
+            "service": service,
+            "currency": "USD",
+            "interval": "none",
+            "charges": [
+                {"metric": "calls", "model": "per_unit", "unit_price": price, "free_units": "3"}
+            ],
+        },
+    )
+    return me
+
+
+def _events(user: str, service: str, start: datetime, count: int, step: timedelta) -> list[object]:
+    return [
+        {
+            "id": f"{user}-{service}-{start.isoformat()}-{n}",
+            "user": user,
+            "service": service,
+            "metric": "calls",
+            "timestamp": (start + step * n).isoformat(),
+        }
+        for n in range(count)
+    ]
+
+
+@pytest.fixture
+def world(ctx: Context, clock: TestClock) -> dict[str, object]:
+    clock.set(DAY0)
+    maps = _provider(ctx, "a", "maps", "0.013", "0.2")
+    geo = _provider(ctx, "b", "geo", "0.7", "0.15")
+    users = []
+    for n in range(3):
+        user = parties.create_user(
+            ctx, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
+        )
+        parties.top_up(ctx, SYSTEM, user.id, amount="500")
+        users.append(user.id)
+    # Ten days of usage at uneven times (sub-cent prices, free units, late events).
+    for day in range(10):
+        clock.set(DAY0 + timedelta(days=day, hours=23, minutes=50))
+        for i, user in enumerate(users):
+            start = DAY0 + timedelta(days=day, hours=3 + i, minutes=7)
+            metering.ingest(
+                ctx, maps, _events(user, "maps", start, 5 + day + i, timedelta(minutes=13))
+            )
+            if i != 2:
+                metering.ingest(ctx, geo, _events(user, "geo", start, 2 + i, timedelta(hours=5)))
+    return {"maps": maps, "geo": geo, "users": users}
+
+
+def _charged(ctx: Context, user: str) -> Decimal:
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        wallet = ledger.find_account(uow, OwnerType.USER, user, AccountKind.WALLET, "USD")
+        assert wallet is not None
+        return Decimal(500) - from_units(ledger.balance(uow, wallet).posted, currency("USD"))
+
+
+def _total(series: list[analytics.Series]) -> tuple[Decimal, int, int]:
+    return (
+        sum((p.quantity for s in series for p in s.points), Decimal(0)),
+        sum(p.events for s in series for p in s.points),
+        sum(p.amount for s in series for p in s.points),
+    )
+
+
+@pytest.mark.parametrize("folded", [False, True])
+def test_usage_series_add_up_to_the_ledger(
+    ctx: Context, world: dict[str, object], folded: bool
+) -> None:
+    if folded:
+        analytics.fold(ctx, batch=7)  # Small batches: folding is resumable.
+    users = world["users"]
+    assert isinstance(users, list)
+    q = Query(DAY0, DAY0 + timedelta(days=31), "day", group_by=("user",))
+    series = analytics.usage_series(ctx, SYSTEM, q)
+    for user in users:
+        mine = [s for s in series if s.group["user"] == user]
+        units = sum(p.amount for s in mine for p in s.points)
+        assert from_units(units, currency("USD")) == _charged(ctx, user)
+    # Per provider (the provider rollup) equals per user (the user rollup).
+    flat = analytics.usage_series(ctx, SYSTEM, Query(DAY0, DAY0 + timedelta(days=31), "month"))
+    assert _total(flat) == _total(series)
+    assert _total(flat)[1] == sum(5 + d + i for d in range(10) for i in range(3)) + 10 * (2 + 3)
+
+
+def test_day_windows_follow_the_time_zone(ctx: Context, world: dict[str, object]) -> None:
+    analytics.fold(ctx)
+    maps = world["maps"]
+    assert isinstance(maps, Principal)
+    utc = analytics.usage_series(ctx, maps, Query(DAY0, DAY0 + timedelta(days=11), "day"))
+    # Kolkata is UTC+05:30: a quarter-hour grid is needed for its midnights.
+    start = datetime(2026, 11, 1, 18, 30, tzinfo=UTC)
+    kolkata = analytics.usage_series(
+        ctx, maps, Query(start, start + timedelta(days=11), "day", tz="Asia/Kolkata")
+    )
+    assert _total(utc) == _total(kolkata)
+    assert kolkata[0].points[0].start.isoformat() == "2026-11-02T00:00:00+05:30"
+    # Events from 03:07 UTC on: day one in Kolkata holds user 0's whole first day.
+    assert [p.events for p in utc[0].points][:2] == [5 + 6 + 7, 6 + 7 + 8]
+    hourly = analytics.usage_series(ctx, maps, Query(DAY0, DAY0 + timedelta(days=1), "hour"))
+    assert len(hourly[0].points) == 24 and sum(p.events for p in hourly[0].points) == 18
+    with pytest.raises(InvalidRequest):
+        analytics.usage_series(ctx, maps, Query(DAY0, DAY0 + timedelta(minutes=7), "hour"))
+    with pytest.raises(InvalidRequest):
+        analytics.usage_series(ctx, maps, Query(DAY0, DAY0 + timedelta(days=1), tz="Mars/Olympus"))
+
+
+def test_each_role_sees_only_its_own(ctx: Context, world: dict[str, object]) -> None:
+    maps, geo, users = world["maps"], world["geo"], world["users"]
+    assert isinstance(maps, Principal) and isinstance(geo, Principal) and isinstance(users, list)
+    q = Query(DAY0, DAY0 + timedelta(days=31), "month", group_by=("service", "user"))
+    seen = analytics.usage_series(ctx, maps, q)
+    assert {s.group["service"] for s in seen} == {"maps"}
+    with pytest.raises(InvalidRequest):
+        analytics.usage_series(
+            ctx, maps, Query(DAY0, DAY0 + timedelta(days=1), provider=geo.provider_id)
+        )
+    user = Principal("ku", Role.USER, user_id=users[0])
+    mine = analytics.usage_series(ctx, user, q)
+    assert {s.group["user"] for s in mine} == {users[0]}
+    with pytest.raises(InvalidRequest):
+        analytics.usage_series(ctx, user, Query(DAY0, DAY0 + timedelta(days=1), user=users[1]))
+    from billfold.domain.errors import PermissionDenied
+
+    with pytest.raises(PermissionDenied):
+        analytics.revenue_series(ctx, user, q)
+    revenue = analytics.revenue_series(
+        ctx, geo, Query(DAY0, DAY0 + timedelta(days=31), "month", group_by=("provider",))
+    )
+    assert {s.group["provider"] for s in revenue} == {geo.provider_id}
+    with pytest.raises(NotFound):
+        settlement.statements(ctx, geo, str(maps.provider_id), "2026-11")
+
+
+def test_statements_payouts_and_reconciliation(
+    ctx: Context, clock: TestClock, world: dict[str, object]
+) -> None:
+    maps, users = world["maps"], world["users"]
+    assert isinstance(maps, Principal) and isinstance(users, list)
+    provider = str(maps.provider_id)
+    clock.set(DAY0 + timedelta(days=12))
+    charge = parties.charge(
+        ctx, maps, user_ref=users[0], amount="10", description="Setup", service="maps"
+    )
+    parties.refund(ctx, maps, charge.transfer.id, amount="4")
+    analytics.fold(ctx)
+    clock.set(DAY0 + timedelta(days=13))
+    with pytest.raises(InsufficientFunds):
+        settlement.payout(ctx, SYSTEM, provider_id=provider, amount="100000")
+    paid = settlement.payout(ctx, SYSTEM, provider_id=provider, amount="5", transfer_id="po_1")
+    again = settlement.payout(ctx, SYSTEM, provider_id=provider, amount="5", transfer_id="po_1")
+    assert again.id == paid.id and again.balance_after == paid.balance_after
+    (st,) = settlement.statements(ctx, maps, provider, "2026-11")
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        earnings = ledger.find_account(
+            uow, OwnerType.PROVIDER, provider, AccountKind.PROVIDER_EARNINGS, "USD"
+        )
+        assert earnings is not None
+        balance = ledger.balance(uow, earnings).posted
+    assert st.opening == 0 and st.closing == balance
+    assert st.payouts == 5 * 10**st.currency.ledger_scale
+    assert st.refunds == 4 * 10**st.currency.ledger_scale
+    assert st.opening + st.net - st.payouts == st.closing
+    # Commission is the platform's share: 20% of gross less 20% of what was refunded.
+    assert st.commission == pytest.approx((st.gross - st.refunds) * 0.2, abs=10)
+    report = settlement.reconcile(ctx, "2026-11")
+    assert report.ok, report.differences
+    assert report.checks > 5
+    december = settlement.statements(ctx, SYSTEM, provider, "2026-12")
+    assert december[0].opening == balance and december[0].gross == 0
+
+
+def test_reconcile_names_a_difference(ctx: Context, world: dict[str, object]) -> None:
+    analytics.fold(ctx)
+    from sqlalchemy import update
+
+    from billfold.store.tables import revenue_rollup
+
+    with ctx.db.unit_of_work() as uow:
+        row = uow.conn.execute(revenue_rollup.select().limit(1)).one()
+        uow.conn.execute(
+            update(revenue_rollup)
+            .where(
+                revenue_rollup.c.bucket == row.bucket,
+                revenue_rollup.c.provider_id == row.provider_id,
+            )
+            .values(gross=revenue_rollup.c.gross + 1)
+        )
+        uow.commit()
+    report = settlement.reconcile(ctx, "2026-11")
+    assert not report.ok
+    assert {d.check for d in report.differences} >= {"statement_vs_ledger"}
+    assert any(row.provider_id in d.subject for d in report.differences)
