@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -241,6 +242,83 @@ def bill_run_command(
 
         totals = bill_run(ctx, as_of=moment, progress=progress)
     print(json.dumps(totals, indent=2, sort_keys=True))
+    ctx.db.dispose()
+
+
+@app.command("reconcile")
+def reconcile_command(
+    period: Annotated[str, typer.Option("--period", help="The month, YYYY-MM.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Proves that statements, invoices and the ledger agree for a month; names every
+    difference and exits non-zero if there is one."""
+    from billfold.services.settlement import reconcile
+
+    ctx = _context()
+    with Progress(
+        TextColumn("reconciling {task.description}"),
+        BarColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        bar.add_task(period, total=None)
+        report = reconcile(ctx, period)
+    ctx.db.dispose()
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "period": report.period,
+                    "ok": report.ok,
+                    "checks": report.checks,
+                    "differences": [d.__dict__ for d in report.differences],
+                },
+                indent=2,
+            )
+        )
+    else:
+        table = Table(title=f"reconciliation of {period}: {report.checks} checks")
+        for name in ("check", "subject", "expected (ledger)", "found"):
+            table.add_column(name)
+        for d in report.differences:
+            table.add_row(d.check, d.subject, d.expected, d.found)
+        if report.differences:
+            console.print(table)
+        console.print(
+            "[green]statements, invoices and the ledger agree[/green]"
+            if report.ok
+            else f"[red]{len(report.differences)} differences[/red]"
+        )
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_command(
+    kind: Annotated[str, typer.Argument(help="usage, charges, invoices or statements")],
+    period: Annotated[str, typer.Option("--period", help="The month, YYYY-MM.")],
+    out: Annotated[Path | None, typer.Option("--out", help="A file; default stdout.")] = None,
+) -> None:
+    """Writes a month's usage, charges, invoices or statements as CSV."""
+    from billfold.services.access import SYSTEM
+    from billfold.services.exports import export_csv
+
+    ctx = _context()
+    chunks = export_csv(ctx, SYSTEM, kind, period)
+    if out is None:
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+    else:
+        with (
+            out.open("w", encoding="utf-8", newline="") as handle,
+            Progress(
+                TextColumn(f"exporting {kind} {period}"), TimeElapsedColumn(), console=err
+            ) as bar,
+        ):
+            bar.add_task(kind, total=None)
+            for chunk in chunks:
+                handle.write(chunk)
     ctx.db.dispose()
 
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from billfold import __version__
 from billfold.api import errors
 from billfold.api.middleware import BodyLimitMiddleware, IdempotencyMiddleware, RequestLogMiddleware
-from billfold.api.routers import admin, billing, catalog, parties, usage
+from billfold.api.routers import admin, billing, catalog, insight, parties, usage
 from billfold.services.context import Context
 from billfold.workers.housekeeping import Housekeeper
 
@@ -43,6 +43,7 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
     app.include_router(catalog.router)
     app.include_router(usage.router)
     app.include_router(billing.router)
+    app.include_router(insight.router)
     app.include_router(admin.router)
     app.include_router(admin.health)
     # Middleware runs outermost-last: the request id and log wrap everything, then the

@@ -593,3 +593,142 @@ def money_text(units: int, code: str) -> str:
 def raw_usage_count(uow: UnitOfWork) -> int:
     """How many journal rows wait to be folded (for the health of the folder)."""
     return int(uow.conn.execute(select(func.count()).select_from(usage_deltas)).scalar_one())
+
+
+# --- subscriptions and top lists ------------------------------------------------------
+
+MONTHS_PER: Final = {"day": Decimal(12) / Decimal(365), "week": Decimal(12) / Decimal(52)}
+MONTHS_PER.update({"month": Decimal(1), "quarter": Decimal(3), "year": Decimal(12)})
+
+
+@dataclass
+class SubscriptionMetrics:
+    currency: str
+    active: int
+    trialing: int
+    mrr: Decimal
+    churned: int
+    active_at_start: int
+    paying_users: int
+    revenue: int
+
+    @property
+    def arr(self) -> Decimal:
+        return self.mrr * 12
+
+    @property
+    def churn_rate(self) -> Decimal | None:
+        if not self.active_at_start:
+            return None
+        return (Decimal(self.churned) / self.active_at_start).quantize(Decimal("0.0001"))
+
+    @property
+    def arpu(self) -> Decimal:
+        return (
+            from_units(self.revenue, currency(self.currency)) / self.paying_users
+            if self.paying_users
+            else Decimal(0)
+        )
+
+
+def subscription_metrics(
+    ctx: Context, principal: Principal, start: datetime, end: datetime
+) -> list[SubscriptionMetrics]:
+    """MRR and ARR of the subscriptions live at `end`, churn over [start, end), and ARPU
+    (gross revenue over the users who paid anything in the range), per currency."""
+    from billfold.services.catalog import plan_in_force
+    from billfold.store.tables import subscriptions
+
+    require_role(principal, Role.ADMIN, Role.PROVIDER)
+    if end <= start:
+        raise InvalidRequest("to must be after from", param="to")
+    provider = principal.provider_id if principal.role == Role.PROVIDER else None
+    found: dict[str, SubscriptionMetrics] = {}
+
+    def of(code: str) -> SubscriptionMetrics:
+        return found.setdefault(code, SubscriptionMetrics(code, 0, 0, Decimal(0), 0, 0, 0, 0))
+
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        query = select(subscriptions).where(subscriptions.c.started_at < end)
+        if provider:
+            query = query.where(subscriptions.c.provider_id == provider)
+        plans_seen: dict[str, Any] = {}
+        for sub in uow.conn.execute(query):
+            m = of(sub.currency)
+            ended = sub.ended_at
+            if sub.started_at < start and (ended is None or ended >= start):
+                m.active_at_start += 1
+                if ended is not None and ended < end:
+                    m.churned += 1
+            if ended is not None and ended <= end:
+                continue
+            if sub.trial_end is not None and sub.trial_end > end:
+                m.trialing += 1
+                continue
+            m.active += 1
+            plan = plans_seen.get(sub.plan_id)
+            if plan is None:
+                plan = plans_seen[sub.plan_id] = plan_in_force(uow, sub.plan_id, end)
+            per = MONTHS_PER[sub.interval] * int(sub.interval_count)
+            m.mrr += plan.fixed_fee / per
+        revenue = _rollup_gross(uow, start, end, provider)
+        for code, (units, payers) in revenue.items():
+            m = of(code)
+            m.revenue, m.paying_users = units, payers
+    for m in found.values():
+        m.mrr = m.mrr.quantize(Decimal("0.01"))
+    return [found[c] for c in sorted(found)]
+
+
+def _rollup_gross(
+    uow: UnitOfWork, start: datetime, end: datetime, provider: str | None
+) -> dict[str, tuple[int, int]]:
+    """Gross charged per currency, and how many distinct users paid it, from the ledger."""
+    conditions = [
+        transfers.c.posted_at >= start,
+        transfers.c.posted_at < end,
+        transfers.c.kind.notin_(NOT_REVENUE),
+        accounts.c.kind.in_(EARNING_KINDS),
+    ]
+    if provider:
+        conditions.append(transfers.c.provider_id == provider)
+    totals: dict[str, int] = defaultdict(int)
+    payers: dict[str, set[str]] = defaultdict(set)
+    for row in uow.conn.execute(
+        select(postings.c.currency, transfers.c.user_id, func.sum(postings.c.amount))
+        .select_from(
+            postings.join(transfers, postings.c.transfer_seq == transfers.c.seq).join(
+                accounts, accounts.c.id == postings.c.account_id
+            )
+        )
+        .where(*conditions)
+        .group_by(postings.c.currency, transfers.c.user_id)
+    ):
+        totals[row[0]] += int(row[2])
+        if row[1] and int(row[2]) > 0:
+            payers[row[0]].add(row[1])
+    return {code: (units, len(payers[code])) for code, units in totals.items()}
+
+
+def top(
+    ctx: Context, principal: Principal, q: Query, by: str, limit: int = 10
+) -> list[tuple[str, str, int, Decimal]]:
+    """The users or services that were charged most for usage in the range:
+    (name, currency, amount in ledger units, quantity), largest first."""
+    if by not in ("user", "service"):
+        raise InvalidRequest("by is user or service", param="by")
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit is from 1 to 1000", param="limit")
+    require_role(principal, Role.ADMIN, Role.PROVIDER)
+    series = usage_series(ctx, principal, _replace(q, window="month", tz=None, group_by=(by,)))
+    ranked = [
+        (
+            s.group[by],
+            s.currency,
+            sum(p.amount for p in s.points),
+            sum((p.quantity for p in s.points), Decimal(0)),
+        )
+        for s in series
+    ]
+    ranked.sort(key=lambda item: (-item[2], item[0]))
+    return ranked[:limit]

@@ -10,7 +10,7 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import delete
 
-from billfold.services import analytics, billing, ledger
+from billfold.services import alerts, analytics, billing, ledger
 from billfold.services.context import Context
 from billfold.store.tables import idempotency_keys
 
@@ -32,7 +32,13 @@ def run_once(ctx: Context) -> dict[str, int]:
         ).rowcount
         uow.commit()
     folded = analytics.fold(ctx)
+    raised = alerts.evaluate(ctx)
+    sent = alerts.deliver_due(ctx)
     return {
+        "alerts_raised": sum(raised.values()),
+        "webhooks_delivered": sent["delivered"],
+        "webhooks_retried": sent["retried"],
+        "webhooks_failed": sent["failed"],
         "holds_expired": expired,
         "idempotency_keys_purged": int(purged),
         "usage_deltas_folded": folded["usage_deltas"],
