@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,7 @@ from sqlalchemy import and_, func, or_, select, update
 from billfold.domain.analytics import Forecast, forecast, is_spike
 from billfold.domain.errors import InvalidRequest, NotFound
 from billfold.domain.ledger import AccountKind, OwnerType, TransferKind
-from billfold.domain.money import currency, from_units, parse_amount, to_units
+from billfold.domain.money import currency, format_decimal, from_units, parse_amount, to_units
 from billfold.ids import new_id
 from billfold.services import ledger
 from billfold.services.access import Principal, Role, require_user_access
@@ -280,8 +281,8 @@ def _budgets_and_balances(
                     {
                         "month": f"{month:%Y-%m}",
                         "threshold_percent": pct,
-                        "budget": str(from_units(row.monthly_budget, cur)),
-                        "spent": str(from_units(spent, cur)),
+                        "budget": format_decimal(from_units(row.monthly_budget, cur)),
+                        "spent": format_decimal(from_units(spent, cur)),
                         "currency": cur.code,
                     },
                     now=now,
@@ -312,8 +313,8 @@ def _budgets_and_balances(
                 f"low_balance:{row.user_id}:{last_top_up or 0}",
                 "balance.low",
                 {
-                    "available": str(from_units(available, cur)),
-                    "threshold": str(from_units(row.low_balance, cur)),
+                    "available": format_decimal(from_units(available, cur)),
+                    "threshold": format_decimal(from_units(row.low_balance, cur)),
                     "currency": cur.code,
                 },
                 now=now,
@@ -392,8 +393,8 @@ def detect_spikes(
                 "usage.spike",
                 {
                     "day": f"{day:%Y-%m-%d}",
-                    "amount": str(from_units(amount, cur)),
-                    "median_before": str(sorted(history)[len(history) // 2]),
+                    "amount": format_decimal(from_units(amount, cur)),
+                    "median_before": format_decimal(statistics.median(history)),
                     "currency": code,
                 },
                 now=now,

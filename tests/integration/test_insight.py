@@ -1,0 +1,261 @@
+"""Alerts and webhooks over real HTTP, the plan simulator, and CSV exports that add up."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import hmac
+import io
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from billfold.clock import TestClock
+from billfold.domain.errors import InvalidRequest, NotFound, PermissionDenied
+from billfold.services import alerts, analytics, catalog, exports, metering, parties, simulator
+from billfold.services.access import SYSTEM, Principal, Role
+from billfold.services.context import Context
+
+DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+class Receiver:
+    """A real HTTP endpoint that records what it gets and fails the first `fail` posts."""
+
+    def __init__(self, fail: int = 0) -> None:
+        self.fail = fail
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                failing = len(outer.received) <= outer.fail
+                self.send_response(503 if failing else 204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver(fail=2)
+    yield r
+    r.close()
+
+
+def _setup(ctx: Context, clock: TestClock) -> tuple[Principal, str]:
+    clock.set(DAY0)
+    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.2")
+    me = Principal("kp", Role.PROVIDER, provider_id=provider.id)
+    catalog.create_service(ctx, me, code="maps", name="Maps")
+    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
+    catalog.create_plan(
+        ctx,
+        me,
+        {
+            "code": "maps-payg",
+            "name": "PAYG",
+            "service": "maps",
+            "currency": "USD",
+            "interval": "none",
+            "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.1"}],
+        },
+    )
+    user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
+    parties.top_up(ctx, SYSTEM, user.id, amount="100")
+    return me, user.id
+
+
+def _use(ctx: Context, me: Principal, user: str, day: int, count: int, tag: str = "") -> None:
+    start = DAY0 + timedelta(days=day, hours=9)
+    metering.ingest(
+        ctx,
+        me,
+        [
+            {
+                "id": f"{tag}{day}-{n}",
+                "user": user,
+                "service": "maps",
+                "metric": "calls",
+                "timestamp": (start + timedelta(seconds=n)).isoformat(),
+            }
+            for n in range(count)
+        ],
+    )
+
+
+def test_alerts_are_signed_retried_and_delivered_once_with_one_id(
+    ctx: Context, clock: TestClock, receiver: Receiver
+) -> None:
+    me, user = _setup(ctx, clock)
+    endpoint = alerts.create_endpoint(ctx, me, url=receiver.url, event_types=None)
+    mine = Principal("ku", Role.USER, user_id=user)
+    alerts.create_endpoint(ctx, mine, url=receiver.url, event_types=["budget.threshold"])
+    alerts.set_settings(
+        ctx, mine, user, monthly_budget="20", thresholds=[50, 100], low_balance="85"
+    )
+    # 14 quiet days of 20 calls (2.00 a day), then a day of 300 calls (30.00).
+    for day in range(14):
+        clock.set(DAY0 + timedelta(days=day, hours=10))
+        _use(ctx, me, user, day, 20)
+    clock.set(DAY0 + timedelta(days=14, hours=10))
+    _use(ctx, me, user, 14, 300)
+    clock.set(DAY0 + timedelta(days=15, hours=1))
+    analytics.fold(ctx)
+    raised = alerts.evaluate(ctx)
+    assert raised == {"budget": 2, "low_balance": 1, "spike": 1}
+    assert alerts.evaluate(ctx) == {"budget": 0, "low_balance": 0, "spike": 0}  # Once each.
+    kinds = {a.type for a in alerts.list_alerts(ctx, SYSTEM)}
+    assert kinds == {"budget.threshold", "balance.low", "usage.spike"}
+    spike = next(a for a in alerts.list_alerts(ctx, me) if a.type == "usage.spike")
+    assert spike.data["amount"] == "30" and spike.data["day"] == "2026-11-16"
+    # The provider hears of the spike (its own user); the user of its budget alerts.
+    assert {a.type for a in alerts.list_alerts(ctx, me)} == {"usage.spike"}
+    other = Principal("kx", Role.USER, user_id="usr_other")
+    assert alerts.list_alerts(ctx, other) == []
+    # Delivery: the receiver fails the first two posts; they are retried with backoff.
+    first = alerts.deliver_due(ctx)
+    assert first["retried"] == 2 and first["delivered"] == 1
+    assert alerts.deliver_due(ctx) == {"delivered": 0, "retried": 0, "failed": 0}  # Not due.
+    clock.set(clock.now() + timedelta(seconds=6))
+    assert alerts.deliver_due(ctx)["delivered"] == 2
+    by_id: dict[str, list[tuple[dict[str, str], bytes]]] = {}
+    for headers, body in receiver.received:
+        by_id.setdefault(headers["webhook-id"], []).append((headers, body))
+    assert len(by_id) == 3 and sorted(len(v) for v in by_id.values()) == [1, 2, 2]
+    secrets_ = {endpoint.id: endpoint.secret}
+    for attempts in by_id.values():
+        assert len({body for _, body in attempts}) == 1  # Same id, same content.
+        for headers, body in attempts:
+            payload = json.loads(body)
+            assert payload["type"] in alerts.EVENT_TYPES
+            signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.{body.decode()}"
+            candidates = [
+                base64.b64encode(
+                    hmac.new(
+                        base64.b64decode(s.removeprefix("whsec_")),
+                        signed.encode(),
+                        hashlib.sha256,
+                    ).digest()
+                ).decode()
+                for s in secrets_.values()
+                if s
+            ]
+            sig = headers["webhook-signature"].removeprefix("v1,")
+            if payload["data"]["provider"]:  # The provider's endpoint (we know its secret).
+                assert sig in candidates
+    messages = alerts.list_messages(ctx, me, endpoint.id)
+    assert {m.status for m in messages} == {"delivered"}
+    with pytest.raises(NotFound):
+        alerts.list_messages(ctx, mine, endpoint.id)
+
+
+def test_messages_give_up_after_the_backoff_schedule(ctx: Context, clock: TestClock) -> None:
+    me, user = _setup(ctx, clock)
+    dead = Receiver(fail=100)
+    try:
+        alerts.create_endpoint(ctx, SYSTEM, url=dead.url, event_types=["balance.low"])
+        alerts.set_settings(
+            ctx, SYSTEM, user, monthly_budget=None, thresholds=None, low_balance="500"
+        )
+        assert alerts.evaluate(ctx)["low_balance"] == 1
+        for _ in range(len(alerts.BACKOFF_S) + 1):
+            alerts.deliver_due(ctx)
+            clock.set(clock.now() + timedelta(hours=11))
+        assert len(dead.received) == len(alerts.BACKOFF_S) + 1
+        assert len({h["webhook-id"] for h, _ in dead.received}) == 1
+    finally:
+        dead.close()
+    with pytest.raises(InvalidRequest):
+        alerts.create_endpoint(ctx, me, url="ftp://x", event_types=None)
+    with pytest.raises(InvalidRequest):
+        alerts.create_endpoint(ctx, me, url="http://x.io", event_types=["nope"])
+
+
+def test_forecast_from_the_ledger(ctx: Context, clock: TestClock) -> None:
+    me, user = _setup(ctx, clock)
+    for day in range(7):
+        clock.set(DAY0 + timedelta(days=day, hours=10))
+        _use(ctx, me, user, day, 20)  # 2.00 a day.
+    clock.set(DAY0 + timedelta(days=7))
+    code, available, f = alerts.balance_forecast(ctx, SYSTEM, user, days=7)
+    assert (code, available) == ("USD", Decimal(86))
+    assert f.burn_per_day == 2 and f.days_left == Decimal("43.0")
+    with pytest.raises(NotFound):
+        alerts.balance_forecast(ctx, Principal("kx", Role.USER, user_id="usr_x"), user)
+
+
+def test_simulator_reprices_recorded_usage(ctx: Context, clock: TestClock) -> None:
+    me, user = _setup(ctx, clock)
+    second = parties.create_user(ctx, SYSTEM, name="V", email="v@u.io", currency_code="USD")
+    parties.top_up(ctx, SYSTEM, second.id, amount="100")
+    clock.set(DAY0 + timedelta(days=2))
+    _use(ctx, me, user, 0, 30)
+    _use(ctx, me, second.id, 1, 150, tag="b")
+    draft = {
+        "code": "maps-v2",
+        "name": "Tiered",
+        "service": "maps",
+        "currency": "USD",
+        "interval": "none",
+        "charges": [
+            {
+                "metric": "calls",
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": "100", "unit_price": "0.05"},
+                    {"up_to": None, "unit_price": "0.2"},
+                ],
+            }
+        ],
+    }
+    sim = simulator.simulate(ctx, me, "maps-payg", draft, "2026-11")
+    got = {u.user_id: (u.current, u.draft) for u in sim.users}
+    assert got == {user: (Decimal(3), Decimal("1.5")), second.id: (Decimal(15), Decimal(15))}
+    assert sim.draft - sim.current == Decimal("-1.5")
+    other = Principal("kq", Role.PROVIDER, provider_id="prv_other")
+    with pytest.raises(NotFound):
+        simulator.simulate(ctx, other, "maps-payg", draft, "2026-11")
+    with pytest.raises(InvalidRequest):
+        simulator.simulate(ctx, me, "maps-payg", {**draft, "currency": "EUR"}, "2026-11")
+
+
+def test_exports_add_up_to_the_ledger(ctx: Context, clock: TestClock) -> None:
+    me, user = _setup(ctx, clock)
+    clock.set(DAY0 + timedelta(days=1))
+    _use(ctx, me, user, 0, 37)
+    charge = parties.charge(ctx, me, user_ref=user, amount="2.5", description='Setup, "quoted"')
+    parties.refund(ctx, me, charge.transfer.id, amount="1")
+
+    def rows(principal: Principal, kind: str) -> list[dict[str, str]]:
+        text = "".join(exports.export_csv(ctx, principal, kind, "2026-11"))
+        return list(csv.DictReader(io.StringIO(text)))
+
+    usage = rows(me, "usage")
+    assert len(usage) == 37 and {r["service"] for r in usage} == {"maps"}
+    charges = rows(SYSTEM, "charges")
+    assert sum(Decimal(r["amount"]) for r in charges) == Decimal("3.7") + Decimal("2.5") - 1
+    assert any(r["description"] == 'Setup, "quoted"' for r in charges)
+    (statement,) = rows(me, "statements")
+    assert Decimal(statement["net"]) == sum(Decimal(r["provider_share"]) for r in charges)
+    assert rows(Principal("kx", Role.USER, user_id="usr_x"), "usage") == []
+    with pytest.raises(PermissionDenied):
+        exports.export_csv(ctx, Principal("ku", Role.USER, user_id=user), "statements", "2026-11")
+    with pytest.raises(InvalidRequest):
+        exports.export_csv(ctx, me, "secrets", "2026-11")
