@@ -55,6 +55,7 @@ bench: $(STAMP) services
 	$(BIN)/python bench/pricing.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/billrun.py
+	$(BIN)/python bench/analytics.py
 
 clean:
 	rm -rf $(VENV) .billfold .pytest_cache .mypy_cache .ruff_cache .hypothesis
