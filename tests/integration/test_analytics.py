@@ -224,3 +224,46 @@ def test_reconcile_names_a_difference(ctx: Context, world: dict[str, object]) ->
     assert not report.ok
     assert {d.check for d in report.differences} >= {"statement_vs_ledger"}
     assert any(row.provider_id in d.subject for d in report.differences)
+
+
+def test_top_lists_and_subscription_metrics(
+    ctx: Context, clock: TestClock, world: dict[str, object]
+) -> None:
+    from billfold.services import subscriptions
+
+    maps, users = world["maps"], world["users"]
+    assert isinstance(maps, Principal) and isinstance(users, list)
+    q = Query(DAY0, DAY0 + timedelta(days=31))
+    ranked = analytics.top(ctx, SYSTEM, q, "user", limit=3)
+    assert [r[2] for r in ranked] == sorted((r[2] for r in ranked), reverse=True)
+    assert sum(r[2] for r in ranked) == _total(analytics.usage_series(ctx, SYSTEM, q))[2]
+    assert [r[0] for r in analytics.top(ctx, maps, q, "service")] == ["maps"]
+    for code, interval, fee in (("m", "month", "30"), ("y", "year", "120")):
+        catalog.create_plan(
+            ctx,
+            maps,
+            {
+                "code": code,
+                "name": code,
+                "service": "maps",
+                "currency": "USD",
+                "interval": interval,
+                "fixed_fee": fee,
+                "charges": [],
+            },
+        )
+    clock.set(DAY0 + timedelta(days=15))
+    month = subscriptions.create(ctx, SYSTEM, user_ref=users[0], plan_code="m")
+    subscriptions.create(ctx, SYSTEM, user_ref=users[1], plan_code="y")
+    clock.set(DAY0 + timedelta(days=40))
+    subscriptions.cancel(ctx, SYSTEM, month.id, timing="immediate")
+    dec = datetime(2026, 12, 1, tzinfo=UTC)
+    (before,) = analytics.subscription_metrics(ctx, maps, DAY0, dec)
+    assert (before.active, before.mrr, before.arr) == (2, Decimal(40), Decimal(480))
+    assert before.paying_users == 3 and before.arpu > 0
+    (after,) = analytics.subscription_metrics(ctx, maps, dec, dec + timedelta(days=31))
+    assert (after.active, after.mrr, after.active_at_start, after.churned) == (1, 10, 2, 1)
+    assert after.churn_rate == Decimal("0.5")
+    geo = world["geo"]
+    assert isinstance(geo, Principal)
+    assert analytics.subscription_metrics(ctx, geo, DAY0, dec)[0].active == 0
