@@ -77,3 +77,25 @@ def test_fresh_home_creates_database_and_secret(tmp_path: Path) -> None:
     assert (home / "billfold.db").exists()
     secret = home / "secret.key"
     assert secret.exists() and oct(secret.stat().st_mode & 0o777) == "0o600"
+
+
+def test_reconcile_and_export(sqlite_database_url: str, tmp_path: Path) -> None:
+    assert _run(tmp_path, sqlite_database_url, "migrate").returncode == 0
+    done = _run(tmp_path, sqlite_database_url, "reconcile", "--period", "2026-11", "--json")
+    assert done.returncode == 0, done.stderr
+    assert '"ok": true' in done.stdout
+    bad = _run(tmp_path, sqlite_database_url, "reconcile", "--period", "2026-13")
+    assert bad.returncode != 0
+    out = tmp_path / "statements.csv"
+    exported = _run(
+        tmp_path,
+        sqlite_database_url,
+        "export",
+        "statements",
+        "--period",
+        "2026-11",
+        "--out",
+        str(out),
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert out.read_text().startswith("provider,period,currency,opening")

@@ -267,3 +267,31 @@ def test_top_lists_and_subscription_metrics(
     geo = world["geo"]
     assert isinstance(geo, Principal)
     assert analytics.subscription_metrics(ctx, geo, DAY0, dec)[0].active == 0
+
+
+def test_concurrent_payouts_never_exceed_the_earned_balance(pg_ctx: Context) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ctx = pg_ctx
+    provider = parties.create_provider(ctx, SYSTEM, name="P", email="p@p.io", commission_rate="0")
+    me = Principal("kp", Role.PROVIDER, provider_id=provider.id)
+    user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
+    parties.top_up(ctx, SYSTEM, user.id, amount="10")
+    parties.charge(ctx, me, user_ref=user.id, amount="10", description="Work")
+
+    def pay(n: int) -> bool:
+        try:
+            settlement.payout(ctx, SYSTEM, provider_id=provider.id, amount="3")
+        except InsufficientFunds:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(pay, range(12)))
+    assert results.count(True) == 3
+    (st,) = settlement.statements(ctx, SYSTEM, provider.id, ctx.clock.now().strftime("%Y-%m"))
+    assert (
+        st.closing == 1 * 10**st.currency.ledger_scale
+        and st.payouts == 9 * 10**st.currency.ledger_scale
+    )
+    assert settlement.reconcile(ctx, ctx.clock.now().strftime("%Y-%m")).ok
