@@ -250,14 +250,14 @@ def evaluate(ctx: Context) -> dict[str, int]:
     with ctx.db.unit_of_work() as uow:
         settings_rows = list(uow.conn.execute(select(alert_settings)))
         if settings_rows:
-            _budgets_and_balances(ctx, uow, settings_rows, now, raised)
+            _budgets_and_balances(uow, settings_rows, now, raised)
         raised["spike"] = _spikes(uow, now)
         uow.commit()
     return raised
 
 
 def _budgets_and_balances(
-    ctx: Context, uow: UnitOfWork, rows: list[Any], now: datetime, raised: dict[str, int]
+    uow: UnitOfWork, rows: list[Any], now: datetime, raised: dict[str, int]
 ) -> None:
     month = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     own = _accounts_of(uow, [r.user_id for r in rows])
@@ -322,7 +322,6 @@ def _budgets_and_balances(
                 provider_id=None,
             ):
                 raised["low_balance"] += 1
-    del ctx
 
 
 def _spikes(uow: UnitOfWork, now: datetime) -> int:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from sqlalchemy import Table, and_, delete, func, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.sql.elements import ColumnElement
 
 from billfold.domain.analytics import bucket_of, check_range, window_start, windows, zone
@@ -101,8 +101,12 @@ def _fold_usage(uow: UnitOfWork, batch: int) -> int:
     rows = list(conn.execute(select(usage_deltas).order_by(usage_deltas.c.seq).limit(batch)))
     if not rows:
         return 0
-    by_provider: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [Decimal(0), 0, 0])
-    by_user: dict[tuple[Any, ...], list[Any]] = defaultdict(lambda: [Decimal(0), 0, 0])
+
+    def zero() -> dict[str, Any]:
+        return {"quantity": Decimal(0), "events": 0, "amount": 0}
+
+    by_provider: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(zero)
+    by_user: dict[tuple[Any, ...], dict[str, Any]] = defaultdict(zero)
     extra: dict[tuple[Any, ...], tuple[str, str, str]] = {}
     for row in rows:
         for target, key in (
@@ -113,9 +117,9 @@ def _fold_usage(uow: UnitOfWork, batch: int) -> int:
             (by_user, (row.user_id, row.bucket, row.metric_id)),
         ):
             acc = target[key]
-            acc[0] += Decimal(row.quantity)
-            acc[1] += int(row.events)
-            acc[2] += int(row.amount)
+            acc["quantity"] += Decimal(row.quantity)
+            acc["events"] += int(row.events)
+            acc["amount"] += int(row.amount)
         extra[(row.user_id, row.bucket, row.metric_id)] = (
             row.provider_id,
             row.service_id,
@@ -150,10 +154,12 @@ def _upsert(
     uow: UnitOfWork,
     table: Table,
     key_columns: Sequence[str],
-    sums: Mapping[tuple[Any, ...], list[Any]],
+    sums: Mapping[tuple[Any, ...], Mapping[str, Any]],
     extra: Mapping[tuple[Any, ...], dict[str, Any]],
 ) -> None:
-    """Adds `sums` (quantity, events, amount) to the rollup rows with these keys."""
+    """Adds `sums` (value column -> amount to add) to the rollup rows with these keys,
+    creating the rows that do not exist yet (with their `extra` columns). A `quantity` is
+    decimal text, added exactly; the other values are integers."""
     conn = uow.conn
     keys = list(sums)
     columns = [table.c[name] for name in key_columns]
@@ -161,40 +167,42 @@ def _upsert(
     for offset in range(0, len(keys), 300):
         chunk = keys[offset : offset + 300]
         for row in conn.execute(select(table).where(tuple_(*columns).in_(chunk))):
-            existing[tuple(row._mapping[name] for name in key_columns)] = row
+            existing[tuple(row._mapping[name] for name in key_columns)] = row._mapping
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
-    for key, (quantity, events, amount) in sums.items():
-        found: Any = existing.get(key)
+    for key, adds in sums.items():
+        found = existing.get(key)
         if found is None:
             values = dict(zip(key_columns, key, strict=True))
             values.update(extra.get(key, {}))
-            values.update(quantity=format_decimal(quantity), events=events, amount=amount)
+            values.update(_text_quantity(adds))
             inserts.append(values)
         else:
             updates.append(
                 {
-                    **{f"k_{name}": found._mapping[name] for name in key_columns},
-                    "v_quantity": format_decimal(Decimal(found.quantity) + quantity),
-                    "v_events": int(found.events) + events,
-                    "v_amount": int(found.amount) + amount,
+                    **{f"k_{name}": found[name] for name in key_columns},
+                    **{f"v_{name}": _add(name, found[name], value) for name, value in adds.items()},
                 }
             )
     if inserts:
         conn.execute(table.insert(), inserts)
     if updates:
-        from sqlalchemy import bindparam
-
         conn.execute(
             update(table)
             .where(and_(*(table.c[name] == bindparam(f"k_{name}") for name in key_columns)))
-            .values(
-                quantity=bindparam("v_quantity"),
-                events=bindparam("v_events"),
-                amount=bindparam("v_amount"),
-            ),
+            .values(**{name: bindparam(f"v_{name}") for name in next(iter(sums.values()))}),
             updates,
         )
+
+
+def _text_quantity(adds: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: format_decimal(v) if k == "quantity" else v for k, v in adds.items()}
+
+
+def _add(name: str, stored: Any, value: Any) -> Any:
+    if name == "quantity":
+        return format_decimal(Decimal(stored) + value)
+    return int(stored) + value
 
 
 @dataclass
@@ -272,54 +280,21 @@ def _fold_revenue(uow: UnitOfWork, mark: int, batch: int) -> tuple[int, int]:
     sums, count, last = revenue_of_transfers(uow, transfers.c.seq > mark, batch)
     if not count:
         return 0, mark
-    conn = uow.conn
-    keys = list(sums)
-    columns = [revenue_rollup.c[n] for n in ("provider_id", "bucket", "service", "currency")]
-    existing: dict[tuple[Any, ...], Any] = {}
-    for offset in range(0, len(keys), 300):
-        chunk = keys[offset : offset + 300]
-        for row in conn.execute(select(revenue_rollup).where(tuple_(*columns).in_(chunk))):
-            existing[(row.provider_id, row.bucket, row.service, row.currency)] = row._mapping
-    for key, item in sums.items():
-        stored: Any = existing.get(key)
-        if stored is None:
-            conn.execute(
-                revenue_rollup.insert().values(
-                    provider_id=key[0],
-                    bucket=key[1],
-                    service=key[2],
-                    currency=key[3],
-                    gross=item.gross,
-                    refunds=item.refunds,
-                    commission=item.commission,
-                    transfers=item.transfers,
-                )
-            )
-        else:
-            conn.execute(
-                update(revenue_rollup)
-                .where(
-                    *(
-                        c == v
-                        for c, v in zip(
-                            columns,
-                            (
-                                stored["provider_id"],
-                                stored["bucket"],
-                                stored["service"],
-                                stored["currency"],
-                            ),
-                            strict=True,
-                        )
-                    )
-                )
-                .values(
-                    gross=revenue_rollup.c.gross + item.gross,
-                    refunds=revenue_rollup.c.refunds + item.refunds,
-                    commission=revenue_rollup.c.commission + item.commission,
-                    transfers=revenue_rollup.c.transfers + item.transfers,
-                )
-            )
+    _upsert(
+        uow,
+        revenue_rollup,
+        ("provider_id", "bucket", "service", "currency"),
+        {
+            key: {
+                "gross": item.gross,
+                "refunds": item.refunds,
+                "commission": item.commission,
+                "transfers": item.transfers,
+            }
+            for key, item in sums.items()
+        },
+        {},
+    )
     return count, last
 
 
@@ -402,20 +377,14 @@ def _scope(principal: Principal, q: Query) -> Query:
             raise InvalidRequest(
                 "a provider key sees only its own provider", code="other_provider", param="provider"
             )
-        return _replace(q, provider=principal.provider_id)
+        return replace(q, provider=principal.provider_id)
     if principal.role == Role.USER:
         if q.user not in (None, principal.user_id):
             raise InvalidRequest(
                 "a user key sees only its own usage", code="other_user", param="user"
             )
-        return _replace(q, user=principal.user_id)
+        return replace(q, user=principal.user_id)
     return q
-
-
-def _replace(q: Query, **changes: Any) -> Query:
-    from dataclasses import replace
-
-    return replace(q, **changes)
 
 
 def usage_series(ctx: Context, principal: Principal, q: Query) -> list[Series]:
@@ -537,7 +506,7 @@ def revenue_series(ctx: Context, principal: Principal, q: Query) -> list[Series]
         if q.service is not None:
             conditions.append(revenue_rollup.c.service == q.service)
         rows: list[Any] = list(conn.execute(select(revenue_rollup).where(*conditions)))
-        rows.extend(_pending_revenue(uow, q))
+        rows.extend(pending_revenue(uow, q.start, q.end, q.provider, q.service))
     return _series(
         q,
         tz,
@@ -561,20 +530,26 @@ class _RevenueRow:
     transfers: int
 
 
-def _pending_revenue(uow: UnitOfWork, q: Query) -> list[_RevenueRow]:
-    """Revenue of the transfers the folder has not reached yet, in the query's range."""
+def pending_revenue(
+    uow: UnitOfWork,
+    start: datetime,
+    end: datetime,
+    provider: str | None = None,
+    service: str | None = None,
+) -> list[_RevenueRow]:
+    """Revenue of the transfers posted in [start, end) that the folder has not reached."""
     mark = uow.conn.execute(
         select(analytics_state.c.value).where(analytics_state.c.name == REVENUE_MARK)
     ).scalar_one_or_none()
     conditions: list[ColumnElement[bool]] = [
         transfers.c.seq > int(mark or 0),
-        transfers.c.posted_at >= q.start,
-        transfers.c.posted_at < q.end,
+        transfers.c.posted_at >= start,
+        transfers.c.posted_at < end,
     ]
-    if q.provider is not None:
-        conditions.append(transfers.c.provider_id == q.provider)
-    if q.service is not None:
-        conditions.append(transfers.c.service == q.service)
+    if provider is not None:
+        conditions.append(transfers.c.provider_id == provider)
+    if service is not None:
+        conditions.append(transfers.c.service == service)
     sums, _, _ = revenue_of_transfers(uow, and_(*conditions))
     return [
         _RevenueRow(key[0], key[1], key[2], key[3], s.gross, s.refunds, s.commission, s.transfers)
@@ -584,15 +559,6 @@ def _pending_revenue(uow: UnitOfWork, q: Query) -> list[_RevenueRow]:
 
 def _add_revenue(point: Point, row: Any) -> None:
     point.revenue.add(_Revenue(row.gross, row.refunds, row.commission, row.transfers))
-
-
-def money_text(units: int, code: str) -> str:
-    return format_decimal(from_units(units, currency(code)))
-
-
-def raw_usage_count(uow: UnitOfWork) -> int:
-    """How many journal rows wait to be folded (for the health of the folder)."""
-    return int(uow.conn.execute(select(func.count()).select_from(usage_deltas)).scalar_one())
 
 
 # --- subscriptions and top lists ------------------------------------------------------
@@ -720,7 +686,7 @@ def top(
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit is from 1 to 1000", param="limit")
     require_role(principal, Role.ADMIN, Role.PROVIDER)
-    series = usage_series(ctx, principal, _replace(q, window="month", tz=None, group_by=(by,)))
+    series = usage_series(ctx, principal, replace(q, window="month", tz=None, group_by=(by,)))
     ranked = [
         (
             s.group[by],

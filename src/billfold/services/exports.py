@@ -13,7 +13,8 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
+from sqlalchemy.sql.elements import ColumnElement
 
 from billfold.domain.errors import InvalidRequest, PermissionDenied
 from billfold.domain.ledger import AccountKind, TransferKind
@@ -21,6 +22,7 @@ from billfold.domain.money import currency, format_decimal, from_units
 from billfold.services.access import Principal, Role
 from billfold.services.context import Context
 from billfold.services.settlement import _statements, parse_period
+from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
     accounts,
     invoice_lines,
@@ -78,6 +80,31 @@ def _as_csv(rows: Iterator[list[Any]]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
+def _own(principal: Principal, table: Table) -> list[ColumnElement[bool]]:
+    """A provider exports its own rows, a user its own; an admin everything."""
+    if principal.role == Role.PROVIDER:
+        return [table.c.provider_id == principal.provider_id]
+    if principal.role == Role.USER:
+        return [table.c.user_id == principal.user_id]
+    return []
+
+
+def _pages(uow: UnitOfWork, table: Table, *where: ColumnElement[bool]) -> Iterator[list[Any]]:
+    """The rows `where` selects, PAGE at a time, in `seq` order (keyset paging)."""
+    after = 0
+    while True:
+        page = list(
+            uow.conn.execute(
+                select(table).where(*where, table.c.seq > after).order_by(table.c.seq).limit(PAGE)
+            )
+        )
+        if page:
+            yield page
+        if len(page) < PAGE:
+            return
+        after = page[-1].seq
+
+
 def _usage(
     ctx: Context, principal: Principal, start: Any, end: Any, _period: str
 ) -> Iterator[list[Any]]:
@@ -96,23 +123,14 @@ def _usage(
         metric_codes = {
             r.id: r.code for r in uow.conn.execute(select(metrics.c.id, metrics.c.code))
         }
-        after = 0
-        while True:
-            query = (
-                select(usage_events)
-                .where(
-                    usage_events.c.occurred_at >= start,
-                    usage_events.c.occurred_at < end,
-                    usage_events.c.seq > after,
-                )
-                .order_by(usage_events.c.seq)
-                .limit(PAGE)
-            )
-            if principal.role == Role.PROVIDER:
-                query = query.where(usage_events.c.provider_id == principal.provider_id)
-            elif principal.role == Role.USER:
-                query = query.where(usage_events.c.user_id == principal.user_id)
-            page = list(uow.conn.execute(query))
+        own = _own(principal, usage_events)
+        for page in _pages(
+            uow,
+            usage_events,
+            usage_events.c.occurred_at >= start,
+            usage_events.c.occurred_at < end,
+            *own,
+        ):
             for r in page:
                 yield [
                     r.event_id,
@@ -124,9 +142,6 @@ def _usage(
                     r.value,
                     r.ingested_at.isoformat(),
                 ]
-            if len(page) < PAGE:
-                return
-            after = page[-1].seq
 
 
 def _charges(
@@ -137,26 +152,14 @@ def _charges(
         "currency", "amount", "provider_share", "commission", "reverses", "description",
     ]  # fmt: skip
     with ctx.db.unit_of_work(read_only=True) as uow:
-        after = 0
-        while True:
-            query = (
-                select(transfers)
-                .where(
-                    transfers.c.posted_at >= start,
-                    transfers.c.posted_at < end,
-                    transfers.c.kind.in_(CHARGE_KINDS),
-                    transfers.c.seq > after,
-                )
-                .order_by(transfers.c.seq)
-                .limit(PAGE)
-            )
-            if principal.role == Role.PROVIDER:
-                query = query.where(transfers.c.provider_id == principal.provider_id)
-            elif principal.role == Role.USER:
-                query = query.where(transfers.c.user_id == principal.user_id)
-            page = list(uow.conn.execute(query))
-            if not page:
-                return
+        for page in _pages(
+            uow,
+            transfers,
+            transfers.c.posted_at >= start,
+            transfers.c.posted_at < end,
+            transfers.c.kind.in_(CHARGE_KINDS),
+            *_own(principal, transfers),
+        ):
             split: dict[int, dict[str, Any]] = defaultdict(lambda: {"p": 0, "c": 0, "cur": None})
             for p in uow.conn.execute(
                 select(
@@ -182,9 +185,6 @@ def _charges(
                     format_decimal(from_units(entry["c"], cur)),
                     t.reverses, t.description,
                 ]  # fmt: skip
-            if len(page) < PAGE:
-                return
-            after = page[-1].seq
 
 
 def _invoices(

@@ -31,12 +31,11 @@ from billfold.domain.money import Currency, currency, from_units, parse_amount, 
 from billfold.ids import new_id
 from billfold.services import audit, ledger
 from billfold.services.access import Principal, require_admin, require_provider_access
-from billfold.services.analytics import REVENUE_MARK, revenue_of_transfers
+from billfold.services.analytics import pending_revenue, revenue_of_transfers
 from billfold.services.context import Context
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
     accounts,
-    analytics_state,
     invoice_lines,
     invoices,
     ledger_head,
@@ -128,20 +127,11 @@ def _rollup_revenue(
         acc = found[(row[0], row[1], row[2])]
         for i in range(4):
             acc[i] += int(row[3 + i])
-    mark = conn.execute(
-        select(analytics_state.c.value).where(analytics_state.c.name == REVENUE_MARK)
-    ).scalar_one_or_none()
-    pending = [
-        transfers.c.seq > int(mark or 0),
-        transfers.c.posted_at >= start,
-        transfers.c.posted_at < end,
-    ]
-    if provider_id is not None:
-        pending.append(transfers.c.provider_id == provider_id)
-    sums, _, _ = revenue_of_transfers(uow, and_(*pending))
-    for (provider, _bucket, service, cur), item in sums.items():
-        acc = found[(provider, service, cur)]
-        for i, value in enumerate((item.gross, item.refunds, item.commission, item.transfers)):
+    for pending in pending_revenue(uow, start, end, provider_id):
+        acc = found[(pending.provider_id, pending.service, pending.currency)]
+        for i, value in enumerate(
+            (pending.gross, pending.refunds, pending.commission, pending.transfers)
+        ):
             acc[i] += value
     return found
 
