@@ -527,8 +527,9 @@ def deliver_due(
     same `webhook-id`: at least once, and receivers can tell a repeat.
     """
     counts = {"delivered": 0, "retried": 0, "failed": 0}
-    own = client is None
-    http = client or httpx.Client(timeout=10.0)
+    # A client of our own is made only when a message is due: the worker calls this
+    # every round, and most rounds have nothing to send.
+    http = client
     try:
         for _ in range(limit):
             now = ctx.clock.now()
@@ -561,6 +562,8 @@ def deliver_due(
                     "webhook-signature": sign(secret, row.id, stamp, row.payload),
                 }
                 status, error = None, None
+                if http is None:
+                    http = httpx.Client(timeout=10.0)
                 try:
                     response = http.post(row.url, content=row.payload.encode(), headers=headers)
                     status = response.status_code
@@ -587,6 +590,6 @@ def deliver_due(
                 uow.commit()
                 log.info("webhook", id=row.id, status=status, attempts=attempts, error=error)
     finally:
-        if own:
+        if client is None and http is not None:
             http.close()
     return counts
