@@ -30,12 +30,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 from sqlalchemy import delete
 
+from billfold import catalog, parties
 from billfold.clock import TestClock
 from billfold.config import Settings
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
 from billfold.crypto import Cipher
-from billfold.services import billing, catalog, parties
-from billfold.services.access import SYSTEM, Principal, Role
-from billfold.services.context import Context
+from billfold.invoicing import billing
 from billfold.store.bulk import db_datetime, insert_rows
 from billfold.store.db import Database
 from billfold.store.migrate import upgrade

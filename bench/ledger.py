@@ -29,8 +29,11 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from billfold import ledger, parties
 from billfold.clock import SystemClock
 from billfold.config import Settings
+from billfold.core.access import SYSTEM
+from billfold.core.context import Context
 from billfold.crypto import Cipher
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
@@ -40,9 +43,6 @@ from billfold.domain.ledger import (
     TransferKind,
     TransferSpec,
 )
-from billfold.services import ledger, parties
-from billfold.services.access import SYSTEM
-from billfold.services.context import Context
 from billfold.store.bulk import db_datetime, insert_rows
 from billfold.store.db import Database
 from billfold.store.migrate import upgrade
@@ -67,7 +67,7 @@ def context(url: str, home: Path) -> Context:
 def accounts(ctx: Context) -> tuple[int, int, int, int]:
     now = ctx.clock.now()
     with ctx.db.unit_of_work() as uow:
-        ensure = ctx.accounts.ensure
+        ensure = ledger.ensure_account
         ids = (
             ensure(uow, OwnerType.USER, "bench-user", AccountKind.WALLET, "USD", now=now, floor=0),
             ensure(

@@ -25,10 +25,10 @@ import uvicorn
 
 from billfold.clock import TestClock
 from billfold.config import Settings
+from billfold.core.access import SYSTEM, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
 from billfold.crypto import Cipher
-from billfold.services.access import SYSTEM, Role
-from billfold.services.context import Context
-from billfold.services.keys import create_key
 from billfold.store.db import Database, sqlite_url
 from billfold.store.migrate import upgrade
 

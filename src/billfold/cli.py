@@ -24,7 +24,7 @@ err = Console(stderr=True)
 
 
 def _context(migrate: bool = True):  # type: ignore[no-untyped-def]
-    from billfold.services.context import build_context
+    from billfold.core.context import build_context
 
     return build_context(Settings(), migrate=migrate)
 
@@ -89,9 +89,9 @@ def keys_create(
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
 ) -> None:
     """Prints a new API key. This is the only time the key is shown."""
+    from billfold.core.access import SYSTEM, Role
+    from billfold.core.keys import create_key
     from billfold.domain.errors import BillfoldError
-    from billfold.services.access import SYSTEM, Role
-    from billfold.services.keys import create_key
 
     try:
         role_value = Role(role)
@@ -129,7 +129,7 @@ def quote(
     ],
 ) -> None:
     """Prints the quote JSON for that usage under that plan. Needs no database."""
-    from billfold.api.exact_json import loads_exact
+    from billfold.core.exact_json import loads_exact
     from billfold.domain.errors import BillfoldError
     from billfold.domain.pricing import parse_plan, parse_usage
     from billfold.domain.pricing import quote as price
@@ -153,8 +153,8 @@ def verify_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Checks every ledger invariant; exits non-zero if any is broken."""
-    from billfold.services.access import SYSTEM
-    from billfold.services.verify import verify
+    from billfold.core.access import SYSTEM
+    from billfold.ledger.verify import verify
 
     ctx = _context()
     with Progress(
@@ -222,7 +222,7 @@ def bill_run_command(
 ) -> None:
     """Runs renewals, invoice finalization, dunning and hold expiry; safe to rerun."""
     from billfold.domain.pricing import parse_time
-    from billfold.services.billing import bill_run
+    from billfold.invoicing.billing import bill_run
 
     ctx = _context()
     moment = parse_time(as_of, "as_of") if as_of else None
@@ -252,7 +252,7 @@ def reconcile_command(
 ) -> None:
     """Proves that statements, invoices and the ledger agree for a month; names every
     difference and exits non-zero if there is one."""
-    from billfold.services.settlement import reconcile
+    from billfold.settlement import reconcile
 
     ctx = _context()
     with Progress(
@@ -301,8 +301,8 @@ def export_command(
     out: Annotated[Path | None, typer.Option("--out", help="A file; default stdout.")] = None,
 ) -> None:
     """Writes a month's usage, charges, invoices or statements as CSV."""
-    from billfold.services.access import SYSTEM
-    from billfold.services.exports import export_csv
+    from billfold.core.access import SYSTEM
+    from billfold.settlement.exports import export_csv
 
     ctx = _context()
     chunks = export_csv(ctx, SYSTEM, kind, period)

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from billfold.services.access import SYSTEM, Role
-from billfold.services.context import Context
-from billfold.services.keys import create_key
+from billfold.core.access import SYSTEM, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
 from billfold.store.tables import accounts, audit_log, providers, transfers, users
 from tests.conftest import LiveServer
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from billfold.services.access import SYSTEM, Role
-from billfold.services.context import Context
-from billfold.services.keys import create_key
+from billfold.core.access import SYSTEM, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
 from tests.conftest import LiveServer
 
 

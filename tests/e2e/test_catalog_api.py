@@ -15,9 +15,9 @@ import httpx
 import pytest
 
 from billfold.clock import TestClock
-from billfold.services.access import SYSTEM, Role
-from billfold.services.context import Context
-from billfold.services.keys import create_key
+from billfold.core.access import SYSTEM, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
 from tests.conftest import LiveServer
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from sqlalchemy import update
 
-from billfold.services import parties
-from billfold.services.access import SYSTEM
+from billfold import parties
+from billfold.core.access import SYSTEM
 from billfold.store.tables import postings
 from tests.conftest import TEST_SECRET, make_context
 

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from billfold import catalog, parties
 from billfold.client import BillfoldClient, BillfoldClientError
-from billfold.services import catalog, parties
-from billfold.services.access import SYSTEM, Principal, Role
-from billfold.services.context import Context
-from billfold.services.keys import create_key
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
 from billfold.store.tables import usage_events
 from tests.conftest import START, LiveServer
 

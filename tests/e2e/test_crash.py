@@ -19,14 +19,14 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from billfold import parties
 from billfold.clock import SystemClock
+from billfold.core.access import SYSTEM, Role
+from billfold.core.keys import create_key
 from billfold.domain.money import currency, to_units
 from billfold.domain.pricing import MetricUsage, parse_plan, price_charge
 from billfold.domain.rating import units_due
-from billfold.services import parties
-from billfold.services.access import SYSTEM, Role
-from billfold.services.keys import create_key
-from billfold.services.verify import verify
+from billfold.ledger.verify import verify
 from billfold.store.tables import usage_events
 from tests.conftest import TEST_SECRET, make_context
 from tests.integration.helpers import funded_user, metered_catalog

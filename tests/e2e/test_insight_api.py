@@ -8,9 +8,9 @@ from decimal import Decimal
 
 import httpx
 
-from billfold.services.access import SYSTEM, Role
-from billfold.services.context import Context
-from billfold.services.keys import create_key
+from billfold.core.access import SYSTEM, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
 from tests.conftest import LiveServer
 
 PLAN = {

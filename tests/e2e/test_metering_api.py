@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from billfold.clock import TestClock
+from billfold.core.access import SYSTEM, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
 from billfold.domain.pricing import parse_plan, parse_usage, quote
 from billfold.domain.rating import units_due
-from billfold.services.access import SYSTEM, Role
-from billfold.services.context import Context
-from billfold.services.keys import create_key
-from billfold.services.verify import verify
+from billfold.ledger.verify import verify
 from billfold.store.tables import usage_events, usage_periods
 from billfold.workers.housekeeping import run_once
 from tests.conftest import LiveServer, make_context

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from billfold import catalog, ledger, parties
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
     AccountKind,
@@ -13,9 +16,6 @@ from billfold.domain.ledger import (
     TransferSpec,
 )
 from billfold.ids import new_id
-from billfold.services import catalog, parties
-from billfold.services.access import SYSTEM, Principal, Role
-from billfold.services.context import Context
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Books:
 def open_books(ctx: Context, owner: str = "u1", *, floor: int = 0, currency: str = "USD") -> Books:
     now = ctx.clock.now()
     with ctx.db.unit_of_work() as uow:
-        ensure = ctx.accounts.ensure
+        ensure = ledger.ensure_account
         books = Books(
             wallet=ensure(
                 uow, OwnerType.USER, owner, AccountKind.WALLET, currency, now=now, floor=floor

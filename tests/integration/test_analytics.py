@@ -7,14 +7,14 @@ from decimal import Decimal
 
 import pytest
 
+from billfold import analytics, catalog, ledger, metering, parties, settlement
+from billfold.analytics import Query
 from billfold.clock import TestClock
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
 from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import AccountKind, OwnerType
 from billfold.domain.money import currency, from_units
-from billfold.services import analytics, catalog, ledger, metering, parties, settlement
-from billfold.services.access import SYSTEM, Principal, Role
-from billfold.services.analytics import Query
-from billfold.services.context import Context
 
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -229,7 +229,7 @@ def test_reconcile_names_a_difference(ctx: Context, world: dict[str, object]) ->
 def test_top_lists_and_subscription_metrics(
     ctx: Context, clock: TestClock, world: dict[str, object]
 ) -> None:
-    from billfold.services import subscriptions
+    from billfold import subscriptions
 
     maps, users = world["maps"], world["users"]
     assert isinstance(maps, Principal) and isinstance(users, list)

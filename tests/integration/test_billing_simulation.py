@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from billfold import catalog, parties, subscriptions
 from billfold.clock import TestClock
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
 from billfold.domain.billing import Schedule
-from billfold.services import billing, catalog, parties, subscriptions
-from billfold.services.access import SYSTEM, Principal, Role
-from billfold.services.context import Context
-from billfold.services.verify import verify
+from billfold.invoicing import billing
+from billfold.ledger.verify import verify
 from billfold.store.tables import invoice_lines, invoices
 from billfold.store.tables import subscriptions as subscription_table
 from tests.conftest import TEST_SECRET, make_context

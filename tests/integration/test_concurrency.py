@@ -14,12 +14,12 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from billfold import parties
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
 from billfold.domain.errors import InsufficientFunds
-from billfold.services import parties
-from billfold.services.access import SYSTEM, Principal, Role
-from billfold.services.context import Context
-from billfold.services.keys import create_key
-from billfold.services.verify import verify
+from billfold.ledger.verify import verify
 from billfold.store.tables import transfers
 from tests.conftest import LiveServer
 

@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
+from billfold import ledger
+from billfold.core.context import Context
 from billfold.domain.money import currency, from_units, to_units
-from billfold.services import ledger
-from billfold.services.context import Context
 from tests.integration.helpers import charge_spec, open_books, top_up_spec
 
 BATCH = 10_000

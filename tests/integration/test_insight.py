@@ -16,11 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from billfold import alerts, analytics, catalog, metering, parties
+from billfold.analytics import simulator
 from billfold.clock import TestClock
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
 from billfold.domain.errors import InvalidRequest, NotFound, PermissionDenied
-from billfold.services import alerts, analytics, catalog, exports, metering, parties, simulator
-from billfold.services.access import SYSTEM, Principal, Role
-from billfold.services.context import Context
+from billfold.settlement import exports
 
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
 

@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import delete, select, update
 
+from billfold import ledger
 from billfold.clock import TestClock
+from billfold.core.context import Context
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import TransferKind
-from billfold.services import ledger
-from billfold.services.context import Context
-from billfold.services.verify import verify_in
+from billfold.ledger.verify import verify_in
 from billfold.store.tables import accounts, ledger_head, postings, transfers
 from tests.integration.helpers import Books, charge_spec, open_books, top_up_spec
 
@@ -387,12 +387,12 @@ def test_an_account_created_in_a_rolled_back_transaction_is_not_remembered(ctx: 
 
     now = ctx.clock.now()
     with ctx.db.unit_of_work() as uow:
-        ctx.accounts.ensure(
+        ledger.ensure_account(
             uow, OwnerType.PROVIDER, "ghost", AccountKind.PROVIDER_EARNINGS, "USD", now=now
         )
         # Rolled back on exit: the row was never committed.
     with ctx.db.unit_of_work() as uow:
-        account_id = ctx.accounts.ensure(
+        account_id = ledger.ensure_account(
             uow, OwnerType.PROVIDER, "ghost", AccountKind.PROVIDER_EARNINGS, "USD", now=now
         )
         assert (

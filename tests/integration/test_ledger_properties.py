@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
+from billfold import ledger
 from billfold.clock import TestClock
+from billfold.core.context import Context
 from billfold.domain.errors import BillfoldError, Conflict, InsufficientFunds, NotFound
 from billfold.domain.ledger import TransferKind
-from billfold.services import ledger
-from billfold.services.context import Context
-from billfold.services.verify import verify_in
+from billfold.ledger.verify import verify_in
 from tests.conftest import START, make_context
 from tests.integration.helpers import Books, charge_spec, open_books, top_up_spec
 

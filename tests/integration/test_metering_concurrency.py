@@ -17,14 +17,14 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
+from billfold import authorizations, metering, parties
 from billfold.clock import SystemClock
+from billfold.core.access import SYSTEM
+from billfold.core.context import Context
 from billfold.domain.money import currency, to_units
 from billfold.domain.pricing import MetricUsage, parse_plan, price_charge
 from billfold.domain.rating import units_due
-from billfold.services import limits, metering, parties
-from billfold.services.access import SYSTEM
-from billfold.services.context import Context
-from billfold.services.verify import verify
+from billfold.ledger.verify import verify
 from billfold.store.tables import usage_events
 from tests.integration.helpers import funded_user, metered_catalog
 
@@ -77,7 +77,7 @@ def test_concurrent_metering_and_authorizations(pg_ctx: Context) -> None:
                     with lock:
                         accepted += result.accepted
                     continue
-                auth = limits.authorize(
+                auth = authorizations.authorize(
                     ctx,
                     me,
                     user_ref=rng.choice(users),
@@ -89,12 +89,12 @@ def test_concurrent_metering_and_authorizations(pg_ctx: Context) -> None:
                     continue
                 if rng.random() < 0.6:
                     used = rng.randint(0, 5)
-                    limits.capture(ctx, me, auth.id, quantity=used)
+                    authorizations.capture(ctx, me, auth.id, quantity=used)
                     if used:
                         with lock:
                             accepted += 1  # The capture records its usage as one event.
                 else:
-                    limits.void(ctx, me, auth.id)
+                    authorizations.void(ctx, me, auth.id)
         except BaseException as error:  # Reported below with the thread's seed.
             errors.append(error)
 

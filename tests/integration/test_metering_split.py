@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from billfold import catalog, ledger, metering, parties
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
 from billfold.domain.ledger import PLATFORM_OWNER_ID, AccountKind, OwnerType
 from billfold.domain.money import currency, from_units
-from billfold.services import catalog, ledger, metering, parties
-from billfold.services.access import SYSTEM, Principal, Role
-from billfold.services.context import Context
 from tests.conftest import START
 
 

@@ -7,13 +7,14 @@ from decimal import Decimal
 
 import pytest
 
+from billfold import catalog, metering, parties, subscriptions
+from billfold.authorizations import entitlements
 from billfold.clock import TestClock
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
 from billfold.domain.errors import InsufficientFunds
-from billfold.services import billing, catalog, invoices, metering, parties, subscriptions
-from billfold.services.access import SYSTEM, Principal, Role
-from billfold.services.context import Context
-from billfold.services.limits import entitlements
-from billfold.services.verify import verify
+from billfold.invoicing import billing, invoices
+from billfold.ledger.verify import verify
 
 
 def _plan(code: str, fee: str, **extra: object) -> dict[str, object]:

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from billfold.alerts import sign
 from billfold.domain.analytics import (
     bucket_of,
     check_range,
@@ -17,7 +18,6 @@ from billfold.domain.analytics import (
     zone,
 )
 from billfold.domain.errors import InvalidRequest
-from billfold.services.alerts import sign
 
 
 def test_buckets_are_utc_quarter_hours() -> None:

@@ -9,10 +9,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from billfold import __version__
+from billfold.alerts import router as alerts_router
+from billfold.analytics import router as analytics_router
 from billfold.api import errors
 from billfold.api.middleware import BodyLimitMiddleware, IdempotencyMiddleware, RequestLogMiddleware
-from billfold.api.routers import admin, billing, catalog, insight, parties, usage
-from billfold.services.context import Context
+from billfold.authorizations import router as authorizations_router
+from billfold.catalog import router as catalog_router
+from billfold.core import router as core_router
+from billfold.core.context import Context
+from billfold.invoicing import router as invoicing_router
+from billfold.ledger import router as ledger_router
+from billfold.metering import router as metering_router
+from billfold.parties import router as parties_router
+from billfold.settlement import router as settlement_router
+from billfold.subscriptions import router as subscriptions_router
 from billfold.workers.housekeeping import Housekeeper
 
 
@@ -39,13 +49,21 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
-    app.include_router(parties.router)
-    app.include_router(catalog.router)
-    app.include_router(usage.router)
-    app.include_router(billing.router)
-    app.include_router(insight.router)
-    app.include_router(admin.router)
-    app.include_router(admin.health)
+    for feature in (
+        parties_router,
+        catalog_router,
+        metering_router,
+        authorizations_router,
+        subscriptions_router,
+        invoicing_router,
+        analytics_router,
+        settlement_router,
+        alerts_router,
+        ledger_router,
+        core_router,
+    ):
+        app.include_router(feature.router)
+    app.include_router(core_router.health)
     # Middleware runs outermost-last: the request id and log wrap everything, then the
     # body limit, then idempotency (which reads the body, already bounded).
     app.add_middleware(IdempotencyMiddleware, ctx=ctx)
@@ -77,8 +95,8 @@ def app_from_environment() -> FastAPI:
     The parent process has already created or upgraded the schema.
     """
     from billfold.config import Settings
+    from billfold.core.context import build_context
     from billfold.logging import configure
-    from billfold.services.context import build_context
 
     settings = Settings()
     configure(settings.log_level, json=settings.log_json)

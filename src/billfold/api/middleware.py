@@ -14,8 +14,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from billfold.api.errors import error_body
+from billfold.core.context import Context
 from billfold.ids import new_id
-from billfold.services.context import Context
 from billfold.store.tables import idempotency_keys
 
 Scope = MutableMapping[str, Any]

@@ -69,7 +69,3 @@ class InsufficientFunds(BillfoldError):
 class LimitExceeded(BillfoldError):
     type = "limit_exceeded"
     status = 400
-
-
-class PayloadTooLarge(LimitExceeded):
-    status = 413

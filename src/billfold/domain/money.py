@@ -164,11 +164,6 @@ def to_units(amount: Decimal, cur: Currency, *, param: str = "amount") -> int:
     return units
 
 
-def units_rounded(amount: Decimal, cur: Currency) -> int:
-    """The ledger units nearest to `amount`, half-up; for computed amounts such as shares."""
-    return int(amount.scaleb(cur.ledger_scale, MONEY_CONTEXT).to_integral_value(ROUND_HALF_UP))
-
-
 def from_units(units: int, cur: Currency) -> Decimal:
     """The exact amount of a number of ledger units."""
     return Decimal(units).scaleb(-cur.ledger_scale, MONEY_CONTEXT)

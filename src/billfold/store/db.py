@@ -97,14 +97,14 @@ class Database:
             lock_file = Path(database + ".writelock") if database not in ("", ":memory:") else None
             self._write_lock = WriteLock(lock_file)
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.dialect == "postgresql"
-
     def unit_of_work(self, *, read_only: bool = False) -> UnitOfWork:
         return UnitOfWork(
             self.engine, read_only=read_only, write_lock=None if read_only else self._write_lock
         )
+
+    def write_lock(self) -> WriteLock | None:
+        """The lock writers queue on (SQLite), or None where the database orders them."""
+        return self._write_lock
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -113,18 +113,23 @@ class Database:
 
 
 class WriteLock:
-    """A re-entrant lock across the threads of this process and, with a file, across
-    processes (flock). Only the outermost acquire of a thread takes the file lock."""
+    """SQLite's one writer at a time: across the threads of this process and, with a file,
+    across processes (flock).
+
+    A unit of work holds it from its start to its end. A request's unit may start in one
+    thread and end in another (FastAPI runs a dependency's start and end as separate
+    thread-pool calls), so this is a plain lock, which any thread may release, and not
+    re-entrant: units never nest, since service functions never open their own.
+    """
 
     def __init__(self, path: Path | None) -> None:
-        self._lock = threading.RLock()
-        self._depth = 0
+        self._lock = threading.Lock()
         self._file = open(path, "a+b") if path is not None else None  # noqa: SIM115
 
     def acquire(self) -> None:
-        self._lock.acquire()
-        self._depth += 1
-        if self._depth == 1 and self._file is not None:
+        if not self._lock.acquire(timeout=SQLITE_BUSY_TIMEOUT_MS / 1000):
+            raise TimeoutError("the database stayed busy; try again")
+        if self._file is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX)
 
     def close(self) -> None:
@@ -133,8 +138,7 @@ class WriteLock:
             self._file = None
 
     def release(self) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._file is not None:
+        if self._file is not None:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
         self._lock.release()
 
@@ -168,10 +172,27 @@ class UnitOfWork:
     def dialect(self) -> str:
         return self._engine.dialect.name
 
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def read_only(self) -> bool:
+        return self._read_only
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection is not None
+
     def __enter__(self) -> Self:
         if self._write_lock is not None:
             self._write_lock.acquire()
-        connection = self._engine.connect()
+        try:
+            connection = self._engine.connect()
+        except BaseException:
+            if self._write_lock is not None:
+                self._write_lock.release()
+            raise
         if self._read_only:
             connection = connection.execution_options(**{READ_ONLY_OPTION: True})
         self._connection = connection
@@ -198,15 +219,19 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: types.TracebackType | None,
     ) -> None:
-        connection = self._connection
-        self._connection = None
+        self.close()
+
+    def close(self) -> None:
+        """Rolls back what was not committed and gives the connection and lock back; once."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
         try:
-            if connection is not None:
-                try:
-                    if connection.in_transaction():
-                        connection.rollback()
-                finally:
-                    connection.close()
+            try:
+                if connection.in_transaction():
+                    connection.rollback()
+            finally:
+                connection.close()
         finally:
             if self._write_lock is not None:
                 self._write_lock.release()

@@ -10,8 +10,9 @@ from datetime import timedelta
 import structlog
 from sqlalchemy import delete
 
-from billfold.services import alerts, analytics, billing, ledger
-from billfold.services.context import Context
+from billfold import alerts, analytics, ledger
+from billfold.core.context import Context
+from billfold.invoicing import billing
 from billfold.store.tables import idempotency_keys
 
 log = structlog.get_logger("billfold.workers")

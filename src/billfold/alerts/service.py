@@ -1,0 +1,595 @@
+"""Insight beyond the usual: balance forecasts, budgets, low-balance and spike alerts,
+delivered as Standard Webhooks from a durable outbox.
+
+An alert is stored once (its `key` says what it is about), and in the same transaction a
+message for every webhook endpoint that should hear of it is put in the outbox. The
+housekeeping worker delivers due messages and retries failures with backoff; a message
+keeps its id across retries, so receivers can drop duplicates (delivery is at least once).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+from urllib.parse import urlparse
+
+import httpx
+import structlog
+from sqlalchemy import and_, func, or_, select, update
+
+from billfold import ledger
+from billfold.core.access import Principal, Role, require_user_access
+from billfold.core.context import Context
+from billfold.domain.analytics import Forecast, forecast, is_spike
+from billfold.domain.errors import InvalidRequest, NotFound
+from billfold.domain.ledger import AccountKind, OwnerType, TransferKind
+from billfold.domain.money import currency, format_decimal, from_units, parse_amount, to_units
+from billfold.ids import new_id
+from billfold.parties import load_user
+from billfold.store.db import UnitOfWork
+from billfold.store.tables import (
+    accounts,
+    alert_settings,
+    alerts,
+    analytics_state,
+    postings,
+    transfers,
+    usage_rollup_users,
+    users,
+    webhook_endpoints,
+    webhook_messages,
+)
+
+log = structlog.get_logger("billfold.webhooks")
+
+DEFAULT_THRESHOLDS: Final = (50, 80, 100)
+EVENT_TYPES: Final = ("budget.threshold", "balance.low", "usage.spike")
+# Standard Webhooks recommends retrying with growing delays for about a day.
+BACKOFF_S: Final = (5, 300, 1800, 7200, 18000, 36000, 36000)
+SPIKE_FACTOR: Final = Decimal(3)
+SPIKE_HISTORY_DAYS: Final = 14
+SPIKE_MARK: Final = "spike_day"
+
+
+# --- settings and the forecast --------------------------------------------------------
+
+
+@dataclass
+class AlertSettings:
+    user_id: str
+    currency: str
+    monthly_budget: Decimal | None
+    thresholds: tuple[int, ...]
+    low_balance: Decimal | None
+
+
+def set_settings(
+    ctx: Context,
+    principal: Principal,
+    user_ref: str,
+    *,
+    monthly_budget: object | None,
+    thresholds: list[int] | None,
+    low_balance: object | None,
+) -> AlertSettings:
+    """A user's monthly budget (with alert thresholds, in percent) and low-balance level."""
+    now = ctx.clock.now()
+    with ctx.db.unit_of_work() as uow:
+        user = load_user(ctx, uow, user_ref)
+        require_user_access(principal, user.id)
+        cur = user.currency
+        budget = (
+            None if monthly_budget is None else parse_amount(monthly_budget, param="monthly_budget")
+        )
+        low = None if low_balance is None else parse_amount(low_balance, param="low_balance")
+        marks = tuple(sorted(set(thresholds or DEFAULT_THRESHOLDS)))
+        if any(not 1 <= t <= 1000 for t in marks):
+            raise InvalidRequest("thresholds are percentages from 1 to 1000", param="thresholds")
+        values = {
+            "monthly_budget": None
+            if budget is None
+            else to_units(budget, cur, param="monthly_budget"),
+            "budget_thresholds": ",".join(map(str, marks)),
+            "low_balance": None if low is None else to_units(low, cur, param="low_balance"),
+            "updated_at": now,
+        }
+        done = uow.conn.execute(
+            update(alert_settings).where(alert_settings.c.user_id == user.id).values(values)
+        ).rowcount
+        if not done:
+            uow.conn.execute(alert_settings.insert().values(user_id=user.id, **values))
+        uow.commit()
+    return AlertSettings(user.id, cur.code, budget, marks, low)
+
+
+def _accounts_of(uow: UnitOfWork, user_ids: list[str]) -> dict[str, list[int]]:
+    found: dict[str, list[int]] = defaultdict(list)
+    for row in uow.conn.execute(
+        select(accounts.c.id, accounts.c.owner_id).where(
+            accounts.c.owner_type == str(OwnerType.USER),
+            accounts.c.owner_id.in_(user_ids),
+            accounts.c.kind.in_((str(AccountKind.WALLET), str(AccountKind.RECEIVABLE))),
+        )
+    ):
+        found[row.owner_id].append(int(row.id))
+    return found
+
+
+def spent_since(uow: UnitOfWork, account_ids: list[int], since: datetime) -> dict[datetime, int]:
+    """What the user spent per UTC day since `since`: every movement of its wallet and
+    receivable but top-ups (money in) and invoice payments (between the two)."""
+    if not account_ids:
+        return {}
+    per_day: dict[datetime, int] = defaultdict(int)
+    for row in uow.conn.execute(
+        select(transfers.c.posted_at, postings.c.amount)
+        .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
+        .where(
+            postings.c.account_id.in_(account_ids),
+            transfers.c.posted_at >= since,
+            transfers.c.kind.notin_((str(TransferKind.TOP_UP), str(TransferKind.INVOICE_PAYMENT))),
+        )
+    ):
+        day = row.posted_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        per_day[day] -= int(row.amount)
+    return per_day
+
+
+def balance_forecast(
+    ctx: Context, principal: Principal, user_ref: str, *, days: int = 14
+) -> tuple[str, Decimal, Forecast]:
+    """Days until a prepaid user's balance runs out at the mean daily spend of `days` days."""
+    if not 1 <= days <= 365:
+        raise InvalidRequest("days is from 1 to 365", param="days")
+    now = ctx.clock.now()
+    from billfold.parties import user_balance_of
+
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        user = load_user(ctx, uow, user_ref)
+        require_user_access(principal, user.id)
+        own = _accounts_of(uow, [user.id])[user.id]
+        spent = spent_since(uow, own, now - timedelta(days=days))
+    available = user_balance_of(ctx, user).available
+    cur = user.currency
+    return (
+        cur.code,
+        available,
+        forecast(available, [from_units(v, cur) for v in spent.values()], now, days),
+    )
+
+
+# --- alerts ---------------------------------------------------------------------------
+
+
+@dataclass
+class AlertView:
+    id: str
+    type: str
+    user_id: str | None
+    provider_id: str | None
+    data: dict[str, Any]
+    created_at: datetime
+
+
+def _raise(
+    uow: UnitOfWork,
+    key: str,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    now: datetime,
+    user_id: str | None,
+    provider_id: str | None,
+) -> bool:
+    """Stores the alert unless it exists, and queues it for every endpoint that listens."""
+    if uow.conn.execute(select(alerts.c.id).where(alerts.c.key == key)).first() is not None:
+        return False
+    alert_id = new_id("alrt")
+    uow.conn.execute(
+        alerts.insert().values(
+            id=alert_id,
+            key=key,
+            type=type_,
+            user_id=user_id,
+            provider_id=provider_id,
+            data=json.dumps(data, sort_keys=True),
+            created_at=now,
+        )
+    )
+    owners = [("platform", "platform")]
+    if user_id:
+        owners.append(("user", user_id))
+    if provider_id:
+        owners.append(("provider", provider_id))
+    for endpoint in uow.conn.execute(
+        select(webhook_endpoints).where(
+            or_(
+                *(
+                    and_(webhook_endpoints.c.owner_type == t, webhook_endpoints.c.owner_id == o)
+                    for t, o in owners
+                )
+            )
+        )
+    ):
+        wanted = endpoint.event_types.split(",") if endpoint.event_types else EVENT_TYPES
+        if type_ not in wanted:
+            continue
+        payload = {
+            "type": type_,
+            "timestamp": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "data": {"alert": alert_id, "user": user_id, "provider": provider_id, **data},
+        }
+        uow.conn.execute(
+            webhook_messages.insert().values(
+                id=new_id("msg"),
+                endpoint_id=endpoint.id,
+                event_type=type_,
+                payload=json.dumps(payload, sort_keys=True, separators=(",", ":")),
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+    return True
+
+
+def evaluate(ctx: Context) -> dict[str, int]:
+    """Raises the alerts the facts now call for: budgets, low balances and spikes."""
+    now = ctx.clock.now()
+    raised = {"budget": 0, "low_balance": 0, "spike": 0}
+    with ctx.db.unit_of_work() as uow:
+        settings_rows = list(uow.conn.execute(select(alert_settings)))
+        if settings_rows:
+            _budgets_and_balances(uow, settings_rows, now, raised)
+        raised["spike"] = _spikes(uow, now)
+        uow.commit()
+    return raised
+
+
+def _budgets_and_balances(
+    uow: UnitOfWork, rows: list[Any], now: datetime, raised: dict[str, int]
+) -> None:
+    month = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    own = _accounts_of(uow, [r.user_id for r in rows])
+    people = {
+        r.id: r
+        for r in uow.conn.execute(
+            select(users.c.id, users.c.currency, users.c.credit_limit).where(
+                users.c.id.in_([r.user_id for r in rows])
+            )
+        )
+    }
+    for row in rows:
+        cur = currency(people[row.user_id].currency)
+        if row.monthly_budget:
+            spent = sum(spent_since(uow, own[row.user_id], month).values())
+            for pct in (int(t) for t in row.budget_thresholds.split(",") if t):
+                if spent * 100 >= row.monthly_budget * pct and _raise(
+                    uow,
+                    f"budget:{row.user_id}:{month:%Y-%m}:{pct}",
+                    "budget.threshold",
+                    {
+                        "month": f"{month:%Y-%m}",
+                        "threshold_percent": pct,
+                        "budget": format_decimal(from_units(row.monthly_budget, cur)),
+                        "spent": format_decimal(from_units(spent, cur)),
+                        "currency": cur.code,
+                    },
+                    now=now,
+                    user_id=row.user_id,
+                    provider_id=None,
+                ):
+                    raised["budget"] += 1
+        if row.low_balance is not None:
+            wallet = ledger.find_account(
+                uow, OwnerType.USER, row.user_id, AccountKind.WALLET, cur.code
+            )
+            if wallet is None:
+                continue
+            bal = ledger.balance(uow, wallet)
+            available = bal.posted - bal.held
+            if available >= row.low_balance:
+                continue
+            # One alert per time the balance ran low: a top-up starts a new episode.
+            last_top_up = uow.conn.execute(
+                select(func.max(postings.c.transfer_seq))
+                .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
+                .where(
+                    postings.c.account_id == wallet, transfers.c.kind == str(TransferKind.TOP_UP)
+                )
+            ).scalar_one()
+            if _raise(
+                uow,
+                f"low_balance:{row.user_id}:{last_top_up or 0}",
+                "balance.low",
+                {
+                    "available": format_decimal(from_units(available, cur)),
+                    "threshold": format_decimal(from_units(row.low_balance, cur)),
+                    "currency": cur.code,
+                },
+                now=now,
+                user_id=row.user_id,
+                provider_id=None,
+            ):
+                raised["low_balance"] += 1
+
+
+def _spikes(uow: UnitOfWork, now: datetime) -> int:
+    """Once a day: users whose usage charges yesterday were far above their pattern."""
+    today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = today - timedelta(days=1)
+    mark = int(day.timestamp())
+    done = uow.conn.execute(
+        select(analytics_state.c.value)
+        .where(analytics_state.c.name == SPIKE_MARK)
+        .with_for_update()
+    ).scalar_one_or_none()
+    if done is not None and done >= mark:
+        return 0
+    if done is None:
+        uow.conn.execute(analytics_state.insert().values(name=SPIKE_MARK, value=mark))
+    else:
+        uow.conn.execute(
+            update(analytics_state).where(analytics_state.c.name == SPIKE_MARK).values(value=mark)
+        )
+    return len(detect_spikes(uow, day, now=now, raise_alerts=True))
+
+
+def detect_spikes(
+    uow: UnitOfWork, day: datetime, *, now: datetime, raise_alerts: bool = False
+) -> list[tuple[str, str, int]]:
+    """(user, provider, amount) of the spikes on `day` (a UTC day), from the user rollup."""
+    since = day - timedelta(days=SPIKE_HISTORY_DAYS)
+    daily: dict[tuple[str, str, str], dict[datetime, int]] = defaultdict(lambda: defaultdict(int))
+    active = (
+        select(usage_rollup_users.c.user_id)
+        .where(
+            usage_rollup_users.c.bucket >= day,
+            usage_rollup_users.c.bucket < day + timedelta(days=1),
+        )
+        .distinct()
+    )
+    for row in uow.conn.execute(
+        select(
+            usage_rollup_users.c.user_id,
+            usage_rollup_users.c.provider_id,
+            usage_rollup_users.c.currency,
+            usage_rollup_users.c.bucket,
+            usage_rollup_users.c.amount,
+        ).where(
+            usage_rollup_users.c.bucket >= since,
+            usage_rollup_users.c.bucket < day + timedelta(days=1),
+            usage_rollup_users.c.user_id.in_(active),
+        )
+    ):
+        start = row.bucket.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        daily[(row.user_id, row.provider_id, row.currency)][start] += int(row.amount)
+    found = []
+    for (user_id, provider_id, code), per_day in daily.items():
+        cur = currency(code)
+        history = [
+            from_units(per_day.get(since + timedelta(days=n), 0), cur)
+            for n in range(SPIKE_HISTORY_DAYS)
+        ]
+        amount = per_day.get(day, 0)
+        if not is_spike(from_units(amount, cur), history, factor=SPIKE_FACTOR, minimum=Decimal(1)):
+            continue
+        found.append((user_id, provider_id, amount))
+        if raise_alerts:
+            _raise(
+                uow,
+                f"spike:{user_id}:{provider_id}:{day:%Y-%m-%d}",
+                "usage.spike",
+                {
+                    "day": f"{day:%Y-%m-%d}",
+                    "amount": format_decimal(from_units(amount, cur)),
+                    "median_before": format_decimal(statistics.median(history)),
+                    "currency": code,
+                },
+                now=now,
+                user_id=user_id,
+                provider_id=provider_id,
+            )
+    return found
+
+
+def list_alerts(ctx: Context, principal: Principal, *, limit: int = 100) -> list[AlertView]:
+    query = select(alerts).order_by(alerts.c.created_at.desc(), alerts.c.id.desc()).limit(limit)
+    if principal.role == Role.PROVIDER:
+        query = query.where(alerts.c.provider_id == principal.provider_id)
+    elif principal.role == Role.USER:
+        query = query.where(alerts.c.user_id == principal.user_id)
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        return [
+            AlertView(r.id, r.type, r.user_id, r.provider_id, json.loads(r.data), r.created_at)
+            for r in uow.conn.execute(query)
+        ]
+
+
+# --- webhooks -------------------------------------------------------------------------
+
+
+def _owner(principal: Principal) -> tuple[str, str]:
+    if principal.role == Role.PROVIDER:
+        return "provider", str(principal.provider_id)
+    if principal.role == Role.USER:
+        return "user", str(principal.user_id)
+    return "platform", "platform"
+
+
+@dataclass
+class Endpoint:
+    id: str
+    url: str
+    event_types: tuple[str, ...]
+    created_at: datetime
+    secret: str | None = None
+
+
+def create_endpoint(
+    ctx: Context, principal: Principal, *, url: str, event_types: list[str] | None
+) -> Endpoint:
+    """An endpoint of the asker's own; its signing secret is shown only now."""
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 2000:
+        raise InvalidRequest("url must be an absolute http(s) URL", param="url")
+    types = tuple(dict.fromkeys(event_types or EVENT_TYPES))
+    wrong = [t for t in types if t not in EVENT_TYPES]
+    if wrong:
+        raise InvalidRequest(
+            f"unknown event types {', '.join(wrong)}; use {', '.join(EVENT_TYPES)}",
+            param="event_types",
+        )
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+    owner_type, owner_id = _owner(principal)
+    now = ctx.clock.now()
+    endpoint = Endpoint(new_id("we"), url, types, now, secret)
+    with ctx.db.unit_of_work() as uow:
+        uow.conn.execute(
+            webhook_endpoints.insert().values(
+                id=endpoint.id,
+                owner_type=owner_type,
+                owner_id=owner_id,
+                url=url,
+                secret_enc=ctx.cipher.encrypt(secret, context="webhook_endpoints.secret"),
+                event_types=",".join(types),
+                created_at=now,
+            )
+        )
+        uow.commit()
+    return endpoint
+
+
+def _own_endpoints(principal: Principal) -> Any:
+    owner_type, owner_id = _owner(principal)
+    return and_(
+        webhook_endpoints.c.owner_type == owner_type, webhook_endpoints.c.owner_id == owner_id
+    )
+
+
+def list_endpoints(ctx: Context, principal: Principal) -> list[Endpoint]:
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        return [
+            Endpoint(r.id, r.url, tuple(r.event_types.split(",")), r.created_at)
+            for r in uow.conn.execute(
+                select(webhook_endpoints)
+                .where(_own_endpoints(principal))
+                .order_by(webhook_endpoints.c.id)
+            )
+        ]
+
+
+def list_messages(
+    ctx: Context, principal: Principal, endpoint_id: str, *, limit: int = 100
+) -> list[Any]:
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        owned = uow.conn.execute(
+            select(webhook_endpoints.c.id).where(
+                webhook_endpoints.c.id == endpoint_id, _own_endpoints(principal)
+            )
+        ).first()
+        if owned is None:
+            raise NotFound(f"no webhook endpoint {endpoint_id}", code="endpoint_not_found")
+        return list(
+            uow.conn.execute(
+                select(webhook_messages)
+                .where(webhook_messages.c.endpoint_id == endpoint_id)
+                .order_by(webhook_messages.c.created_at.desc(), webhook_messages.c.id.desc())
+                .limit(limit)
+            )
+        )
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
+    """The Standard Webhooks signature: base64 HMAC-SHA256 of "id.timestamp.body", keyed
+    with the base64 part of the `whsec_` secret, as `v1,<signature>`."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{msg_id}.{timestamp}.{body}".encode(), hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def deliver_due(
+    ctx: Context, client: httpx.Client | None = None, *, limit: int = 100
+) -> dict[str, int]:
+    """Sends due outbox messages; each is claimed, sent and recorded in its own transaction.
+
+    A crash after sending and before recording sends the message again later, with the
+    same `webhook-id`: at least once, and receivers can tell a repeat.
+    """
+    counts = {"delivered": 0, "retried": 0, "failed": 0}
+    # A client of our own is made only when a message is due: the worker calls this
+    # every round, and most rounds have nothing to send.
+    http = client
+    try:
+        for _ in range(limit):
+            now = ctx.clock.now()
+            with ctx.db.unit_of_work() as uow:
+                query = (
+                    select(
+                        webhook_messages, webhook_endpoints.c.url, webhook_endpoints.c.secret_enc
+                    )
+                    .join(
+                        webhook_endpoints, webhook_endpoints.c.id == webhook_messages.c.endpoint_id
+                    )
+                    .where(
+                        webhook_messages.c.status == "pending",
+                        webhook_messages.c.next_attempt_at <= now,
+                    )
+                    .order_by(webhook_messages.c.next_attempt_at, webhook_messages.c.id)
+                    .limit(1)
+                )
+                if uow.dialect == "postgresql":
+                    query = query.with_for_update(of=webhook_messages, skip_locked=True)
+                row = uow.conn.execute(query).first()
+                if row is None:
+                    break
+                secret = ctx.cipher.decrypt(row.secret_enc, context="webhook_endpoints.secret")
+                stamp = int(now.timestamp())
+                headers = {
+                    "content-type": "application/json",
+                    "webhook-id": row.id,
+                    "webhook-timestamp": str(stamp),
+                    "webhook-signature": sign(secret, row.id, stamp, row.payload),
+                }
+                status, error = None, None
+                if http is None:
+                    http = httpx.Client(timeout=10.0)
+                try:
+                    response = http.post(row.url, content=row.payload.encode(), headers=headers)
+                    status = response.status_code
+                except httpx.HTTPError as exc:
+                    error = f"{type(exc).__name__}: {exc}"[:500]
+                attempts = int(row.attempts) + 1
+                values: dict[str, Any] = {
+                    "attempts": attempts,
+                    "last_status": status,
+                    "last_error": error,
+                }
+                if status is not None and 200 <= status < 300:
+                    values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+                    counts["delivered"] += 1
+                elif attempts > len(BACKOFF_S):
+                    values.update(status="failed", next_attempt_at=None)
+                    counts["failed"] += 1
+                else:
+                    values["next_attempt_at"] = now + timedelta(seconds=BACKOFF_S[attempts - 1])
+                    counts["retried"] += 1
+                uow.conn.execute(
+                    update(webhook_messages).where(webhook_messages.c.id == row.id).values(values)
+                )
+                uow.commit()
+                log.info("webhook", id=row.id, status=status, attempts=attempts, error=error)
+    finally:
+        if client is None and http is not None:
+            http.close()
+    return counts

@@ -1,0 +1,171 @@
+"""Services, metrics, plans and quotes: /v1/services, /v1/plans, /v1/quotes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from billfold import catalog
+from billfold.catalog.schemas import (
+    MetricCreate,
+    MetricList,
+    MetricOut,
+    PlanList,
+    PlanOut,
+    PlanVersionCreate,
+    PlanVersionList,
+    PlanVersionOut,
+    QuoteCreate,
+    ServiceCreate,
+    ServiceList,
+    ServiceOut,
+)
+from billfold.core.access import Principal
+from billfold.core.context import Context
+from billfold.core.exact_json import ExactJSONRoute
+from billfold.core.http import Limit, StartingAfter, get_context, get_principal
+from billfold.domain.errors import InvalidRequest
+
+router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["catalog and pricing"])
+Ctx = Annotated[Context, Depends(get_context)]
+Who = Annotated[Principal, Depends(get_principal)]
+PLAN_EXAMPLE = {
+    "code": "maps-pro",
+    "name": "Maps Pro",
+    "service": "maps",
+    "currency": "USD",
+    "interval": "month",
+    "fixed_fee": "30",
+    "charges": [
+        {
+            "metric": "api_calls",
+            "model": "graduated",
+            "tiers": [{"up_to": "1000", "unit_price": "0"}, {"up_to": None, "unit_price": "0.002"}],
+        }
+    ],
+}
+
+
+def _aware(value: datetime | None, param: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidRequest(
+            f"{param} needs a UTC offset, such as 2026-11-01T00:00:00Z", param=param
+        )
+    return value
+
+
+@router.post("/services", status_code=201, response_model=ServiceOut)
+def create_service(body: ServiceCreate, ctx: Ctx, who: Who) -> ServiceOut:
+    """A service a provider sells (provider: its own; admin: names provider_id)."""
+    return ServiceOut.of(
+        catalog.create_service(
+            ctx,
+            who,
+            code=body.code,
+            name=body.name,
+            description=body.description,
+            provider_id=body.provider_id,
+        )
+    )
+
+
+@router.get("/services", response_model=ServiceList)
+def list_services(
+    ctx: Ctx, who: Who, limit: Limit = 100, starting_after: StartingAfter = None
+) -> ServiceList:
+    page = catalog.list_services(ctx, who, limit=limit, starting_after=starting_after)
+    return ServiceList(data=[ServiceOut.of(s) for s in page.data], has_more=page.has_more)
+
+
+@router.get("/services/{code}", response_model=ServiceOut)
+def get_service(code: str, ctx: Ctx, who: Who) -> ServiceOut:
+    return ServiceOut.of(catalog.get_service(ctx, who, code))
+
+
+@router.post("/services/{code}/metrics", status_code=201, response_model=MetricOut)
+def create_metric(code: str, body: MetricCreate, ctx: Ctx, who: Who) -> MetricOut:
+    """A billable metric of the service: count, sum, max, unique_count or latest."""
+    return MetricOut.of(
+        catalog.create_metric(
+            ctx,
+            who,
+            code,
+            code=body.code,
+            name=body.name,
+            aggregation=body.aggregation,
+            field=body.field,
+        )
+    )
+
+
+@router.get("/services/{code}/metrics", response_model=MetricList)
+def list_metrics(code: str, ctx: Ctx, who: Who) -> MetricList:
+    return MetricList(
+        data=[MetricOut.of(m) for m in catalog.list_metrics(ctx, who, code)], has_more=False
+    )
+
+
+@router.post("/plans", status_code=201, response_model=PlanOut)
+def create_plan(
+    ctx: Ctx,
+    who: Who,
+    body: Annotated[
+        dict[str, Any], Body(description="A PLAN (see API.md).", examples=[PLAN_EXAMPLE])
+    ],
+) -> PlanOut:
+    """A plan for one service; refused with the field named if it cannot be priced."""
+    return PlanOut.of(catalog.create_plan(ctx, who, body))
+
+
+@router.get("/plans", response_model=PlanList)
+def list_plans(
+    ctx: Ctx,
+    who: Who,
+    limit: Limit = 100,
+    starting_after: StartingAfter = None,
+    service: Annotated[str | None, Query(max_length=64)] = None,
+    status: Annotated[str | None, Query(max_length=16)] = None,
+) -> PlanList:
+    page = catalog.list_plans(
+        ctx, who, service=service, status=status, limit=limit, starting_after=starting_after
+    )
+    return PlanList(data=[PlanOut.of(p) for p in page.data], has_more=page.has_more)
+
+
+@router.get("/plans/{code}", response_model=PlanOut)
+def get_plan(
+    code: str,
+    ctx: Ctx,
+    who: Who,
+    at: Annotated[datetime | None, Query(description="Show the version in force then.")] = None,
+) -> PlanOut:
+    return PlanOut.of(catalog.get_plan(ctx, who, code, at=_aware(at, "at")))
+
+
+@router.get("/plans/{code}/versions", response_model=PlanVersionList)
+def list_plan_versions(code: str, ctx: Ctx, who: Who) -> PlanVersionList:
+    versions = catalog.list_plan_versions(ctx, who, code)
+    return PlanVersionList(data=[PlanVersionOut.of(v) for v in versions], has_more=False)
+
+
+@router.post("/plans/{code}/versions", status_code=201, response_model=PlanOut)
+def add_plan_version(code: str, body: PlanVersionCreate, ctx: Ctx, who: Who) -> PlanOut:
+    """New prices from effective_from on (default now); the past keeps its prices."""
+    return PlanOut.of(
+        catalog.add_plan_version(
+            ctx, who, code, body.plan, effective_from=_aware(body.effective_from, "effective_from")
+        )
+    )
+
+
+@router.post("/plans/{code}/retire", response_model=PlanOut)
+def retire_plan(code: str, ctx: Ctx, who: Who) -> PlanOut:
+    return PlanOut.of(catalog.retire_plan(ctx, who, code))
+
+
+@router.post("/quotes")
+def create_quote(body: QuoteCreate, ctx: Ctx, who: Who) -> dict[str, Any]:
+    """The price of some usage under a plan, line by line, with how each amount came about."""
+    return catalog.quote_for(ctx, who, body.plan, body.usage, at=_aware(body.at, "at")).to_dict()

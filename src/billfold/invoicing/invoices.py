@@ -1,0 +1,436 @@
+"""Invoices as users see them: list, read, pay, void, credit notes, HTML and PDF.
+
+Amounts on invoices are whole minor units (rounded half-up once, on each line); totals
+are exact sums of the lines. Paying, voiding and crediting are ledger transfers, so every
+figure here can be traced to postings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Final
+
+from sqlalchemy import select
+
+from billfold import ledger
+from billfold.core import audit
+from billfold.core.access import Principal, Role, require_admin
+from billfold.core.context import Context
+from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
+from billfold.domain.ledger import TransferKind, divide_half_up
+from billfold.domain.money import Currency, format_amount, from_units, parse_amount, to_units
+from billfold.ids import new_id
+from billfold.invoicing import billing
+from billfold.store.db import UnitOfWork
+from billfold.store.tables import credit_notes, invoices, users
+
+TEMPLATES: Final = Path(__file__).resolve().parent.parent / "web" / "templates"
+MAX_REASON: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class LineView:
+    id: int | None
+    kind: str
+    description: str
+    metric: str | None
+    quantity: str | None
+    amount: Decimal
+    tax: Decimal
+    settled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceView:
+    id: str
+    number: str | None
+    status: str
+    user: str
+    subscription: str | None
+    provider: str | None
+    currency: Currency
+    billing_mode: str
+    period_start: datetime
+    period_end: datetime
+    lines: list[LineView]
+    subtotal: Decimal
+    tax: Decimal
+    total: Decimal
+    tax_rate: Decimal
+    amount_paid: Decimal
+    amount_credited: Decimal
+    amount_due: Decimal
+    due_at: datetime | None
+    created_at: datetime
+    finalized_at: datetime | None
+    paid_at: datetime | None
+    voided_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CreditNoteView:
+    id: str
+    invoice: str
+    currency: Currency
+    amount: Decimal
+    reason: str
+    transfer_id: str | None
+    created_at: datetime
+
+
+def view_of(inv: billing.Invoice, principal: Principal | None = None) -> InvoiceView:
+    cur = inv.cur
+    lines = inv.lines
+    if principal is not None and principal.role == Role.PROVIDER:
+        # A provider sees the lines of its own services only (every line of a
+        # subscription invoice belongs to the subscription's provider).
+        lines = lines if inv.provider_id == principal.provider_id else []
+    return InvoiceView(
+        id=inv.id,
+        number=inv.number,
+        status=inv.status,
+        user=inv.user_id,
+        subscription=inv.subscription_id,
+        provider=inv.provider_id,
+        currency=cur,
+        billing_mode=inv.billing_mode,
+        period_start=inv.period_start,
+        period_end=inv.period_end,
+        lines=[
+            LineView(
+                line.id,
+                line.kind,
+                line.description,
+                line.metric,
+                line.quantity,
+                from_units(line.amount, cur),
+                from_units(line.tax, cur),
+                line.settled,
+            )
+            for line in lines
+        ],
+        subtotal=from_units(inv.subtotal, cur),
+        tax=from_units(inv.tax, cur),
+        total=from_units(inv.total, cur),
+        tax_rate=inv.tax_rate,
+        amount_paid=from_units(inv.amount_paid, cur),
+        amount_credited=from_units(inv.amount_credited, cur),
+        amount_due=from_units(inv.amount_due, cur),
+        due_at=inv.due_at,
+        created_at=inv.created_at,
+        finalized_at=inv.finalized_at,
+        paid_at=inv.paid_at,
+        voided_at=inv.voided_at,
+    )
+
+
+def _visible(principal: Principal, inv: billing.Invoice) -> bool:
+    if principal.role == Role.ADMIN:
+        return True
+    if principal.role == Role.USER:
+        return principal.user_id == inv.user_id
+    return principal.provider_id is not None and principal.provider_id == inv.provider_id
+
+
+def _load(uow: UnitOfWork, principal: Principal, invoice_id: str, *, lock: bool = False) -> Any:
+    found = billing.load_invoices(uow, invoices.c.id == invoice_id, lock=lock)
+    if not found or not _visible(principal, found[0]):
+        raise NotFound(f"no invoice {invoice_id}", code="invoice_not_found", param="invoice")
+    return found[0]
+
+
+def get(ctx: Context, principal: Principal, invoice_id: str) -> InvoiceView:
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        return view_of(_load(uow, principal, invoice_id), principal)
+
+
+def list_for(
+    ctx: Context,
+    principal: Principal,
+    *,
+    user: str | None = None,
+    subscription: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    after: str | None = None,
+) -> tuple[list[InvoiceView], bool]:
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit must be 1 to 1000", param="limit")
+    condition: Any = invoices.c.id.is_not(None)
+    if principal.role == Role.USER:
+        condition &= invoices.c.user_id == principal.user_id
+    elif principal.role == Role.PROVIDER:
+        condition &= invoices.c.provider_id == principal.provider_id
+    if user is not None:
+        condition &= invoices.c.user_id == user
+    if subscription is not None:
+        condition &= invoices.c.subscription_id == subscription
+    if status is not None:
+        condition &= invoices.c.status == status
+    if after is not None:
+        condition &= invoices.c.id > after
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        ids = [
+            row.id
+            for row in uow.conn.execute(
+                select(invoices.c.id).where(condition).order_by(invoices.c.id).limit(limit + 1)
+            )
+        ]
+        page = ids[:limit]
+        found = billing.load_invoices(uow, invoices.c.id.in_(page)) if page else []
+        return [view_of(inv, principal) for inv in found], len(ids) > limit
+
+
+def _user_row(uow: UnitOfWork, user_id: str) -> Any:
+    return uow.conn.execute(
+        select(
+            users.c.id,
+            users.c.currency,
+            users.c.billing_mode,
+            users.c.credit_limit,
+            users.c.tax_rate,
+            users.c.status,
+        ).where(users.c.id == user_id)
+    ).one()
+
+
+def pay(ctx: Context, principal: Principal, invoice_id: str) -> InvoiceView:
+    """Settles what the invoice still asks for, from the user's wallet."""
+    if principal.role not in (Role.ADMIN, Role.USER):
+        raise NotFound(f"no invoice {invoice_id}", code="invoice_not_found")
+    now = ctx.clock.now()
+    with ctx.db.unit_of_work() as uow:
+        inv = _load(uow, principal, invoice_id, lock=True)
+        if inv.status == "void":
+            raise Conflict("the invoice is void", code="invoice_void")
+        if inv.status == "paid":
+            return view_of(inv, principal)
+        if inv.billing_mode == "postpaid" and inv.status == "draft":
+            raise Conflict(
+                "the invoice is still a draft: its period has not ended", code="invoice_draft"
+            )
+        work = billing.Work(ctx, uow, now)
+        work.track(inv)
+        user = _user_row(uow, inv.user_id)
+        if inv.billing_mode == "prepaid":
+            work.settle([inv], {user.id: user})
+            if inv.amount_due > 0:
+                raise InsufficientFunds("the wallet cannot cover the invoice; top up first")
+        elif not work.pay_from_wallet(inv, user):
+            raise InsufficientFunds("the wallet cannot cover the invoice; top up first")
+        work.flush()
+        audit.record(uow, principal, "invoice.paid", "invoice", inv.id, at=now)
+        uow.commit()
+    billing.collect_for_user(ctx, inv.user_id)  # The subscription may now be in good standing.
+    return get(ctx, principal, invoice_id)
+
+
+def void(ctx: Context, principal: Principal, invoice_id: str) -> InvoiceView:
+    """Cancels an invoice that is not paid: what it charged is given back."""
+    require_admin(principal)
+    now = ctx.clock.now()
+    with ctx.db.unit_of_work() as uow:
+        inv = _load(uow, principal, invoice_id, lock=True)
+        if inv.status == "void":
+            return view_of(inv, principal)
+        if inv.status == "paid" or inv.amount_paid > 0:
+            raise Conflict(
+                "a paid invoice cannot be voided; issue a credit note instead",
+                code="invoice_paid",
+            )
+        if inv.status == "draft":
+            raise Conflict(
+                "a draft invoice belongs to a running period; cancel the subscription instead",
+                code="invoice_draft",
+            )
+        work = billing.Work(ctx, uow, now)
+        work.track(inv)
+        user = _user_row(uow, inv.user_id)
+        charged = [line for line in inv.lines if line.settled]
+        _give_back(
+            work,
+            inv,
+            user,
+            sum(line.gross for line in charged) - inv.amount_credited,
+            f"Void of invoice {inv.number}",
+        )
+        inv.status, inv.voided_at, inv.dirty = "void", now, True
+        work.flush()
+        audit.record(uow, principal, "invoice.voided", "invoice", inv.id, at=now)
+        uow.commit()
+    billing.collect_for_user(ctx, inv.user_id)
+    return get(ctx, principal, invoice_id)
+
+
+def _give_back(
+    work: billing.Work, inv: billing.Invoice, user: Any, gross: int, text: str
+) -> str | None:
+    """Credits `gross` (tax included, in proportion) back to whoever paid the invoice."""
+    if gross <= 0:
+        return None
+    tax = 0
+    if inv.total:
+        tax = divide_half_up(gross * inv.tax, inv.total)
+    paid_by_wallet = inv.billing_mode == "prepaid" or inv.amount_paid >= gross
+    spec = work.charge_spec(
+        inv,
+        user,
+        -(gross - tax),
+        -tax,
+        text,
+        payer="wallet" if paid_by_wallet else "receivable",
+        kind=TransferKind.REFUND,
+    )
+    assert spec is not None
+    result = ledger.post_many(work.uow, [spec], now=work.now)[0]
+    if isinstance(result, Exception):
+        raise result
+    return spec.id
+
+
+def credit(
+    ctx: Context,
+    principal: Principal,
+    *,
+    invoice_id: str,
+    amount: object = None,
+    lines: object = None,
+    reason: object,
+) -> CreditNoteView:
+    """A credit note: gives back part of a finalized or paid invoice through the ledger.
+
+    `amount` is the gross (tax included); `lines` names invoice lines and how much of
+    each, which adds up to the amount. Money paid goes back to the wallet; money still
+    owed on a postpaid invoice is forgiven (the receivable goes up).
+    """
+    require_admin(principal)
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON:
+        raise InvalidRequest(
+            f"reason must be a text of 1 to {MAX_REASON} characters", param="reason"
+        )
+    if (amount is None) == (lines is None):
+        raise InvalidRequest("give either amount or lines", param="amount")
+    now = ctx.clock.now()
+    with ctx.db.unit_of_work() as uow:
+        inv = _load(uow, principal, invoice_id, lock=True)
+        if inv.status not in ("finalized", "paid"):
+            raise Conflict(
+                f"a {inv.status} invoice cannot be credited", code=f"invoice_{inv.status}"
+            )
+        cur = inv.cur
+        detail = None
+        if lines is not None:
+            if not isinstance(lines, list) or not lines or len(lines) > 100:
+                raise InvalidRequest(
+                    "lines must be a list of 1 to 100 {line, amount}", param="lines"
+                )
+            by_id = {line.id: line for line in inv.lines}
+            units = 0
+            detail = []
+            for index, item in enumerate(lines):
+                if not isinstance(item, dict) or item.get("line") not in by_id:
+                    raise InvalidRequest(
+                        f"lines[{index}].line is not a line of this invoice", param="lines"
+                    )
+                line = by_id[item["line"]]
+                part = to_units(
+                    parse_amount(item.get("amount"), param="amount", allow_zero=False), cur
+                )
+                if part > line.gross:
+                    raise InvalidRequest(
+                        f"lines[{index}].amount is more than the line "
+                        f"({format_amount(from_units(line.gross, cur), cur)})",
+                        param="lines",
+                    )
+                units += part
+                detail.append({"line": line.id, "amount": str(from_units(part, cur))})
+        else:
+            units = to_units(parse_amount(amount, param="amount", allow_zero=False), cur)
+        if units % (10 ** (cur.ledger_scale - cur.minor_units)):
+            raise InvalidRequest(f"amount must be whole {cur.code} minor units", param="amount")
+        left = inv.total - inv.amount_credited
+        if units > left:
+            raise InvalidRequest(
+                f"the invoice has {format_amount(from_units(left, cur), cur)} left to credit",
+                code="credit_exceeds_invoice",
+                param="amount",
+            )
+        work = billing.Work(ctx, uow, now)
+        work.track(inv)
+        user = _user_row(uow, inv.user_id)
+        note_id = new_id("cn")
+        transfer = _give_back(
+            work, inv, user, units, f"Credit note {note_id} on invoice {inv.number}"
+        )
+        inv.amount_credited += units
+        inv.dirty = True
+        work.flush()
+        uow.conn.execute(
+            credit_notes.insert().values(
+                id=note_id,
+                invoice_id=inv.id,
+                amount=units,
+                reason=reason.strip(),
+                lines=json.dumps(detail) if detail else None,
+                transfer_id=transfer,
+                created_at=now,
+            )
+        )
+        audit.record(
+            uow,
+            principal,
+            "invoice.credited",
+            "credit_note",
+            note_id,
+            at=now,
+            details={"invoice": inv.id, "amount": str(from_units(units, cur))},
+        )
+        uow.commit()
+    return CreditNoteView(
+        note_id, inv.id, cur, from_units(units, cur), reason.strip(), transfer, now
+    )
+
+
+# --- rendering ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(
+        loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"])
+    )
+
+
+def render_html(ctx: Context, principal: Principal, invoice_id: str) -> str:
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        inv = _load(uow, principal, invoice_id)
+        row = uow.conn.execute(select(users).where(users.c.id == inv.user_id)).one()
+    view = view_of(inv, principal)
+    customer = {
+        "name": ctx.cipher.decrypt(row.name_enc, context="users.name"),
+        "email": ctx.cipher.decrypt(row.email_enc, context="users.email"),
+        "id": row.id,
+    }
+
+    def fmt(value: Decimal) -> str:
+        return f"{format_amount(value, view.currency)} {view.currency.code}"
+
+    return str(
+        _environment()
+        .get_template("invoice.html")
+        .render(invoice=view, customer=customer, money=fmt, issuer=ctx.settings.invoice_issuer)
+    )
+
+
+def render_pdf(ctx: Context, principal: Principal, invoice_id: str) -> bytes:
+    from weasyprint import HTML  # type: ignore[import-untyped]
+
+    html = render_html(ctx, principal, invoice_id)
+    return bytes(HTML(string=html).write_pdf())

@@ -1,0 +1,120 @@
+"""Invoices, credit notes and the test clock."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse, Response
+
+from billfold.clock import TestClock
+from billfold.core.access import Principal, require_admin
+from billfold.core.context import Context
+from billfold.core.exact_json import ExactJSONRoute
+from billfold.core.http import Limit, StartingAfter, get_context, get_principal
+from billfold.core.schemas import ListOf
+from billfold.domain.errors import InvalidRequest, NotFound
+from billfold.invoicing import billing, invoices
+from billfold.invoicing.schemas import (
+    CreditNoteCreate,
+    CreditNoteOut,
+    InvoiceOut,
+    TestClockMove,
+    TestClockOut,
+)
+
+router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["invoices"])
+Ctx = Annotated[Context, Depends(get_context)]
+Who = Annotated[Principal, Depends(get_principal)]
+InvoiceStatus = Annotated[
+    str | None, Query(pattern="^(draft|finalized|paid|void)$", description="Only this status.")
+]
+
+
+@router.get("/invoices", response_model=ListOf[InvoiceOut])
+def list_invoices(
+    ctx: Ctx,
+    who: Who,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    subscription: Annotated[str | None, Query(max_length=64)] = None,
+    status: InvoiceStatus = None,
+    limit: Limit = 100,
+    starting_after: StartingAfter = None,
+) -> ListOf[InvoiceOut]:
+    found, more = invoices.list_for(
+        ctx,
+        who,
+        user=user,
+        subscription=subscription,
+        status=status,
+        limit=limit,
+        after=starting_after,
+    )
+    return ListOf[InvoiceOut](data=[InvoiceOut.of(v) for v in found], has_more=more)
+
+
+@router.get("/invoices/{invoice_id}.html", response_class=HTMLResponse)
+def invoice_html(invoice_id: str, ctx: Ctx, who: Who) -> HTMLResponse:
+    """The invoice as a document, in HTML."""
+    return HTMLResponse(invoices.render_html(ctx, who, invoice_id))
+
+
+@router.get("/invoices/{invoice_id}.pdf", response_class=Response)
+def invoice_pdf(invoice_id: str, ctx: Ctx, who: Who) -> Response:
+    """The invoice as a PDF document."""
+    body = invoices.render_pdf(ctx, who, invoice_id)
+    return Response(
+        body,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{invoice_id}.pdf"'},
+    )
+
+
+@router.get("/invoices/{invoice_id}", response_model=InvoiceOut)
+def get_invoice(invoice_id: str, ctx: Ctx, who: Who) -> InvoiceOut:
+    return InvoiceOut.of(invoices.get(ctx, who, invoice_id))
+
+
+@router.post("/invoices/{invoice_id}/pay", response_model=InvoiceOut)
+def pay_invoice(invoice_id: str, ctx: Ctx, who: Who) -> InvoiceOut:
+    """Settles the invoice from the user's wallet (admin or that user)."""
+    return InvoiceOut.of(invoices.pay(ctx, who, invoice_id))
+
+
+@router.post("/invoices/{invoice_id}/void", response_model=InvoiceOut)
+def void_invoice(invoice_id: str, ctx: Ctx, who: Who) -> InvoiceOut:
+    """Voids an unpaid invoice; what it charged is given back (admin)."""
+    return InvoiceOut.of(invoices.void(ctx, who, invoice_id))
+
+
+@router.post("/credit-notes", response_model=CreditNoteOut, status_code=201)
+def create_credit_note(body: CreditNoteCreate, ctx: Ctx, who: Who) -> CreditNoteOut:
+    """Refunds or credits part of an invoice (admin)."""
+    return CreditNoteOut.of(
+        invoices.credit(
+            ctx,
+            who,
+            invoice_id=body.invoice,
+            amount=body.amount,
+            lines=None
+            if body.lines is None
+            else [{"line": item.line, "amount": item.amount} for item in body.lines],
+            reason=body.reason,
+        )
+    )
+
+
+@router.post("/test-clock", response_model=TestClockOut)
+def move_test_clock(body: TestClockMove, ctx: Ctx, who: Who) -> TestClockOut:
+    """Moves time forward and runs what falls due (servers with BILLFOLD_TEST_CLOCK=1)."""
+    require_admin(who)
+    clock = ctx.clock
+    if not ctx.settings.test_clock or not isinstance(clock, TestClock):
+        raise NotFound("this server has no test clock", code="test_clock_disabled")
+    if body.now.tzinfo is None:
+        raise InvalidRequest("now needs an offset, such as Z", param="now")
+    if body.now < clock.now():
+        raise InvalidRequest("the test clock only moves forward", param="now")
+    clock.set(body.now)
+    done = billing.bill_run(ctx, as_of=body.now)
+    return TestClockOut(now=clock.now(), bill_run=done)

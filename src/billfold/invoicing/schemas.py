@@ -1,0 +1,139 @@
+"""Request and response schemas of invoicing."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from billfold.core.schemas import Amount, AmountIn, Request
+from billfold.domain.money import format_amount, format_decimal
+from billfold.invoicing.invoices import CreditNoteView, InvoiceView
+
+
+class InvoiceLineOut(BaseModel):
+    id: int | None
+    kind: str
+    description: str
+    metric: str | None
+    quantity: str | None
+    amount: Amount
+    tax: Amount
+    settled: bool
+
+
+class PeriodOut(BaseModel):
+    start: datetime
+    end: datetime
+
+
+class InvoiceOut(BaseModel):
+    object: Literal["invoice"] = "invoice"
+    id: str
+    number: str | None
+    status: str
+    user: str
+    subscription: str | None
+    provider: str | None
+    currency: str
+    billing_mode: str
+    period: PeriodOut
+    lines: list[InvoiceLineOut]
+    subtotal: Amount
+    tax: Amount
+    total: Amount
+    tax_rate: str
+    amount_paid: Amount
+    amount_credited: Amount
+    amount_due: Amount
+    due_at: datetime | None
+    created_at: datetime
+    finalized_at: datetime | None
+    paid_at: datetime | None
+    voided_at: datetime | None
+
+    @classmethod
+    def of(cls, view: InvoiceView) -> InvoiceOut:
+        cur = view.currency
+        return cls(
+            id=view.id,
+            number=view.number,
+            status=view.status,
+            user=view.user,
+            subscription=view.subscription,
+            provider=view.provider,
+            currency=cur.code,
+            billing_mode=view.billing_mode,
+            period=PeriodOut(start=view.period_start, end=view.period_end),
+            lines=[
+                InvoiceLineOut(
+                    id=line.id,
+                    kind=line.kind,
+                    description=line.description,
+                    metric=line.metric,
+                    quantity=line.quantity,
+                    amount=format_amount(line.amount, cur),
+                    tax=format_amount(line.tax, cur),
+                    settled=line.settled,
+                )
+                for line in view.lines
+            ],
+            subtotal=format_amount(view.subtotal, cur),
+            tax=format_amount(view.tax, cur),
+            total=format_amount(view.total, cur),
+            tax_rate=format_decimal(view.tax_rate),
+            amount_paid=format_amount(view.amount_paid, cur),
+            amount_credited=format_amount(view.amount_credited, cur),
+            amount_due=format_amount(view.amount_due, cur),
+            due_at=view.due_at,
+            created_at=view.created_at,
+            finalized_at=view.finalized_at,
+            paid_at=view.paid_at,
+            voided_at=view.voided_at,
+        )
+
+
+class CreditLine(Request):
+    line: int
+    amount: AmountIn
+
+
+class CreditNoteCreate(Request):
+    invoice: Annotated[str, Field(max_length=64)]
+    amount: AmountIn | None = Field(default=None, description="Gross, tax included.")
+    lines: list[CreditLine] | None = Field(default=None, max_length=100)
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class CreditNoteOut(BaseModel):
+    object: Literal["credit_note"] = "credit_note"
+    id: str
+    invoice: str
+    currency: str
+    amount: Amount
+    reason: str
+    transfer_id: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, view: CreditNoteView) -> CreditNoteOut:
+        return cls(
+            id=view.id,
+            invoice=view.invoice,
+            currency=view.currency.code,
+            amount=format_amount(view.amount, view.currency),
+            reason=view.reason,
+            transfer_id=view.transfer_id,
+            created_at=view.created_at,
+        )
+
+
+class TestClockMove(Request):
+    now: datetime
+
+
+class TestClockOut(BaseModel):
+    object: Literal["test_clock"] = "test_clock"
+    now: datetime
+    bill_run: dict[str, Any]

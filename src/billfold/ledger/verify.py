@@ -1,0 +1,231 @@
+"""Checks every ledger invariant from the database (the second half of the pair assertions).
+
+The domain asserts the rules as transfers are made; this module proves from what is
+stored that they still hold: every transfer balances, cached balances equal their
+postings, no account is past its floor, held amounts equal the open holds, the running
+balances are consistent, and the hash chain is unbroken (so an edited or deleted row
+shows). It reads in bounded chunks, so it runs over a ledger of any size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from billfold.core.access import Principal, require_admin
+from billfold.core.context import Context
+from billfold.domain.ledger import (
+    GENESIS_HASH,
+    HoldStatus,
+    Posting,
+    TransferKind,
+    TransferSpec,
+    chain_hash,
+)
+from billfold.store.db import UnitOfWork
+from billfold.store.tables import accounts, holds, ledger_head, postings, transfers
+
+CHUNK = 5_000
+MAX_PROBLEMS_SHOWN = 20
+
+
+@dataclass
+class Check:
+    name: str
+    description: str
+    problems: list[str] = field(default_factory=list)
+    problem_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    def fail(self, problem: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS_SHOWN:
+            self.problems.append(problem)
+
+
+@dataclass
+class Report:
+    checks: list[Check]
+    transfers: int
+    postings: int
+    accounts: int
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+
+Progress = Callable[[int, int], None]
+
+
+def verify(ctx: Context, principal: Principal, *, progress: Progress | None = None) -> Report:
+    require_admin(principal)
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        return verify_in(uow, progress=progress)
+
+
+def verify_in(uow: UnitOfWork, *, progress: Progress | None = None) -> Report:
+    conn = uow.conn
+    row: Any
+    balanced = Check("transfers_balance", "every transfer's postings sum to zero per currency")
+    for row in conn.execute(
+        select(postings.c.transfer_seq, postings.c.currency, func.sum(postings.c.amount))
+        .group_by(postings.c.transfer_seq, postings.c.currency)
+        .having(func.sum(postings.c.amount) != 0)
+    ):
+        balanced.fail(f"transfer #{row[0]} is off by {row[2]} units of {row[1]}")
+
+    two_sided = Check("transfers_have_postings", "every transfer has at least two postings")
+    counts = (
+        select(transfers.c.seq, func.count(postings.c.id).label("n"))
+        .select_from(transfers.outerjoin(postings, postings.c.transfer_seq == transfers.c.seq))
+        .group_by(transfers.c.seq)
+        .subquery()
+    )
+    for row in conn.execute(select(counts.c.seq, counts.c.n).where(counts.c.n < 2)):
+        two_sided.fail(f"transfer #{row.seq} has {row.n} postings")
+
+    sums = (
+        select(postings.c.account_id, func.sum(postings.c.amount).label("total"))
+        .group_by(postings.c.account_id)
+        .subquery()
+    )
+    cached = Check("cached_balances", "every cached balance equals the sum of its postings")
+    currency_ok = Check("posting_currencies", "every posting is in its account's currency")
+    for row in conn.execute(
+        select(accounts.c.id, accounts.c.posted, func.coalesce(sums.c.total, 0).label("total"))
+        .select_from(accounts.outerjoin(sums, sums.c.account_id == accounts.c.id))
+        .where(accounts.c.posted != func.coalesce(sums.c.total, 0))
+    ):
+        cached.fail(f"account {row.id} caches {row.posted} but its postings sum to {row.total}")
+    for row in conn.execute(
+        select(postings.c.id, postings.c.account_id)
+        .select_from(postings.join(accounts, accounts.c.id == postings.c.account_id))
+        .where(postings.c.currency != accounts.c.currency)
+    ):
+        currency_ok.fail(f"posting {row.id} on account {row.account_id} has another currency")
+
+    open_holds = (
+        select(holds.c.account_id, func.sum(holds.c.amount).label("total"))
+        .where(holds.c.status == str(HoldStatus.PENDING))
+        .group_by(holds.c.account_id)
+        .subquery()
+    )
+    held = Check("held_amounts", "every account's held amount equals its open holds")
+    for row in conn.execute(
+        select(accounts.c.id, accounts.c.held, func.coalesce(open_holds.c.total, 0).label("total"))
+        .select_from(accounts.outerjoin(open_holds, open_holds.c.account_id == accounts.c.id))
+        .where(accounts.c.held != func.coalesce(open_holds.c.total, 0))
+    ):
+        held.fail(f"account {row.id} holds {row.held} but its open holds total {row.total}")
+
+    floors = Check("within_floor", "no account is below its floor")
+    for row in conn.execute(
+        select(accounts.c.id, accounts.c.posted, accounts.c.held, accounts.c.floor).where(
+            accounts.c.floor.is_not(None),
+            accounts.c.posted - accounts.c.held < accounts.c.floor,
+        )
+    ):
+        floors.fail(f"account {row.id} is at {row.posted - row.held}, below its floor {row.floor}")
+
+    chain, running = _walk_journal(uow, progress)
+    total_transfers = conn.execute(select(func.count()).select_from(transfers)).scalar_one()
+    total_postings = conn.execute(select(func.count()).select_from(postings)).scalar_one()
+    total_accounts = conn.execute(select(func.count()).select_from(accounts)).scalar_one()
+    return Report(
+        checks=[balanced, two_sided, cached, currency_ok, held, floors, running, chain],
+        transfers=int(total_transfers),
+        postings=int(total_postings),
+        accounts=int(total_accounts),
+    )
+
+
+def _walk_journal(uow: UnitOfWork, progress: Progress | None) -> tuple[Check, Check]:
+    """Recomputes the hash chain and the running balances, in journal order."""
+    chain = Check("hash_chain", "the journal's hash chain is unbroken (no row edited or deleted)")
+    running = Check("running_balances", "each posting's balance_after follows from the one before")
+    conn = uow.conn
+    total = int(conn.execute(select(func.count()).select_from(transfers)).scalar_one())
+    head = conn.execute(select(ledger_head.c.seq, ledger_head.c.hash)).one()
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    balances: dict[int, int] = {}
+    last_seq = 0
+    done = 0
+    while True:
+        rows = conn.execute(
+            select(transfers)
+            .where(transfers.c.seq > last_seq)
+            .order_by(transfers.c.seq)
+            .limit(CHUNK)
+        ).all()
+        if not rows:
+            break
+        first, last = rows[0].seq, rows[-1].seq
+        by_seq: dict[int, list[Any]] = {}
+        for p in conn.execute(
+            select(postings)
+            .where(postings.c.transfer_seq >= first, postings.c.transfer_seq <= last)
+            .order_by(postings.c.transfer_seq, postings.c.id)
+        ):
+            by_seq.setdefault(p.transfer_seq, []).append(p)
+        for row in rows:
+            if row.seq != expected_seq:
+                chain.fail(f"transfer #{expected_seq} is missing (next is #{row.seq})")
+            if row.prev_hash != prev_hash:
+                chain.fail(f"transfer #{row.seq} ({row.id}) does not chain to the one before")
+            legs = by_seq.get(row.seq, [])
+            spec = TransferSpec(
+                id=row.id,
+                kind=TransferKind(row.kind),
+                postings=tuple(
+                    Posting(p.account_id, p.currency, p.amount)
+                    for p in sorted(legs, key=lambda p: (p.account_id, p.currency))
+                ),
+                user_id=row.user_id,
+                provider_id=row.provider_id,
+                service=row.service,
+                metric=row.metric,
+                quantity=row.quantity,
+                description=row.description,
+                reference=row.reference,
+                reverses=row.reverses,
+                hold_id=row.hold_id,
+            )
+            digest = spec.digest()
+            recomputed = chain_hash(
+                prev_hash=row.prev_hash,
+                seq=row.seq,
+                transfer_id=row.id,
+                kind=row.kind,
+                posted_at=row.posted_at,
+                digest=digest,
+                postings=[(p.account_id, p.currency, p.amount) for p in spec.postings],
+            )
+            if digest != row.digest or recomputed != row.hash:
+                chain.fail(f"transfer #{row.seq} ({row.id}) does not match its hash")
+            for p in legs:
+                account_id = p.account_id
+                balances[account_id] = balances.get(account_id, 0) + p.amount
+                if balances[account_id] != p.balance_after:
+                    running.fail(
+                        f"posting {p.id} on account {account_id} says {p.balance_after} "
+                        f"after, but the journal gives {balances[account_id]}"
+                    )
+            prev_hash = row.hash
+            expected_seq = row.seq + 1
+        last_seq = last
+        done += len(rows)
+        if progress:
+            progress(done, total)
+    if head.seq != expected_seq - 1 or head.hash != prev_hash:
+        chain.fail(
+            f"the journal head says #{head.seq} but the journal ends at #{expected_seq - 1}"
+            " (a transfer was removed or the head was edited)"
+        )
+    return chain, running

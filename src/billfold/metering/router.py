@@ -1,0 +1,96 @@
+"""Usage events and default plans."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from billfold import metering
+from billfold.core.access import Principal
+from billfold.core.context import Context
+from billfold.core.exact_json import ExactJSONRoute
+from billfold.core.http import get_context, get_principal
+from billfold.domain.errors import InvalidRequest
+from billfold.metering.schemas import DefaultPlanSet, IngestOut
+
+router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["usage"])
+Ctx = Annotated[Context, Depends(get_context)]
+Who = Annotated[Principal, Depends(get_principal)]
+EVENT_EXAMPLE = {
+    "id": "evt_123",
+    "user": "usr_...",
+    "service": "maps",
+    "metric": "api_calls",
+    "timestamp": "2026-11-23T01:30:00Z",
+    "value": "1",
+}
+
+
+@router.post(
+    "/events",
+    response_model=IngestOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object"},
+                    "examples": {
+                        "one": {"value": EVENT_EXAMPLE},
+                        "batch": {"value": {"events": [EVENT_EXAMPLE]}},
+                    },
+                },
+                "application/cloudevents+json": {"schema": {"type": "object"}},
+                "application/cloudevents-batch+json": {"schema": {"type": "array"}},
+            },
+        }
+    },
+)
+async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
+    """Records usage: one EVENT, {"events": [...]} (up to 10,000), or CloudEvents 1.0.
+
+    Each event is checked on its own; valid ones are stored, rated and charged before the
+    response is sent, and the response lists every rejected event's index and error.
+    """
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await request.json()
+    cloudevents = content_type.startswith("application/cloudevents")
+    if content_type == "application/cloudevents-batch+json":
+        if not isinstance(body, list):
+            raise InvalidRequest("a CloudEvents batch is a JSON array", param="body")
+        items, single = body, False
+    elif cloudevents or not (isinstance(body, dict) and "events" in body):
+        items, single = [body], True
+    else:
+        if set(body) != {"events"} or not isinstance(body["events"], list):
+            raise InvalidRequest('a batch is {"events": [EVENT, ...]}', param="events")
+        items, single = body["events"], False
+    from starlette.concurrency import run_in_threadpool
+
+    result = await run_in_threadpool(metering.ingest, ctx, who, items, cloudevents=cloudevents)
+    out = IngestOut.of(result)
+    if single and result.rejected:
+        rejection = result.rejected[0]
+        return JSONResponse(
+            {
+                "error": {
+                    "type": "invalid_request"
+                    if rejection.code
+                    not in ("user_not_found", "service_not_found", "metric_not_found")
+                    else "not_found",
+                    "code": rejection.code,
+                    "message": rejection.message,
+                    "param": rejection.param,
+                }
+            },
+            status_code=404 if rejection.code.endswith("_not_found") else 400,
+        )
+    return out
+
+
+@router.post("/services/{code}/default-plan", status_code=204)
+def set_default_plan(code: str, body: DefaultPlanSet, ctx: Ctx, who: Who) -> None:
+    """The plan that prices usage by users without a subscription (pay-as-you-go)."""
+    metering.set_default_plan(ctx, who, code, body.plan)

@@ -1,0 +1,191 @@
+"""Request and response schemas of parties."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field
+
+from billfold.core.schemas import Amount, AmountIn, ListOf, Request, Text200, Text500
+from billfold.domain.money import format_amount, format_decimal
+from billfold.parties import BalanceView, MoneyMovement, ProviderView, UserView
+
+
+class ProviderCreate(Request):
+    name: Text200
+    email: Annotated[str, Field(max_length=254)]
+    commission_rate: AmountIn = Field(description='The platform\'s share, such as "0.20".')
+
+
+class ProviderUpdate(Request):
+    commission_rate: AmountIn
+
+
+class UserCreate(Request):
+    name: Text200
+    email: Annotated[str, Field(max_length=254)]
+    currency: Annotated[str, Field(max_length=3, description="ISO 4217, such as USD.")]
+    billing_mode: Literal["prepaid", "postpaid"] = "prepaid"
+    credit_limit: AmountIn = "0"
+    external_id: Annotated[str | None, Field(max_length=255)] = None
+    tax_rate: AmountIn | None = Field(
+        default=None,
+        description='The user\'s tax rate on invoices, such as "0.19"; default '
+        "the platform's (BILLFOLD_TAX_RATE).",
+    )
+
+
+class CreditLimitUpdate(Request):
+    credit_limit: AmountIn
+
+
+class TopUpCreate(Request):
+    amount: AmountIn
+    reference: Annotated[str | None, Field(max_length=255)] = None
+
+
+class ChargeCreate(Request):
+    user: Annotated[str, Field(max_length=255, description="User id or external_id.")]
+    amount: AmountIn
+    description: Text500
+    provider_id: Annotated[str | None, Field(max_length=40)] = None
+    service: Annotated[str | None, Field(max_length=100)] = None
+
+
+class RefundCreate(Request):
+    amount: AmountIn | None = Field(default=None, description="Default: all that is left.")
+    reason: Annotated[str | None, Field(max_length=500)] = None
+
+
+class ProviderOut(BaseModel):
+    object: Literal["provider"] = "provider"
+    id: str
+    name: str
+    email: str
+    commission_rate: str
+    status: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, view: ProviderView) -> ProviderOut:
+        return cls(
+            id=view.id,
+            name=view.name,
+            email=view.email,
+            commission_rate=format_decimal(view.commission_rate),
+            status=view.status,
+            created_at=view.created_at,
+        )
+
+
+class BalanceOut(BaseModel):
+    object: Literal["balance"] = "balance"
+    currency: str
+    posted: Amount
+    held: Amount
+    available: Amount = Field(description="posted - held + credit_limit")
+    credit_limit: Amount
+    receivable: Amount = Field(description="What the user owes: postpaid usage and debts.")
+    as_of: datetime | None = None
+
+    @classmethod
+    def of(cls, view: BalanceView) -> BalanceOut:
+        cur = view.currency
+        return cls(
+            currency=cur.code,
+            posted=format_amount(view.posted, cur),
+            held=format_amount(view.held, cur),
+            available=format_amount(view.available, cur),
+            credit_limit=format_amount(view.credit_limit, cur),
+            receivable=format_amount(view.receivable, cur),
+            as_of=view.as_of,
+        )
+
+
+class UserOut(BaseModel):
+    object: Literal["user"] = "user"
+    id: str
+    name: str
+    email: str
+    currency: str
+    billing_mode: str
+    credit_limit: Amount
+    external_id: str | None
+    status: str
+    created_at: datetime
+    balance: BalanceOut | None
+
+    @classmethod
+    def of(cls, view: UserView) -> UserOut:
+        return cls(
+            id=view.id,
+            name=view.name,
+            email=view.email,
+            currency=view.currency.code,
+            billing_mode=str(view.billing_mode),
+            credit_limit=format_amount(view.credit_limit, view.currency),
+            external_id=view.external_id,
+            status=view.status,
+            created_at=view.created_at,
+            balance=BalanceOut.of(view.balance) if view.balance else None,
+        )
+
+
+class TransactionOut(BaseModel):
+    """One movement of a party's money: a top-up, charge, refund, payment ..."""
+
+    object: Literal["transaction"] = "transaction"
+    id: str
+    kind: str
+    created_at: datetime
+    currency: str
+    amount: Amount = Field(description="Signed: what this added to the account (charges < 0).")
+    account: str
+    balance_after: Amount
+    description: str | None
+    user: str | None
+    provider_id: str | None
+    service: str | None
+    metric: str | None
+    quantity: str | None
+    reference: str | None
+    reverses: str | None
+    provider_amount: Amount | None = None
+    commission: Amount | None = None
+
+    @classmethod
+    def of(cls, movement: MoneyMovement) -> TransactionOut:
+        t, cur = movement.transfer, movement.currency
+        return cls(
+            id=t.id,
+            kind=t.kind,
+            created_at=t.posted_at,
+            currency=cur.code,
+            amount=format_amount(movement.amount, cur),
+            account=movement.account,
+            balance_after=format_amount(movement.balance_after, cur),
+            description=t.description,
+            user=t.user_id,
+            provider_id=t.provider_id,
+            service=t.service,
+            metric=t.metric,
+            quantity=t.quantity,
+            reference=t.reference,
+            reverses=t.reverses,
+            provider_amount=None
+            if movement.provider_amount is None
+            else format_amount(movement.provider_amount, cur),
+            commission=None
+            if movement.commission is None
+            else format_amount(movement.commission, cur),
+        )
+
+
+ProviderList = ListOf[ProviderOut]
+
+
+UserList = ListOf[UserOut]
+
+
+TransactionList = ListOf[TransactionOut]

@@ -1,1 +1,0 @@
-"""The service layer: one module per capability, shared by the API, the CLI and workers."""

@@ -1,0 +1,578 @@
+"""Provider settlement: statements, payouts, the commission report and reconciliation.
+
+A statement is the provider's side of the ledger for one calendar month (UTC): what its
+charges earned in all (gross), what refunds and credit notes took back, the platform's
+commission, and the net it earned (the seed's profit = income - cost), next to its
+earnings balance at the start and end of the month and the payouts in between, so that
+`opening + net - payouts = closing` ties it to the ledger.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, select
+
+from billfold import ledger
+from billfold.analytics import pending_revenue, revenue_of_transfers
+from billfold.core import audit
+from billfold.core.access import Principal, require_admin, require_provider_access
+from billfold.core.context import Context
+from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
+from billfold.domain.ledger import (
+    PLATFORM_OWNER_ID,
+    AccountKind,
+    OwnerType,
+    Posting,
+    TransferKind,
+    TransferSpec,
+)
+from billfold.domain.money import Currency, currency, from_units, parse_amount, to_units
+from billfold.ids import new_id
+from billfold.store.db import UnitOfWork
+from billfold.store.tables import (
+    accounts,
+    invoice_lines,
+    invoices,
+    ledger_head,
+    postings,
+    providers,
+    revenue_rollup,
+    transfers,
+    usage_deltas,
+    usage_rollup,
+    usage_rollup_users,
+)
+
+PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+TICK = timedelta(microseconds=1)
+
+
+def parse_period(text: str | None) -> tuple[datetime, datetime]:
+    """`YYYY-MM` as the UTC month [start, end)."""
+    match = PERIOD.match(text or "")
+    if not match:
+        raise InvalidRequest("period must be a month, YYYY-MM", param="period")
+    year, month = int(match[1]), int(match[2])
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+@dataclass
+class Statement:
+    provider_id: str
+    period: str
+    currency: Currency
+    gross: int = 0
+    refunds: int = 0
+    commission: int = 0
+    transfers: int = 0
+    payouts: int = 0
+    opening: int = 0
+    closing: int = 0
+    by_service: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def net(self) -> int:
+        return self.gross - self.refunds - self.commission
+
+    def money(self, units: int) -> Decimal:
+        return from_units(units, self.currency)
+
+
+def _earnings_accounts(uow: UnitOfWork, provider_id: str) -> dict[str, int]:
+    return {
+        row.currency: int(row.id)
+        for row in uow.conn.execute(
+            select(accounts.c.id, accounts.c.currency).where(
+                accounts.c.owner_type == str(OwnerType.PROVIDER),
+                accounts.c.owner_id == provider_id,
+                accounts.c.kind == str(AccountKind.PROVIDER_EARNINGS),
+            )
+        )
+    }
+
+
+def _rollup_revenue(
+    uow: UnitOfWork, start: datetime, end: datetime, provider_id: str | None
+) -> dict[tuple[str, str, str], list[int]]:
+    """Gross, refunds, commission and transfers per (provider, service, currency), from
+    the revenue rollup and the transfers the folder has not reached yet."""
+    conn = uow.conn
+    conditions = [
+        revenue_rollup.c.bucket >= start,
+        revenue_rollup.c.bucket < end,
+    ]
+    if provider_id is not None:
+        conditions.append(revenue_rollup.c.provider_id == provider_id)
+    found: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for row in conn.execute(
+        select(
+            revenue_rollup.c.provider_id,
+            revenue_rollup.c.service,
+            revenue_rollup.c.currency,
+            func.sum(revenue_rollup.c.gross),
+            func.sum(revenue_rollup.c.refunds),
+            func.sum(revenue_rollup.c.commission),
+            func.sum(revenue_rollup.c.transfers),
+        )
+        .where(*conditions)
+        .group_by(revenue_rollup.c.provider_id, revenue_rollup.c.service, revenue_rollup.c.currency)
+    ):
+        acc = found[(row[0], row[1], row[2])]
+        for i in range(4):
+            acc[i] += int(row[3 + i])
+    for pending in pending_revenue(uow, start, end, provider_id):
+        acc = found[(pending.provider_id, pending.service, pending.currency)]
+        for i, value in enumerate(
+            (pending.gross, pending.refunds, pending.commission, pending.transfers)
+        ):
+            acc[i] += value
+    return found
+
+
+def _payouts(uow: UnitOfWork, account_id: int, start: datetime, end: datetime) -> int:
+    conn = uow.conn
+    paid = conn.execute(
+        select(func.coalesce(func.sum(postings.c.amount), 0))
+        .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
+        .where(
+            postings.c.account_id == account_id,
+            transfers.c.kind == str(TransferKind.PAYOUT),
+            transfers.c.posted_at >= start,
+            transfers.c.posted_at < end,
+        )
+    ).scalar_one()
+    return -int(paid)
+
+
+def statements(
+    ctx: Context, principal: Principal, provider_id: str, period: str
+) -> list[Statement]:
+    """The provider's statement for the month, one per currency it earns in."""
+    require_provider_access(principal, provider_id)
+    start, end = parse_period(period)
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        if (
+            uow.conn.execute(select(providers.c.id).where(providers.c.id == provider_id)).first()
+            is None
+        ):
+            raise NotFound(f"no provider {provider_id}", code="provider_not_found")
+        return _statements(uow, provider_id, period, start, end)
+
+
+def _statements(
+    uow: UnitOfWork, provider_id: str, period: str, start: datetime, end: datetime
+) -> list[Statement]:
+    found: dict[str, Statement] = {}
+    earnings = _earnings_accounts(uow, provider_id)
+    for code in earnings:
+        found[code] = Statement(provider_id, period, currency(code))
+    for (_, service, code), (gross, refunds, commission, count) in _rollup_revenue(
+        uow, start, end, provider_id
+    ).items():
+        st = found.setdefault(code, Statement(provider_id, period, currency(code)))
+        st.gross += gross
+        st.refunds += refunds
+        st.commission += commission
+        st.transfers += count
+        st.by_service[service] = [gross, refunds, commission]
+    for code, st in found.items():
+        account = earnings.get(code)
+        if account is None:
+            continue
+        st.opening = ledger.balance(uow, account, as_of=start - TICK).posted
+        st.closing = ledger.balance(uow, account, as_of=end - TICK).posted
+        st.payouts = _payouts(uow, account, start, end)
+    return [found[code] for code in sorted(found)]
+
+
+# --- payouts --------------------------------------------------------------------------
+
+
+@dataclass
+class Payout:
+    id: str
+    provider_id: str
+    currency: Currency
+    amount: int
+    balance_after: int
+    created_at: datetime
+    reference: str | None
+
+
+def payout(
+    ctx: Context,
+    principal: Principal,
+    *,
+    provider_id: str,
+    amount: object,
+    currency_code: str | None = None,
+    reference: str | None = None,
+    transfer_id: str | None = None,
+) -> Payout:
+    """Moves part of a provider's earned balance out (to the platform's cash account).
+
+    Never more than the balance: the check runs under the ledger's head lock, which every
+    posting takes first, so no charge or refund can slip in between.
+    """
+    require_admin(principal)
+    now = ctx.clock.now()
+    if reference is not None and len(reference) > 255:
+        raise InvalidRequest("reference is at most 255 characters", param="reference")
+    with ctx.db.unit_of_work() as uow:
+        if (
+            uow.conn.execute(select(providers.c.id).where(providers.c.id == provider_id)).first()
+            is None
+        ):
+            raise NotFound(
+                f"no provider {provider_id}", code="provider_not_found", param="provider"
+            )
+        earnings = _earnings_accounts(uow, provider_id)
+        if currency_code is None:
+            if len(earnings) != 1:
+                raise InvalidRequest(
+                    "say which currency to pay out"
+                    if earnings
+                    else "this provider has earned nothing yet",
+                    param="currency",
+                )
+            currency_code = next(iter(earnings))
+        cur = currency(currency_code)
+        if cur.code not in earnings:
+            raise InvalidRequest(f"this provider has no {cur.code} earnings", param="currency")
+        units = to_units(parse_amount(amount, allow_zero=False), cur)
+        if units <= 0:
+            raise InvalidRequest("amount must be positive", param="amount")
+        uow.conn.execute(select(ledger_head.c.seq).where(ledger_head.c.id == 1).with_for_update())
+        account = earnings[cur.code]
+        tid = transfer_id or new_id("po")
+        replay = uow.conn.execute(select(transfers.c.kind).where(transfers.c.id == tid)).first()
+        available = ledger.balance(uow, account).posted
+        if replay is None and units > available:
+            raise InsufficientFunds(
+                "the payout is more than the provider's earned balance "
+                f"({from_units(max(available, 0), cur)} {cur.code})",
+                code="payout_exceeds_balance",
+                param="amount",
+            )
+        if replay is not None and replay.kind != str(TransferKind.PAYOUT):
+            raise Conflict(f"transfer {tid} is not a payout", code="transfer_id_reused")
+        cash = ledger.ensure_account(
+            uow, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.EXTERNAL_CASH, cur.code, now=now
+        )
+        posted = ledger.post(
+            uow,
+            TransferSpec(
+                id=tid,
+                kind=TransferKind.PAYOUT,
+                postings=(Posting(account, cur.code, -units), Posting(cash, cur.code, units)),
+                provider_id=provider_id,
+                description="Payout",
+                reference=reference,
+            ),
+            now=now,
+        )
+        if not posted.replayed:
+            audit.record(
+                uow,
+                principal,
+                "provider.paid_out",
+                "transfer",
+                posted.id,
+                at=now,
+                details={"provider_id": provider_id, "units": units, "currency": cur.code},
+            )
+        uow.commit()
+    mine = next(p for p in posted.postings if p.account_id == account)
+    return Payout(
+        posted.id, provider_id, cur, -mine.amount, mine.balance_after, posted.posted_at, reference
+    )
+
+
+# --- the platform's commission and reconciliation -------------------------------------
+
+
+def commission_report(ctx: Context, principal: Principal, period: str) -> list[dict[str, Any]]:
+    """The platform's commission per provider and currency for the month."""
+    require_admin(principal)
+    start, end = parse_period(period)
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        sums = _rollup_revenue(uow, start, end, None)
+    per: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for (provider, _service, code), (gross, refunds, commission, _n) in sums.items():
+        acc = per[(provider, code)]
+        acc[0] += gross
+        acc[1] += refunds
+        acc[2] += commission
+    return [
+        {
+            "provider": provider or None,
+            "currency": code,
+            "gross": from_units(g, currency(code)),
+            "refunds": from_units(r, currency(code)),
+            "commission": from_units(c, currency(code)),
+            "net": from_units(g - r - c, currency(code)),
+        }
+        for (provider, code), (g, r, c) in sorted(per.items())
+    ]
+
+
+@dataclass
+class Difference:
+    check: str
+    subject: str
+    expected: str
+    found: str
+
+
+@dataclass
+class Reconciliation:
+    period: str
+    checks: int = 0
+    differences: list[Difference] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def reconcile(ctx: Context, period: str) -> Reconciliation:
+    """Proves that statements, invoices and the ledger agree for the month; names every
+    difference it finds.
+
+    1. Every provider's statement (from the revenue rollup) equals the same sums taken
+       straight from the ledger's transfers and postings.
+    2. Every statement ties to the ledger: opening + net - payouts = closing balance.
+    3. The platform's commission in the statements equals what its revenue account gained
+       from those transfers.
+    4. Every invoice of the month adds up (lines to subtotal, subtotal and tax to total),
+       is paid no more than its total, and every ledger transfer its lines cite exists.
+    5. The usage rollups (all time) equal the journal's totals: usage series add up to
+       what metering charged.
+    """
+    start, end = parse_period(period)
+    result = Reconciliation(period)
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        conn = uow.conn
+        rolled = _rollup_revenue(uow, start, end, None)
+        raw, _, _ = revenue_of_transfers(
+            uow,
+            and_(
+                transfers.c.posted_at >= start,
+                transfers.c.posted_at < end,
+            ),
+        )
+        direct: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+        for (provider, _b, service, code), item in raw.items():
+            acc = direct[(provider, service, code)]
+            for i, value in enumerate((item.gross, item.refunds, item.commission, item.transfers)):
+                acc[i] += value
+        for key in sorted(set(rolled) | set(direct)):
+            result.checks += 1
+            a, b = rolled.get(key, [0, 0, 0, 0]), direct.get(key, [0, 0, 0, 0])
+            if a != b:
+                result.differences.append(
+                    Difference(
+                        "statement_vs_ledger",
+                        f"provider {key[0] or '(platform)'} service {key[1] or '-'} {key[2]}",
+                        "gross/refunds/commission/transfers " + "/".join(map(str, b)),
+                        "/".join(map(str, a)),
+                    )
+                )
+        provider_ids = sorted(
+            {k[0] for k in rolled if k[0]}
+            | {
+                row.owner_id
+                for row in conn.execute(
+                    select(accounts.c.owner_id).where(
+                        accounts.c.kind == str(AccountKind.PROVIDER_EARNINGS)
+                    )
+                )
+            }
+        )
+        for provider_id in provider_ids:
+            for st in _statements(uow, provider_id, period, start, end):
+                result.checks += 1
+                if st.opening + st.net - st.payouts != st.closing:
+                    result.differences.append(
+                        Difference(
+                            "statement_balance",
+                            f"provider {provider_id} {st.currency.code}",
+                            f"closing {st.closing}",
+                            f"opening {st.opening} + net {st.net} - payouts {st.payouts} = "
+                            f"{st.opening + st.net - st.payouts}",
+                        )
+                    )
+        _reconcile_commission(uow, start, end, rolled, result)
+        _reconcile_invoices(uow, start, end, result)
+        _reconcile_usage(uow, result)
+    return result
+
+
+def _reconcile_commission(
+    uow: UnitOfWork,
+    start: datetime,
+    end: datetime,
+    rolled: dict[tuple[str, str, str], list[int]],
+    result: Reconciliation,
+) -> None:
+    conn = uow.conn
+    gained: dict[str, int] = defaultdict(int)
+    for row in conn.execute(
+        select(postings.c.currency, func.sum(postings.c.amount))
+        .select_from(
+            postings.join(transfers, postings.c.transfer_seq == transfers.c.seq).join(
+                accounts, accounts.c.id == postings.c.account_id
+            )
+        )
+        .where(
+            accounts.c.kind == str(AccountKind.PLATFORM_REVENUE),
+            transfers.c.kind != str(TransferKind.PAYOUT),
+            transfers.c.posted_at >= start,
+            transfers.c.posted_at < end,
+        )
+        .group_by(postings.c.currency)
+    ):
+        gained[row[0]] += int(row[1])
+    stated: dict[str, int] = defaultdict(int)
+    for (_p, _s, code), values in rolled.items():
+        stated[code] += values[2]
+    for code in sorted(set(gained) | set(stated)):
+        result.checks += 1
+        if gained[code] != stated[code]:
+            result.differences.append(
+                Difference(
+                    "commission_vs_platform_revenue", code, str(gained[code]), str(stated[code])
+                )
+            )
+
+
+def _reconcile_invoices(
+    uow: UnitOfWork, start: datetime, end: datetime, result: Reconciliation
+) -> None:
+    conn = uow.conn
+    rows = list(
+        conn.execute(
+            select(invoices).where(
+                invoices.c.period_end > start,
+                invoices.c.period_end <= end,
+                invoices.c.status.in_(("finalized", "paid", "void")),
+            )
+        )
+    )
+    ids = [row.id for row in rows]
+    lines: dict[str, list[Any]] = defaultdict(list)
+    for offset in range(0, len(ids), 500):
+        for line in conn.execute(
+            select(invoice_lines).where(invoice_lines.c.invoice_id.in_(ids[offset : offset + 500]))
+        ):
+            lines[line.invoice_id].append(line)
+    cited = sorted({ln.transfer_id for ls in lines.values() for ln in ls if ln.transfer_id})
+    known: set[str] = set()
+    for offset in range(0, len(cited), 500):
+        known.update(
+            conn.execute(
+                select(transfers.c.id).where(transfers.c.id.in_(cited[offset : offset + 500]))
+            ).scalars()
+        )
+    for row in rows:
+        result.checks += 1
+        mine = lines[row.id]
+        subject = f"invoice {row.number or row.id}"
+        if sum(int(ln.amount) for ln in mine) != int(row.subtotal):
+            result.differences.append(
+                Difference(
+                    "invoice_lines",
+                    subject,
+                    f"subtotal {row.subtotal}",
+                    str(sum(int(ln.amount) for ln in mine)),
+                )
+            )
+        taxes = sum(int(ln.tax) for ln in mine)
+        if taxes != int(row.tax) or int(row.subtotal) + int(row.tax) != int(row.total):
+            result.differences.append(
+                Difference(
+                    "invoice_total",
+                    subject,
+                    f"total {row.total}",
+                    f"subtotal {row.subtotal} + tax {row.tax}",
+                )
+            )
+        if int(row.amount_paid) > int(row.total):
+            result.differences.append(
+                Difference(
+                    "invoice_overpaid", subject, f"at most {row.total}", f"paid {row.amount_paid}"
+                )
+            )
+        for line in mine:
+            if line.transfer_id and line.transfer_id not in known:
+                result.differences.append(
+                    Difference(
+                        "invoice_transfer_missing", subject, line.transfer_id, "no such transfer"
+                    )
+                )
+
+
+def _sums(uow: UnitOfWork, table: Any) -> dict[tuple[str, str], int]:
+    return {
+        (row[0], row[1]): int(row[2])
+        for row in uow.conn.execute(
+            select(table.c.provider_id, table.c.currency, func.sum(table.c.amount)).group_by(
+                table.c.provider_id, table.c.currency
+            )
+        )
+    }
+
+
+def _reconcile_usage(uow: UnitOfWork, result: Reconciliation) -> None:
+    """Usage analytics (rollups and the journal not folded yet) against the ledger's
+    usage charges, all time, per provider and currency; and the two rollups against
+    each other."""
+    folded, journal = _sums(uow, usage_rollup), _sums(uow, usage_deltas)
+    per_user = _sums(uow, usage_rollup_users)
+    charged: dict[tuple[str, str], int] = defaultdict(int)
+    for row in uow.conn.execute(
+        select(transfers.c.provider_id, postings.c.currency, func.sum(postings.c.amount))
+        .select_from(
+            postings.join(transfers, postings.c.transfer_seq == transfers.c.seq).join(
+                accounts, accounts.c.id == postings.c.account_id
+            )
+        )
+        .where(
+            transfers.c.metric.is_not(None),
+            transfers.c.kind.in_((str(TransferKind.CHARGE), str(TransferKind.ADJUSTMENT))),
+            accounts.c.kind.in_(
+                (str(AccountKind.PROVIDER_EARNINGS), str(AccountKind.PLATFORM_REVENUE))
+            ),
+        )
+        .group_by(transfers.c.provider_id, postings.c.currency)
+    ):
+        charged[(row[0], row[1])] += int(row[2])
+    for key in sorted(set(folded) | set(journal) | set(charged) | set(per_user)):
+        result.checks += 1
+        analytics = folded.get(key, 0) + journal.get(key, 0)
+        if analytics != charged.get(key, 0):
+            result.differences.append(
+                Difference(
+                    "usage_vs_ledger",
+                    f"provider {key[0]} {key[1]}",
+                    f"usage charges in the ledger {charged.get(key, 0)}",
+                    f"usage analytics {analytics}",
+                )
+            )
+        if folded.get(key, 0) != per_user.get(key, 0):
+            result.differences.append(
+                Difference(
+                    "usage_rollups",
+                    f"provider {key[0]} {key[1]}",
+                    f"per user {per_user.get(key, 0)}",
+                    f"per provider {folded.get(key, 0)}",
+                )
+            )

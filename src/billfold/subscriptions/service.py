@@ -1,0 +1,509 @@
+"""Subscriptions: subscribe, change plan, cancel; and which plan prices a user's usage.
+
+Proration follows API.md: by days, against the whole period the partial one belongs to,
+rounded half-up on the invoice line (see `billfold.domain.billing`). An immediate change
+credits the unused days of the old plan's advance fee and charges the same days on the
+new plan; both lines go on the current period's invoice and are settled at once, so a
+prepaid wallet that cannot cover an upgrade refuses it and nothing changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import select
+
+from billfold.core import audit
+from billfold.core.access import Principal, Role
+from billfold.core.context import Context
+from billfold.domain.billing import Schedule, parse_anchor, period_fraction, prorate
+from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
+from billfold.domain.pricing import Plan, parse_time
+from billfold.ids import new_id
+from billfold.invoicing.billing import LIVE, Line, Phase, Sub, Work, load_subs, money, usage_rows
+from billfold.store.db import UnitOfWork
+from billfold.store.tables import plans, services, subscription_phases, subscriptions, users
+
+MAX_BACKDATE: Final = timedelta(days=31)
+TIMINGS: Final = ("immediate", "period_end")
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionView:
+    id: str
+    user: str
+    plan: str
+    service: str
+    status: str
+    billing_anchor: str
+    interval: str
+    interval_count: int
+    started_at: datetime
+    trial_end: datetime | None
+    current_period_start: datetime
+    current_period_end: datetime
+    pending_plan: str | None
+    cancel_at_period_end: bool
+    ended_at: datetime | None
+    past_due_since: datetime | None
+    created_at: datetime
+
+
+def _plan_row(uow: UnitOfWork, code: object) -> Any:
+    if not isinstance(code, str) or not code:
+        raise InvalidRequest("plan must be a plan code", param="plan")
+    row = uow.conn.execute(
+        select(plans, services.c.code.label("service_code"))
+        .join(services, services.c.id == plans.c.service_id)
+        .where(plans.c.code == code)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no plan {code}", code="plan_not_found", param="plan")
+    return row
+
+
+def _can_act(principal: Principal, user_id: str, provider_id: str) -> bool:
+    if principal.role == Role.ADMIN:
+        return True
+    if principal.role == Role.PROVIDER:
+        return principal.provider_id == provider_id
+    return principal.user_id == user_id
+
+
+def _view(uow: UnitOfWork, row: Any) -> SubscriptionView:
+    codes = {
+        r.id: r.code
+        for r in uow.conn.execute(
+            select(plans.c.id, plans.c.code).where(
+                plans.c.id.in_([row.plan_id, row.pending_plan_id or row.plan_id])
+            )
+        )
+    }
+    service = uow.conn.execute(
+        select(services.c.code).where(services.c.id == row.service_id)
+    ).scalar_one()
+    return SubscriptionView(
+        id=row.id,
+        user=row.user_id,
+        plan=codes[row.plan_id],
+        service=service,
+        status=row.status,
+        billing_anchor=row.billing_anchor,
+        interval=row.interval,
+        interval_count=row.interval_count,
+        started_at=row.started_at,
+        trial_end=row.trial_end,
+        current_period_start=row.current_period_start,
+        current_period_end=row.current_period_end,
+        pending_plan=codes.get(row.pending_plan_id) if row.pending_plan_id else None,
+        cancel_at_period_end=bool(row.cancel_at_period_end),
+        ended_at=row.ended_at,
+        past_due_since=row.past_due_since,
+        created_at=row.created_at,
+    )
+
+
+def create(
+    ctx: Context,
+    principal: Principal,
+    *,
+    user_ref: str,
+    plan_code: object,
+    start: object = None,
+    billing_anchor: object = None,
+) -> SubscriptionView:
+    now = ctx.clock.now()
+    with ctx.db.unit_of_work() as uow:
+        user = uow.conn.execute(
+            select(users).where((users.c.id == user_ref) | (users.c.external_id == user_ref))
+        ).first()
+        plan_row = _plan_row(uow, plan_code)
+        if user is None or not _can_act(principal, user.id, plan_row.provider_id):
+            raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
+        if principal.role == Role.USER and plan_row.status != "active":
+            raise NotFound(f"no plan {plan_code}", code="plan_not_found", param="plan")
+        if plan_row.status != "active":
+            raise Conflict(f"plan {plan_code} is retired", code="plan_retired", param="plan")
+        moment = now if start is None else parse_time(start, "start")
+        if moment > now + timedelta(minutes=5):
+            raise InvalidRequest("start must not be in the future", param="start")
+        if moment < now - MAX_BACKDATE:
+            raise InvalidRequest("start may be at most 31 days in the past", param="start")
+        work = Work(ctx, uow, now)
+        work.catalog.load(uow, [plan_row.id], [plan_row.provider_id])
+        plan = work.catalog.plan(plan_row.id, moment)
+        if plan.interval == "none":
+            raise InvalidRequest(
+                f"plan {plan_code} is pay-as-you-go (interval none); subscribe to a plan with "
+                "an interval",
+                code="plan_not_recurring",
+                param="plan",
+            )
+        if plan.currency.code != user.currency:
+            raise InvalidRequest(
+                f"plan {plan_code} is priced in {plan.currency.code}, the user pays in "
+                f"{user.currency}",
+                code="currency_mismatch",
+                param="plan",
+            )
+        if user.status != "active":
+            raise Conflict("the user is not active", code="user_inactive", param="user")
+        anchor = parse_anchor(billing_anchor, plan.interval)
+        taken = uow.conn.execute(
+            select(subscriptions.c.id).where(
+                subscriptions.c.user_id == user.id,
+                subscriptions.c.service_id == plan_row.service_id,
+                subscriptions.c.status.in_(LIVE),
+            )
+        ).first()
+        if taken is not None:
+            raise Conflict(
+                f"the user already has subscription {taken.id} to service "
+                f"{plan_row.service_code}; change its plan instead",
+                code="already_subscribed",
+                param="plan",
+            )
+        trial_end = moment + timedelta(days=plan.trial_days) if plan.trial_days else None
+        origin = trial_end or moment
+        schedule = Schedule(plan.interval, plan.interval_count, anchor, origin)
+        end = trial_end or schedule.billing_period(moment)[1]
+        sub_id = new_id("sub")
+        row = {
+            "id": sub_id,
+            "user_id": user.id,
+            "provider_id": plan_row.provider_id,
+            "service_id": plan_row.service_id,
+            "plan_id": plan_row.id,
+            "status": "trialing" if trial_end else "active",
+            "interval": plan.interval,
+            "interval_count": plan.interval_count,
+            "billing_anchor": anchor,
+            "currency": user.currency,
+            "started_at": moment,
+            "trial_end": trial_end,
+            "billing_origin": origin,
+            "current_period_start": moment,
+            "current_period_end": end,
+            "pending_plan_id": None,
+            "cancel_at_period_end": 0,
+            "ended_at": None,
+            "past_due_since": None,
+            "next_retry_at": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        uow.conn.execute(subscriptions.insert().values(row))
+        uow.conn.execute(
+            subscription_phases.insert().values(
+                subscription_id=sub_id, plan_id=plan_row.id, starts_at=moment, ends_at=None
+            )
+        )
+        sub = load_subs(uow, [_row(uow, sub_id)])[0]
+        work.subs = [sub]
+        invoice = work.open_period(sub, moment, end)
+        work.settle([invoice], {user.id: sub.user})
+        if invoice.billing_mode == "prepaid" and invoice.amount_due > 0:
+            raise InsufficientFunds(
+                "the wallet cannot cover the first fee; top up first",
+                code="insufficient_funds",
+                param="user",
+            )
+        # A backdated start may have whole periods behind it already: bill them now.
+        if end <= now:
+            from billfold.invoicing.billing import advance
+
+            advance(work, work.subs, now)
+            work.settle(work.invoices.values(), {user.id: sub.user})
+        work.flush()
+        audit.record(
+            uow,
+            principal,
+            "subscription.created",
+            "subscription",
+            sub_id,
+            at=now,
+            details={"user_id": user.id, "plan": plan_row.code, "anchor": anchor},
+        )
+        uow.commit()
+    return get(ctx, principal, sub_id)
+
+
+def _row(uow: UnitOfWork, sub_id: str, *, lock: bool = False) -> Any:
+    query = select(subscriptions).where(subscriptions.c.id == sub_id)
+    if lock:
+        query = query.with_for_update()
+    row = uow.conn.execute(query).one_or_none()
+    if row is None:
+        raise NotFound(f"no subscription {sub_id}", code="subscription_not_found")
+    return row
+
+
+def _load_for(uow: UnitOfWork, principal: Principal, sub_id: str, *, lock: bool = False) -> Any:
+    row = _row(uow, sub_id, lock=lock)
+    if not _can_act(principal, row.user_id, row.provider_id):
+        raise NotFound(f"no subscription {sub_id}", code="subscription_not_found")
+    return row
+
+
+def get(ctx: Context, principal: Principal, sub_id: str) -> SubscriptionView:
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        return _view(uow, _load_for(uow, principal, sub_id))
+
+
+def list_for(
+    ctx: Context, principal: Principal, *, user_ref: str | None, limit: int, after: str | None
+) -> tuple[list[SubscriptionView], bool]:
+    if not 1 <= limit <= 1000:
+        raise InvalidRequest("limit must be 1 to 1000", param="limit")
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        query = select(subscriptions).order_by(subscriptions.c.id).limit(limit + 1)
+        if principal.role == Role.USER:
+            query = query.where(subscriptions.c.user_id == principal.user_id)
+        elif principal.role == Role.PROVIDER:
+            query = query.where(subscriptions.c.provider_id == principal.provider_id)
+        if user_ref is not None:
+            query = query.where(subscriptions.c.user_id == user_ref)
+        if after is not None:
+            query = query.where(subscriptions.c.id > after)
+        rows = list(uow.conn.execute(query))
+        return [_view(uow, row) for row in rows[:limit]], len(rows) > limit
+
+
+def _timing(value: object, default: str) -> str:
+    if value is None:
+        return default
+    if value not in TIMINGS:
+        raise InvalidRequest('timing must be "immediate" or "period_end"', param="timing")
+    return str(value)
+
+
+def _remaining_lines(work: Work, sub: Sub, old: Plan, new: Plan | None, at: datetime) -> list[Line]:
+    """Credit for the unused days of the old plan's advance fee, charge on the new one."""
+    start, end = sub.current_period_start, sub.current_period_end
+    if sub.in_trial(at) or at >= end:
+        return []
+    whole_start, whole_end = sub.whole_period(start)
+    days = period_fraction(whole_start, whole_end, whole_start, whole_end)[1]
+    left = min(period_fraction(at, end, whole_start, whole_end)[0], days)
+    found = []
+    cur = old.currency
+    note = f"{left}/{days} days, {at:%Y-%m-%d} to {end:%Y-%m-%d}"
+    if old.fee_timing == "advance" and old.fixed_fee:
+        credit = money(prorate(old.fixed_fee, left, days, cur), cur)
+        if credit:
+            found.append(
+                Line(
+                    "proration",
+                    f"Unused time on {old.name} ({note})",
+                    -credit,
+                    period_start=at,
+                    period_end=end,
+                )
+            )
+    if new is not None and new.fee_timing == "advance" and new.fixed_fee:
+        charge = money(prorate(new.fixed_fee, left, days, cur), cur)
+        if charge:
+            found.append(
+                Line(
+                    "proration",
+                    f"Remaining time on {new.name} ({note})",
+                    charge,
+                    period_start=at,
+                    period_end=end,
+                )
+            )
+    return found
+
+
+def change_plan(
+    ctx: Context, principal: Principal, sub_id: str, *, plan_code: object, timing: object = None
+) -> SubscriptionView:
+    now = ctx.clock.now()
+    with ctx.db.unit_of_work() as uow:
+        row = _load_for(uow, principal, sub_id, lock=True)
+        if row.status not in LIVE:
+            raise Conflict("the subscription has ended", code="subscription_ended")
+        new_row = _plan_row(uow, plan_code)
+        if new_row.id == row.plan_id:
+            raise InvalidRequest("the subscription is already on that plan", param="plan")
+        if new_row.service_id != row.service_id or new_row.status != "active":
+            raise InvalidRequest(
+                "the new plan must be an active plan of the same service", param="plan"
+            )
+        work = Work(ctx, uow, now)
+        work.catalog.load(uow, [row.plan_id, new_row.id], [row.provider_id])
+        old, new = work.catalog.plan(row.plan_id, now), work.catalog.plan(new_row.id, now)
+        if (new.interval, new.interval_count, new.currency) != (
+            old.interval,
+            old.interval_count,
+            old.currency,
+        ):
+            raise InvalidRequest(
+                "the new plan must bill in the same interval and currency; cancel and "
+                "subscribe to switch between them",
+                code="plan_incompatible",
+                param="plan",
+            )
+        upgrade = new.fixed_fee >= old.fixed_fee
+        when = _timing(timing, "immediate" if upgrade else "period_end")
+        sub = load_subs(uow, [row])[0]
+        work.subs = [sub]
+        if when == "period_end":
+            sub.set(pending_plan_id=new_row.id, updated_at=now)
+        else:
+            if sub.in_trial(now):
+                pass
+            elif sub.invoice is None:
+                raise Conflict("the current period has no invoice yet", code="not_billed")
+            lines = _remaining_lines(work, sub, old, new, now)
+            sub.phases[-1].ends_at, sub.phases[-1].dirty = now, True
+            sub.phases.append(Phase(new_row.id, now, None))
+            sub.set(plan_id=new_row.id, pending_plan_id=None, updated_at=now)
+            if lines and sub.invoice is not None:
+                work.track(sub.invoice)
+                for line in lines:
+                    sub.invoice.add(line)
+                work.settle([sub.invoice], {sub.user_id: sub.user})
+                if sub.invoice.billing_mode == "prepaid" and any(not x.settled for x in lines):
+                    raise InsufficientFunds(
+                        "the wallet cannot cover the change of plan; top up first",
+                        code="insufficient_funds",
+                        param="plan",
+                    )
+        work.flush()
+        audit.record(
+            uow,
+            principal,
+            "subscription.plan_changed",
+            "subscription",
+            sub_id,
+            at=now,
+            details={"plan": new_row.code, "timing": when},
+        )
+        uow.commit()
+        return _view(uow, _row(uow, sub_id))
+
+
+def cancel(
+    ctx: Context, principal: Principal, sub_id: str, *, timing: object = None
+) -> SubscriptionView:
+    now = ctx.clock.now()
+    with ctx.db.unit_of_work() as uow:
+        row = _load_for(uow, principal, sub_id, lock=True)
+        if row.status not in LIVE:
+            raise Conflict("the subscription has already ended", code="subscription_ended")
+        when = _timing(timing, "period_end")
+        work = Work(ctx, uow, now)
+        work.catalog.load(uow, [row.plan_id], [row.provider_id])
+        sub = load_subs(uow, [row])[0]
+        work.subs = [sub]
+        if when == "period_end":
+            sub.set(cancel_at_period_end=1, pending_plan_id=None, updated_at=now)
+        else:
+            old = work.catalog.plan(row.plan_id, now)
+            lines = _remaining_lines(work, sub, old, None, now)
+            if sub.invoice is not None:
+                work.track(sub.invoice)
+                for line in lines:
+                    sub.invoice.add(line)
+                sub.invoice.period_end = max(now, sub.current_period_start)
+            sub.phases[-1].ends_at, sub.phases[-1].dirty = now, True
+            sub.set(current_period_end=max(now, sub.current_period_start))
+            rows = usage_rows(uow, [sub])
+            work.close_period(sub, rows)
+            sub.set(status="canceled", ended_at=now, pending_plan_id=None, updated_at=now)
+            work.settle(work.invoices.values(), {sub.user_id: sub.user})
+        work.flush()
+        audit.record(
+            uow,
+            principal,
+            "subscription.canceled",
+            "subscription",
+            sub_id,
+            at=now,
+            details={"timing": when},
+        )
+        uow.commit()
+        return _view(uow, _row(uow, sub_id))
+
+
+@dataclass(frozen=True, slots=True)
+class PlanAt:
+    """Which plan prices a user's usage of a service at an instant, and in which period."""
+
+    plan_id: str
+    period_start: datetime
+    period_end: datetime
+    subscription_id: str
+    status: str
+
+
+def subscription_period(
+    sub: Any, phase_start: datetime, phase_end: datetime | None, moment: datetime
+) -> tuple[datetime, datetime]:
+    """The usage period of `moment` under a subscription phase: the billing period
+    (the trial is one), cut where the phase starts or ends."""
+    if sub.trial_end is not None and moment < sub.trial_end:
+        start, end = sub.started_at, sub.trial_end
+    else:
+        schedule = Schedule(
+            sub.interval, sub.interval_count, sub.billing_anchor, sub.billing_origin
+        )
+        start, end = schedule.billing_period(moment)
+    start = max(start, phase_start)
+    if phase_end is not None:
+        end = min(end, phase_end)
+    return start, end
+
+
+def plans_at(
+    uow: UnitOfWork, pairs: set[tuple[str, str]]
+) -> dict[tuple[str, str], list[tuple[Any, Any]]]:
+    """For (user id, service id) pairs: their subscriptions' phases, newest last."""
+    found: dict[tuple[str, str], list[tuple[Any, Any]]] = {}
+    if not pairs:
+        return found
+    user_ids = sorted({user for user, _ in pairs})
+    for offset in range(0, len(user_ids), 500):
+        chunk = user_ids[offset : offset + 500]
+        for row in uow.conn.execute(
+            select(
+                subscriptions.c.id,
+                subscriptions.c.user_id,
+                subscriptions.c.service_id,
+                subscriptions.c.status,
+                subscriptions.c.interval,
+                subscriptions.c.interval_count,
+                subscriptions.c.billing_anchor,
+                subscriptions.c.billing_origin,
+                subscriptions.c.started_at,
+                subscriptions.c.trial_end,
+                subscription_phases.c.plan_id,
+                subscription_phases.c.starts_at,
+                subscription_phases.c.ends_at,
+            )
+            .join(subscription_phases, subscription_phases.c.subscription_id == subscriptions.c.id)
+            .where(subscriptions.c.user_id.in_(chunk))
+            .order_by(subscription_phases.c.starts_at)
+        ):
+            key = (row.user_id, row.service_id)
+            if key in pairs:
+                found.setdefault(key, []).append((row, row))
+    return found
+
+
+def phase_for(phases: list[tuple[Any, Any]], moment: datetime) -> PlanAt | None:
+    """The subscription phase in force at `moment`, if any."""
+    for sub, phase in reversed(phases):
+        if phase.starts_at <= moment and (phase.ends_at is None or moment < phase.ends_at):
+            start, end = subscription_period(sub, phase.starts_at, phase.ends_at, moment)
+            return PlanAt(phase.plan_id, start, end, sub.id, sub.status)
+    return None
+
+
+def plan_for_user(
+    uow: UnitOfWork, user_id: str, service_id: str, moment: datetime
+) -> PlanAt | None:
+    return phase_for(plans_at(uow, {(user_id, service_id)}).get((user_id, service_id), []), moment)
