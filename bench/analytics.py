@@ -81,16 +81,18 @@ def populate(ctx: Context, count: int) -> str:
     """The catalog, `count` events and their rollups; returns the first provider's id."""
     pids = []
     for p in range(PROVIDERS):
-        provider = parties.create_provider(
-            ctx, SYSTEM, name=f"P{p}", email=f"p{p}@p.io", commission_rate="0.2"
+        provider = ctx.run(
+            parties.create_provider, SYSTEM, name=f"P{p}", email=f"p{p}@p.io", commission_rate="0.2"
         )
         me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-        catalog.create_service(ctx, me, code=f"svc{p}", name=f"Service {p}")
+        ctx.run(catalog.create_service, me, code=f"svc{p}", name=f"Service {p}")
         for m in ("calls", "tokens"):
-            catalog.create_metric(ctx, me, f"svc{p}", code=m, name=m, aggregation="count")
+            ctx.run(catalog.create_metric, me, f"svc{p}", code=m, name=m, aggregation="count")
         pids.append(provider.id)
     user_ids = [
-        parties.create_user(ctx, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD").id
+        ctx.run(
+            parties.create_user, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
+        ).id
         for n in range(USERS)
     ]
     with ctx.db.unit_of_work(read_only=True) as uow:
@@ -294,11 +296,11 @@ def main() -> None:
                 None,
                 ("provider",),
             )
-            series = analytics.usage_series(ctx, me, usage_q)
+            series = ctx.run(analytics.usage_series, me, usage_q)
             assert sum(p.events for s in series for p in s.points) > 0
             raw = timed(partial(raw_scan, ctx, provider, start, end), max(3, args.runs // 3))
-            usage_t = timed(partial(analytics.usage_series, ctx, me, usage_q), args.runs)
-            revenue_t = timed(partial(analytics.revenue_series, ctx, SYSTEM, month), args.runs)
+            usage_t = timed(partial(ctx.read, analytics.usage_series, me, usage_q), args.runs)
+            revenue_t = timed(partial(ctx.read, analytics.revenue_series, SYSTEM, month), args.runs)
             raw_median = statistics.median(raw)
             for label, times in (
                 ("usage series, 30 days", usage_t),

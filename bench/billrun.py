@@ -69,12 +69,14 @@ def context(url: str, home: Path, clock: TestClock) -> Context:
 
 def populate(ctx: Context, count: int) -> None:
     """N postpaid users, each on the monthly plan since Nov 1, November's draft invoice."""
-    provider = parties.create_provider(ctx, SYSTEM, name="P", email="p@p.io", commission_rate="0.2")
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name="P", email="p@p.io", commission_rate="0.2"
+    )
     me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-    service = catalog.create_service(ctx, me, code="maps", name="Maps")
-    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
-    plan = catalog.create_plan(
-        ctx,
+    service = ctx.run(catalog.create_service, me, code="maps", name="Maps")
+    ctx.run(catalog.create_metric, me, "maps", code="calls", name="Calls", aggregation="count")
+    plan = ctx.run(
+        catalog.create_plan,
         me,
         {
             "code": "monthly",

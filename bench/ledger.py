@@ -201,14 +201,18 @@ def single(
 
 
 def service(ctx: Context, count: int, advance: Callable[[int], None]) -> None:
-    provider = parties.create_provider(
-        ctx, SYSTEM, name="Bench", email=f"{uuid.uuid4().hex}@b.io", commission_rate="0.2"
+    provider = ctx.run(
+        parties.create_provider,
+        SYSTEM,
+        name="Bench",
+        email=f"{uuid.uuid4().hex}@b.io",
+        commission_rate="0.2",
     )
-    user = parties.create_user(ctx, SYSTEM, name="Bench", email="u@b.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, user.id, amount="1000000")
+    user = ctx.run(parties.create_user, SYSTEM, name="Bench", email="u@b.io", currency_code="USD")
+    ctx.run(parties.top_up, SYSTEM, user.id, amount="1000000")
     for _ in range(count):
-        parties.charge(
-            ctx,
+        ctx.run(
+            parties.charge,
             SYSTEM,
             user_ref=user.id,
             amount="0.01",

@@ -225,7 +225,7 @@ def server(ctx: Context) -> Iterator[LiveServer]:
 
 @pytest.fixture
 def admin_key(ctx: Context) -> str:
-    return create_key(ctx, SYSTEM, role=Role.ADMIN, name="test admin")[1]
+    return ctx.run(create_key, SYSTEM, role=Role.ADMIN, name="test admin")[1]
 
 
 @pytest.fixture

@@ -100,8 +100,8 @@ def keys_create(
         raise typer.Exit(2) from None
     ctx = _context()
     try:
-        key, secret = create_key(
-            ctx, SYSTEM, role=role_value, provider_id=provider, user_id=user, name=name
+        key, secret = ctx.run(
+            create_key, SYSTEM, role=role_value, provider_id=provider, user_id=user, name=name
         )
     except BillfoldError as error:
         err.print(f"billfold: {error.message}")
@@ -166,8 +166,10 @@ def verify_command(
         transient=True,
     ) as bar:
         task = bar.add_task("journal", total=None)
-        report = verify(
-            ctx, SYSTEM, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        report = ctx.read(
+            verify,
+            SYSTEM,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     if as_json:
         print(
@@ -263,7 +265,7 @@ def reconcile_command(
         transient=True,
     ) as bar:
         bar.add_task(period, total=None)
-        report = reconcile(ctx, period)
+        report = ctx.read(reconcile, period)
     ctx.db.dispose()
     if as_json:
         print(

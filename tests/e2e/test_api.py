@@ -52,10 +52,10 @@ def world(ctx: Context, server: LiveServer, admin_key: str) -> Iterator[World]:
         )
     keys = {
         "admin": admin_key,
-        "provider_a": create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=pa)[1],
-        "provider_b": create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=pb)[1],
-        "user_x": create_key(ctx, SYSTEM, role=Role.USER, user_id=ux)[1],
-        "user_y": create_key(ctx, SYSTEM, role=Role.USER, user_id=uy)[1],
+        "provider_a": ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=pa)[1],
+        "provider_b": ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=pb)[1],
+        "user_x": ctx.run(create_key, SYSTEM, role=Role.USER, user_id=ux)[1],
+        "user_y": ctx.run(create_key, SYSTEM, role=Role.USER, user_id=uy)[1],
     }
     yield World(server, pa, pb, ux, uy, charge, keys)
 
@@ -377,7 +377,7 @@ def test_idempotency_replays_conflicts_and_is_scoped_per_key(ctx: Context, world
         assert too_long.status_code == 400
         balance = admin.get(f"/v1/users/{world.user_x}/balance").json()
     assert balance["posted"] == "102.00"  # 100 - 5 + 7: the replay moved nothing.
-    second_admin = create_key(ctx, SYSTEM, role=Role.ADMIN)[1]
+    second_admin = ctx.run(create_key, SYSTEM, role=Role.ADMIN)[1]
     with world.server.client(second_admin) as admin2:
         response = admin2.post(path, json={"amount": "7"}, headers={"Idempotency-Key": "k-1"})
         assert response.status_code == 201 and "idempotent-replayed" not in response.headers

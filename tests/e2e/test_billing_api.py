@@ -78,7 +78,7 @@ def test_subscribe_move_the_clock_and_read_the_invoice(
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert len(pdf.content) > 2000
     # The user sees its own invoice; another user does not.
-    user_key = create_key(ctx, SYSTEM, role=Role.USER, user_id=user)[1]
+    user_key = ctx.run(create_key, SYSTEM, role=Role.USER, user_id=user)[1]
     with server.client(user_key) as me:
         assert me.get(f"/v1/invoices/{first['id']}").status_code == 200
         short = me.post(f"/v1/invoices/{first['id']}/pay")
@@ -86,7 +86,7 @@ def test_subscribe_move_the_clock_and_read_the_invoice(
     other = admin.post(
         "/v1/users", json={"name": "B", "email": "b@example.com", "currency": "USD"}
     ).json()
-    other_key = create_key(ctx, SYSTEM, role=Role.USER, user_id=other["id"])[1]
+    other_key = ctx.run(create_key, SYSTEM, role=Role.USER, user_id=other["id"])[1]
     with server.client(other_key) as them:
         assert them.get(f"/v1/invoices/{first['id']}").status_code == 404
         assert them.post(f"/v1/subscriptions/{sub['id']}/cancel", json={}).status_code == 404

@@ -58,9 +58,9 @@ def catalog(ctx: Context, server: LiveServer, admin_key: str) -> Iterator[Catalo
         ).json()["id"]
     keys = {
         "admin": admin_key,
-        "a": create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=pa)[1],
-        "b": create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=pb)[1],
-        "user": create_key(ctx, SYSTEM, role=Role.USER, user_id=user)[1],
+        "a": ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=pa)[1],
+        "b": ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=pb)[1],
+        "user": ctx.run(create_key, SYSTEM, role=Role.USER, user_id=user)[1],
     }
     world = Catalog(server, keys, pa)
     with world.client("a") as a:

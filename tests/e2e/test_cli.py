@@ -43,9 +43,9 @@ def test_keys_and_verify(sqlite_database_url: str, tmp_path: Path) -> None:
         _run(tmp_path, sqlite_database_url, "keys", "create", "--role", "provider").returncode == 2
     )
     ctx = make_context(sqlite_database_url, tmp_path)
-    user = parties.create_user(ctx, SYSTEM, name="A", email="a@x.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, user.id, amount="10")
-    parties.charge(ctx, SYSTEM, user_ref=user.id, amount="3", description="x")
+    user = ctx.run(parties.create_user, SYSTEM, name="A", email="a@x.io", currency_code="USD")
+    ctx.run(parties.top_up, SYSTEM, user.id, amount="10")
+    ctx.run(parties.charge, SYSTEM, user_ref=user.id, amount="3", description="x")
 
     ok = _run(tmp_path, sqlite_database_url, "verify", "--json")
     assert ok.returncode == 0, ok.stderr

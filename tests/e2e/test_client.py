@@ -23,14 +23,16 @@ from tests.conftest import START, LiveServer
 
 @pytest.fixture
 def setup(ctx: Context) -> tuple[str, str]:
-    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.2")
-    user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, user.id, amount="100")
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name="A", email="a@p.io", commission_rate="0.2"
+    )
+    user = ctx.run(parties.create_user, SYSTEM, name="U", email="u@u.io", currency_code="USD")
+    ctx.run(parties.top_up, SYSTEM, user.id, amount="100")
     me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-    catalog.create_service(ctx, me, code="maps", name="Maps")
-    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
-    catalog.create_plan(
-        ctx,
+    ctx.run(catalog.create_service, me, code="maps", name="Maps")
+    ctx.run(catalog.create_metric, me, "maps", code="calls", name="Calls", aggregation="count")
+    ctx.run(
+        catalog.create_plan,
         me,
         {
             "code": "payg",
@@ -40,7 +42,7 @@ def setup(ctx: Context) -> tuple[str, str]:
             "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.001"}],
         },
     )
-    return create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=provider.id)[1], user.id
+    return ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=provider.id)[1], user.id
 
 
 def _stored(ctx: Context) -> int:
@@ -93,7 +95,7 @@ def test_batches_retries_and_exactly_once(
         with pytest.raises(TypeError):
             client.report(user=user, service="maps", metric="calls", value=0.5)  # type: ignore[arg-type]
     assert _stored(ctx) == 2500
-    assert parties.get_balance(ctx, SYSTEM, user).posted == Decimal("97.5")
+    assert ctx.run(parties.get_balance, SYSTEM, user).posted == Decimal("97.5")
 
 
 def test_authorizations_through_the_client(server: LiveServer, setup: tuple[str, str]) -> None:

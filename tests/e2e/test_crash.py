@@ -109,7 +109,7 @@ def test_sigkill_during_ingestion_loses_and_doubles_nothing(
     ctx.clock = SystemClock()
     me = metered_catalog(ctx, PLAN)
     user_id = funded_user(ctx, 0, "1000")
-    key = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
     ctx.db.dispose()
     now = datetime.now(UTC).isoformat()
     batches = [
@@ -185,9 +185,9 @@ def test_sigkill_during_ingestion_loses_and_doubles_nothing(
     expected = units_due(
         price_charge(charge, MetricUsage(given=Decimal(count))).amount, usd.ledger_scale
     )
-    balance = parties.get_balance(after, SYSTEM, user_id)
+    balance = after.read(parties.get_balance, SYSTEM, user_id)
     assert to_units(Decimal(1000) - balance.posted, usd) == expected
-    report = verify(after, SYSTEM)
+    report = after.read(verify, SYSTEM)
     assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
     after.db.dispose()
 
@@ -200,7 +200,7 @@ def test_several_server_processes_share_one_sqlite_database(
     ctx.clock = SystemClock()
     me = metered_catalog(ctx, PLAN)
     users = [funded_user(ctx, n, "100") for n in range(4)]
-    key = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
     ctx.db.dispose()
     now = datetime.now(UTC).isoformat()
     batches = [
@@ -233,6 +233,6 @@ def test_several_server_processes_share_one_sqlite_database(
     assert sum(int(r["accepted"]) for r in results) == 24 * 200  # type: ignore[call-overload]
     assert sum(int(r["duplicates"]) for r in results) == 6 * 200  # type: ignore[call-overload]
     after = make_context(sqlite_database_url, tmp_path)
-    report = verify(after, SYSTEM)
+    report = after.read(verify, SYSTEM)
     assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
     after.db.dispose()

@@ -56,9 +56,9 @@ def test_analytics_settlement_and_exports_over_http(
         },
     ).json()["id"]
     admin.post(f"/v1/users/{user}/top-ups", json={"amount": "100"})
-    pkey = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=providers[0])[1]
-    other = create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=providers[1])[1]
-    ukey = create_key(ctx, SYSTEM, role=Role.USER, user_id=user)[1]
+    pkey = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=providers[0])[1]
+    other = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=providers[1])[1]
+    ukey = ctx.run(create_key, SYSTEM, role=Role.USER, user_id=user)[1]
     now = ctx.clock.now()
     stamp = now.replace(minute=0, second=0, microsecond=0)
     with server.client(pkey) as prov, server.client(other) as prov_b, server.client(ukey) as me:

@@ -101,9 +101,9 @@ def world(ctx: Context, server: LiveServer, admin_key: str) -> Iterator[World]:
         admin.post(f"/v1/users/{poor}/top-ups", json={"amount": "1"}).raise_for_status()
     keys = {
         "admin": admin_key,
-        "a": create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=pa)[1],
-        "b": create_key(ctx, SYSTEM, role=Role.PROVIDER, provider_id=pb)[1],
-        "user": create_key(ctx, SYSTEM, role=Role.USER, user_id=prepaid)[1],
+        "a": ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=pa)[1],
+        "b": ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=pb)[1],
+        "user": ctx.run(create_key, SYSTEM, role=Role.USER, user_id=prepaid)[1],
     }
     with server.client(keys["a"]) as a:
         assert a.post("/v1/services", json={"code": "maps", "name": "Maps"}).status_code == 201
@@ -456,7 +456,7 @@ def test_books_and_counts_after_everything(world: World) -> None:
     world.send([event(n, world.prepaid) for n in range(20)])
     with world.ctx.db.unit_of_work(read_only=True) as uow:
         assert uow.conn.execute(select(func.count()).select_from(usage_events)).scalar_one() == 20
-    assert verify(world.ctx, SYSTEM).ok
+    assert world.ctx.read(verify, SYSTEM).ok
 
 
 def test_capturing_nothing_closes_the_hold_without_a_charge(world: World) -> None:

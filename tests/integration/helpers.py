@@ -94,18 +94,20 @@ def metered_catalog(
     ctx: Context, plan: dict[str, object], *, commission_rate: str = "0.2", metric: str = "calls"
 ) -> Principal:
     """A provider selling service "maps" with a count metric and `plan`; its principal."""
-    provider = parties.create_provider(
-        ctx, SYSTEM, name="A", email="a@p.io", commission_rate=commission_rate
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name="A", email="a@p.io", commission_rate=commission_rate
     )
     me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-    catalog.create_service(ctx, me, code="maps", name="Maps")
-    catalog.create_metric(ctx, me, "maps", code=metric, name="Calls", aggregation="count")
-    catalog.create_plan(ctx, me, plan)
+    ctx.run(catalog.create_service, me, code="maps", name="Maps")
+    ctx.run(catalog.create_metric, me, "maps", code=metric, name="Calls", aggregation="count")
+    ctx.run(catalog.create_plan, me, plan)
     return me
 
 
 def funded_user(ctx: Context, n: int, amount: str) -> str:
     """A prepaid USD user topped up with `amount`."""
-    user = parties.create_user(ctx, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, user.id, amount=amount)
+    user = ctx.run(
+        parties.create_user, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
+    )
+    ctx.run(parties.top_up, SYSTEM, user.id, amount=amount)
     return user.id

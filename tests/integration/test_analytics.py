@@ -20,14 +20,14 @@ DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
 
 
 def _provider(ctx: Context, name: str, service: str, price: str, rate: str) -> Principal:
-    provider = parties.create_provider(
-        ctx, SYSTEM, name=name, email=f"{name}@p.io", commission_rate=rate
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name=name, email=f"{name}@p.io", commission_rate=rate
     )
     me = Principal(f"k-{name}", Role.PROVIDER, provider_id=provider.id)
-    catalog.create_service(ctx, me, code=service, name=service)
-    catalog.create_metric(ctx, me, service, code="calls", name="Calls", aggregation="count")
-    catalog.create_plan(
-        ctx,
+    ctx.run(catalog.create_service, me, code=service, name=service)
+    ctx.run(catalog.create_metric, me, service, code="calls", name="Calls", aggregation="count")
+    ctx.run(
+        catalog.create_plan,
         me,
         {
             "code": f"{service}-payg",
@@ -63,10 +63,10 @@ def world(ctx: Context, clock: TestClock) -> dict[str, object]:
     geo = _provider(ctx, "b", "geo", "0.7", "0.15")
     users = []
     for n in range(3):
-        user = parties.create_user(
-            ctx, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
+        user = ctx.run(
+            parties.create_user, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
         )
-        parties.top_up(ctx, SYSTEM, user.id, amount="500")
+        ctx.run(parties.top_up, SYSTEM, user.id, amount="500")
         users.append(user.id)
     # Ten days of usage at uneven times (sub-cent prices, free units, late events).
     for day in range(10):
@@ -105,13 +105,13 @@ def test_usage_series_add_up_to_the_ledger(
     users = world["users"]
     assert isinstance(users, list)
     q = Query(DAY0, DAY0 + timedelta(days=31), "day", group_by=("user",))
-    series = analytics.usage_series(ctx, SYSTEM, q)
+    series = ctx.run(analytics.usage_series, SYSTEM, q)
     for user in users:
         mine = [s for s in series if s.group["user"] == user]
         units = sum(p.amount for s in mine for p in s.points)
         assert from_units(units, currency("USD")) == _charged(ctx, user)
     # Per provider (the provider rollup) equals per user (the user rollup).
-    flat = analytics.usage_series(ctx, SYSTEM, Query(DAY0, DAY0 + timedelta(days=31), "month"))
+    flat = ctx.run(analytics.usage_series, SYSTEM, Query(DAY0, DAY0 + timedelta(days=31), "month"))
     assert _total(flat) == _total(series)
     assert _total(flat)[1] == sum(5 + d + i for d in range(10) for i in range(3)) + 10 * (2 + 3)
 
@@ -120,49 +120,57 @@ def test_day_windows_follow_the_time_zone(ctx: Context, world: dict[str, object]
     analytics.fold(ctx)
     maps = world["maps"]
     assert isinstance(maps, Principal)
-    utc = analytics.usage_series(ctx, maps, Query(DAY0, DAY0 + timedelta(days=11), "day"))
+    utc = ctx.run(analytics.usage_series, maps, Query(DAY0, DAY0 + timedelta(days=11), "day"))
     # Kolkata is UTC+05:30: a quarter-hour grid is needed for its midnights.
     start = datetime(2026, 11, 1, 18, 30, tzinfo=UTC)
-    kolkata = analytics.usage_series(
-        ctx, maps, Query(start, start + timedelta(days=11), "day", tz="Asia/Kolkata")
+    kolkata = ctx.run(
+        analytics.usage_series,
+        maps,
+        Query(start, start + timedelta(days=11), "day", tz="Asia/Kolkata"),
     )
     assert _total(utc) == _total(kolkata)
     assert kolkata[0].points[0].start.isoformat() == "2026-11-02T00:00:00+05:30"
     # Events from 03:07 UTC on: day one in Kolkata holds user 0's whole first day.
     assert [p.events for p in utc[0].points][:2] == [5 + 6 + 7, 6 + 7 + 8]
-    hourly = analytics.usage_series(ctx, maps, Query(DAY0, DAY0 + timedelta(days=1), "hour"))
+    hourly = ctx.run(analytics.usage_series, maps, Query(DAY0, DAY0 + timedelta(days=1), "hour"))
     assert len(hourly[0].points) == 24 and sum(p.events for p in hourly[0].points) == 18
     with pytest.raises(InvalidRequest):
-        analytics.usage_series(ctx, maps, Query(DAY0, DAY0 + timedelta(minutes=7), "hour"))
+        ctx.run(analytics.usage_series, maps, Query(DAY0, DAY0 + timedelta(minutes=7), "hour"))
     with pytest.raises(InvalidRequest):
-        analytics.usage_series(ctx, maps, Query(DAY0, DAY0 + timedelta(days=1), tz="Mars/Olympus"))
+        ctx.run(
+            analytics.usage_series, maps, Query(DAY0, DAY0 + timedelta(days=1), tz="Mars/Olympus")
+        )
 
 
 def test_each_role_sees_only_its_own(ctx: Context, world: dict[str, object]) -> None:
     maps, geo, users = world["maps"], world["geo"], world["users"]
     assert isinstance(maps, Principal) and isinstance(geo, Principal) and isinstance(users, list)
     q = Query(DAY0, DAY0 + timedelta(days=31), "month", group_by=("service", "user"))
-    seen = analytics.usage_series(ctx, maps, q)
+    seen = ctx.run(analytics.usage_series, maps, q)
     assert {s.group["service"] for s in seen} == {"maps"}
     with pytest.raises(InvalidRequest):
-        analytics.usage_series(
-            ctx, maps, Query(DAY0, DAY0 + timedelta(days=1), provider=geo.provider_id)
+        ctx.run(
+            analytics.usage_series,
+            maps,
+            Query(DAY0, DAY0 + timedelta(days=1), provider=geo.provider_id),
         )
     user = Principal("ku", Role.USER, user_id=users[0])
-    mine = analytics.usage_series(ctx, user, q)
+    mine = ctx.run(analytics.usage_series, user, q)
     assert {s.group["user"] for s in mine} == {users[0]}
     with pytest.raises(InvalidRequest):
-        analytics.usage_series(ctx, user, Query(DAY0, DAY0 + timedelta(days=1), user=users[1]))
+        ctx.run(analytics.usage_series, user, Query(DAY0, DAY0 + timedelta(days=1), user=users[1]))
     from billfold.domain.errors import PermissionDenied
 
     with pytest.raises(PermissionDenied):
-        analytics.revenue_series(ctx, user, q)
-    revenue = analytics.revenue_series(
-        ctx, geo, Query(DAY0, DAY0 + timedelta(days=31), "month", group_by=("provider",))
+        ctx.run(analytics.revenue_series, user, q)
+    revenue = ctx.run(
+        analytics.revenue_series,
+        geo,
+        Query(DAY0, DAY0 + timedelta(days=31), "month", group_by=("provider",)),
     )
     assert {s.group["provider"] for s in revenue} == {geo.provider_id}
     with pytest.raises(NotFound):
-        settlement.statements(ctx, geo, str(maps.provider_id), "2026-11")
+        ctx.run(settlement.statements, geo, str(maps.provider_id), "2026-11")
 
 
 def test_statements_payouts_and_reconciliation(
@@ -172,18 +180,18 @@ def test_statements_payouts_and_reconciliation(
     assert isinstance(maps, Principal) and isinstance(users, list)
     provider = str(maps.provider_id)
     clock.set(DAY0 + timedelta(days=12))
-    charge = parties.charge(
-        ctx, maps, user_ref=users[0], amount="10", description="Setup", service="maps"
+    charge = ctx.run(
+        parties.charge, maps, user_ref=users[0], amount="10", description="Setup", service="maps"
     )
-    parties.refund(ctx, maps, charge.transfer.id, amount="4")
+    ctx.run(parties.refund, maps, charge.transfer.id, amount="4")
     analytics.fold(ctx)
     clock.set(DAY0 + timedelta(days=13))
     with pytest.raises(InsufficientFunds):
-        settlement.payout(ctx, SYSTEM, provider_id=provider, amount="100000")
-    paid = settlement.payout(ctx, SYSTEM, provider_id=provider, amount="5", transfer_id="po_1")
-    again = settlement.payout(ctx, SYSTEM, provider_id=provider, amount="5", transfer_id="po_1")
+        ctx.run(settlement.payout, SYSTEM, provider_id=provider, amount="100000")
+    paid = ctx.run(settlement.payout, SYSTEM, provider_id=provider, amount="5", transfer_id="po_1")
+    again = ctx.run(settlement.payout, SYSTEM, provider_id=provider, amount="5", transfer_id="po_1")
     assert again.id == paid.id and again.balance_after == paid.balance_after
-    (st,) = settlement.statements(ctx, maps, provider, "2026-11")
+    (st,) = ctx.run(settlement.statements, maps, provider, "2026-11")
     with ctx.db.unit_of_work(read_only=True) as uow:
         earnings = ledger.find_account(
             uow, OwnerType.PROVIDER, provider, AccountKind.PROVIDER_EARNINGS, "USD"
@@ -196,10 +204,10 @@ def test_statements_payouts_and_reconciliation(
     assert st.opening + st.net - st.payouts == st.closing
     # Commission is the platform's share: 20% of gross less 20% of what was refunded.
     assert st.commission == pytest.approx((st.gross - st.refunds) * 0.2, abs=10)
-    report = settlement.reconcile(ctx, "2026-11")
+    report = ctx.run(settlement.reconcile, "2026-11")
     assert report.ok, report.differences
     assert report.checks > 5
-    december = settlement.statements(ctx, SYSTEM, provider, "2026-12")
+    december = ctx.run(settlement.statements, SYSTEM, provider, "2026-12")
     assert december[0].opening == balance and december[0].gross == 0
 
 
@@ -220,7 +228,7 @@ def test_reconcile_names_a_difference(ctx: Context, world: dict[str, object]) ->
             .values(gross=revenue_rollup.c.gross + 1)
         )
         uow.commit()
-    report = settlement.reconcile(ctx, "2026-11")
+    report = ctx.run(settlement.reconcile, "2026-11")
     assert not report.ok
     assert {d.check for d in report.differences} >= {"statement_vs_ledger"}
     assert any(row.provider_id in d.subject for d in report.differences)
@@ -234,13 +242,13 @@ def test_top_lists_and_subscription_metrics(
     maps, users = world["maps"], world["users"]
     assert isinstance(maps, Principal) and isinstance(users, list)
     q = Query(DAY0, DAY0 + timedelta(days=31))
-    ranked = analytics.top(ctx, SYSTEM, q, "user", limit=3)
+    ranked = ctx.run(analytics.top, SYSTEM, q, "user", limit=3)
     assert [r[2] for r in ranked] == sorted((r[2] for r in ranked), reverse=True)
-    assert sum(r[2] for r in ranked) == _total(analytics.usage_series(ctx, SYSTEM, q))[2]
-    assert [r[0] for r in analytics.top(ctx, maps, q, "service")] == ["maps"]
+    assert sum(r[2] for r in ranked) == _total(ctx.run(analytics.usage_series, SYSTEM, q))[2]
+    assert [r[0] for r in ctx.run(analytics.top, maps, q, "service")] == ["maps"]
     for code, interval, fee in (("m", "month", "30"), ("y", "year", "120")):
-        catalog.create_plan(
-            ctx,
+        ctx.run(
+            catalog.create_plan,
             maps,
             {
                 "code": code,
@@ -253,35 +261,37 @@ def test_top_lists_and_subscription_metrics(
             },
         )
     clock.set(DAY0 + timedelta(days=15))
-    month = subscriptions.create(ctx, SYSTEM, user_ref=users[0], plan_code="m")
-    subscriptions.create(ctx, SYSTEM, user_ref=users[1], plan_code="y")
+    month = ctx.run(subscriptions.create, SYSTEM, user_ref=users[0], plan_code="m")
+    ctx.run(subscriptions.create, SYSTEM, user_ref=users[1], plan_code="y")
     clock.set(DAY0 + timedelta(days=40))
-    subscriptions.cancel(ctx, SYSTEM, month.id, timing="immediate")
+    ctx.run(subscriptions.cancel, SYSTEM, month.id, timing="immediate")
     dec = datetime(2026, 12, 1, tzinfo=UTC)
-    (before,) = analytics.subscription_metrics(ctx, maps, DAY0, dec)
+    (before,) = ctx.run(analytics.subscription_metrics, maps, DAY0, dec)
     assert (before.active, before.mrr, before.arr) == (2, Decimal(40), Decimal(480))
     assert before.paying_users == 3 and before.arpu > 0
-    (after,) = analytics.subscription_metrics(ctx, maps, dec, dec + timedelta(days=31))
+    (after,) = ctx.run(analytics.subscription_metrics, maps, dec, dec + timedelta(days=31))
     assert (after.active, after.mrr, after.active_at_start, after.churned) == (1, 10, 2, 1)
     assert after.churn_rate == Decimal("0.5")
     geo = world["geo"]
     assert isinstance(geo, Principal)
-    assert analytics.subscription_metrics(ctx, geo, DAY0, dec)[0].active == 0
+    assert ctx.run(analytics.subscription_metrics, geo, DAY0, dec)[0].active == 0
 
 
 def test_concurrent_payouts_never_exceed_the_earned_balance(pg_ctx: Context) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     ctx = pg_ctx
-    provider = parties.create_provider(ctx, SYSTEM, name="P", email="p@p.io", commission_rate="0")
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name="P", email="p@p.io", commission_rate="0"
+    )
     me = Principal("kp", Role.PROVIDER, provider_id=provider.id)
-    user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, user.id, amount="10")
-    parties.charge(ctx, me, user_ref=user.id, amount="10", description="Work")
+    user = ctx.run(parties.create_user, SYSTEM, name="U", email="u@u.io", currency_code="USD")
+    ctx.run(parties.top_up, SYSTEM, user.id, amount="10")
+    ctx.run(parties.charge, me, user_ref=user.id, amount="10", description="Work")
 
     def pay(n: int) -> bool:
         try:
-            settlement.payout(ctx, SYSTEM, provider_id=provider.id, amount="3")
+            ctx.run(settlement.payout, SYSTEM, provider_id=provider.id, amount="3")
         except InsufficientFunds:
             return False
         return True
@@ -289,9 +299,9 @@ def test_concurrent_payouts_never_exceed_the_earned_balance(pg_ctx: Context) -> 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(pay, range(12)))
     assert results.count(True) == 3
-    (st,) = settlement.statements(ctx, SYSTEM, provider.id, ctx.clock.now().strftime("%Y-%m"))
+    (st,) = ctx.run(settlement.statements, SYSTEM, provider.id, ctx.clock.now().strftime("%Y-%m"))
     assert (
         st.closing == 1 * 10**st.currency.ledger_scale
         and st.payouts == 9 * 10**st.currency.ledger_scale
     )
-    assert settlement.reconcile(ctx, ctx.clock.now().strftime("%Y-%m")).ok
+    assert ctx.run(settlement.reconcile, ctx.clock.now().strftime("%Y-%m")).ok

@@ -36,14 +36,16 @@ KINDS = [
 
 
 def _provider(ctx: Context) -> Principal:
-    provider = parties.create_provider(ctx, SYSTEM, name="P", email="p@p.io", commission_rate="0.3")
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name="P", email="p@p.io", commission_rate="0.3"
+    )
     me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-    catalog.create_service(ctx, me, code="maps", name="Maps")
-    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
+    ctx.run(catalog.create_service, me, code="maps", name="Maps")
+    ctx.run(catalog.create_metric, me, "maps", code="calls", name="Calls", aggregation="count")
     for interval, count, _ in KINDS:
         for timing in ("advance", "arrears"):
-            catalog.create_plan(
-                ctx,
+            ctx.run(
+                catalog.create_plan,
                 me,
                 {
                     "code": f"{interval}-{count}-{timing}",
@@ -83,14 +85,19 @@ def test_two_years_of_a_thousand_subscriptions(sqlite_ctx: Context, clock: TestC
         interval, count, anchors = KINDS[n % len(KINDS)]
         anchor = anchors[(n // len(KINDS)) % len(anchors)]
         mode = "postpaid" if n % 3 == 0 else "prepaid"
-        user = parties.create_user(
-            ctx, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD", billing_mode=mode
+        user = ctx.run(
+            parties.create_user,
+            SYSTEM,
+            name=f"U{n}",
+            email=f"u{n}@u.io",
+            currency_code="USD",
+            billing_mode=mode,
         )
-        parties.top_up(ctx, SYSTEM, user.id, amount="5000")
+        ctx.run(parties.top_up, SYSTEM, user.id, amount="5000")
         timing = "arrears" if n % 2 else "advance"
         subs.append(
-            subscriptions.create(
-                ctx,
+            ctx.run(
+                subscriptions.create,
                 SYSTEM,
                 user_ref=user.id,
                 plan_code=f"{interval}-{count}-{timing}",
@@ -137,7 +144,7 @@ def test_two_years_of_a_thousand_subscriptions(sqlite_ctx: Context, clock: TestC
         assert starts[sub.id] == expected_periods(sub, end), sub
         total += len(starts[sub.id])
     assert total > 20_000
-    assert verify(ctx, SYSTEM).ok
+    assert ctx.run(verify, SYSTEM).ok
 
 
 def _due_subscriptions(url: str, home: Path, count: int) -> None:
@@ -148,16 +155,16 @@ def _due_subscriptions(url: str, home: Path, count: int) -> None:
         me = _provider(ctx)
         del me
         for n in range(count):
-            user = parties.create_user(
-                ctx,
+            user = ctx.run(
+                parties.create_user,
                 SYSTEM,
                 name=f"K{n}",
                 email=f"k{n}@u.io",
                 currency_code="USD",
                 billing_mode="postpaid",
             )
-            subscriptions.create(
-                ctx,
+            ctx.run(
+                subscriptions.create,
                 SYSTEM,
                 user_ref=user.id,
                 plan_code="day-7-advance",
@@ -206,10 +213,10 @@ def test_a_killed_bill_run_is_completed_by_the_next(
     assert b"subscriptions_processed" in second.stdout
     ctx = make_context(sqlite_database_url, tmp_path)
     try:
-        views = subscriptions.list_for(ctx, SYSTEM, user_ref=None, limit=1000, after=None)[0]
-        views += subscriptions.list_for(ctx, SYSTEM, user_ref=None, limit=1000, after=views[-1].id)[
-            0
-        ]
+        views = ctx.run(subscriptions.list_for, SYSTEM, user_ref=None, limit=1000, after=None)[0]
+        views += ctx.run(
+            subscriptions.list_for, SYSTEM, user_ref=None, limit=1000, after=views[-1].id
+        )[0]
         assert len(views) == 1500
         with ctx.db.unit_of_work(read_only=True) as uow:
             starts: dict[str, list[datetime]] = {}
@@ -223,6 +230,6 @@ def test_a_killed_bill_run_is_completed_by_the_next(
         for view in views:
             assert starts[view.id] == expected_periods(view, now)  # None missing, none twice.
         assert before < midway < sum(len(v) for v in starts.values())
-        assert verify(ctx, SYSTEM).ok
+        assert ctx.run(verify, SYSTEM).ok
     finally:
         ctx.db.dispose()

@@ -31,24 +31,28 @@ CREDIT_LIMIT = Decimal("5.00")
 
 
 def _setup(ctx: Context) -> tuple[str, str]:
-    provider = parties.create_provider(
-        ctx, SYSTEM, name="Maps", email="maps@example.com", commission_rate="0.25"
+    provider = ctx.run(
+        parties.create_provider,
+        SYSTEM,
+        name="Maps",
+        email="maps@example.com",
+        commission_rate="0.25",
     )
-    user = parties.create_user(
-        ctx,
+    user = ctx.run(
+        parties.create_user,
         SYSTEM,
         name="Ana",
         email="ana@example.com",
         currency_code="USD",
         credit_limit=str(CREDIT_LIMIT),
     )
-    parties.top_up(ctx, SYSTEM, user.id, amount=str(START_BALANCE))
+    ctx.run(parties.top_up, SYSTEM, user.id, amount=str(START_BALANCE))
     return provider.id, user.id
 
 
 def _check(ctx: Context, user_id: str, approved: list[str]) -> None:
     assert len(approved) == len(set(approved))
-    balance = parties.get_balance(ctx, SYSTEM, user_id)
+    balance = ctx.run(parties.get_balance, SYSTEM, user_id)
     assert balance.posted == START_BALANCE - PRICE * len(approved)
     assert balance.posted >= -CREDIT_LIMIT
     # The wallet ran dry: it must be too low for one more charge, or nothing was refused.
@@ -64,7 +68,7 @@ def _check(ctx: Context, user_id: str, approved: list[str]) -> None:
         assert stored == set(approved)
         count = uow.conn.execute(select(func.count()).select_from(transfers)).scalar_one()
         assert count == len(approved) + 1
-    report = verify(ctx, SYSTEM)
+    report = ctx.run(verify, SYSTEM)
     assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
 
 
@@ -82,8 +86,8 @@ def test_concurrent_charges_through_the_service_layer(pg_ctx: Context) -> None:
         barrier.wait()
         for n in range(CHARGES_EACH):
             try:
-                movement = parties.charge(
-                    pg_ctx,
+                movement = pg_ctx.run(
+                    parties.charge,
                     provider,
                     user_ref=user_id,
                     amount=str(PRICE),
@@ -107,7 +111,7 @@ def test_concurrent_charges_through_the_service_layer(pg_ctx: Context) -> None:
 @pytest.mark.postgres
 def test_concurrent_charges_through_http(pg_ctx: Context) -> None:
     provider_id, user_id = _setup(pg_ctx)
-    _, secret = create_key(pg_ctx, SYSTEM, role=Role.PROVIDER, provider_id=provider_id)
+    _, secret = pg_ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=provider_id)
     approved: list[str] = []
     statuses: list[int] = []
     lock = threading.Lock()

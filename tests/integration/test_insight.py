@@ -63,12 +63,14 @@ def receiver() -> Iterator[Receiver]:
 
 def _setup(ctx: Context, clock: TestClock) -> tuple[Principal, str]:
     clock.set(DAY0)
-    provider = parties.create_provider(ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.2")
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name="A", email="a@p.io", commission_rate="0.2"
+    )
     me = Principal("kp", Role.PROVIDER, provider_id=provider.id)
-    catalog.create_service(ctx, me, code="maps", name="Maps")
-    catalog.create_metric(ctx, me, "maps", code="calls", name="Calls", aggregation="count")
-    catalog.create_plan(
-        ctx,
+    ctx.run(catalog.create_service, me, code="maps", name="Maps")
+    ctx.run(catalog.create_metric, me, "maps", code="calls", name="Calls", aggregation="count")
+    ctx.run(
+        catalog.create_plan,
         me,
         {
             "code": "maps-payg",
@@ -79,8 +81,8 @@ def _setup(ctx: Context, clock: TestClock) -> tuple[Principal, str]:
             "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.1"}],
         },
     )
-    user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, user.id, amount="100")
+    user = ctx.run(parties.create_user, SYSTEM, name="U", email="u@u.io", currency_code="USD")
+    ctx.run(parties.top_up, SYSTEM, user.id, amount="100")
     return me, user.id
 
 
@@ -106,11 +108,11 @@ def test_alerts_are_signed_retried_and_delivered_once_with_one_id(
     ctx: Context, clock: TestClock, receiver: Receiver
 ) -> None:
     me, user = _setup(ctx, clock)
-    endpoint = alerts.create_endpoint(ctx, me, url=receiver.url, event_types=None)
+    endpoint = ctx.run(alerts.create_endpoint, me, url=receiver.url, event_types=None)
     mine = Principal("ku", Role.USER, user_id=user)
-    alerts.create_endpoint(ctx, mine, url=receiver.url, event_types=["budget.threshold"])
-    alerts.set_settings(
-        ctx, mine, user, monthly_budget="20", thresholds=[50, 100], low_balance="85"
+    ctx.run(alerts.create_endpoint, mine, url=receiver.url, event_types=["budget.threshold"])
+    ctx.run(
+        alerts.set_settings, mine, user, monthly_budget="20", thresholds=[50, 100], low_balance="85"
     )
     # 14 quiet days of 20 calls (2.00 a day), then a day of 300 calls (30.00).
     for day in range(14):
@@ -123,14 +125,14 @@ def test_alerts_are_signed_retried_and_delivered_once_with_one_id(
     raised = alerts.evaluate(ctx)
     assert raised == {"budget": 2, "low_balance": 1, "spike": 1}
     assert alerts.evaluate(ctx) == {"budget": 0, "low_balance": 0, "spike": 0}  # Once each.
-    kinds = {a.type for a in alerts.list_alerts(ctx, SYSTEM)}
+    kinds = {a.type for a in ctx.run(alerts.list_alerts, SYSTEM)}
     assert kinds == {"budget.threshold", "balance.low", "usage.spike"}
-    spike = next(a for a in alerts.list_alerts(ctx, me) if a.type == "usage.spike")
+    spike = next(a for a in ctx.run(alerts.list_alerts, me) if a.type == "usage.spike")
     assert spike.data["amount"] == "30" and spike.data["day"] == "2026-11-16"
     # The provider hears of the spike (its own user); the user of its budget alerts.
-    assert {a.type for a in alerts.list_alerts(ctx, me)} == {"usage.spike"}
+    assert {a.type for a in ctx.run(alerts.list_alerts, me)} == {"usage.spike"}
     other = Principal("kx", Role.USER, user_id="usr_other")
-    assert alerts.list_alerts(ctx, other) == []
+    assert ctx.run(alerts.list_alerts, other) == []
     # Delivery: the receiver fails the first two posts; they are retried with backoff.
     first = alerts.deliver_due(ctx)
     assert first["retried"] == 2 and first["delivered"] == 1
@@ -162,19 +164,24 @@ def test_alerts_are_signed_retried_and_delivered_once_with_one_id(
             sig = headers["webhook-signature"].removeprefix("v1,")
             if payload["data"]["provider"]:  # The provider's endpoint (we know its secret).
                 assert sig in candidates
-    messages = alerts.list_messages(ctx, me, endpoint.id)
+    messages = ctx.run(alerts.list_messages, me, endpoint.id)
     assert {m.status for m in messages} == {"delivered"}
     with pytest.raises(NotFound):
-        alerts.list_messages(ctx, mine, endpoint.id)
+        ctx.run(alerts.list_messages, mine, endpoint.id)
 
 
 def test_messages_give_up_after_the_backoff_schedule(ctx: Context, clock: TestClock) -> None:
     me, user = _setup(ctx, clock)
     dead = Receiver(fail=100)
     try:
-        alerts.create_endpoint(ctx, SYSTEM, url=dead.url, event_types=["balance.low"])
-        alerts.set_settings(
-            ctx, SYSTEM, user, monthly_budget=None, thresholds=None, low_balance="500"
+        ctx.run(alerts.create_endpoint, SYSTEM, url=dead.url, event_types=["balance.low"])
+        ctx.run(
+            alerts.set_settings,
+            SYSTEM,
+            user,
+            monthly_budget=None,
+            thresholds=None,
+            low_balance="500",
         )
         assert alerts.evaluate(ctx)["low_balance"] == 1
         for _ in range(len(alerts.BACKOFF_S) + 1):
@@ -185,9 +192,9 @@ def test_messages_give_up_after_the_backoff_schedule(ctx: Context, clock: TestCl
     finally:
         dead.close()
     with pytest.raises(InvalidRequest):
-        alerts.create_endpoint(ctx, me, url="ftp://x", event_types=None)
+        ctx.run(alerts.create_endpoint, me, url="ftp://x", event_types=None)
     with pytest.raises(InvalidRequest):
-        alerts.create_endpoint(ctx, me, url="http://x.io", event_types=["nope"])
+        ctx.run(alerts.create_endpoint, me, url="http://x.io", event_types=["nope"])
 
 
 def test_forecast_from_the_ledger(ctx: Context, clock: TestClock) -> None:
@@ -196,17 +203,17 @@ def test_forecast_from_the_ledger(ctx: Context, clock: TestClock) -> None:
         clock.set(DAY0 + timedelta(days=day, hours=10))
         _use(ctx, me, user, day, 20)  # 2.00 a day.
     clock.set(DAY0 + timedelta(days=7))
-    code, available, f = alerts.balance_forecast(ctx, SYSTEM, user, days=7)
+    code, available, f = ctx.run(alerts.balance_forecast, SYSTEM, user, days=7)
     assert (code, available) == ("USD", Decimal(86))
     assert f.burn_per_day == 2 and f.days_left == Decimal("43.0")
     with pytest.raises(NotFound):
-        alerts.balance_forecast(ctx, Principal("kx", Role.USER, user_id="usr_x"), user)
+        ctx.run(alerts.balance_forecast, Principal("kx", Role.USER, user_id="usr_x"), user)
 
 
 def test_simulator_reprices_recorded_usage(ctx: Context, clock: TestClock) -> None:
     me, user = _setup(ctx, clock)
-    second = parties.create_user(ctx, SYSTEM, name="V", email="v@u.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, second.id, amount="100")
+    second = ctx.run(parties.create_user, SYSTEM, name="V", email="v@u.io", currency_code="USD")
+    ctx.run(parties.top_up, SYSTEM, second.id, amount="100")
     clock.set(DAY0 + timedelta(days=2))
     _use(ctx, me, user, 0, 30)
     _use(ctx, me, second.id, 1, 150, tag="b")
@@ -227,23 +234,23 @@ def test_simulator_reprices_recorded_usage(ctx: Context, clock: TestClock) -> No
             }
         ],
     }
-    sim = simulator.simulate(ctx, me, "maps-payg", draft, "2026-11")
+    sim = ctx.run(simulator.simulate, me, "maps-payg", draft, "2026-11")
     got = {u.user_id: (u.current, u.draft) for u in sim.users}
     assert got == {user: (Decimal(3), Decimal("1.5")), second.id: (Decimal(15), Decimal(15))}
     assert sim.draft - sim.current == Decimal("-1.5")
     other = Principal("kq", Role.PROVIDER, provider_id="prv_other")
     with pytest.raises(NotFound):
-        simulator.simulate(ctx, other, "maps-payg", draft, "2026-11")
+        ctx.run(simulator.simulate, other, "maps-payg", draft, "2026-11")
     with pytest.raises(InvalidRequest):
-        simulator.simulate(ctx, me, "maps-payg", {**draft, "currency": "EUR"}, "2026-11")
+        ctx.run(simulator.simulate, me, "maps-payg", {**draft, "currency": "EUR"}, "2026-11")
 
 
 def test_exports_add_up_to_the_ledger(ctx: Context, clock: TestClock) -> None:
     me, user = _setup(ctx, clock)
     clock.set(DAY0 + timedelta(days=1))
     _use(ctx, me, user, 0, 37)
-    charge = parties.charge(ctx, me, user_ref=user, amount="2.5", description='Setup, "quoted"')
-    parties.refund(ctx, me, charge.transfer.id, amount="1")
+    charge = ctx.run(parties.charge, me, user_ref=user, amount="2.5", description='Setup, "quoted"')
+    ctx.run(parties.refund, me, charge.transfer.id, amount="1")
 
     def rows(principal: Principal, kind: str) -> list[dict[str, str]]:
         text = "".join(exports.export_csv(ctx, principal, kind, "2026-11"))

@@ -77,8 +77,8 @@ def test_concurrent_metering_and_authorizations(pg_ctx: Context) -> None:
                     with lock:
                         accepted += result.accepted
                     continue
-                auth = authorizations.authorize(
-                    ctx,
+                auth = ctx.run(
+                    authorizations.authorize,
                     me,
                     user_ref=rng.choice(users),
                     service_code="maps",
@@ -89,12 +89,12 @@ def test_concurrent_metering_and_authorizations(pg_ctx: Context) -> None:
                     continue
                 if rng.random() < 0.6:
                     used = rng.randint(0, 5)
-                    authorizations.capture(ctx, me, auth.id, quantity=used)
+                    ctx.run(authorizations.capture, me, auth.id, quantity=used)
                     if used:
                         with lock:
                             accepted += 1  # The capture records its usage as one event.
                 else:
-                    authorizations.void(ctx, me, auth.id)
+                    ctx.run(authorizations.void, me, auth.id)
         except BaseException as error:  # Reported below with the thread's seed.
             errors.append(error)
 
@@ -120,7 +120,7 @@ def test_concurrent_metering_and_authorizations(pg_ctx: Context) -> None:
     charge = parse_plan(PLAN).charges[0]
     usd = currency("USD")
     for user_id in users:
-        balance = parties.get_balance(ctx, SYSTEM, user_id)
+        balance = ctx.run(parties.get_balance, SYSTEM, user_id)
         assert balance.posted >= 0 and balance.held >= 0
         spent = to_units(Decimal(3) - balance.posted + balance.receivable, usd)
         expected = units_due(
@@ -128,7 +128,7 @@ def test_concurrent_metering_and_authorizations(pg_ctx: Context) -> None:
             usd.ledger_scale,
         )
         assert spent == expected, user_id
-    report = verify(ctx, SYSTEM)
+    report = ctx.run(verify, SYSTEM)
     assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
 
 
@@ -160,6 +160,6 @@ def test_requests_racing_with_the_same_event_ids_accept_each_once(ctx: Context) 
     expected = units_due(
         price_charge(charge, MetricUsage(given=Decimal(450))).amount, usd.ledger_scale
     )
-    spent = to_units(Decimal(100) - parties.get_balance(ctx, SYSTEM, user_id).posted, usd)
+    spent = to_units(Decimal(100) - ctx.run(parties.get_balance, SYSTEM, user_id).posted, usd)
     assert spent == expected
-    assert verify(ctx, SYSTEM).ok
+    assert ctx.run(verify, SYSTEM).ok

@@ -20,24 +20,26 @@ def _balance(ctx: Context, owner_type: OwnerType, owner: str, kind: AccountKind)
 
 
 def test_plan_commission_overrides_the_providers(ctx: Context) -> None:
-    provider = parties.create_provider(
-        ctx, SYSTEM, name="A", email="a@p.io", commission_rate="0.10"
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name="A", email="a@p.io", commission_rate="0.10"
     )
     me = Principal("k", Role.PROVIDER, provider_id=provider.id)
-    user = parties.create_user(ctx, SYSTEM, name="U", email="u@u.io", currency_code="USD")
-    parties.top_up(ctx, SYSTEM, user.id, amount="100")
+    user = ctx.run(parties.create_user, SYSTEM, name="U", email="u@u.io", currency_code="USD")
+    ctx.run(parties.top_up, SYSTEM, user.id, amount="100")
     for code in ("maps", "geo"):
-        catalog.create_service(ctx, me, code=code, name=code)
-        catalog.create_metric(ctx, me, code, code="calls", name="Calls", aggregation="count")
+        ctx.run(catalog.create_service, me, code=code, name=code)
+        ctx.run(catalog.create_metric, me, code, code="calls", name="Calls", aggregation="count")
     base = {
         "currency": "USD",
         "interval": "none",
         "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "1"}],
     }
-    catalog.create_plan(
-        ctx, me, {**base, "code": "maps-payg", "service": "maps", "commission_rate": "0.35"}
+    ctx.run(
+        catalog.create_plan,
+        me,
+        {**base, "code": "maps-payg", "service": "maps", "commission_rate": "0.35"},
     )
-    catalog.create_plan(ctx, me, {**base, "code": "geo-payg", "service": "geo"})
+    ctx.run(catalog.create_plan, me, {**base, "code": "geo-payg", "service": "geo"})
     stamp = START.isoformat()
     result = metering.ingest(
         ctx,
@@ -69,4 +71,4 @@ def test_plan_commission_overrides_the_providers(ctx: Context) -> None:
     assert _balance(ctx, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.PLATFORM_REVENUE) == (
         Decimal("3.5") + Decimal(1)
     )
-    assert parties.get_balance(ctx, SYSTEM, user.id).posted == Decimal(80)
+    assert ctx.run(parties.get_balance, SYSTEM, user.id).posted == Decimal(80)

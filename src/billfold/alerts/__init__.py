@@ -2,6 +2,7 @@
 
 from billfold.alerts.service import (
     BACKOFF_S,
+    CLAIM_LEASE,
     DEFAULT_THRESHOLDS,
     EVENT_TYPES,
     SPIKE_FACTOR,
@@ -25,6 +26,7 @@ from billfold.alerts.service import (
 
 __all__ = [
     "BACKOFF_S",
+    "CLAIM_LEASE",
     "DEFAULT_THRESHOLDS",
     "EVENT_TYPES",
     "SPIKE_FACTOR",

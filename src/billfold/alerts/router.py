@@ -12,8 +12,10 @@ from pydantic import BaseModel, Field
 from billfold import alerts
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
 from billfold.core.http import (
+    Read,
+    UnitOfWorkRoute,
+    Write,
     get_context,
     get_principal,
 )
@@ -21,7 +23,7 @@ from billfold.core.schemas import AmountIn, ListOf
 from billfold.core.schemas import Request as Body
 from billfold.domain.money import format_decimal
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["alerts"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["alerts"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 
@@ -31,10 +33,10 @@ Who = Annotated[Principal, Depends(get_principal)]
 
 @router.get("/users/{user_id}/forecast")
 def forecast(
-    ctx: Ctx, who: Who, user_id: str, days: Annotated[int, Query(ge=1, le=365)] = 14
+    work: Read, who: Who, user_id: str, days: Annotated[int, Query(ge=1, le=365)] = 14
 ) -> dict[str, Any]:
     """Days until the balance runs out at the mean daily spend of the last `days` days."""
-    code, available, fc = alerts.balance_forecast(ctx, who, user_id, days=days)
+    code, available, fc = alerts.balance_forecast(work, who, user_id, days=days)
     return {
         "object": "forecast",
         "user": user_id,
@@ -54,10 +56,12 @@ class AlertSettingsIn(Body):
 
 
 @router.post("/users/{user_id}/alert-settings")
-def set_alert_settings(ctx: Ctx, who: Who, user_id: str, body: AlertSettingsIn) -> dict[str, Any]:
+def set_alert_settings(
+    work: Write, who: Who, user_id: str, body: AlertSettingsIn
+) -> dict[str, Any]:
     """A monthly budget with alerts at thresholds (percent), and a low-balance level."""
     s = alerts.set_settings(
-        ctx,
+        work,
         who,
         user_id,
         monthly_budget=body.monthly_budget,
@@ -76,7 +80,7 @@ def set_alert_settings(ctx: Ctx, who: Who, user_id: str, body: AlertSettingsIn) 
 
 @router.get("/alerts")
 def list_alerts(
-    ctx: Ctx, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    work: Read, who: Who, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
     """Alerts raised about the asker's users (admin: all; provider: its own; user: itself)."""
     return {
@@ -91,7 +95,7 @@ def list_alerts(
                 "data": a.data,
                 "created_at": a.created_at.isoformat(),
             }
-            for a in alerts.list_alerts(ctx, who, limit=limit)
+            for a in alerts.list_alerts(work, who, limit=limit)
         ],
     }
 
@@ -111,9 +115,9 @@ class EndpointOut(BaseModel):
 
 
 @router.post("/webhook-endpoints", status_code=201, response_model=EndpointOut)
-def create_endpoint(ctx: Ctx, who: Who, body: EndpointCreate) -> EndpointOut:
+def create_endpoint(work: Write, who: Who, body: EndpointCreate) -> EndpointOut:
     """An endpoint for the asker's alerts, signed per Standard Webhooks."""
-    e = alerts.create_endpoint(ctx, who, url=body.url, event_types=body.event_types)
+    e = alerts.create_endpoint(work, who, url=body.url, event_types=body.event_types)
     return EndpointOut(
         id=e.id,
         url=e.url,
@@ -124,13 +128,13 @@ def create_endpoint(ctx: Ctx, who: Who, body: EndpointCreate) -> EndpointOut:
 
 
 @router.get("/webhook-endpoints", response_model=ListOf[EndpointOut])
-def list_endpoints(ctx: Ctx, who: Who) -> ListOf[EndpointOut]:
+def list_endpoints(work: Read, who: Who) -> ListOf[EndpointOut]:
     return ListOf[EndpointOut](
         data=[
             EndpointOut(
                 id=e.id, url=e.url, event_types=list(e.event_types), created_at=e.created_at
             )
-            for e in alerts.list_endpoints(ctx, who)
+            for e in alerts.list_endpoints(work, who)
         ],
         has_more=False,
     )
@@ -138,7 +142,7 @@ def list_endpoints(ctx: Ctx, who: Who) -> ListOf[EndpointOut]:
 
 @router.get("/webhook-endpoints/{endpoint_id}/messages")
 def list_messages(
-    ctx: Ctx, who: Who, endpoint_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    work: Read, who: Who, endpoint_id: str, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> dict[str, Any]:
     """The outbox of one of the asker's endpoints: each message, its state and attempts."""
     return {
@@ -156,6 +160,6 @@ def list_messages(
                 "created_at": m.created_at.isoformat(),
                 "delivered_at": m.delivered_at.isoformat() if m.delivered_at else None,
             }
-            for m in alerts.list_messages(ctx, who, endpoint_id, limit=limit)
+            for m in alerts.list_messages(work, who, endpoint_id, limit=limit)
         ],
     }

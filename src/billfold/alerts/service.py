@@ -28,14 +28,13 @@ from sqlalchemy import and_, func, or_, select, update
 
 from billfold import ledger
 from billfold.core.access import Principal, Role, require_user_access
-from billfold.core.context import Context
+from billfold.core.context import Context, Work
+from billfold.core.directory import load_user, user_row
 from billfold.domain.analytics import Forecast, forecast, is_spike
 from billfold.domain.errors import InvalidRequest, NotFound
 from billfold.domain.ledger import AccountKind, OwnerType, TransferKind
 from billfold.domain.money import currency, format_decimal, from_units, parse_amount, to_units
 from billfold.ids import new_id
-from billfold.parties import load_user
-from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
     accounts,
     alert_settings,
@@ -73,7 +72,7 @@ class AlertSettings:
 
 
 def set_settings(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     user_ref: str,
     *,
@@ -82,38 +81,34 @@ def set_settings(
     low_balance: object | None,
 ) -> AlertSettings:
     """A user's monthly budget (with alert thresholds, in percent) and low-balance level."""
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        user = load_user(ctx, uow, user_ref)
-        require_user_access(principal, user.id)
-        cur = user.currency
-        budget = (
-            None if monthly_budget is None else parse_amount(monthly_budget, param="monthly_budget")
-        )
-        low = None if low_balance is None else parse_amount(low_balance, param="low_balance")
-        marks = tuple(sorted(set(thresholds or DEFAULT_THRESHOLDS)))
-        if any(not 1 <= t <= 1000 for t in marks):
-            raise InvalidRequest("thresholds are percentages from 1 to 1000", param="thresholds")
-        values = {
-            "monthly_budget": None
-            if budget is None
-            else to_units(budget, cur, param="monthly_budget"),
-            "budget_thresholds": ",".join(map(str, marks)),
-            "low_balance": None if low is None else to_units(low, cur, param="low_balance"),
-            "updated_at": now,
-        }
-        done = uow.conn.execute(
-            update(alert_settings).where(alert_settings.c.user_id == user.id).values(values)
-        ).rowcount
-        if not done:
-            uow.conn.execute(alert_settings.insert().values(user_id=user.id, **values))
-        uow.commit()
+    now = work.clock.now()
+    user = load_user(work, user_ref)
+    require_user_access(principal, user.id)
+    cur = user.currency
+    budget = (
+        None if monthly_budget is None else parse_amount(monthly_budget, param="monthly_budget")
+    )
+    low = None if low_balance is None else parse_amount(low_balance, param="low_balance")
+    marks = tuple(sorted(set(thresholds or DEFAULT_THRESHOLDS)))
+    if any(not 1 <= t <= 1000 for t in marks):
+        raise InvalidRequest("thresholds are percentages from 1 to 1000", param="thresholds")
+    values = {
+        "monthly_budget": None if budget is None else to_units(budget, cur, param="monthly_budget"),
+        "budget_thresholds": ",".join(map(str, marks)),
+        "low_balance": None if low is None else to_units(low, cur, param="low_balance"),
+        "updated_at": now,
+    }
+    done = work.conn.execute(
+        update(alert_settings).where(alert_settings.c.user_id == user.id).values(values)
+    ).rowcount
+    if not done:
+        work.conn.execute(alert_settings.insert().values(user_id=user.id, **values))
     return AlertSettings(user.id, cur.code, budget, marks, low)
 
 
-def _accounts_of(uow: UnitOfWork, user_ids: list[str]) -> dict[str, list[int]]:
+def _accounts_of(work: Work, user_ids: list[str]) -> dict[str, list[int]]:
     found: dict[str, list[int]] = defaultdict(list)
-    for row in uow.conn.execute(
+    for row in work.conn.execute(
         select(accounts.c.id, accounts.c.owner_id).where(
             accounts.c.owner_type == str(OwnerType.USER),
             accounts.c.owner_id.in_(user_ids),
@@ -124,13 +119,13 @@ def _accounts_of(uow: UnitOfWork, user_ids: list[str]) -> dict[str, list[int]]:
     return found
 
 
-def spent_since(uow: UnitOfWork, account_ids: list[int], since: datetime) -> dict[datetime, int]:
+def spent_since(work: Work, account_ids: list[int], since: datetime) -> dict[datetime, int]:
     """What the user spent per UTC day since `since`: every movement of its wallet and
     receivable but top-ups (money in) and invoice payments (between the two)."""
     if not account_ids:
         return {}
     per_day: dict[datetime, int] = defaultdict(int)
-    for row in uow.conn.execute(
+    for row in work.conn.execute(
         select(transfers.c.posted_at, postings.c.amount)
         .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
         .where(
@@ -145,20 +140,17 @@ def spent_since(uow: UnitOfWork, account_ids: list[int], since: datetime) -> dic
 
 
 def balance_forecast(
-    ctx: Context, principal: Principal, user_ref: str, *, days: int = 14
+    work: Work, principal: Principal, user_ref: str, *, days: int = 14
 ) -> tuple[str, Decimal, Forecast]:
     """Days until a prepaid user's balance runs out at the mean daily spend of `days` days."""
     if not 1 <= days <= 365:
         raise InvalidRequest("days is from 1 to 365", param="days")
-    now = ctx.clock.now()
-    from billfold.parties import user_balance_of
-
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        user = load_user(ctx, uow, user_ref)
-        require_user_access(principal, user.id)
-        own = _accounts_of(uow, [user.id])[user.id]
-        spent = spent_since(uow, own, now - timedelta(days=days))
-    available = user_balance_of(ctx, user).available
+    now = work.clock.now()
+    user = load_user(work, user_ref)
+    require_user_access(principal, user.id)
+    own = _accounts_of(work, [user.id])[user.id]
+    spent = spent_since(work, own, now - timedelta(days=days))
+    available = ledger.user_balance(work, user).available
     cur = user.currency
     return (
         cur.code,
@@ -181,7 +173,7 @@ class AlertView:
 
 
 def _raise(
-    uow: UnitOfWork,
+    work: Work,
     key: str,
     type_: str,
     data: dict[str, Any],
@@ -191,10 +183,10 @@ def _raise(
     provider_id: str | None,
 ) -> bool:
     """Stores the alert unless it exists, and queues it for every endpoint that listens."""
-    if uow.conn.execute(select(alerts.c.id).where(alerts.c.key == key)).first() is not None:
+    if work.conn.execute(select(alerts.c.id).where(alerts.c.key == key)).first() is not None:
         return False
     alert_id = new_id("alrt")
-    uow.conn.execute(
+    work.conn.execute(
         alerts.insert().values(
             id=alert_id,
             key=key,
@@ -210,7 +202,7 @@ def _raise(
         owners.append(("user", user_id))
     if provider_id:
         owners.append(("provider", provider_id))
-    for endpoint in uow.conn.execute(
+    for endpoint in work.conn.execute(
         select(webhook_endpoints).where(
             or_(
                 *(
@@ -228,7 +220,7 @@ def _raise(
             "timestamp": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "data": {"alert": alert_id, "user": user_id, "provider": provider_id, **data},
         }
-        uow.conn.execute(
+        work.conn.execute(
             webhook_messages.insert().values(
                 id=new_id("msg"),
                 endpoint_id=endpoint.id,
@@ -247,23 +239,23 @@ def evaluate(ctx: Context) -> dict[str, int]:
     """Raises the alerts the facts now call for: budgets, low balances and spikes."""
     now = ctx.clock.now()
     raised = {"budget": 0, "low_balance": 0, "spike": 0}
-    with ctx.db.unit_of_work() as uow:
-        settings_rows = list(uow.conn.execute(select(alert_settings)))
+    with ctx.work() as work:
+        settings_rows = list(work.conn.execute(select(alert_settings)))
         if settings_rows:
-            _budgets_and_balances(uow, settings_rows, now, raised)
-        raised["spike"] = _spikes(uow, now)
-        uow.commit()
+            _budgets_and_balances(work, settings_rows, now, raised)
+        raised["spike"] = _spikes(work, now)
+        work.commit()
     return raised
 
 
 def _budgets_and_balances(
-    uow: UnitOfWork, rows: list[Any], now: datetime, raised: dict[str, int]
+    work: Work, rows: list[Any], now: datetime, raised: dict[str, int]
 ) -> None:
     month = now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    own = _accounts_of(uow, [r.user_id for r in rows])
+    own = _accounts_of(work, [r.user_id for r in rows])
     people = {
         r.id: r
-        for r in uow.conn.execute(
+        for r in work.conn.execute(
             select(users.c.id, users.c.currency, users.c.credit_limit).where(
                 users.c.id.in_([r.user_id for r in rows])
             )
@@ -272,10 +264,10 @@ def _budgets_and_balances(
     for row in rows:
         cur = currency(people[row.user_id].currency)
         if row.monthly_budget:
-            spent = sum(spent_since(uow, own[row.user_id], month).values())
+            spent = sum(spent_since(work, own[row.user_id], month).values())
             for pct in (int(t) for t in row.budget_thresholds.split(",") if t):
                 if spent * 100 >= row.monthly_budget * pct and _raise(
-                    uow,
+                    work,
                     f"budget:{row.user_id}:{month:%Y-%m}:{pct}",
                     "budget.threshold",
                     {
@@ -292,16 +284,16 @@ def _budgets_and_balances(
                     raised["budget"] += 1
         if row.low_balance is not None:
             wallet = ledger.find_account(
-                uow, OwnerType.USER, row.user_id, AccountKind.WALLET, cur.code
+                work, OwnerType.USER, row.user_id, AccountKind.WALLET, cur.code
             )
             if wallet is None:
                 continue
-            bal = ledger.balance(uow, wallet)
-            available = bal.posted - bal.held
+            limit = int(user_row(work, row.user_id).credit_limit)
+            available = ledger.user_standing(work, row.user_id, cur.code, limit).available
             if available >= row.low_balance:
                 continue
             # One alert per time the balance ran low: a top-up starts a new episode.
-            last_top_up = uow.conn.execute(
+            last_top_up = work.conn.execute(
                 select(func.max(postings.c.transfer_seq))
                 .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
                 .where(
@@ -309,7 +301,7 @@ def _budgets_and_balances(
                 )
             ).scalar_one()
             if _raise(
-                uow,
+                work,
                 f"low_balance:{row.user_id}:{last_top_up or 0}",
                 "balance.low",
                 {
@@ -324,12 +316,12 @@ def _budgets_and_balances(
                 raised["low_balance"] += 1
 
 
-def _spikes(uow: UnitOfWork, now: datetime) -> int:
+def _spikes(work: Work, now: datetime) -> int:
     """Once a day: users whose usage charges yesterday were far above their pattern."""
     today = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     day = today - timedelta(days=1)
     mark = int(day.timestamp())
-    done = uow.conn.execute(
+    done = work.conn.execute(
         select(analytics_state.c.value)
         .where(analytics_state.c.name == SPIKE_MARK)
         .with_for_update()
@@ -337,16 +329,16 @@ def _spikes(uow: UnitOfWork, now: datetime) -> int:
     if done is not None and done >= mark:
         return 0
     if done is None:
-        uow.conn.execute(analytics_state.insert().values(name=SPIKE_MARK, value=mark))
+        work.conn.execute(analytics_state.insert().values(name=SPIKE_MARK, value=mark))
     else:
-        uow.conn.execute(
+        work.conn.execute(
             update(analytics_state).where(analytics_state.c.name == SPIKE_MARK).values(value=mark)
         )
-    return len(detect_spikes(uow, day, now=now, raise_alerts=True))
+    return len(detect_spikes(work, day, now=now, raise_alerts=True))
 
 
 def detect_spikes(
-    uow: UnitOfWork, day: datetime, *, now: datetime, raise_alerts: bool = False
+    work: Work, day: datetime, *, now: datetime, raise_alerts: bool = False
 ) -> list[tuple[str, str, int]]:
     """(user, provider, amount) of the spikes on `day` (a UTC day), from the user rollup."""
     since = day - timedelta(days=SPIKE_HISTORY_DAYS)
@@ -359,7 +351,7 @@ def detect_spikes(
         )
         .distinct()
     )
-    for row in uow.conn.execute(
+    for row in work.conn.execute(
         select(
             usage_rollup_users.c.user_id,
             usage_rollup_users.c.provider_id,
@@ -387,7 +379,7 @@ def detect_spikes(
         found.append((user_id, provider_id, amount))
         if raise_alerts:
             _raise(
-                uow,
+                work,
                 f"spike:{user_id}:{provider_id}:{day:%Y-%m-%d}",
                 "usage.spike",
                 {
@@ -403,17 +395,16 @@ def detect_spikes(
     return found
 
 
-def list_alerts(ctx: Context, principal: Principal, *, limit: int = 100) -> list[AlertView]:
+def list_alerts(work: Work, principal: Principal, *, limit: int = 100) -> list[AlertView]:
     query = select(alerts).order_by(alerts.c.created_at.desc(), alerts.c.id.desc()).limit(limit)
     if principal.role == Role.PROVIDER:
         query = query.where(alerts.c.provider_id == principal.provider_id)
     elif principal.role == Role.USER:
         query = query.where(alerts.c.user_id == principal.user_id)
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        return [
-            AlertView(r.id, r.type, r.user_id, r.provider_id, json.loads(r.data), r.created_at)
-            for r in uow.conn.execute(query)
-        ]
+    return [
+        AlertView(r.id, r.type, r.user_id, r.provider_id, json.loads(r.data), r.created_at)
+        for r in work.conn.execute(query)
+    ]
 
 
 # --- webhooks -------------------------------------------------------------------------
@@ -437,7 +428,7 @@ class Endpoint:
 
 
 def create_endpoint(
-    ctx: Context, principal: Principal, *, url: str, event_types: list[str] | None
+    work: Work, principal: Principal, *, url: str, event_types: list[str] | None
 ) -> Endpoint:
     """An endpoint of the asker's own; its signing secret is shown only now."""
     parsed = urlparse(url)
@@ -452,21 +443,19 @@ def create_endpoint(
         )
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
     owner_type, owner_id = _owner(principal)
-    now = ctx.clock.now()
+    now = work.clock.now()
     endpoint = Endpoint(new_id("we"), url, types, now, secret)
-    with ctx.db.unit_of_work() as uow:
-        uow.conn.execute(
-            webhook_endpoints.insert().values(
-                id=endpoint.id,
-                owner_type=owner_type,
-                owner_id=owner_id,
-                url=url,
-                secret_enc=ctx.cipher.encrypt(secret, context="webhook_endpoints.secret"),
-                event_types=",".join(types),
-                created_at=now,
-            )
+    work.conn.execute(
+        webhook_endpoints.insert().values(
+            id=endpoint.id,
+            owner_type=owner_type,
+            owner_id=owner_id,
+            url=url,
+            secret_enc=work.cipher.encrypt(secret, context="webhook_endpoints.secret"),
+            event_types=",".join(types),
+            created_at=now,
         )
-        uow.commit()
+    )
     return endpoint
 
 
@@ -477,37 +466,35 @@ def _own_endpoints(principal: Principal) -> Any:
     )
 
 
-def list_endpoints(ctx: Context, principal: Principal) -> list[Endpoint]:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        return [
-            Endpoint(r.id, r.url, tuple(r.event_types.split(",")), r.created_at)
-            for r in uow.conn.execute(
-                select(webhook_endpoints)
-                .where(_own_endpoints(principal))
-                .order_by(webhook_endpoints.c.id)
-            )
-        ]
+def list_endpoints(work: Work, principal: Principal) -> list[Endpoint]:
+    return [
+        Endpoint(r.id, r.url, tuple(r.event_types.split(",")), r.created_at)
+        for r in work.conn.execute(
+            select(webhook_endpoints)
+            .where(_own_endpoints(principal))
+            .order_by(webhook_endpoints.c.id)
+        )
+    ]
 
 
 def list_messages(
-    ctx: Context, principal: Principal, endpoint_id: str, *, limit: int = 100
+    work: Work, principal: Principal, endpoint_id: str, *, limit: int = 100
 ) -> list[Any]:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        owned = uow.conn.execute(
-            select(webhook_endpoints.c.id).where(
-                webhook_endpoints.c.id == endpoint_id, _own_endpoints(principal)
-            )
-        ).first()
-        if owned is None:
-            raise NotFound(f"no webhook endpoint {endpoint_id}", code="endpoint_not_found")
-        return list(
-            uow.conn.execute(
-                select(webhook_messages)
-                .where(webhook_messages.c.endpoint_id == endpoint_id)
-                .order_by(webhook_messages.c.created_at.desc(), webhook_messages.c.id.desc())
-                .limit(limit)
-            )
+    owned = work.conn.execute(
+        select(webhook_endpoints.c.id).where(
+            webhook_endpoints.c.id == endpoint_id, _own_endpoints(principal)
         )
+    ).first()
+    if owned is None:
+        raise NotFound(f"no webhook endpoint {endpoint_id}", code="endpoint_not_found")
+    return list(
+        work.conn.execute(
+            select(webhook_messages)
+            .where(webhook_messages.c.endpoint_id == endpoint_id)
+            .order_by(webhook_messages.c.created_at.desc(), webhook_messages.c.id.desc())
+            .limit(limit)
+        )
+    )
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
@@ -518,10 +505,25 @@ def sign(secret: str, msg_id: str, timestamp: int, body: str) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+# How long a claimed message is kept from other senders while it is being sent; a sender
+# that dies leaves it to be claimed again after this, with the same webhook-id.
+CLAIM_LEASE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class _Claimed:
+    id: str
+    url: str
+    payload: str
+    headers: dict[str, str]
+    attempts: int
+
+
 def deliver_due(
     ctx: Context, client: httpx.Client | None = None, *, limit: int = 100
 ) -> dict[str, int]:
-    """Sends due outbox messages; each is claimed, sent and recorded in its own transaction.
+    """Sends due outbox messages: each is claimed in a transaction, sent with none open,
+    and its outcome recorded in another, so no database lock waits on a slow receiver.
 
     A crash after sending and before recording sends the message again later, with the
     same `webhook-id`: at least once, and receivers can tell a repeat.
@@ -532,64 +534,85 @@ def deliver_due(
     http = client
     try:
         for _ in range(limit):
-            now = ctx.clock.now()
-            with ctx.db.unit_of_work() as uow:
-                query = (
-                    select(
-                        webhook_messages, webhook_endpoints.c.url, webhook_endpoints.c.secret_enc
-                    )
-                    .join(
-                        webhook_endpoints, webhook_endpoints.c.id == webhook_messages.c.endpoint_id
-                    )
-                    .where(
-                        webhook_messages.c.status == "pending",
-                        webhook_messages.c.next_attempt_at <= now,
-                    )
-                    .order_by(webhook_messages.c.next_attempt_at, webhook_messages.c.id)
-                    .limit(1)
+            claimed = _claim(ctx)
+            if claimed is None:
+                break
+            if http is None:
+                http = httpx.Client(timeout=10.0)
+            status, error = None, None
+            try:
+                response = http.post(
+                    claimed.url, content=claimed.payload.encode(), headers=claimed.headers
                 )
-                if uow.dialect == "postgresql":
-                    query = query.with_for_update(of=webhook_messages, skip_locked=True)
-                row = uow.conn.execute(query).first()
-                if row is None:
-                    break
-                secret = ctx.cipher.decrypt(row.secret_enc, context="webhook_endpoints.secret")
-                stamp = int(now.timestamp())
-                headers = {
-                    "content-type": "application/json",
-                    "webhook-id": row.id,
-                    "webhook-timestamp": str(stamp),
-                    "webhook-signature": sign(secret, row.id, stamp, row.payload),
-                }
-                status, error = None, None
-                if http is None:
-                    http = httpx.Client(timeout=10.0)
-                try:
-                    response = http.post(row.url, content=row.payload.encode(), headers=headers)
-                    status = response.status_code
-                except httpx.HTTPError as exc:
-                    error = f"{type(exc).__name__}: {exc}"[:500]
-                attempts = int(row.attempts) + 1
-                values: dict[str, Any] = {
-                    "attempts": attempts,
-                    "last_status": status,
-                    "last_error": error,
-                }
-                if status is not None and 200 <= status < 300:
-                    values.update(status="delivered", delivered_at=now, next_attempt_at=None)
-                    counts["delivered"] += 1
-                elif attempts > len(BACKOFF_S):
-                    values.update(status="failed", next_attempt_at=None)
-                    counts["failed"] += 1
-                else:
-                    values["next_attempt_at"] = now + timedelta(seconds=BACKOFF_S[attempts - 1])
-                    counts["retried"] += 1
-                uow.conn.execute(
-                    update(webhook_messages).where(webhook_messages.c.id == row.id).values(values)
-                )
-                uow.commit()
-                log.info("webhook", id=row.id, status=status, attempts=attempts, error=error)
+                status = response.status_code
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"[:500]
+            counts[_record(ctx, claimed, status, error)] += 1
+            log.info(
+                "webhook", id=claimed.id, status=status, attempts=claimed.attempts, error=error
+            )
     finally:
         if client is None and http is not None:
             http.close()
     return counts
+
+
+def _claim(ctx: Context) -> _Claimed | None:
+    """The next due message, leased to this sender for CLAIM_LEASE; None if none is due."""
+    now = ctx.clock.now()
+    with ctx.work() as work:
+        query = (
+            select(webhook_messages, webhook_endpoints.c.url, webhook_endpoints.c.secret_enc)
+            .join(webhook_endpoints, webhook_endpoints.c.id == webhook_messages.c.endpoint_id)
+            .where(
+                webhook_messages.c.status == "pending",
+                webhook_messages.c.next_attempt_at <= now,
+            )
+            .order_by(webhook_messages.c.next_attempt_at, webhook_messages.c.id)
+            .limit(1)
+        )
+        if work.dialect == "postgresql":
+            query = query.with_for_update(of=webhook_messages, skip_locked=True)
+        row = work.conn.execute(query).first()
+        if row is None:
+            return None
+        work.conn.execute(
+            update(webhook_messages)
+            .where(webhook_messages.c.id == row.id)
+            .values(next_attempt_at=now + CLAIM_LEASE)
+        )
+        work.commit()
+    secret = ctx.cipher.decrypt(row.secret_enc, context="webhook_endpoints.secret")
+    stamp = int(now.timestamp())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": row.id,
+        "webhook-timestamp": str(stamp),
+        "webhook-signature": sign(secret, row.id, stamp, row.payload),
+    }
+    return _Claimed(row.id, row.url, row.payload, headers, int(row.attempts) + 1)
+
+
+def _record(ctx: Context, claimed: _Claimed, status: int | None, error: str | None) -> str:
+    """Writes a sending's outcome: delivered, retried later (backing off) or failed."""
+    now = ctx.clock.now()
+    values: dict[str, Any] = {
+        "attempts": claimed.attempts,
+        "last_status": status,
+        "last_error": error,
+    }
+    if status is not None and 200 <= status < 300:
+        values.update(status="delivered", delivered_at=now, next_attempt_at=None)
+        outcome = "delivered"
+    elif claimed.attempts > len(BACKOFF_S):
+        values.update(status="failed", next_attempt_at=None)
+        outcome = "failed"
+    else:
+        values["next_attempt_at"] = now + timedelta(seconds=BACKOFF_S[claimed.attempts - 1])
+        outcome = "retried"
+    with ctx.work() as work:
+        work.conn.execute(
+            update(webhook_messages).where(webhook_messages.c.id == claimed.id).values(values)
+        )
+        work.commit()
+    return outcome

@@ -12,13 +12,15 @@ from billfold import analytics
 from billfold.analytics import simulator
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
 from billfold.core.http import (
     From,
+    Read,
     Ref,
     To,
     Tz,
+    UnitOfWorkRoute,
     Window,
+    Write,
     aware,
     get_context,
     get_principal,
@@ -27,14 +29,14 @@ from billfold.core.http import (
 from billfold.core.schemas import Request as Body
 from billfold.domain.money import format_decimal
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["analytics"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["analytics"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 
 
 @router.get("/analytics/usage")
 def usage_series(
-    ctx: Ctx,
+    work: Read,
     who: Who,
     start: From,
     to: To,
@@ -76,14 +78,14 @@ def usage_series(
                     for p in s.points
                 ],
             }
-            for s in analytics.usage_series(ctx, who, q)
+            for s in analytics.usage_series(work, who, q)
         ],
     }
 
 
 @router.get("/analytics/revenue")
 def revenue_series(
-    ctx: Ctx,
+    work: Read,
     who: Who,
     start: From,
     to: To,
@@ -123,13 +125,13 @@ def revenue_series(
                     for p in s.points
                 ],
             }
-            for s in analytics.revenue_series(ctx, who, q)
+            for s in analytics.revenue_series(work, who, q)
         ],
     }
 
 
 @router.get("/analytics/subscriptions")
-def subscription_metrics(ctx: Ctx, who: Who, start: From, to: To) -> dict[str, Any]:
+def subscription_metrics(work: Read, who: Who, start: From, to: To) -> dict[str, Any]:
     """MRR, ARR, active and trialing subscriptions at `to`; churn and ARPU over the range."""
     return {
         "object": "list",
@@ -146,14 +148,16 @@ def subscription_metrics(ctx: Ctx, who: Who, start: From, to: To) -> dict[str, A
                 "paying_users": m.paying_users,
                 "arpu": format_decimal(m.arpu.quantize(Decimal("0.01"))),
             }
-            for m in analytics.subscription_metrics(ctx, who, aware(start, "from"), aware(to, "to"))
+            for m in analytics.subscription_metrics(
+                work, who, aware(start, "from"), aware(to, "to")
+            )
         ],
     }
 
 
 @router.get("/analytics/top")
 def top(
-    ctx: Ctx,
+    work: Read,
     who: Who,
     start: From,
     to: To,
@@ -171,7 +175,7 @@ def top(
                 "amount": money_text(units, code),
                 "quantity": format_decimal(qty),
             }
-            for name, code, units, qty in analytics.top(ctx, who, q, by, limit)
+            for name, code, units, qty in analytics.top(work, who, q, by, limit)
         ],
     }
 
@@ -185,9 +189,9 @@ class SimulateRequest(Body):
 
 
 @router.post("/plans/{code}/simulate")
-def simulate(ctx: Ctx, who: Who, code: str, body: SimulateRequest) -> dict[str, Any]:
+def simulate(work: Write, who: Who, code: str, body: SimulateRequest) -> dict[str, Any]:
     """Re-prices a past month's recorded usage under a draft plan (provider own, admin)."""
-    sim = simulator.simulate(ctx, who, code, body.plan, body.period)
+    sim = simulator.simulate(work, who, code, body.plan, body.period)
     return {
         "object": "simulation",
         "plan": sim.plan,

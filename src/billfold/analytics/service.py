@@ -25,8 +25,9 @@ from typing import Any, Final
 from sqlalchemy import Table, and_, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from billfold.catalog import plan_in_force
 from billfold.core.access import Principal, Role, require_role
-from billfold.core.context import Context
+from billfold.core.context import Context, Work
 from billfold.domain.analytics import bucket_of, check_range, window_start, windows, zone
 from billfold.domain.errors import InvalidRequest
 from billfold.domain.ledger import AccountKind, TransferKind
@@ -40,6 +41,7 @@ from billfold.store.tables import (
     postings,
     revenue_rollup,
     services,
+    subscriptions,
     transfers,
     usage_deltas,
     usage_rollup,
@@ -345,11 +347,11 @@ def parse_group_by(text: str | None, allowed: Sequence[str]) -> tuple[str, ...]:
 class _Names:
     """Service and metric codes by id (and back), for groups and filters."""
 
-    def __init__(self, uow: UnitOfWork) -> None:
-        self.services = {r.id: (r.code, r.provider_id) for r in uow.conn.execute(select(services))}
+    def __init__(self, work: Work) -> None:
+        self.services = {r.id: (r.code, r.provider_id) for r in work.conn.execute(select(services))}
         self.metrics = {
             r.id: (r.code, r.service_id)
-            for r in uow.conn.execute(select(metrics.c.id, metrics.c.code, metrics.c.service_id))
+            for r in work.conn.execute(select(metrics.c.id, metrics.c.code, metrics.c.service_id))
         }
 
     def service_ids(self, code: str, provider: str | None) -> list[str]:
@@ -387,30 +389,29 @@ def _scope(principal: Principal, q: Query) -> Query:
     return q
 
 
-def usage_series(ctx: Context, principal: Principal, q: Query) -> list[Series]:
+def usage_series(work: Work, principal: Principal, q: Query) -> list[Series]:
     """Usage (quantity, events) and its charges per window, per group."""
     check_range(q.start, q.end)
     tz = zone(q.tz)
     q = _scope(principal, q)
     per_user = q.user is not None or "user" in q.group_by
     table = usage_rollup_users if per_user else usage_rollup
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        names = _Names(uow)
-        conditions_for = _usage_filters(names, q)
-        conn = uow.conn
-        start, end = q.start, q.end
-        rollup_rows = conn.execute(
-            select(*_usage_columns(table)).where(
-                table.c.bucket >= start, table.c.bucket < end, *conditions_for(table)
-            )
-        ).all()
-        pending = conn.execute(
-            select(*_usage_columns(usage_deltas)).where(
-                usage_deltas.c.bucket >= start,
-                usage_deltas.c.bucket < end,
-                *conditions_for(usage_deltas),
-            )
-        ).all()
+    names = _Names(work)
+    conditions_for = _usage_filters(names, q)
+    conn = work.conn
+    start, end = q.start, q.end
+    rollup_rows = conn.execute(
+        select(*_usage_columns(table)).where(
+            table.c.bucket >= start, table.c.bucket < end, *conditions_for(table)
+        )
+    ).all()
+    pending = conn.execute(
+        select(*_usage_columns(usage_deltas)).where(
+            usage_deltas.c.bucket >= start,
+            usage_deltas.c.bucket < end,
+            *conditions_for(usage_deltas),
+        )
+    ).all()
     return _series(
         q,
         tz,
@@ -491,22 +492,21 @@ def _series(
     return [found[key] for key in sorted(found)]
 
 
-def revenue_series(ctx: Context, principal: Principal, q: Query) -> list[Series]:
+def revenue_series(work: Work, principal: Principal, q: Query) -> list[Series]:
     """Gross income, commission, refunds and net per window, per group."""
     require_role(principal, Role.ADMIN, Role.PROVIDER)
     check_range(q.start, q.end)
     tz = zone(q.tz)
     q = _scope(principal, q)
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        conn = uow.conn
-        start, end = q.start, q.end
-        conditions = [revenue_rollup.c.bucket >= start, revenue_rollup.c.bucket < end]
-        if q.provider is not None:
-            conditions.append(revenue_rollup.c.provider_id == q.provider)
-        if q.service is not None:
-            conditions.append(revenue_rollup.c.service == q.service)
-        rows: list[Any] = list(conn.execute(select(revenue_rollup).where(*conditions)))
-        rows.extend(pending_revenue(uow, q.start, q.end, q.provider, q.service))
+    conn = work.conn
+    start, end = q.start, q.end
+    conditions = [revenue_rollup.c.bucket >= start, revenue_rollup.c.bucket < end]
+    if q.provider is not None:
+        conditions.append(revenue_rollup.c.provider_id == q.provider)
+    if q.service is not None:
+        conditions.append(revenue_rollup.c.service == q.service)
+    rows: list[Any] = list(conn.execute(select(revenue_rollup).where(*conditions)))
+    rows.extend(pending_revenue(work, q.start, q.end, q.provider, q.service))
     return _series(
         q,
         tz,
@@ -531,14 +531,14 @@ class _RevenueRow:
 
 
 def pending_revenue(
-    uow: UnitOfWork,
+    work: Work,
     start: datetime,
     end: datetime,
     provider: str | None = None,
     service: str | None = None,
 ) -> list[_RevenueRow]:
     """Revenue of the transfers posted in [start, end) that the folder has not reached."""
-    mark = uow.conn.execute(
+    mark = work.conn.execute(
         select(analytics_state.c.value).where(analytics_state.c.name == REVENUE_MARK)
     ).scalar_one_or_none()
     conditions: list[ColumnElement[bool]] = [
@@ -550,7 +550,7 @@ def pending_revenue(
         conditions.append(transfers.c.provider_id == provider)
     if service is not None:
         conditions.append(transfers.c.service == service)
-    sums, _, _ = revenue_of_transfers(uow, and_(*conditions))
+    sums, _, _ = revenue_of_transfers(work, and_(*conditions))
     return [
         _RevenueRow(key[0], key[1], key[2], key[3], s.gross, s.refunds, s.commission, s.transfers)
         for key, s in sums.items()
@@ -598,12 +598,10 @@ class SubscriptionMetrics:
 
 
 def subscription_metrics(
-    ctx: Context, principal: Principal, start: datetime, end: datetime
+    work: Work, principal: Principal, start: datetime, end: datetime
 ) -> list[SubscriptionMetrics]:
     """MRR and ARR of the subscriptions live at `end`, churn over [start, end), and ARPU
     (gross revenue over the users who paid anything in the range), per currency."""
-    from billfold.catalog import plan_in_force
-    from billfold.store.tables import subscriptions
 
     require_role(principal, Role.ADMIN, Role.PROVIDER)
     if end <= start:
@@ -614,40 +612,39 @@ def subscription_metrics(
     def of(code: str) -> SubscriptionMetrics:
         return found.setdefault(code, SubscriptionMetrics(code, 0, 0, Decimal(0), 0, 0, 0, 0))
 
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        query = select(subscriptions).where(subscriptions.c.started_at < end)
-        if provider:
-            query = query.where(subscriptions.c.provider_id == provider)
-        plans_seen: dict[str, Any] = {}
-        for sub in uow.conn.execute(query):
-            m = of(sub.currency)
-            ended = sub.ended_at
-            if sub.started_at < start and (ended is None or ended >= start):
-                m.active_at_start += 1
-                if ended is not None and ended < end:
-                    m.churned += 1
-            if ended is not None and ended <= end:
-                continue
-            if sub.trial_end is not None and sub.trial_end > end:
-                m.trialing += 1
-                continue
-            m.active += 1
-            plan = plans_seen.get(sub.plan_id)
-            if plan is None:
-                plan = plans_seen[sub.plan_id] = plan_in_force(uow, sub.plan_id, end)
-            per = MONTHS_PER[sub.interval] * int(sub.interval_count)
-            m.mrr += plan.fixed_fee / per
-        revenue = _rollup_gross(uow, start, end, provider)
-        for code, (units, payers) in revenue.items():
-            m = of(code)
-            m.revenue, m.paying_users = units, payers
+    query = select(subscriptions).where(subscriptions.c.started_at < end)
+    if provider:
+        query = query.where(subscriptions.c.provider_id == provider)
+    plans_seen: dict[str, Any] = {}
+    for sub in work.conn.execute(query):
+        m = of(sub.currency)
+        ended = sub.ended_at
+        if sub.started_at < start and (ended is None or ended >= start):
+            m.active_at_start += 1
+            if ended is not None and ended < end:
+                m.churned += 1
+        if ended is not None and ended <= end:
+            continue
+        if sub.trial_end is not None and sub.trial_end > end:
+            m.trialing += 1
+            continue
+        m.active += 1
+        plan = plans_seen.get(sub.plan_id)
+        if plan is None:
+            plan = plans_seen[sub.plan_id] = plan_in_force(work, sub.plan_id, end)
+        per = MONTHS_PER[sub.interval] * int(sub.interval_count)
+        m.mrr += plan.fixed_fee / per
+    revenue = _rollup_gross(work, start, end, provider)
+    for code, (units, payers) in revenue.items():
+        m = of(code)
+        m.revenue, m.paying_users = units, payers
     for m in found.values():
         m.mrr = m.mrr.quantize(Decimal("0.01"))
     return [found[c] for c in sorted(found)]
 
 
 def _rollup_gross(
-    uow: UnitOfWork, start: datetime, end: datetime, provider: str | None
+    work: Work, start: datetime, end: datetime, provider: str | None
 ) -> dict[str, tuple[int, int]]:
     """Gross charged per currency, and how many distinct users paid it, from the ledger."""
     conditions = [
@@ -660,7 +657,7 @@ def _rollup_gross(
         conditions.append(transfers.c.provider_id == provider)
     totals: dict[str, int] = defaultdict(int)
     payers: dict[str, set[str]] = defaultdict(set)
-    for row in uow.conn.execute(
+    for row in work.conn.execute(
         select(postings.c.currency, transfers.c.user_id, func.sum(postings.c.amount))
         .select_from(
             postings.join(transfers, postings.c.transfer_seq == transfers.c.seq).join(
@@ -677,7 +674,7 @@ def _rollup_gross(
 
 
 def top(
-    ctx: Context, principal: Principal, q: Query, by: str, limit: int = 10
+    work: Work, principal: Principal, q: Query, by: str, limit: int = 10
 ) -> list[tuple[str, str, int, Decimal]]:
     """The users or services that were charged most for usage in the range:
     (name, currency, amount in ledger units, quantity), largest first."""
@@ -686,7 +683,7 @@ def top(
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit is from 1 to 1000", param="limit")
     require_role(principal, Role.ADMIN, Role.PROVIDER)
-    series = usage_series(ctx, principal, replace(q, window="month", tz=None, group_by=(by,)))
+    series = usage_series(work, principal, replace(q, window="month", tz=None, group_by=(by,)))
     ranked = [
         (
             s.group[by],

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
 
 from billfold.api.errors import error_body
+from billfold.core import idempotency
 from billfold.core.context import Context
+from billfold.core.http import IDEMPOTENCY_RECORDED, IDEMPOTENCY_STATE
 from billfold.ids import new_id
-from billfold.store.tables import idempotency_keys
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,12 +22,22 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-IN_PROGRESS_LEASE = timedelta(seconds=60)
 KEY_IN_USE = error_body(
     "conflict",
     "idempotency_key_in_use",
     "a request with this Idempotency-Key is still being processed; retry later",
+    "Idempotency-Key",
+)
+KEY_REUSED = error_body(
+    "conflict",
+    "idempotency_key_reused",
+    "this Idempotency-Key was used with a different request; use a new key",
+    "Idempotency-Key",
+)
+INVALID_KEY = error_body(
+    "invalid_request",
+    "invalid_idempotency_key",
+    f"Idempotency-Key must be 1 to {idempotency.MAX_KEY_LENGTH} characters",
     "Idempotency-Key",
 )
 log = structlog.get_logger("billfold.http")
@@ -156,10 +164,11 @@ class BodyLimitMiddleware:
 class IdempotencyMiddleware:
     """`Idempotency-Key` on POST: the same key and body replay the first response.
 
-    The key is reserved before the request runs (a lease, so a crashed request does not
-    block its key forever), and the response is stored after it. A different body under
-    the same key, or a concurrent request with it, is a 409. Keys are scoped to the API
-    key that sent them. Server errors free the key so that the client can retry.
+    The key is reserved before the request runs (billfold.core.idempotency). The route
+    records a successful answer in the request's own transaction (`scope["state"]`
+    carries the reservation to it); other answers are recorded here once sent back. A
+    different body under the same key, or a concurrent request with it, is a 409. Keys
+    are scoped to the API key that sent them.
     """
 
     def __init__(self, app: ASGIApp, *, ctx: Context) -> None:
@@ -171,23 +180,13 @@ class IdempotencyMiddleware:
         if scope["type"] != "http" or scope["method"] != "POST" or key is None:
             await self.app(scope, receive, send)
             return
-        if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
-            await _send_json(
-                send,
-                400,
-                error_body(
-                    "invalid_request",
-                    "invalid_idempotency_key",
-                    f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
-                    "Idempotency-Key",
-                ),
-            )
+        if not key or len(key) > idempotency.MAX_KEY_LENGTH:
+            await _send_json(send, 400, INVALID_KEY)
             return
         authorization = _header(scope, b"authorization")
         if not authorization:
             await self.app(scope, receive, send)
             return
-        principal = hashlib.sha256(authorization.encode()).hexdigest()
         body = b""
         more = True
         while more:
@@ -196,22 +195,18 @@ class IdempotencyMiddleware:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        query = scope.get("query_string", b"").decode("latin-1")
-        request_hash = hashlib.sha256(
-            b"\x1f".join([scope["path"].encode(), query.encode(), body])
-        ).hexdigest()
-
-        from starlette.concurrency import run_in_threadpool
-
+        reservation = idempotency.Reservation(idempotency.principal_of(authorization), key)
+        digest = idempotency.request_hash(
+            scope["path"], scope.get("query_string", b"").decode("latin-1"), body
+        )
         decision = await run_in_threadpool(
-            self._reserve, principal, key, scope["path"], request_hash
+            idempotency.reserve, self.ctx, reservation, scope["path"], digest
         )
         if decision is not None:
-            status, payload, replayed = decision
-            headers = [(b"idempotent-replayed", b"true")] if replayed else []
-            await _send_json(send, status, payload, headers)
+            await _replay(send, decision)
             return
-
+        state = scope.setdefault("state", {})
+        state[IDEMPOTENCY_STATE] = reservation
         sent_body = False
 
         async def replay_receive() -> Message:
@@ -238,84 +233,19 @@ class IdempotencyMiddleware:
         try:
             await self.app(scope, replay_receive, capture_send)
         finally:
-            await run_in_threadpool(self._finish, principal, key, response_status, b"".join(chunks))
+            if not state.get(IDEMPOTENCY_RECORDED):
+                await run_in_threadpool(
+                    idempotency.finish, self.ctx, reservation, response_status, b"".join(chunks)
+                )
         for message in held:
             await send(message)
 
-    def _reserve(
-        self, principal: str, key: str, path: str, request_hash: str
-    ) -> tuple[int, dict[str, Any], bool] | None:
-        """None if this request now holds the key; else the response to send instead."""
-        now = self.ctx.clock.now()
-        with self.ctx.db.unit_of_work() as uow:
-            try:
-                uow.conn.execute(
-                    idempotency_keys.insert().values(
-                        principal=principal,
-                        key=key,
-                        method="POST",
-                        path=path[:500],
-                        request_hash=request_hash,
-                        state="in_progress",
-                        response_status=None,
-                        response_body=None,
-                        created_at=now,
-                        locked_until=now + IN_PROGRESS_LEASE,
-                    )
-                )
-                uow.commit()
-                return None
-            except IntegrityError:
-                uow.rollback()
-            row = uow.conn.execute(
-                select(idempotency_keys).where(
-                    idempotency_keys.c.principal == principal, idempotency_keys.c.key == key
-                )
-            ).one()
-            if row.request_hash != request_hash:
-                return (
-                    409,
-                    error_body(
-                        "conflict",
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was used with a different request; use a new key",
-                        "Idempotency-Key",
-                    ),
-                    False,
-                )
-            if row.state == "done":
-                return int(row.response_status), json.loads(row.response_body), True
-            if row.locked_until > now:
-                return 409, KEY_IN_USE, False
-            # The earlier attempt died without an answer: this one takes the key over.
-            taken = uow.conn.execute(
-                update(idempotency_keys)
-                .where(
-                    idempotency_keys.c.principal == principal,
-                    idempotency_keys.c.key == key,
-                    idempotency_keys.c.state == "in_progress",
-                    idempotency_keys.c.locked_until == row.locked_until,
-                )
-                .values(locked_until=now + IN_PROGRESS_LEASE)
-            ).rowcount
-            uow.commit()
-            if taken != 1:
-                return 409, KEY_IN_USE, False
-            return None
 
-    def _finish(self, principal: str, key: str, status: int, body: bytes) -> None:
-        where = (idempotency_keys.c.principal == principal, idempotency_keys.c.key == key)
-        with self.ctx.db.unit_of_work() as uow:
-            if status >= 500:
-                uow.conn.execute(delete(idempotency_keys).where(*where))
-            else:
-                try:
-                    text = json.dumps(json.loads(body)) if body else "null"
-                except ValueError:
-                    text = json.dumps(None)
-                uow.conn.execute(
-                    update(idempotency_keys)
-                    .where(*where)
-                    .values(state="done", response_status=status, response_body=text)
-                )
-            uow.commit()
+async def _replay(send: Send, decision: idempotency.Replay) -> None:
+    if decision.conflict == "idempotency_key_reused":
+        await _send_json(send, 409, KEY_REUSED)
+    elif decision.conflict is not None:
+        await _send_json(send, 409, KEY_IN_USE)
+    else:
+        headers = [(b"idempotent-replayed", b"true")] if decision.replayed else []
+        await _send_json(send, decision.status, decision.body, headers)

@@ -16,10 +16,9 @@ from billfold.authorizations.schemas import (
 )
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
-from billfold.core.http import get_context, get_principal
+from billfold.core.http import Read, UnitOfWorkRoute, Write, get_context, get_principal
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["authorizations"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["authorizations"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 EVENT_EXAMPLE = {
@@ -35,10 +34,10 @@ EVENT_EXAMPLE = {
 @router.post(
     "/authorizations", response_model=AuthorizationOut, responses={201: {"model": AuthorizationOut}}
 )
-def authorize(body: AuthorizationCreate, ctx: Ctx, who: Who) -> JSONResponse:
+def authorize(body: AuthorizationCreate, work: Write, who: Who) -> JSONResponse:
     """May this user use this much now? An approval (201) holds the funds; a decline is 200."""
     result = authorizations.authorize(
-        ctx,
+        work,
         who,
         user_ref=body.user,
         service_code=body.service,
@@ -52,30 +51,30 @@ def authorize(body: AuthorizationCreate, ctx: Ctx, who: Who) -> JSONResponse:
 
 
 @router.get("/authorizations/{auth_id}", response_model=AuthorizationOut)
-def get_authorization(auth_id: str, ctx: Ctx, who: Who) -> AuthorizationOut:
-    return AuthorizationOut.of(authorizations.get_authorization(ctx, who, auth_id))
+def get_authorization(auth_id: str, work: Read, who: Who) -> AuthorizationOut:
+    return AuthorizationOut.of(authorizations.get_authorization(work, who, auth_id))
 
 
 @router.post("/authorizations/{auth_id}/capture", response_model=AuthorizationOut)
 def capture(
-    auth_id: str, ctx: Ctx, who: Who, body: Annotated[AuthorizationCapture | None, Body()] = None
+    auth_id: str, work: Write, who: Who, body: Annotated[AuthorizationCapture | None, Body()] = None
 ) -> AuthorizationOut:
     """Charges the authorized use: the quantity used (default: as authorized) or an amount."""
     body = body or AuthorizationCapture()
     return AuthorizationOut.of(
-        authorizations.capture(ctx, who, auth_id, quantity=body.quantity, amount=body.amount)
+        authorizations.capture(work, who, auth_id, quantity=body.quantity, amount=body.amount)
     )
 
 
 @router.post("/authorizations/{auth_id}/void", response_model=AuthorizationOut)
-def void(auth_id: str, ctx: Ctx, who: Who) -> AuthorizationOut:
+def void(auth_id: str, work: Write, who: Who) -> AuthorizationOut:
     """Releases the held funds."""
-    return AuthorizationOut.of(authorizations.void(ctx, who, auth_id))
+    return AuthorizationOut.of(authorizations.void(work, who, auth_id))
 
 
 @router.get("/users/{user_id}/entitlements", response_model=EntitlementsOut)
 def entitlements(
-    user_id: str, ctx: Ctx, who: Who, service: Annotated[str, Query(max_length=64)]
+    user_id: str, work: Read, who: Who, service: Annotated[str, Query(max_length=64)]
 ) -> EntitlementsOut:
     """Whether the user may use the service now, why, and the included quota left."""
-    return EntitlementsOut.of(authorizations.entitlements(ctx, who, user_id, service))
+    return EntitlementsOut.of(authorizations.entitlements(work, who, user_id, service))

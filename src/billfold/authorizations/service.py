@@ -21,7 +21,8 @@ from billfold import ledger, metering
 from billfold.catalog import load_service, plan_in_force
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_role, require_user_access
-from billfold.core.context import Context
+from billfold.core.context import Work
+from billfold.core.directory import BillingMode, UserView, load_provider, load_user
 from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
@@ -39,8 +40,6 @@ from billfold.domain.pricing import Event, Plan
 from billfold.domain.rating import ChargeState, MetricState, rate, units_due
 from billfold.ids import new_id
 from billfold.ledger import HoldView
-from billfold.parties import BillingMode, UserView, load_provider, load_user
-from billfold.store.db import UnitOfWork
 from billfold.store.tables import metrics, services, usage_periods
 from billfold.subscriptions import plan_for_user
 
@@ -74,23 +73,19 @@ class Authorization:
     captured: Decimal = Decimal(0)
 
 
-def _standing(uow: UnitOfWork, user: UserView) -> tuple[int, int]:
+def _standing(work: Work, user: UserView) -> tuple[int, int]:
     """(available units, debt units) of a user now."""
-    cur = user.currency.code
-    wallet = ledger.find_account(uow, OwnerType.USER, user.id, AccountKind.WALLET, cur)
-    receivable = ledger.find_account(uow, OwnerType.USER, user.id, AccountKind.RECEIVABLE, cur)
-    limit = to_units(user.credit_limit, user.currency)
-    balance = ledger.balance(uow, wallet) if wallet else None
-    available = (balance.posted - balance.held + limit) if balance else limit
-    owed = -ledger.balance(uow, receivable).posted if receivable else 0
-    debt = max(owed, 0) if user.billing_mode == BillingMode.PREPAID else 0
-    return available, debt
+    standing = ledger.user_standing(
+        work, user.id, user.currency.code, to_units(user.credit_limit, user.currency)
+    )
+    debt = max(standing.owed, 0) if user.billing_mode == BillingMode.PREPAID else 0
+    return standing.available, debt
 
 
 def _period_state(
-    uow: UnitOfWork, user_id: str, metric_id: str, start: datetime
+    work: Work, user_id: str, metric_id: str, start: datetime
 ) -> tuple[MetricState, int]:
-    row = uow.conn.execute(
+    row = work.conn.execute(
         select(usage_periods).where(
             usage_periods.c.user_id == user_id,
             usage_periods.c.metric_id == metric_id,
@@ -118,57 +113,56 @@ class _Pricing:
 
 
 def _service_plan(
-    uow: UnitOfWork, principal: Principal, service_code: str, now: datetime, user_id: str
+    work: Work, principal: Principal, service_code: str, now: datetime, user_id: str
 ) -> _Pricing:
     # A user may ask about its own access to any service it can see.
-    service = load_service(uow, principal, service_code)
+    service = load_service(work, principal, service_code)
     if service.status != "active":
         raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
-    subscribed = plan_for_user(uow, user_id, service.id, now)
+    subscribed = plan_for_user(work, user_id, service.id, now)
     if subscribed is not None:
         return _Pricing(
             service,
-            plan_in_force(uow, subscribed.plan_id, now),
+            plan_in_force(work, subscribed.plan_id, now),
             subscribed.period_start,
             subscribed.status,
         )
-    default_plan = uow.conn.execute(
+    default_plan = work.conn.execute(
         select(services.c.default_plan_id).where(services.c.id == service.id)
     ).scalar_one()
-    plan = plan_in_force(uow, default_plan, now) if default_plan else None
+    plan = plan_in_force(work, default_plan, now) if default_plan else None
     start = calendar_period(plan.interval, plan.interval_count, now)[0] if plan else None
     return _Pricing(service, plan, start, None)
 
 
 def entitlements(
-    ctx: Context, principal: Principal, user_ref: str, service_code: str
+    work: Work, principal: Principal, user_ref: str, service_code: str
 ) -> Entitlements:
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        user = load_user(ctx, uow, user_ref)
-        if principal.role == Role.USER:
-            require_user_access(principal, user.id)
-        else:
-            require_role(principal, Role.ADMIN, Role.PROVIDER)
-        pricing = _service_plan(uow, principal, service_code, now, user.id)
-        service, plan = pricing.service, pricing.plan
-        available, debt = _standing(uow, user)
-        remaining: dict[str, Decimal] = {}
-        if plan is not None:
-            assert pricing.period_start is not None
-            start = pricing.period_start
-            metric_ids = {
-                row.code: row.id
-                for row in uow.conn.execute(
-                    select(metrics.c.code, metrics.c.id).where(metrics.c.service_id == service.id)
-                )
-            }
-            for charge in plan.charges:
-                free = getattr(charge, "free_units", Decimal(0))
-                if not free or charge.metric not in metric_ids:
-                    continue
-                state, _ = _period_state(uow, user.id, metric_ids[charge.metric], start)
-                remaining[charge.metric] = max(free - state.quantity, Decimal(0))
+    now = work.clock.now()
+    user = load_user(work, user_ref)
+    if principal.role == Role.USER:
+        require_user_access(principal, user.id)
+    else:
+        require_role(principal, Role.ADMIN, Role.PROVIDER)
+    pricing = _service_plan(work, principal, service_code, now, user.id)
+    service, plan = pricing.service, pricing.plan
+    available, debt = _standing(work, user)
+    remaining: dict[str, Decimal] = {}
+    if plan is not None:
+        assert pricing.period_start is not None
+        start = pricing.period_start
+        metric_ids = {
+            row.code: row.id
+            for row in work.conn.execute(
+                select(metrics.c.code, metrics.c.id).where(metrics.c.service_id == service.id)
+            )
+        }
+        for charge in plan.charges:
+            free = getattr(charge, "free_units", Decimal(0))
+            if not free or charge.metric not in metric_ids:
+                continue
+            state, _ = _period_state(work, user.id, metric_ids[charge.metric], start)
+            remaining[charge.metric] = max(free - state.quantity, Decimal(0))
     if user.status != "active":
         reason = "user_inactive"
     elif plan is None:
@@ -194,7 +188,7 @@ def entitlements(
 
 
 def authorize(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     *,
     user_ref: str,
@@ -212,102 +206,97 @@ def authorize(
         raise InvalidRequest(
             "give either service, metric and quantity, or an amount", param="quantity"
         )
-    ttl = expires_in_s or ctx.settings.hold_ttl_s
+    ttl = expires_in_s or work.settings.hold_ttl_s
     if not 1 <= ttl <= MAX_HOLD_TTL_S:
         raise InvalidRequest(
             f"expires_in must be 1 to {MAX_HOLD_TTL_S} seconds", param="expires_in"
         )
-    now = ctx.clock.now()
+    now = work.clock.now()
     auth_id = authorization_id or new_id("auth")
-    with ctx.db.unit_of_work() as uow:
-        user = load_user(ctx, uow, user_ref)
-        cur = user.currency
-        service = plan = None
-        asked: Decimal | None = None
-        if by_quantity:
-            if not service_code or not metric_code or quantity is None:
-                raise InvalidRequest(
-                    "an authorization by quantity needs service, metric and quantity",
-                    param="service",
-                )
-            asked = parse_amount(quantity, param="quantity", allow_zero=False)
-            pricing = _service_plan(uow, principal, service_code, now, user.id)
-            service, plan = pricing.service, pricing.plan
-            if principal.role == Role.PROVIDER and service.provider_id != principal.provider_id:
-                raise NotFound(f"no service {service_code}", code="service_not_found")
-            metric = uow.conn.execute(
-                select(metrics).where(
-                    metrics.c.service_id == service.id, metrics.c.code == metric_code
-                )
-            ).one_or_none()
-            if metric is None:
-                raise NotFound(
-                    f"service {service_code} has no metric {metric_code}",
-                    code="metric_not_found",
-                    param="metric",
-                )
-            if plan is None:
-                return _declined(auth_id, "no_plan", user, service_code, metric_code, asked)
-            if pricing.subscription_status == "suspended":
-                return _declined(auth_id, "suspended", user, service_code, metric_code, asked)
-            assert pricing.period_start is not None
-            start = pricing.period_start
-            state, charged = _period_state(uow, user.id, metric.id, start)
-            value = Decimal(1) if metric.aggregation in ("count", "unique_count") else asked
-            after = rate(
-                plan,
-                metric_code,
-                metric.aggregation,
-                state,
-                [Event(metric_code, value, now)]
-                * (int(asked) if metric.aggregation == "count" else 1),
+    user = load_user(work, user_ref)
+    cur = user.currency
+    service = plan = None
+    asked: Decimal | None = None
+    if by_quantity:
+        if not service_code or not metric_code or quantity is None:
+            raise InvalidRequest(
+                "an authorization by quantity needs service, metric and quantity",
+                param="service",
             )
-            units = max(units_due(after.amount, cur.ledger_scale) - charged, 0)
-        else:
-            units = to_units(parse_amount(amount, allow_zero=False), cur)
-        available, debt = _standing(uow, user)
-        if debt > 0:
-            return _declined(auth_id, "suspended", user, service_code, metric_code, asked, units)
-        prepaid = user.billing_mode == BillingMode.PREPAID
-        if prepaid and units > available:
-            return _declined(
-                auth_id, "insufficient_funds", user, service_code, metric_code, asked, units
+        asked = parse_amount(quantity, param="quantity", allow_zero=False)
+        pricing = _service_plan(work, principal, service_code, now, user.id)
+        service, plan = pricing.service, pricing.plan
+        if principal.role == Role.PROVIDER and service.provider_id != principal.provider_id:
+            raise NotFound(f"no service {service_code}", code="service_not_found")
+        metric = work.conn.execute(
+            select(metrics).where(metrics.c.service_id == service.id, metrics.c.code == metric_code)
+        ).one_or_none()
+        if metric is None:
+            raise NotFound(
+                f"service {service_code} has no metric {metric_code}",
+                code="metric_not_found",
+                param="metric",
             )
-        wallet = ledger.ensure_account(
-            uow, OwnerType.USER, user.id, AccountKind.WALLET, cur.code, now=now
+        if plan is None:
+            return _declined(auth_id, "no_plan", user, service_code, metric_code, asked)
+        if pricing.subscription_status == "suspended":
+            return _declined(auth_id, "suspended", user, service_code, metric_code, asked)
+        assert pricing.period_start is not None
+        start = pricing.period_start
+        state, charged = _period_state(work, user.id, metric.id, start)
+        value = Decimal(1) if metric.aggregation in ("count", "unique_count") else asked
+        after = rate(
+            plan,
+            metric_code,
+            metric.aggregation,
+            state,
+            [Event(metric_code, value, now)] * (int(asked) if metric.aggregation == "count" else 1),
         )
-        provider_id = service.provider_id if service else principal.provider_id
-        try:
-            # The balance read above was not locked; the hold checks again under the
-            # account's lock, and loses to a concurrent spender with a plain decline.
-            hold = ledger.create_hold(
-                uow,
-                hold_id=auth_id,
-                account_id=wallet,
-                amount=units if prepaid else 0,
-                expires_at=now + timedelta(seconds=ttl),
-                now=now,
-                user_id=user.id,
-                provider_id=provider_id,
-                description="authorization",
-                service=service_code,
-                metric=metric_code,
-                quantity=None if asked is None else format_decimal(asked),
-            )
-        except InsufficientFunds:
-            return _declined(
-                auth_id, "insufficient_funds", user, service_code, metric_code, asked, units
-            )
-        audit.record(
-            uow,
-            principal,
-            "authorization.approved",
-            "authorization",
-            auth_id,
-            at=now,
-            details={"user_id": user.id, "units": units},
+        units = max(units_due(after.amount, cur.ledger_scale) - charged, 0)
+    else:
+        units = to_units(parse_amount(amount, allow_zero=False), cur)
+    available, debt = _standing(work, user)
+    if debt > 0:
+        return _declined(auth_id, "suspended", user, service_code, metric_code, asked, units)
+    prepaid = user.billing_mode == BillingMode.PREPAID
+    if prepaid and units > available:
+        return _declined(
+            auth_id, "insufficient_funds", user, service_code, metric_code, asked, units
         )
-        uow.commit()
+    wallet = ledger.ensure_account(
+        work, OwnerType.USER, user.id, AccountKind.WALLET, cur.code, now=now
+    )
+    provider_id = service.provider_id if service else principal.provider_id
+    try:
+        # The balance read above was not locked; the hold checks again under the
+        # account's lock, and loses to a concurrent spender with a plain decline.
+        hold = ledger.create_hold(
+            work,
+            hold_id=auth_id,
+            account_id=wallet,
+            amount=units if prepaid else 0,
+            expires_at=now + timedelta(seconds=ttl),
+            now=now,
+            user_id=user.id,
+            provider_id=provider_id,
+            description="authorization",
+            service=service_code,
+            metric=metric_code,
+            quantity=None if asked is None else format_decimal(asked),
+        )
+    except InsufficientFunds:
+        return _declined(
+            auth_id, "insufficient_funds", user, service_code, metric_code, asked, units
+        )
+    audit.record(
+        work,
+        principal,
+        "authorization.approved",
+        "authorization",
+        auth_id,
+        at=now,
+        details={"user_id": user.id, "units": units},
+    )
     return _view(hold, user, from_units(units, cur))
 
 
@@ -351,12 +340,10 @@ def _view(hold: HoldView, user: UserView, amount: Decimal | None = None) -> Auth
     )
 
 
-def _own_hold(
-    ctx: Context, uow: UnitOfWork, principal: Principal, auth_id: str
-) -> tuple[HoldView, UserView]:
+def _own_hold(work: Work, principal: Principal, auth_id: str) -> tuple[HoldView, UserView]:
     require_role(principal, Role.ADMIN, Role.PROVIDER)
     try:
-        hold = ledger.get_hold(uow, auth_id)
+        hold = ledger.get_hold(work, auth_id)
     except NotFound:
         raise NotFound(f"no authorization {auth_id}", code="authorization_not_found") from None
     if (
@@ -365,11 +352,11 @@ def _own_hold(
         or (principal.role == Role.PROVIDER and hold.provider_id != principal.provider_id)
     ):
         raise NotFound(f"no authorization {auth_id}", code="authorization_not_found")
-    return hold, load_user(ctx, uow, hold.user_id)
+    return hold, load_user(work, hold.user_id)
 
 
 def capture(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     auth_id: str,
     *,
@@ -377,79 +364,74 @@ def capture(
     amount: object = None,
 ) -> Authorization:
     """Turns the hold into a charge: the usage (by quantity) or an amount, up to the hold."""
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        hold, user = _own_hold(ctx, uow, principal, auth_id)
-        if hold.status == "captured":
-            return _view(hold, user)  # Capturing again changes nothing.
-        if hold.status != "pending" or hold.expires_at <= now:
-            state = "expired" if hold.status in ("pending", "expired") else hold.status
-            raise InvalidRequest(
-                f"the authorization is {state} and cannot be captured",
-                code=f"authorization_{state}",
+    now = work.clock.now()
+    hold, user = _own_hold(work, principal, auth_id)
+    if hold.status == "captured":
+        return _view(hold, user)  # Capturing again changes nothing.
+    if hold.status != "pending" or hold.expires_at <= now:
+        state = "expired" if hold.status in ("pending", "expired") else hold.status
+        raise InvalidRequest(
+            f"the authorization is {state} and cannot be captured",
+            code=f"authorization_{state}",
+        )
+    if hold.metric is not None:
+        used = (
+            hold.quantity
+            if quantity is None
+            else format_decimal(parse_amount(quantity, param="quantity"))
+        )
+        assert hold.service is not None and used is not None
+        if Decimal(used) > 0:
+            # The usage is recorded and charged; its charge releases the hold, so it
+            # can spend what was reserved for it (see metering.ingest_in).
+            metering.ingest_in(
+                work,
+                principal
+                if principal.role == Role.PROVIDER
+                else Principal(principal.key_id, Role.ADMIN),
+                [
+                    {
+                        "id": auth_id,
+                        "user": user.id,
+                        "service": hold.service,
+                        "metric": hold.metric,
+                        "value": used,
+                        "timestamp": now.isoformat(),
+                    }
+                ],
+                capture_hold=auth_id,
             )
-        if hold.metric is not None:
-            used = (
-                hold.quantity
-                if quantity is None
-                else format_decimal(parse_amount(quantity, param="quantity"))
-            )
-            assert hold.service is not None and used is not None
-            if Decimal(used) > 0:
-                # The usage is recorded and charged; its charge releases the hold, so it
-                # can spend what was reserved for it (see metering.ingest_in).
-                metering.ingest_in(
-                    ctx,
-                    uow,
-                    principal
-                    if principal.role == Role.PROVIDER
-                    else Principal(principal.key_id, Role.ADMIN),
-                    [
-                        {
-                            "id": auth_id,
-                            "user": user.id,
-                            "service": hold.service,
-                            "metric": hold.metric,
-                            "value": used,
-                            "timestamp": now.isoformat(),
-                        }
-                    ],
-                    capture_hold=auth_id,
-                )
-            else:
-                ledger.release_hold(uow, auth_id, now=now, status=HoldStatus.CAPTURED)
         else:
-            units = (
-                hold.amount
-                if amount is None
-                else to_units(parse_amount(amount, allow_zero=False), user.currency)
-            )
-            _capture_amount(ctx, uow, hold, user, units, now)
-        uow.commit()
-        hold = ledger.get_hold(uow, auth_id)
+            ledger.release_hold(work, auth_id, now=now, status=HoldStatus.CAPTURED)
+    else:
+        units = (
+            hold.amount
+            if amount is None
+            else to_units(parse_amount(amount, allow_zero=False), user.currency)
+        )
+        _capture_amount(work, hold, user, units, now)
+    hold = ledger.get_hold(work, auth_id)
     return _view(hold, user)
 
 
-def _capture_amount(
-    ctx: Context, uow: UnitOfWork, hold: HoldView, user: UserView, units: int, now: datetime
-) -> None:
+def _capture_amount(work: Work, hold: HoldView, user: UserView, units: int, now: datetime) -> None:
     cur = user.currency
     ensure = ledger.ensure_account
     revenue = ensure(
-        uow, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.PLATFORM_REVENUE, cur.code, now=now
+        work, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.PLATFORM_REVENUE, cur.code, now=now
     )
     lines = [Posting(hold.account_id, cur.code, -units)]
     if hold.provider_id:
-        provider = load_provider(ctx, uow, hold.provider_id)
+        provider = load_provider(work, hold.provider_id)
         share, commission = split_charge(units, provider.commission_rate)
         earnings = ensure(
-            uow, OwnerType.PROVIDER, provider.id, AccountKind.PROVIDER_EARNINGS, cur.code, now=now
+            work, OwnerType.PROVIDER, provider.id, AccountKind.PROVIDER_EARNINGS, cur.code, now=now
         )
         lines += [Posting(earnings, cur.code, share), Posting(revenue, cur.code, commission)]
     else:
         lines.append(Posting(revenue, cur.code, units))
     ledger.post(
-        uow,
+        work,
         TransferSpec(
             id=f"tr_{hold.id}",
             kind=TransferKind.CAPTURE,
@@ -463,16 +445,13 @@ def _capture_amount(
     )
 
 
-def void(ctx: Context, principal: Principal, auth_id: str) -> Authorization:
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        hold, user = _own_hold(ctx, uow, principal, auth_id)
-        hold = ledger.void_hold(uow, auth_id, now=now)
-        uow.commit()
+def void(work: Work, principal: Principal, auth_id: str) -> Authorization:
+    now = work.clock.now()
+    hold, user = _own_hold(work, principal, auth_id)
+    hold = ledger.void_hold(work, auth_id, now=now)
     return _view(hold, user)
 
 
-def get_authorization(ctx: Context, principal: Principal, auth_id: str) -> Authorization:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        hold, user = _own_hold(ctx, uow, principal, auth_id)
+def get_authorization(work: Work, principal: Principal, auth_id: str) -> Authorization:
+    hold, user = _own_hold(work, principal, auth_id)
     return _view(hold, user)

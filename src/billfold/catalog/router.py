@@ -24,11 +24,18 @@ from billfold.catalog.schemas import (
 )
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
-from billfold.core.http import Limit, StartingAfter, get_context, get_principal
+from billfold.core.http import (
+    Limit,
+    Read,
+    StartingAfter,
+    UnitOfWorkRoute,
+    Write,
+    get_context,
+    get_principal,
+)
 from billfold.domain.errors import InvalidRequest
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["catalog and pricing"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["catalog and pricing"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 PLAN_EXAMPLE = {
@@ -57,11 +64,11 @@ def _aware(value: datetime | None, param: str) -> datetime | None:
 
 
 @router.post("/services", status_code=201, response_model=ServiceOut)
-def create_service(body: ServiceCreate, ctx: Ctx, who: Who) -> ServiceOut:
+def create_service(body: ServiceCreate, work: Write, who: Who) -> ServiceOut:
     """A service a provider sells (provider: its own; admin: names provider_id)."""
     return ServiceOut.of(
         catalog.create_service(
-            ctx,
+            work,
             who,
             code=body.code,
             name=body.name,
@@ -73,23 +80,23 @@ def create_service(body: ServiceCreate, ctx: Ctx, who: Who) -> ServiceOut:
 
 @router.get("/services", response_model=ServiceList)
 def list_services(
-    ctx: Ctx, who: Who, limit: Limit = 100, starting_after: StartingAfter = None
+    work: Read, who: Who, limit: Limit = 100, starting_after: StartingAfter = None
 ) -> ServiceList:
-    page = catalog.list_services(ctx, who, limit=limit, starting_after=starting_after)
+    page = catalog.list_services(work, who, limit=limit, starting_after=starting_after)
     return ServiceList(data=[ServiceOut.of(s) for s in page.data], has_more=page.has_more)
 
 
 @router.get("/services/{code}", response_model=ServiceOut)
-def get_service(code: str, ctx: Ctx, who: Who) -> ServiceOut:
-    return ServiceOut.of(catalog.get_service(ctx, who, code))
+def get_service(code: str, work: Read, who: Who) -> ServiceOut:
+    return ServiceOut.of(catalog.get_service(work, who, code))
 
 
 @router.post("/services/{code}/metrics", status_code=201, response_model=MetricOut)
-def create_metric(code: str, body: MetricCreate, ctx: Ctx, who: Who) -> MetricOut:
+def create_metric(code: str, body: MetricCreate, work: Write, who: Who) -> MetricOut:
     """A billable metric of the service: count, sum, max, unique_count or latest."""
     return MetricOut.of(
         catalog.create_metric(
-            ctx,
+            work,
             who,
             code,
             code=body.code,
@@ -101,27 +108,27 @@ def create_metric(code: str, body: MetricCreate, ctx: Ctx, who: Who) -> MetricOu
 
 
 @router.get("/services/{code}/metrics", response_model=MetricList)
-def list_metrics(code: str, ctx: Ctx, who: Who) -> MetricList:
+def list_metrics(code: str, work: Read, who: Who) -> MetricList:
     return MetricList(
-        data=[MetricOut.of(m) for m in catalog.list_metrics(ctx, who, code)], has_more=False
+        data=[MetricOut.of(m) for m in catalog.list_metrics(work, who, code)], has_more=False
     )
 
 
 @router.post("/plans", status_code=201, response_model=PlanOut)
 def create_plan(
-    ctx: Ctx,
+    work: Write,
     who: Who,
     body: Annotated[
         dict[str, Any], Body(description="A PLAN (see API.md).", examples=[PLAN_EXAMPLE])
     ],
 ) -> PlanOut:
     """A plan for one service; refused with the field named if it cannot be priced."""
-    return PlanOut.of(catalog.create_plan(ctx, who, body))
+    return PlanOut.of(catalog.create_plan(work, who, body))
 
 
 @router.get("/plans", response_model=PlanList)
 def list_plans(
-    ctx: Ctx,
+    work: Read,
     who: Who,
     limit: Limit = 100,
     starting_after: StartingAfter = None,
@@ -129,7 +136,7 @@ def list_plans(
     status: Annotated[str | None, Query(max_length=16)] = None,
 ) -> PlanList:
     page = catalog.list_plans(
-        ctx, who, service=service, status=status, limit=limit, starting_after=starting_after
+        work, who, service=service, status=status, limit=limit, starting_after=starting_after
     )
     return PlanList(data=[PlanOut.of(p) for p in page.data], has_more=page.has_more)
 
@@ -137,35 +144,35 @@ def list_plans(
 @router.get("/plans/{code}", response_model=PlanOut)
 def get_plan(
     code: str,
-    ctx: Ctx,
+    work: Read,
     who: Who,
     at: Annotated[datetime | None, Query(description="Show the version in force then.")] = None,
 ) -> PlanOut:
-    return PlanOut.of(catalog.get_plan(ctx, who, code, at=_aware(at, "at")))
+    return PlanOut.of(catalog.get_plan(work, who, code, at=_aware(at, "at")))
 
 
 @router.get("/plans/{code}/versions", response_model=PlanVersionList)
-def list_plan_versions(code: str, ctx: Ctx, who: Who) -> PlanVersionList:
-    versions = catalog.list_plan_versions(ctx, who, code)
+def list_plan_versions(code: str, work: Read, who: Who) -> PlanVersionList:
+    versions = catalog.list_plan_versions(work, who, code)
     return PlanVersionList(data=[PlanVersionOut.of(v) for v in versions], has_more=False)
 
 
 @router.post("/plans/{code}/versions", status_code=201, response_model=PlanOut)
-def add_plan_version(code: str, body: PlanVersionCreate, ctx: Ctx, who: Who) -> PlanOut:
+def add_plan_version(code: str, body: PlanVersionCreate, work: Write, who: Who) -> PlanOut:
     """New prices from effective_from on (default now); the past keeps its prices."""
     return PlanOut.of(
         catalog.add_plan_version(
-            ctx, who, code, body.plan, effective_from=_aware(body.effective_from, "effective_from")
+            work, who, code, body.plan, effective_from=_aware(body.effective_from, "effective_from")
         )
     )
 
 
 @router.post("/plans/{code}/retire", response_model=PlanOut)
-def retire_plan(code: str, ctx: Ctx, who: Who) -> PlanOut:
-    return PlanOut.of(catalog.retire_plan(ctx, who, code))
+def retire_plan(code: str, work: Write, who: Who) -> PlanOut:
+    return PlanOut.of(catalog.retire_plan(work, who, code))
 
 
 @router.post("/quotes")
-def create_quote(body: QuoteCreate, ctx: Ctx, who: Who) -> dict[str, Any]:
+def create_quote(body: QuoteCreate, work: Write, who: Who) -> dict[str, Any]:
     """The price of some usage under a plan, line by line, with how each amount came about."""
-    return catalog.quote_for(ctx, who, body.plan, body.usage, at=_aware(body.at, "at")).to_dict()
+    return catalog.quote_for(work, who, body.plan, body.usage, at=_aware(body.at, "at")).to_dict()

@@ -22,7 +22,9 @@ from sqlalchemy.exc import IntegrityError
 
 from billfold.core import audit
 from billfold.core.access import Principal, Role, acting_provider, require_role
-from billfold.core.context import Context
+from billfold.core.context import Work
+from billfold.core.directory import load_provider
+from billfold.core.text import Page
 from billfold.domain.errors import Conflict, InvalidRequest, NotFound
 from billfold.domain.pricing import (
     CODE_PATTERN,
@@ -34,8 +36,6 @@ from billfold.domain.pricing import (
 )
 from billfold.domain.rating import check_charge_fits_metric
 from billfold.ids import new_id
-from billfold.parties import Page, load_provider
-from billfold.store.db import UnitOfWork
 from billfold.store.tables import metrics, plan_versions, plans, services
 
 AGGREGATIONS: Final = ("count", "sum", "max", "unique_count", "latest")
@@ -121,10 +121,10 @@ def _can_see_service(principal: Principal, service: ServiceView) -> bool:
 
 
 def load_service(
-    uow: UnitOfWork, principal: Principal, code: str, *, write: bool = False
+    work: Work, principal: Principal, code: str, *, write: bool = False
 ) -> ServiceView:
     """The service with this code, if the principal may see it (or change it, with `write`)."""
-    row = uow.conn.execute(select(services).where(services.c.code == code)).one_or_none()
+    row = work.conn.execute(select(services).where(services.c.code == code)).one_or_none()
     service = _service_view(row) if row is not None else None
     if (
         service is None
@@ -136,7 +136,7 @@ def load_service(
 
 
 def create_service(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     *,
     code: str,
@@ -149,7 +149,7 @@ def create_service(
         raise InvalidRequest(
             "provider_id is required when the operator creates a service", param="provider_id"
         )
-    now = ctx.clock.now()
+    now = work.clock.now()
     view = ServiceView(
         new_id("svc"),
         owner,
@@ -159,44 +159,41 @@ def create_service(
         "active",
         now,
     )
-    with ctx.db.unit_of_work() as uow:
-        load_provider(ctx, uow, owner)
-        try:
-            uow.conn.execute(
-                services.insert().values(
-                    id=view.id,
-                    provider_id=owner,
-                    code=view.code,
-                    name=view.name,
-                    description=view.description,
-                    status=view.status,
-                    created_at=now,
-                )
+    load_provider(work, owner)
+    try:
+        work.conn.execute(
+            services.insert().values(
+                id=view.id,
+                provider_id=owner,
+                code=view.code,
+                name=view.name,
+                description=view.description,
+                status=view.status,
+                created_at=now,
             )
-        except IntegrityError:
-            raise Conflict(
-                f"a service with code {view.code} exists", code="service_exists", param="code"
-            ) from None
-        audit.record(
-            uow,
-            principal,
-            "service.created",
-            "service",
-            view.id,
-            at=now,
-            details={"code": view.code, "provider_id": owner},
         )
-        uow.commit()
+    except IntegrityError:
+        raise Conflict(
+            f"a service with code {view.code} exists", code="service_exists", param="code"
+        ) from None
+    audit.record(
+        work,
+        principal,
+        "service.created",
+        "service",
+        view.id,
+        at=now,
+        details={"code": view.code, "provider_id": owner},
+    )
     return view
 
 
-def get_service(ctx: Context, principal: Principal, code: str) -> ServiceView:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        return load_service(uow, principal, code)
+def get_service(work: Work, principal: Principal, code: str) -> ServiceView:
+    return load_service(work, principal, code)
 
 
 def list_services(
-    ctx: Context, principal: Principal, *, limit: int = 100, starting_after: str | None = None
+    work: Work, principal: Principal, *, limit: int = 100, starting_after: str | None = None
 ) -> Page[ServiceView]:
     _check_limit(limit)
     query = select(services).order_by(services.c.code).limit(limit + 1)
@@ -206,8 +203,7 @@ def list_services(
         query = query.where(services.c.status == "active")
     if starting_after:
         query = query.where(services.c.code > starting_after)
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        rows = uow.conn.execute(query).all()
+    rows = work.conn.execute(query).all()
     return Page([_service_view(r) for r in rows[:limit]], len(rows) > limit)
 
 
@@ -218,7 +214,7 @@ def _metric_view(row: Any, service: str) -> MetricView:
 
 
 def create_metric(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     service_code: str,
     *,
@@ -239,53 +235,50 @@ def create_metric(
         raise InvalidRequest(
             f"a {aggregation} metric needs field: the event property it aggregates", param="field"
         )
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        service = load_service(uow, principal, service_code, write=True)
-        metric_id = new_id("met")
-        try:
-            uow.conn.execute(
-                metrics.insert().values(
-                    id=metric_id,
-                    service_id=service.id,
-                    code=metric_code,
-                    name=metric_name,
-                    aggregation=aggregation,
-                    field=field_name,
-                    created_at=now,
-                )
+    now = work.clock.now()
+    service = load_service(work, principal, service_code, write=True)
+    metric_id = new_id("met")
+    try:
+        work.conn.execute(
+            metrics.insert().values(
+                id=metric_id,
+                service_id=service.id,
+                code=metric_code,
+                name=metric_name,
+                aggregation=aggregation,
+                field=field_name,
+                created_at=now,
             )
-        except IntegrityError:
-            raise Conflict(
-                f"service {service.code} already has a metric {metric_code}",
-                code="metric_exists",
-                param="code",
-            ) from None
-        audit.record(
-            uow,
-            principal,
-            "metric.created",
-            "metric",
-            metric_id,
-            at=now,
-            details={"service": service.code, "code": metric_code, "aggregation": aggregation},
         )
-        uow.commit()
+    except IntegrityError:
+        raise Conflict(
+            f"service {service.code} already has a metric {metric_code}",
+            code="metric_exists",
+            param="code",
+        ) from None
+    audit.record(
+        work,
+        principal,
+        "metric.created",
+        "metric",
+        metric_id,
+        at=now,
+        details={"service": service.code, "code": metric_code, "aggregation": aggregation},
+    )
     return MetricView(
         metric_id, service.code, metric_code, metric_name, aggregation, field_name, now
     )
 
 
-def service_metrics(uow: UnitOfWork, service: ServiceView) -> list[MetricView]:
-    rows = uow.conn.execute(
+def service_metrics(work: Work, service: ServiceView) -> list[MetricView]:
+    rows = work.conn.execute(
         select(metrics).where(metrics.c.service_id == service.id).order_by(metrics.c.code)
     ).all()
     return [_metric_view(r, service.code) for r in rows]
 
 
-def list_metrics(ctx: Context, principal: Principal, service_code: str) -> list[MetricView]:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        return service_metrics(uow, load_service(uow, principal, service_code))
+def list_metrics(work: Work, principal: Principal, service_code: str) -> list[MetricView]:
+    return service_metrics(work, load_service(work, principal, service_code))
 
 
 # --- plans ----------------------------------------------------------------------------
@@ -296,8 +289,8 @@ def _check_limit(limit: int) -> None:
         raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", param="limit")
 
 
-def _check_against_catalog(uow: UnitOfWork, plan: Plan, service: ServiceView) -> None:
-    known = {m.code: m for m in service_metrics(uow, service)}
+def _check_against_catalog(work: Work, plan: Plan, service: ServiceView) -> None:
+    known = {m.code: m for m in service_metrics(work, service)}
     for index, charge in enumerate(plan.charges):
         metric = known.get(charge.metric)
         if metric is None:
@@ -334,58 +327,56 @@ def _version_row(
     }
 
 
-def create_plan(ctx: Context, principal: Principal, definition: object) -> PlanView:
+def create_plan(work: Work, principal: Principal, definition: object) -> PlanView:
     """A new plan (its version 1); the plan's code must be new."""
     require_role(principal, Role.ADMIN, Role.PROVIDER)
     plan = parse_plan(definition)
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        service = load_service(uow, principal, plan.service, write=True)
-        _check_against_catalog(uow, plan, service)
-        plan_id = new_id("pln")
-        try:
-            uow.conn.execute(
-                plans.insert().values(
-                    id=plan_id,
-                    code=plan.code,
-                    service_id=service.id,
-                    provider_id=service.provider_id,
-                    currency=plan.currency.code,
-                    status="active",
-                    created_at=now,
-                    retired_at=None,
-                )
+    now = work.clock.now()
+    service = load_service(work, principal, plan.service, write=True)
+    _check_against_catalog(work, plan, service)
+    plan_id = new_id("pln")
+    try:
+        work.conn.execute(
+            plans.insert().values(
+                id=plan_id,
+                code=plan.code,
+                service_id=service.id,
+                provider_id=service.provider_id,
+                currency=plan.currency.code,
+                status="active",
+                created_at=now,
+                retired_at=None,
             )
-        except IntegrityError:
-            raise Conflict(
-                f"a plan with code {plan.code} exists; to change its prices, add a version "
-                f"(POST /v1/plans/{plan.code}/versions)",
-                code="plan_exists",
-                param="code",
-            ) from None
-        uow.conn.execute(plan_versions.insert().values(_version_row(plan_id, 1, now, plan, now)))
-        if plan.interval == "none":
-            # The service's first pay-as-you-go plan prices usage without a subscription.
-            uow.conn.execute(
-                update(services)
-                .where(services.c.id == service.id, services.c.default_plan_id.is_(None))
-                .values(default_plan_id=plan_id)
-            )
-        audit.record(
-            uow,
-            principal,
-            "plan.created",
-            "plan",
-            plan_id,
-            at=now,
-            details={"code": plan.code, "service": service.code},
         )
-        uow.commit()
-    return get_plan(ctx, principal, plan.code)
+    except IntegrityError:
+        raise Conflict(
+            f"a plan with code {plan.code} exists; to change its prices, add a version "
+            f"(POST /v1/plans/{plan.code}/versions)",
+            code="plan_exists",
+            param="code",
+        ) from None
+    work.conn.execute(plan_versions.insert().values(_version_row(plan_id, 1, now, plan, now)))
+    if plan.interval == "none":
+        # The service's first pay-as-you-go plan prices usage without a subscription.
+        work.conn.execute(
+            update(services)
+            .where(services.c.id == service.id, services.c.default_plan_id.is_(None))
+            .values(default_plan_id=plan_id)
+        )
+    audit.record(
+        work,
+        principal,
+        "plan.created",
+        "plan",
+        plan_id,
+        at=now,
+        details={"code": plan.code, "service": service.code},
+    )
+    return get_plan(work, principal, plan.code)
 
 
-def load_plan_row(uow: UnitOfWork, principal: Principal, code: str, *, write: bool = False) -> Any:
-    row = uow.conn.execute(
+def load_plan_row(work: Work, principal: Principal, code: str, *, write: bool = False) -> Any:
+    row = work.conn.execute(
         select(plans, services.c.code.label("service_code"))
         .join(services, services.c.id == plans.c.service_id)
         .where(plans.c.code == code)
@@ -400,16 +391,16 @@ def load_plan_row(uow: UnitOfWork, principal: Principal, code: str, *, write: bo
     return row
 
 
-def _version_in_force(uow: UnitOfWork, plan_id: str, at: datetime) -> VersionView:
+def _version_in_force(work: Work, plan_id: str, at: datetime) -> VersionView:
     """The version in force at `at`; before the first version's start, the first version."""
-    row = uow.conn.execute(
+    row = work.conn.execute(
         select(plan_versions)
         .where(plan_versions.c.plan_id == plan_id, plan_versions.c.effective_from <= at)
         .order_by(plan_versions.c.effective_from.desc(), plan_versions.c.version.desc())
         .limit(1)
     ).one_or_none()
     if row is None:
-        row = uow.conn.execute(
+        row = work.conn.execute(
             select(plan_versions)
             .where(plan_versions.c.plan_id == plan_id)
             .order_by(plan_versions.c.version)
@@ -420,13 +411,13 @@ def _version_in_force(uow: UnitOfWork, plan_id: str, at: datetime) -> VersionVie
     )
 
 
-def plan_in_force(uow: UnitOfWork, plan_id: str, at: datetime) -> Plan:
+def plan_in_force(work: Work, plan_id: str, at: datetime) -> Plan:
     """The prices in force for a plan at an instant (for rating usage of that instant)."""
-    return _version_in_force(uow, plan_id, at).plan
+    return _version_in_force(work, plan_id, at).plan
 
 
-def _plan_view(uow: UnitOfWork, row: Any, at: datetime) -> PlanView:
-    count = uow.conn.execute(
+def _plan_view(work: Work, row: Any, at: datetime) -> PlanView:
+    count = work.conn.execute(
         select(func.count()).where(plan_versions.c.plan_id == row.id)
     ).scalar_one()
     return PlanView(
@@ -437,27 +428,25 @@ def _plan_view(uow: UnitOfWork, row: Any, at: datetime) -> PlanView:
         row.status,
         row.created_at,
         row.retired_at,
-        _version_in_force(uow, row.id, at),
+        _version_in_force(work, row.id, at),
         int(count),
     )
 
 
 def get_plan(
-    ctx: Context, principal: Principal, code: str, *, at: datetime | None = None
+    work: Work, principal: Principal, code: str, *, at: datetime | None = None
 ) -> PlanView:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        row = load_plan_row(uow, principal, code)
-        return _plan_view(uow, row, at or ctx.clock.now())
+    row = load_plan_row(work, principal, code)
+    return _plan_view(work, row, at or work.clock.now())
 
 
-def list_plan_versions(ctx: Context, principal: Principal, code: str) -> list[VersionView]:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        row = load_plan_row(uow, principal, code)
-        rows = uow.conn.execute(
-            select(plan_versions)
-            .where(plan_versions.c.plan_id == row.id)
-            .order_by(plan_versions.c.version)
-        ).all()
+def list_plan_versions(work: Work, principal: Principal, code: str) -> list[VersionView]:
+    row = load_plan_row(work, principal, code)
+    rows = work.conn.execute(
+        select(plan_versions)
+        .where(plan_versions.c.plan_id == row.id)
+        .order_by(plan_versions.c.version)
+    ).all()
     return [
         VersionView(r.version, r.effective_from, r.created_at, plan_from_definition(r.definition))
         for r in rows
@@ -465,7 +454,7 @@ def list_plan_versions(ctx: Context, principal: Principal, code: str) -> list[Ve
 
 
 def list_plans(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     *,
     service: str | None = None,
@@ -494,15 +483,14 @@ def list_plans(
         query = query.where(plans.c.status == status)
     if starting_after:
         query = query.where(plans.c.code > starting_after)
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        rows = uow.conn.execute(query).all()
-        views = [_plan_view(uow, r, now) for r in rows[:limit]]
+    now = work.clock.now()
+    rows = work.conn.execute(query).all()
+    views = [_plan_view(work, r, now) for r in rows[:limit]]
     return Page(views, len(rows) > limit)
 
 
 def add_plan_version(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     code: str,
     definition: object,
@@ -515,7 +503,7 @@ def add_plan_version(
     if isinstance(body, dict):
         body.setdefault("code", code)
     plan = parse_plan(body)
-    now = ctx.clock.now()
+    now = work.clock.now()
     starts = effective_from or now
     if starts.tzinfo is None:
         raise InvalidRequest("effective_from needs a UTC offset", param="effective_from")
@@ -526,74 +514,69 @@ def add_plan_version(
             code="effective_in_past",
             param="effective_from",
         )
-    with ctx.db.unit_of_work() as uow:
-        row = load_plan_row(uow, principal, code, write=True)
-        if plan.code != code:
-            raise InvalidRequest("code must stay the plan's code", param="code")
-        if plan.service != row.service_code:
-            raise InvalidRequest(f"service must stay {row.service_code}", param="service")
-        if plan.currency.code != row.currency:
-            raise InvalidRequest(f"currency must stay {row.currency}", param="currency")
-        if row.status != "active":
-            raise Conflict("the plan is retired", code="plan_retired")
-        service = load_service(uow, principal, row.service_code, write=True)
-        _check_against_catalog(uow, plan, service)
-        # Lock the plan row so that two new versions are numbered one after the other.
-        uow.conn.execute(select(plans.c.id).where(plans.c.id == row.id).with_for_update()).one()
-        latest = uow.conn.execute(
-            select(plan_versions.c.version, plan_versions.c.effective_from)
-            .where(plan_versions.c.plan_id == row.id)
-            .order_by(plan_versions.c.version.desc())
-            .limit(1)
-        ).one()
-        if starts <= latest.effective_from:
-            raise InvalidRequest(
-                f"effective_from must be after the latest version's "
-                f"({latest.effective_from.isoformat()})",
-                code="effective_in_past",
-                param="effective_from",
-            )
-        version = latest.version + 1
-        uow.conn.execute(
-            plan_versions.insert().values(_version_row(row.id, version, starts, plan, now))
+    row = load_plan_row(work, principal, code, write=True)
+    if plan.code != code:
+        raise InvalidRequest("code must stay the plan's code", param="code")
+    if plan.service != row.service_code:
+        raise InvalidRequest(f"service must stay {row.service_code}", param="service")
+    if plan.currency.code != row.currency:
+        raise InvalidRequest(f"currency must stay {row.currency}", param="currency")
+    if row.status != "active":
+        raise Conflict("the plan is retired", code="plan_retired")
+    service = load_service(work, principal, row.service_code, write=True)
+    _check_against_catalog(work, plan, service)
+    # Lock the plan row so that two new versions are numbered one after the other.
+    work.conn.execute(select(plans.c.id).where(plans.c.id == row.id).with_for_update()).one()
+    latest = work.conn.execute(
+        select(plan_versions.c.version, plan_versions.c.effective_from)
+        .where(plan_versions.c.plan_id == row.id)
+        .order_by(plan_versions.c.version.desc())
+        .limit(1)
+    ).one()
+    if starts <= latest.effective_from:
+        raise InvalidRequest(
+            f"effective_from must be after the latest version's "
+            f"({latest.effective_from.isoformat()})",
+            code="effective_in_past",
+            param="effective_from",
         )
-        audit.record(
-            uow,
-            principal,
-            "plan.versioned",
-            "plan",
-            row.id,
-            at=now,
-            details={"version": version, "effective_from": starts.isoformat()},
-        )
-        uow.commit()
-    return get_plan(ctx, principal, code, at=starts)
+    version = latest.version + 1
+    work.conn.execute(
+        plan_versions.insert().values(_version_row(row.id, version, starts, plan, now))
+    )
+    audit.record(
+        work,
+        principal,
+        "plan.versioned",
+        "plan",
+        row.id,
+        at=now,
+        details={"version": version, "effective_from": starts.isoformat()},
+    )
+    return get_plan(work, principal, code, at=starts)
 
 
-def retire_plan(ctx: Context, principal: Principal, code: str) -> PlanView:
+def retire_plan(work: Work, principal: Principal, code: str) -> PlanView:
     """Stops new subscriptions to the plan; what already uses it goes on."""
     require_role(principal, Role.ADMIN, Role.PROVIDER)
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        row = load_plan_row(uow, principal, code, write=True)
-        if row.status != "retired":
-            uow.conn.execute(
-                update(plans).where(plans.c.id == row.id).values(status="retired", retired_at=now)
-            )
-            audit.record(uow, principal, "plan.retired", "plan", row.id, at=now)
-        uow.commit()
-    return get_plan(ctx, principal, code)
+    now = work.clock.now()
+    row = load_plan_row(work, principal, code, write=True)
+    if row.status != "retired":
+        work.conn.execute(
+            update(plans).where(plans.c.id == row.id).values(status="retired", retired_at=now)
+        )
+        audit.record(work, principal, "plan.retired", "plan", row.id, at=now)
+    return get_plan(work, principal, code)
 
 
 def quote_for(
-    ctx: Context, principal: Principal, plan: object, usage: object, *, at: datetime | None = None
+    work: Work, principal: Principal, plan: object, usage: object, *, at: datetime | None = None
 ) -> Quote:
     """The quote for usage under a plan given in full or by code (the version in force at `at`)."""
     parsed_usage = parse_usage(usage)
     if isinstance(plan, str):
-        with ctx.db.unit_of_work(read_only=True) as uow:
-            row = load_plan_row(uow, principal, plan)
-            resolved = plan_in_force(uow, row.id, at or ctx.clock.now())
+        row = load_plan_row(work, principal, plan)
+        resolved = plan_in_force(work, row.id, at or work.clock.now())
     elif isinstance(plan, dict):
         resolved = parse_plan(plan)
     else:

@@ -36,22 +36,20 @@ class Context:
         """A new unit of work; use it in a `with` block, and commit it once."""
         return Work(self, read_only=read_only)
 
-    def run(
-        self, service: Callable[Concatenate[Work, P], R], *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        """Calls `service` in a unit of work of its own and commits it: one entry point's
+    def run(self, fn: Callable[Concatenate[Work, P], R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Calls `fn` in a unit of work of its own and commits it: one entry point's
         one transaction (the CLI, workers and tests call services this way)."""
         with self.work() as work:
-            result = service(work, *args, **kwargs)
+            result = fn(work, *args, **kwargs)
             work.commit()
         return result
 
     def read(
-        self, service: Callable[Concatenate[Work, P], R], *args: P.args, **kwargs: P.kwargs
+        self, fn: Callable[Concatenate[Work, P], R], /, *args: P.args, **kwargs: P.kwargs
     ) -> R:
-        """Calls `service` in a read-only unit of work (no write lock, nothing committed)."""
+        """Calls `fn` in a read-only unit of work (no write lock, nothing committed)."""
         with self.work(read_only=True) as work:
-            return service(work, *args, **kwargs)
+            return fn(work, *args, **kwargs)
 
 
 class Work(UnitOfWork):

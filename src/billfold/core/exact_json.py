@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Request
 
 MAX_JSON_DEPTH = 32
 
@@ -36,15 +34,3 @@ class ExactJSONRequest(Request):
         if not hasattr(self, "_json"):
             self._json = loads_exact(await self.body())
         return self._json
-
-
-class ExactJSONRoute(APIRoute):
-    """A route whose request body numbers are parsed exactly (API.md: "never through a float")."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        original = super().get_route_handler()
-
-        async def handler(request: Request) -> Response:
-            return await original(ExactJSONRequest(request.scope, request.receive))
-
-        return handler

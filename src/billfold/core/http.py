@@ -1,22 +1,40 @@
-"""What every router shares: the context and principal of a request, pagination, transfer ids.
+"""What every router shares: the principal and unit of work of a request, pagination,
+transfer ids, and the route class that commits.
 
-`Authorization: Bearer <api key>` names the principal of every request.
+`Authorization: Bearer <api key>` names the principal of every request. A route takes
+`work: Write` (or `Read`): one unit of work for the whole request. When the route has
+answered, `UnitOfWorkRoute` records the answer under the request's Idempotency-Key in
+the same transaction and commits once, before anything is sent; if the route raises,
+or answers an error, everything it wrote is rolled back (docs/DECISIONS.md, "One unit of
+work per request").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
+from billfold.core import idempotency
 from billfold.core.access import Principal
-from billfold.core.context import Context
+from billfold.core.context import Context, Work
+from billfold.core.exact_json import ExactJSONRequest
 from billfold.core.keys import authenticate
 from billfold.domain.errors import AuthenticationFailed, InvalidRequest
 from billfold.domain.money import currency, format_decimal, from_units
 from billfold.ids import derived_id, new_id
+
+# Keys of the request's scope["state"]: the Idempotency-Key this request holds (set by
+# the middleware), whether the route recorded its answer, and the request's unit of work.
+IDEMPOTENCY_STATE = "idempotency"
+IDEMPOTENCY_RECORDED = "idempotency_recorded"
+WORK_STATE = "work"
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: admin, provider or user.")
 
@@ -72,3 +90,67 @@ def aware(moment: datetime, name: str) -> datetime:
     if moment.tzinfo is None:
         raise InvalidRequest(f"{name} needs an offset, such as 2026-11-01T00:00:00Z", param=name)
     return moment
+
+
+# --- the unit of work of a request ----------------------------------------------------
+
+
+def _unit(request: Request, *, read_only: bool) -> Iterator[Work]:
+    ctx: Context = request.app.state.ctx
+    with ctx.work(read_only=read_only) as work:
+        request.scope.setdefault("state", {})[WORK_STATE] = work
+        yield work
+
+
+def write_unit(request: Request) -> Iterator[Work]:
+    yield from _unit(request, read_only=False)
+
+
+def read_unit(request: Request) -> Iterator[Work]:
+    yield from _unit(request, read_only=True)
+
+
+Write = Annotated[Work, Depends(write_unit)]
+"""The request's unit of work, committed by the route once it has answered."""
+Read = Annotated[Work, Depends(read_unit)]
+"""A read-only unit of work: no write lock, nothing committed."""
+
+
+def _finish(request: Request, response: Response) -> None:
+    """Commits the request's unit of work with the record of its answer, or rolls it back."""
+    state = request.scope.get("state", {})
+    work: Work | None = state.get(WORK_STATE)
+    if work is None or not work.is_open:
+        return
+    if work.read_only or response.status_code >= 400:
+        work.close()
+        return
+    reservation = state.get(IDEMPOTENCY_STATE)
+    if reservation is not None and not isinstance(response, StreamingResponse):
+        idempotency.record(work, reservation, response.status_code, bytes(response.body))
+    work.commit()
+    work.close()
+    if reservation is not None:
+        state[IDEMPOTENCY_RECORDED] = True
+
+
+class UnitOfWorkRoute(APIRoute):
+    """A route whose body numbers are parsed exactly (never through a float), and whose
+    unit of work commits once, with the record of its answer, before it is sent."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            exact = ExactJSONRequest(request.scope, request.receive)
+            try:
+                response = await original(exact)
+            except BaseException:
+                work = exact.scope.get("state", {}).get(WORK_STATE)
+                if work is not None:
+                    await run_in_threadpool(work.close)
+                raise
+            await run_in_threadpool(_finish, exact, response)
+            return response
+
+        return handler

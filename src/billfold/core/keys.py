@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_admin
-from billfold.core.context import Context
+from billfold.core.context import Context, Work
 from billfold.domain.errors import AuthenticationFailed, InvalidRequest, NotFound
 from billfold.ids import new_id
 from billfold.store.tables import api_keys, providers, users
@@ -37,7 +37,7 @@ def _hash(secret: str) -> str:
 
 
 def create_key(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     *,
     role: Role,
@@ -57,7 +57,7 @@ def create_key(
         raise InvalidRequest("an admin key is bound to no provider or user", param="role")
     if name is not None and len(name) > 200:
         raise InvalidRequest("name may have at most 200 characters", param="name")
-    now = ctx.clock.now()
+    now = work.clock.now()
     secret = f"bf_{role.value}_{secrets.token_urlsafe(32)}"
     key = ApiKey(
         id=new_id("key"),
@@ -69,45 +69,39 @@ def create_key(
         created_at=now,
         revoked_at=None,
     )
-    with ctx.db.unit_of_work() as uow:
-        if (
-            provider_id is not None
-            and uow.conn.execute(
-                select(providers.c.id).where(providers.c.id == provider_id)
-            ).first()
-            is None
-        ):
-            raise NotFound(
-                f"no provider {provider_id}", code="provider_not_found", param="provider_id"
-            )
-        if (
-            user_id is not None
-            and uow.conn.execute(select(users.c.id).where(users.c.id == user_id)).first() is None
-        ):
-            raise NotFound(f"no user {user_id}", code="user_not_found", param="user_id")
-        uow.conn.execute(
-            api_keys.insert().values(
-                id=key.id,
-                secret_hash=_hash(secret),
-                hint=key.hint,
-                role=str(role),
-                provider_id=provider_id,
-                user_id=user_id,
-                name=name,
-                created_at=now,
-                revoked_at=None,
-            )
+    if (
+        provider_id is not None
+        and work.conn.execute(select(providers.c.id).where(providers.c.id == provider_id)).first()
+        is None
+    ):
+        raise NotFound(f"no provider {provider_id}", code="provider_not_found", param="provider_id")
+    if (
+        user_id is not None
+        and work.conn.execute(select(users.c.id).where(users.c.id == user_id)).first() is None
+    ):
+        raise NotFound(f"no user {user_id}", code="user_not_found", param="user_id")
+    work.conn.execute(
+        api_keys.insert().values(
+            id=key.id,
+            secret_hash=_hash(secret),
+            hint=key.hint,
+            role=str(role),
+            provider_id=provider_id,
+            user_id=user_id,
+            name=name,
+            created_at=now,
+            revoked_at=None,
         )
-        audit.record(
-            uow,
-            principal,
-            "api_key.created",
-            "api_key",
-            key.id,
-            at=now,
-            details={"role": str(role), "provider_id": provider_id, "user_id": user_id},
-        )
-        uow.commit()
+    )
+    audit.record(
+        work,
+        principal,
+        "api_key.created",
+        "api_key",
+        key.id,
+        at=now,
+        details={"role": str(role), "provider_id": provider_id, "user_id": user_id},
+    )
     return key, secret
 
 
@@ -132,16 +126,14 @@ def authenticate(ctx: Context, secret: str) -> Principal:
     )
 
 
-def revoke_key(ctx: Context, principal: Principal, key_id: str) -> None:
+def revoke_key(work: Work, principal: Principal, key_id: str) -> None:
     require_admin(principal)
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        result = uow.conn.execute(
-            update(api_keys)
-            .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=now)
-        )
-        if result.rowcount == 0:
-            raise NotFound(f"no active key {key_id}", code="api_key_not_found")
-        audit.record(uow, principal, "api_key.revoked", "api_key", key_id, at=now)
-        uow.commit()
+    now = work.clock.now()
+    result = work.conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"no active key {key_id}", code="api_key_not_found")
+    audit.record(work, principal, "api_key.revoked", "api_key", key_id, at=now)

@@ -9,20 +9,19 @@ from fastapi import APIRouter, Depends, Response
 from billfold.core import keys
 from billfold.core.access import Principal, Role
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
-from billfold.core.http import get_context, get_principal
+from billfold.core.http import UnitOfWorkRoute, Write, get_context, get_principal
 from billfold.core.schemas import ApiKeyCreate, ApiKeyOut
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["operator"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["operator"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 
 
 @router.post("/api-keys", status_code=201, response_model=ApiKeyOut)
-def create_api_key(body: ApiKeyCreate, ctx: Ctx, who: Who) -> ApiKeyOut:
+def create_api_key(body: ApiKeyCreate, work: Write, who: Who) -> ApiKeyOut:
     """A new API key; its secret is in this response only (admin)."""
     key, secret = keys.create_key(
-        ctx,
+        work,
         who,
         role=Role(body.role),
         provider_id=body.provider_id,
@@ -41,8 +40,8 @@ def create_api_key(body: ApiKeyCreate, ctx: Ctx, who: Who) -> ApiKeyOut:
 
 
 @router.post("/api-keys/{key_id}/revoke", status_code=204, response_class=Response)
-def revoke_api_key(key_id: str, ctx: Ctx, who: Who) -> Response:
-    keys.revoke_key(ctx, who, key_id)
+def revoke_api_key(key_id: str, work: Write, who: Who) -> Response:
+    keys.revoke_key(work, who, key_id)
     return Response(status_code=204)
 
 

@@ -9,7 +9,10 @@ reset their tiers and allowances monthly.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+
+from billfold.domain.errors import InvalidRequest
 
 EPOCH_MONDAY = datetime(1969, 12, 29, tzinfo=UTC)
 
@@ -38,3 +41,17 @@ def calendar_period(
     months *= interval_count if interval != "none" else 1
     index = (_months(moment) // months) * months
     return _month_start(index), _month_start(index + months)
+
+
+MONTH_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def parse_period(text: str | None) -> tuple[datetime, datetime]:
+    """`YYYY-MM` as the UTC month [start, end)."""
+    match = MONTH_PATTERN.match(text or "")
+    if not match:
+        raise InvalidRequest("period must be a month, YYYY-MM", param="period")
+    year, month = int(match[1]), int(match[2])
+    start = datetime(year, month, 1, tzinfo=UTC)
+    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+    return start, end

@@ -16,7 +16,7 @@ in `invoices.billing_key`, so no run, rerun or race can bill a period twice.
   minor unit (round half-up, once, on the line), so the ledger and the invoice agree to
   the last unit.
 
-The work is done in memory over rows loaded in bulk, then written back in bulk, so a bill
+The batch is done in memory over rows loaded in bulk, then written back in bulk, so a bill
 run over many subscriptions costs a few statements per chunk, not per subscription.
 """
 
@@ -34,7 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold import ledger
 from billfold.catalog import plan_from_definition
-from billfold.core.context import Context
+from billfold.core.context import Context, Work
 from billfold.domain.billing import Schedule, period_fraction, prorate, round_half_up
 from billfold.domain.errors import BillfoldError, InsufficientFunds
 from billfold.domain.ledger import (
@@ -49,7 +49,6 @@ from billfold.domain.ledger import (
 from billfold.domain.money import Currency, currency, format_decimal, to_units
 from billfold.domain.pricing import Plan
 from billfold.ids import new_id
-from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
     accounts,
     invoice_counters,
@@ -68,7 +67,7 @@ from billfold.store.tables import (
 
 CHUNK: Final = 250
 """Subscriptions per bill-run transaction: big enough to share statements, small enough
-that a killed run loses little work and other writers wait little."""
+that a killed run loses little batch and other writers wait little."""
 
 LIVE: Final = ("trialing", "active", "past_due", "suspended")
 
@@ -231,11 +230,11 @@ class Catalog:
         self.metric_codes: dict[str, str] = {}
         self.commissions: dict[str, Decimal] = {}
 
-    def load(self, uow: UnitOfWork, plan_ids: Iterable[str], provider_ids: Iterable[str]) -> None:
+    def load(self, work: Work, plan_ids: Iterable[str], provider_ids: Iterable[str]) -> None:
         missing = sorted(set(plan_ids) - set(self._versions))
         for offset in range(0, len(missing), 500):
             chunk = missing[offset : offset + 500]
-            for row in uow.conn.execute(
+            for row in work.conn.execute(
                 select(
                     plan_versions.c.plan_id,
                     plan_versions.c.effective_from,
@@ -249,7 +248,7 @@ class Catalog:
                 self._versions.setdefault(row.plan_id, []).append(
                     (row.effective_from, plan_from_definition(row.definition))
                 )
-            for row in uow.conn.execute(  # type: ignore[assignment]
+            for row in work.conn.execute(  # type: ignore[assignment]
                 select(metrics.c.id, metrics.c.code)
                 .join(plans, plans.c.service_id == metrics.c.service_id)
                 .where(plans.c.id.in_(chunk))
@@ -257,7 +256,7 @@ class Catalog:
                 self.metric_codes[str(row[0])] = str(row[1])
         wanted = sorted(set(provider_ids) - set(self.commissions))
         if wanted:
-            for row in uow.conn.execute(  # type: ignore[assignment]
+            for row in work.conn.execute(  # type: ignore[assignment]
                 select(providers.c.id, providers.c.commission_rate).where(
                     providers.c.id.in_(wanted)
                 )
@@ -323,17 +322,17 @@ def _line_from_row(row: Any) -> Line:
     )
 
 
-def load_invoices(uow: UnitOfWork, where: Any, *, lock: bool = False) -> list[Invoice]:
+def load_invoices(work: Work, where: Any, *, lock: bool = False) -> list[Invoice]:
     query = select(invoices).where(where).order_by(invoices.c.id)
     if lock:
         query = query.with_for_update()
-    found = [_invoice_from_row(row) for row in uow.conn.execute(query)]
+    found = [_invoice_from_row(row) for row in work.conn.execute(query)]
     if not found:
         return found
     by_id = {invoice.id: invoice for invoice in found}
     ids = list(by_id)
     for offset in range(0, len(ids), 500):
-        for row in uow.conn.execute(
+        for row in work.conn.execute(
             select(invoice_lines)
             .where(invoice_lines.c.invoice_id.in_(ids[offset : offset + 500]))
             .order_by(invoice_lines.c.id)
@@ -342,13 +341,13 @@ def load_invoices(uow: UnitOfWork, where: Any, *, lock: bool = False) -> list[In
     return found
 
 
-def load_subs(uow: UnitOfWork, rows: Sequence[Any]) -> list[Sub]:
+def load_subs(work: Work, rows: Sequence[Any]) -> list[Sub]:
     """Subscriptions with their phases, users and current invoices, in bulk."""
     if not rows:
         return []
     ids = [row.id for row in rows]
     phases: dict[str, list[Phase]] = defaultdict(list)
-    for row in uow.conn.execute(
+    for row in work.conn.execute(
         select(subscription_phases)
         .where(subscription_phases.c.subscription_id.in_(ids))
         .order_by(subscription_phases.c.subscription_id, subscription_phases.c.starts_at)
@@ -357,7 +356,7 @@ def load_subs(uow: UnitOfWork, rows: Sequence[Any]) -> list[Sub]:
     user_ids = sorted({row.user_id for row in rows})
     people = {
         row.id: row
-        for row in uow.conn.execute(
+        for row in work.conn.execute(
             select(
                 users.c.id,
                 users.c.currency,
@@ -369,7 +368,9 @@ def load_subs(uow: UnitOfWork, rows: Sequence[Any]) -> list[Sub]:
         )
     }
     keys = [billing_key(row.id, row.current_period_start) for row in rows]
-    current = {inv.billing_key: inv for inv in load_invoices(uow, invoices.c.billing_key.in_(keys))}
+    current = {
+        inv.billing_key: inv for inv in load_invoices(work, invoices.c.billing_key.in_(keys))
+    }
     subs = []
     for row, key in zip(rows, keys, strict=True):
         subs.append(Sub(dict(row._mapping), phases[row.id], people[row.user_id], current.get(key)))
@@ -380,15 +381,14 @@ def billing_key(subscription_id: str, period_start: datetime) -> str:
     return f"{subscription_id}:{period_start.isoformat()}"
 
 
-# --- the work -------------------------------------------------------------------------
+# --- the batch -------------------------------------------------------------------------
 
 
 @dataclass
-class Work:
+class Batch:
     """What a unit of work changes, gathered in memory and written in bulk by `flush`."""
 
-    ctx: Context
-    uow: UnitOfWork
+    work: Work
     now: datetime
     catalog: Catalog = field(default_factory=Catalog)
     subs: list[Sub] = field(default_factory=list)
@@ -402,7 +402,7 @@ class Work:
         """Looks up the accounts of many users in one statement (a bill run's chunk)."""
         wanted = sorted(set(owner_ids))
         for offset in range(0, len(wanted), 500):
-            for row in self.uow.conn.execute(
+            for row in self.work.conn.execute(
                 select(
                     accounts.c.id,
                     accounts.c.owner_type,
@@ -421,7 +421,7 @@ class Work:
 
     @property
     def settings(self) -> Any:
-        return self.ctx.settings
+        return self.work.settings
 
     def track(self, invoice: Invoice) -> Invoice:
         self.invoices[invoice.id] = invoice
@@ -597,12 +597,12 @@ class Work:
     def next_number(self, year: int) -> str:
         """The next gap-free number of `year`, under the counter's row lock."""
         if year not in self._numbers:
-            insert = postgresql.insert if self.uow.dialect == "postgresql" else sqlite.insert
-            self.uow.conn.execute(
+            insert = postgresql.insert if self.work.dialect == "postgresql" else sqlite.insert
+            self.work.conn.execute(
                 insert(invoice_counters).values(year=year, last_number=0).on_conflict_do_nothing()
             )
             self._numbers[year] = int(
-                self.uow.conn.execute(
+                self.work.conn.execute(
                     select(invoice_counters.c.last_number)
                     .where(invoice_counters.c.year == year)
                     .with_for_update()
@@ -614,10 +614,10 @@ class Work:
     # Settlement ---------------------------------------------------------------------
 
     def accounts(self, user: Any, provider_id: str | None, cur: Currency) -> dict[str, int]:
-        uow, now = self.uow, self.now
+        work, now = self.work, self.now
 
         def ensure(
-            uow: UnitOfWork,
+            work: Work,
             owner_type: OwnerType,
             owner_id: str,
             kind: AccountKind,
@@ -630,13 +630,13 @@ class Work:
             found = self._accounts.get(key)
             if found is None:
                 found = self._accounts[key] = ledger.ensure_account(
-                    uow, owner_type, owner_id, kind, code, now=now, floor=floor
+                    work, owner_type, owner_id, kind, code, now=now, floor=floor
                 )
             return found
 
         found = {
             "wallet": ensure(
-                uow,
+                work,
                 OwnerType.USER,
                 user.id,
                 AccountKind.WALLET,
@@ -645,10 +645,10 @@ class Work:
                 floor=-int(user.credit_limit),
             ),
             "receivable": ensure(
-                uow, OwnerType.USER, user.id, AccountKind.RECEIVABLE, cur.code, now=now
+                work, OwnerType.USER, user.id, AccountKind.RECEIVABLE, cur.code, now=now
             ),
             "revenue": ensure(
-                uow,
+                work,
                 OwnerType.PLATFORM,
                 PLATFORM_OWNER_ID,
                 AccountKind.PLATFORM_REVENUE,
@@ -656,12 +656,12 @@ class Work:
                 now=now,
             ),
             "taxes": ensure(
-                uow, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.TAXES, cur.code, now=now
+                work, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.TAXES, cur.code, now=now
             ),
         }
         if provider_id is not None:
             found["earnings"] = ensure(
-                uow,
+                work,
                 OwnerType.PROVIDER,
                 provider_id,
                 AccountKind.PROVIDER_EARNINGS,
@@ -742,7 +742,7 @@ class Work:
                 plans_.append((spec, group, invoice))
         for offset in range(0, len(plans_), ledger.MAX_BATCH):
             batch = plans_[offset : offset + ledger.MAX_BATCH]
-            results = ledger.post_many(self.uow, [spec for spec, _, _ in batch], now=self.now)
+            results = ledger.post_many(self.work, [spec for spec, _, _ in batch], now=self.now)
             for (spec, group, invoice), result in zip(batch, results, strict=True):
                 if isinstance(result, InsufficientFunds):
                     self.counts["charges_declined"] += 1
@@ -770,7 +770,7 @@ class Work:
             description=f"Payment of invoice {invoice.number}",
             reference=invoice.id,
         )
-        result = ledger.post_many(self.uow, [spec], now=self.now)[0]
+        result = ledger.post_many(self.work, [spec], now=self.now)[0]
         if isinstance(result, InsufficientFunds):
             return False
         if isinstance(result, BillfoldError):
@@ -833,7 +833,7 @@ class Work:
     # Writing -------------------------------------------------------------------------
 
     def flush(self) -> None:
-        conn = self.uow.conn
+        conn = self.work.conn
         for invoice in self.invoices.values():
             self.refresh(invoice)
         fresh = [inv for inv in self.invoices.values() if inv.new]
@@ -874,7 +874,7 @@ class Work:
             for line in inv.lines:
                 line.dirty = False
         if self.usage_marks:
-            insert = postgresql.insert if self.uow.dialect == "postgresql" else sqlite.insert
+            insert = postgresql.insert if self.work.dialect == "postgresql" else sqlite.insert
             statement = insert(usage_invoiced).values(
                 usage_period_id=bindparam("b_id"),
                 invoiced_units=bindparam("b_units"),
@@ -997,7 +997,7 @@ def _line_values(invoice_id: str, line: Line, now: datetime) -> dict[str, Any]:
     }
 
 
-def usage_rows(uow: UnitOfWork, subs: Sequence[Sub]) -> list[Any]:
+def usage_rows(work: Work, subs: Sequence[Sub]) -> list[Any]:
     """Usage of these subscriptions' users and plans not invoiced yet (or not all of it)."""
     if not subs:
         return []
@@ -1030,32 +1030,32 @@ def usage_rows(uow: UnitOfWork, subs: Sequence[Sub]) -> list[Any]:
         # before the ledger) so that what is invoiced is exactly what was charged.
         .with_for_update(of=usage_periods)
     )
-    return list(uow.conn.execute(query))
+    return list(work.conn.execute(query))
 
 
 # --- the bill run ---------------------------------------------------------------------
 
 
-def advance(work: Work, subs: Sequence[Sub], as_of: datetime) -> None:
+def advance(batch: Batch, subs: Sequence[Sub], as_of: datetime) -> None:
     """Closes every period of `subs` that ended by `as_of` and opens the next ones."""
-    rows = usage_rows(work.uow, subs)
+    rows = usage_rows(batch.work, subs)
     for sub in subs:
         while sub.status != "canceled" and sub.current_period_end <= as_of:
             end = sub.current_period_end
-            invoice = work.close_period(sub, rows)
+            invoice = batch.close_period(sub, rows)
             # Rows invoiced now are done; a late event reopens them in a later run.
             rows = [r for r in rows if not (r.user_id == sub.user_id and r.period_start < end)]
             if sub.cancel_at_period_end:
                 sub.phases[-1].ends_at, sub.phases[-1].dirty = end, True
-                sub.set(status="canceled", ended_at=end, updated_at=work.now)
-                work.counts["subscriptions_canceled"] += 1
+                sub.set(status="canceled", ended_at=end, updated_at=batch.now)
+                batch.counts["subscriptions_canceled"] += 1
                 break
             if sub.pending_plan_id:
                 sub.phases[-1].ends_at, sub.phases[-1].dirty = end, True
                 sub.phases.append(Phase(sub.pending_plan_id, end, None))
                 sub.set(plan_id=sub.pending_plan_id, pending_plan_id=None)
             start, next_end = sub.next_period(end)
-            work.open_period(sub, start, next_end)
+            batch.open_period(sub, start, next_end)
             del invoice
 
 
@@ -1064,7 +1064,7 @@ def run_chunk(
 ) -> tuple[int, str | None, dict[str, int]]:
     """One transaction of the bill run: up to CHUNK due subscriptions, by id."""
     now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
+    with ctx.work() as work:
         query = (
             select(subscriptions)
             .where(subscriptions.c.status.in_(LIVE), subscriptions.c.current_period_end <= as_of)
@@ -1073,75 +1073,75 @@ def run_chunk(
         )
         if after is not None:
             query = query.where(subscriptions.c.id > after)
-        if uow.dialect == "postgresql":
-            # Two bill runs at once (the server's and a command's) share out the work.
+        if work.dialect == "postgresql":
+            # Two bill runs at once (the server's and a command's) share out the batch.
             query = query.with_for_update(skip_locked=True)
-        rows = list(uow.conn.execute(query))
+        rows = list(work.conn.execute(query))
         if not rows:
             return 0, None, {}
-        work = Work(ctx, uow, now)
-        work.subs = load_subs(uow, rows)
-        work.catalog.load(
-            uow,
-            {p.plan_id for s in work.subs for p in s.phases}
-            | {s.pending_plan_id for s in work.subs if s.pending_plan_id},
-            {s.provider_id for s in work.subs},
+        batch = Batch(work, now)
+        batch.subs = load_subs(work, rows)
+        batch.catalog.load(
+            work,
+            {p.plan_id for s in batch.subs for p in s.phases}
+            | {s.pending_plan_id for s in batch.subs if s.pending_plan_id},
+            {s.provider_id for s in batch.subs},
         )
-        work.prime_accounts([s.user_id for s in work.subs])
-        advance(work, work.subs, as_of)
-        _settle_and_review(work, work.invoices)
-        uow.commit()
-    return len(rows), rows[-1].id, dict(work.counts)
+        batch.prime_accounts([s.user_id for s in batch.subs])
+        advance(batch, batch.subs, as_of)
+        _settle_and_review(batch, batch.invoices)
+        work.commit()
+    return len(rows), rows[-1].id, dict(batch.counts)
 
 
-def _settle_and_review(work: Work, known: dict[str, Invoice]) -> None:
+def _settle_and_review(batch: Batch, known: dict[str, Invoice]) -> None:
     """Moves the money the chunk's invoices ask for, then each subscription's standing.
 
     `known` are invoices already in memory (changed by this chunk), which take the place
     of their stored rows; the other open invoices of the subscriptions are loaded.
     """
-    people = {sub.user_id: sub.user for sub in work.subs}
-    work.settle(work.invoices.values(), people)
-    collect_postpaid(work, work.invoices.values(), people)
-    open_by_sub = _open_invoices(work.uow, [s.id for s in work.subs], known)
-    for sub in work.subs:
-        work.standing(sub, open_by_sub.get(sub.id, []))
-    work.flush()
+    people = {sub.user_id: sub.user for sub in batch.subs}
+    batch.settle(batch.invoices.values(), people)
+    collect_postpaid(batch, batch.invoices.values(), people)
+    open_by_sub = _open_invoices(batch.work, [s.id for s in batch.subs], known)
+    for sub in batch.subs:
+        batch.standing(sub, open_by_sub.get(sub.id, []))
+    batch.flush()
 
 
-def _collect(ctx: Context, uow: UnitOfWork, now: datetime, rows: Sequence[Any]) -> Work:
+def _collect(work: Work, now: datetime, rows: Sequence[Any]) -> Batch:
     """Retries what the subscriptions in `rows` owe: dunning, and after a top-up."""
-    work = Work(ctx, uow, now)
-    work.subs = load_subs(uow, rows)
-    work.prime_accounts([s.user_id for s in work.subs])
-    for invoices_ in _open_invoices(uow, [s.id for s in work.subs], {}).values():
+    batch = Batch(work, now)
+    batch.subs = load_subs(work, rows)
+    batch.prime_accounts([s.user_id for s in batch.subs])
+    for invoices_ in _open_invoices(work, [s.id for s in batch.subs], {}).values():
         for inv in invoices_:
-            work.track(inv)
-    _settle_and_review(work, work.invoices)
-    return work
+            batch.track(inv)
+    _settle_and_review(batch, batch.invoices)
+    return batch
 
 
-def collect_postpaid(work: Work, invoices_: Iterable[Invoice], people: dict[str, Any]) -> None:
+def collect_postpaid(batch: Batch, invoices_: Iterable[Invoice], people: dict[str, Any]) -> None:
     """Postpaid invoices are paid from the wallet when it holds enough (auto-pay)."""
     for invoice in invoices_:
         if (
             invoice.billing_mode == "postpaid"
             and invoice.status == "finalized"
             and invoice.amount_due > 0
-            and work.pay_from_wallet(invoice, people[invoice.user_id])
+            and batch.pay_from_wallet(invoice, people[invoice.user_id])
         ):
-            work.counts["invoices_paid"] += 1
+            batch.counts["invoices_paid"] += 1
 
 
 def _open_invoices(
-    uow: UnitOfWork, sub_ids: Sequence[str], known: dict[str, Invoice]
+    work: Work, sub_ids: Sequence[str], known: dict[str, Invoice]
 ) -> dict[str, list[Invoice]]:
     """Each subscription's invoices that may still be owed (draft or finalized)."""
     found: dict[str, list[Invoice]] = defaultdict(list)
     if not sub_ids:
         return found
     for inv in load_invoices(
-        uow,
+        work,
         and_(
             invoices.c.subscription_id.in_(list(sub_ids)),
             invoices.c.status.in_(("draft", "finalized")),
@@ -1161,7 +1161,7 @@ def dunning_chunk(
 ) -> tuple[int, str | None, dict[str, int]]:
     """Retries what is due for subscriptions in arrears, and marks newly overdue ones."""
     now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
+    with ctx.work() as work:
         overdue = (
             select(invoices.c.subscription_id)
             .where(invoices.c.status == "finalized", invoices.c.due_at <= as_of)
@@ -1202,14 +1202,14 @@ def dunning_chunk(
         )
         if after is not None:
             query = query.where(subscriptions.c.id > after)
-        if uow.dialect == "postgresql":
+        if work.dialect == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        rows = list(uow.conn.execute(query))
+        rows = list(work.conn.execute(query))
         if not rows:
             return 0, None, {}
-        work = _collect(ctx, uow, now, rows)
-        uow.commit()
-    return len(rows), rows[-1].id, dict(work.counts)
+        batch = _collect(work, now, rows)
+        work.commit()
+    return len(rows), rows[-1].id, dict(batch.counts)
 
 
 Progress = Callable[[str, int, int], None]
@@ -1218,9 +1218,9 @@ Progress = Callable[[str, int, int], None]
 def count_due(ctx: Context, as_of: datetime) -> int:
     from sqlalchemy import func
 
-    with ctx.db.unit_of_work(read_only=True) as uow:
+    with ctx.work(read_only=True) as work:
         return int(
-            uow.conn.execute(
+            work.conn.execute(
                 select(func.count()).where(
                     subscriptions.c.status.in_(LIVE), subscriptions.c.current_period_end <= as_of
                 )
@@ -1267,26 +1267,24 @@ def bill_run(
             totals[key] += value
         if progress is not None:
             progress("dunning", count, count)
-    with ctx.db.unit_of_work() as uow:
-        totals["holds_expired"] = ledger.expire_holds(uow, now=now)
-        uow.commit()
+    with ctx.work() as work:
+        totals["holds_expired"] = ledger.expire_holds(work, now=now)
+        work.commit()
     return dict(totals)
 
 
-def collect_for_user(ctx: Context, user_id: str) -> dict[str, int]:
+def collect_for_user(work: Work, user_id: str) -> dict[str, int]:
     """After a top-up: pays what the user's subscriptions owe, and restores them."""
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        rows = list(
-            uow.conn.execute(
-                select(subscriptions)
-                .where(subscriptions.c.user_id == user_id, subscriptions.c.status.in_(LIVE))
-                .order_by(subscriptions.c.id)
-                .with_for_update()
-            )
+    now = work.clock.now()
+    rows = list(
+        work.conn.execute(
+            select(subscriptions)
+            .where(subscriptions.c.user_id == user_id, subscriptions.c.status.in_(LIVE))
+            .order_by(subscriptions.c.id)
+            .with_for_update()
         )
-        if not rows:
-            return {}
-        work = _collect(ctx, uow, now, rows)
-        uow.commit()
-    return dict(work.counts)
+    )
+    if not rows:
+        return {}
+    batch = _collect(work, now, rows)
+    return dict(batch.counts)

@@ -20,13 +20,12 @@ from sqlalchemy import select
 from billfold import ledger
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_admin
-from billfold.core.context import Context
+from billfold.core.context import Work
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import TransferKind, divide_half_up
 from billfold.domain.money import Currency, format_amount, from_units, parse_amount, to_units
 from billfold.ids import new_id
 from billfold.invoicing import billing
-from billfold.store.db import UnitOfWork
 from billfold.store.tables import credit_notes, invoices, users
 
 TEMPLATES: Final = Path(__file__).resolve().parent.parent / "web" / "templates"
@@ -137,20 +136,19 @@ def _visible(principal: Principal, inv: billing.Invoice) -> bool:
     return principal.provider_id is not None and principal.provider_id == inv.provider_id
 
 
-def _load(uow: UnitOfWork, principal: Principal, invoice_id: str, *, lock: bool = False) -> Any:
-    found = billing.load_invoices(uow, invoices.c.id == invoice_id, lock=lock)
+def _load(work: Work, principal: Principal, invoice_id: str, *, lock: bool = False) -> Any:
+    found = billing.load_invoices(work, invoices.c.id == invoice_id, lock=lock)
     if not found or not _visible(principal, found[0]):
         raise NotFound(f"no invoice {invoice_id}", code="invoice_not_found", param="invoice")
     return found[0]
 
 
-def get(ctx: Context, principal: Principal, invoice_id: str) -> InvoiceView:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        return view_of(_load(uow, principal, invoice_id), principal)
+def get(work: Work, principal: Principal, invoice_id: str) -> InvoiceView:
+    return view_of(_load(work, principal, invoice_id), principal)
 
 
 def list_for(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     *,
     user: str | None = None,
@@ -174,20 +172,19 @@ def list_for(
         condition &= invoices.c.status == status
     if after is not None:
         condition &= invoices.c.id > after
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        ids = [
-            row.id
-            for row in uow.conn.execute(
-                select(invoices.c.id).where(condition).order_by(invoices.c.id).limit(limit + 1)
-            )
-        ]
-        page = ids[:limit]
-        found = billing.load_invoices(uow, invoices.c.id.in_(page)) if page else []
-        return [view_of(inv, principal) for inv in found], len(ids) > limit
+    ids = [
+        row.id
+        for row in work.conn.execute(
+            select(invoices.c.id).where(condition).order_by(invoices.c.id).limit(limit + 1)
+        )
+    ]
+    page = ids[:limit]
+    found = billing.load_invoices(work, invoices.c.id.in_(page)) if page else []
+    return [view_of(inv, principal) for inv in found], len(ids) > limit
 
 
-def _user_row(uow: UnitOfWork, user_id: str) -> Any:
-    return uow.conn.execute(
+def _user_row(work: Work, user_id: str) -> Any:
+    return work.conn.execute(
         select(
             users.c.id,
             users.c.currency,
@@ -199,76 +196,72 @@ def _user_row(uow: UnitOfWork, user_id: str) -> Any:
     ).one()
 
 
-def pay(ctx: Context, principal: Principal, invoice_id: str) -> InvoiceView:
+def pay(work: Work, principal: Principal, invoice_id: str) -> InvoiceView:
     """Settles what the invoice still asks for, from the user's wallet."""
     if principal.role not in (Role.ADMIN, Role.USER):
         raise NotFound(f"no invoice {invoice_id}", code="invoice_not_found")
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        inv = _load(uow, principal, invoice_id, lock=True)
-        if inv.status == "void":
-            raise Conflict("the invoice is void", code="invoice_void")
-        if inv.status == "paid":
-            return view_of(inv, principal)
-        if inv.billing_mode == "postpaid" and inv.status == "draft":
-            raise Conflict(
-                "the invoice is still a draft: its period has not ended", code="invoice_draft"
-            )
-        work = billing.Work(ctx, uow, now)
-        work.track(inv)
-        user = _user_row(uow, inv.user_id)
-        if inv.billing_mode == "prepaid":
-            work.settle([inv], {user.id: user})
-            if inv.amount_due > 0:
-                raise InsufficientFunds("the wallet cannot cover the invoice; top up first")
-        elif not work.pay_from_wallet(inv, user):
+    now = work.clock.now()
+    inv = _load(work, principal, invoice_id, lock=True)
+    if inv.status == "void":
+        raise Conflict("the invoice is void", code="invoice_void")
+    if inv.status == "paid":
+        return view_of(inv, principal)
+    if inv.billing_mode == "postpaid" and inv.status == "draft":
+        raise Conflict(
+            "the invoice is still a draft: its period has not ended", code="invoice_draft"
+        )
+    batch = billing.Batch(work, now)
+    batch.track(inv)
+    user = _user_row(work, inv.user_id)
+    if inv.billing_mode == "prepaid":
+        batch.settle([inv], {user.id: user})
+        if inv.amount_due > 0:
             raise InsufficientFunds("the wallet cannot cover the invoice; top up first")
-        work.flush()
-        audit.record(uow, principal, "invoice.paid", "invoice", inv.id, at=now)
-        uow.commit()
-    billing.collect_for_user(ctx, inv.user_id)  # The subscription may now be in good standing.
-    return get(ctx, principal, invoice_id)
+    elif not batch.pay_from_wallet(inv, user):
+        raise InsufficientFunds("the wallet cannot cover the invoice; top up first")
+    batch.flush()
+    audit.record(work, principal, "invoice.paid", "invoice", inv.id, at=now)
+    billing.collect_for_user(work, inv.user_id)  # The subscription may now be in good standing.
+    return get(work, principal, invoice_id)
 
 
-def void(ctx: Context, principal: Principal, invoice_id: str) -> InvoiceView:
+def void(work: Work, principal: Principal, invoice_id: str) -> InvoiceView:
     """Cancels an invoice that is not paid: what it charged is given back."""
     require_admin(principal)
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        inv = _load(uow, principal, invoice_id, lock=True)
-        if inv.status == "void":
-            return view_of(inv, principal)
-        if inv.status == "paid" or inv.amount_paid > 0:
-            raise Conflict(
-                "a paid invoice cannot be voided; issue a credit note instead",
-                code="invoice_paid",
-            )
-        if inv.status == "draft":
-            raise Conflict(
-                "a draft invoice belongs to a running period; cancel the subscription instead",
-                code="invoice_draft",
-            )
-        work = billing.Work(ctx, uow, now)
-        work.track(inv)
-        user = _user_row(uow, inv.user_id)
-        charged = [line for line in inv.lines if line.settled]
-        _give_back(
-            work,
-            inv,
-            user,
-            sum(line.gross for line in charged) - inv.amount_credited,
-            f"Void of invoice {inv.number}",
+    now = work.clock.now()
+    inv = _load(work, principal, invoice_id, lock=True)
+    if inv.status == "void":
+        return view_of(inv, principal)
+    if inv.status == "paid" or inv.amount_paid > 0:
+        raise Conflict(
+            "a paid invoice cannot be voided; issue a credit note instead",
+            code="invoice_paid",
         )
-        inv.status, inv.voided_at, inv.dirty = "void", now, True
-        work.flush()
-        audit.record(uow, principal, "invoice.voided", "invoice", inv.id, at=now)
-        uow.commit()
-    billing.collect_for_user(ctx, inv.user_id)
-    return get(ctx, principal, invoice_id)
+    if inv.status == "draft":
+        raise Conflict(
+            "a draft invoice belongs to a running period; cancel the subscription instead",
+            code="invoice_draft",
+        )
+    batch = billing.Batch(work, now)
+    batch.track(inv)
+    user = _user_row(work, inv.user_id)
+    charged = [line for line in inv.lines if line.settled]
+    _give_back(
+        batch,
+        inv,
+        user,
+        sum(line.gross for line in charged) - inv.amount_credited,
+        f"Void of invoice {inv.number}",
+    )
+    inv.status, inv.voided_at, inv.dirty = "void", now, True
+    batch.flush()
+    audit.record(work, principal, "invoice.voided", "invoice", inv.id, at=now)
+    billing.collect_for_user(work, inv.user_id)
+    return get(work, principal, invoice_id)
 
 
 def _give_back(
-    work: billing.Work, inv: billing.Invoice, user: Any, gross: int, text: str
+    batch: billing.Batch, inv: billing.Invoice, user: Any, gross: int, text: str
 ) -> str | None:
     """Credits `gross` (tax included, in proportion) back to whoever paid the invoice."""
     if gross <= 0:
@@ -277,7 +270,7 @@ def _give_back(
     if inv.total:
         tax = divide_half_up(gross * inv.tax, inv.total)
     paid_by_wallet = inv.billing_mode == "prepaid" or inv.amount_paid >= gross
-    spec = work.charge_spec(
+    spec = batch.charge_spec(
         inv,
         user,
         -(gross - tax),
@@ -287,14 +280,14 @@ def _give_back(
         kind=TransferKind.REFUND,
     )
     assert spec is not None
-    result = ledger.post_many(work.uow, [spec], now=work.now)[0]
+    result = ledger.post_many(batch.work, [spec], now=batch.now)[0]
     if isinstance(result, Exception):
         raise result
     return spec.id
 
 
 def credit(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     *,
     invoice_id: str,
@@ -315,82 +308,72 @@ def credit(
         )
     if (amount is None) == (lines is None):
         raise InvalidRequest("give either amount or lines", param="amount")
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        inv = _load(uow, principal, invoice_id, lock=True)
-        if inv.status not in ("finalized", "paid"):
-            raise Conflict(
-                f"a {inv.status} invoice cannot be credited", code=f"invoice_{inv.status}"
-            )
-        cur = inv.cur
-        detail = None
-        if lines is not None:
-            if not isinstance(lines, list) or not lines or len(lines) > 100:
+    now = work.clock.now()
+    inv = _load(work, principal, invoice_id, lock=True)
+    if inv.status not in ("finalized", "paid"):
+        raise Conflict(f"a {inv.status} invoice cannot be credited", code=f"invoice_{inv.status}")
+    cur = inv.cur
+    detail = None
+    if lines is not None:
+        if not isinstance(lines, list) or not lines or len(lines) > 100:
+            raise InvalidRequest("lines must be a list of 1 to 100 {line, amount}", param="lines")
+        by_id = {line.id: line for line in inv.lines}
+        units = 0
+        detail = []
+        for index, item in enumerate(lines):
+            if not isinstance(item, dict) or item.get("line") not in by_id:
                 raise InvalidRequest(
-                    "lines must be a list of 1 to 100 {line, amount}", param="lines"
+                    f"lines[{index}].line is not a line of this invoice", param="lines"
                 )
-            by_id = {line.id: line for line in inv.lines}
-            units = 0
-            detail = []
-            for index, item in enumerate(lines):
-                if not isinstance(item, dict) or item.get("line") not in by_id:
-                    raise InvalidRequest(
-                        f"lines[{index}].line is not a line of this invoice", param="lines"
-                    )
-                line = by_id[item["line"]]
-                part = to_units(
-                    parse_amount(item.get("amount"), param="amount", allow_zero=False), cur
+            line = by_id[item["line"]]
+            part = to_units(parse_amount(item.get("amount"), param="amount", allow_zero=False), cur)
+            if part > line.gross:
+                raise InvalidRequest(
+                    f"lines[{index}].amount is more than the line "
+                    f"({format_amount(from_units(line.gross, cur), cur)})",
+                    param="lines",
                 )
-                if part > line.gross:
-                    raise InvalidRequest(
-                        f"lines[{index}].amount is more than the line "
-                        f"({format_amount(from_units(line.gross, cur), cur)})",
-                        param="lines",
-                    )
-                units += part
-                detail.append({"line": line.id, "amount": str(from_units(part, cur))})
-        else:
-            units = to_units(parse_amount(amount, param="amount", allow_zero=False), cur)
-        if units % (10 ** (cur.ledger_scale - cur.minor_units)):
-            raise InvalidRequest(f"amount must be whole {cur.code} minor units", param="amount")
-        left = inv.total - inv.amount_credited
-        if units > left:
-            raise InvalidRequest(
-                f"the invoice has {format_amount(from_units(left, cur), cur)} left to credit",
-                code="credit_exceeds_invoice",
-                param="amount",
-            )
-        work = billing.Work(ctx, uow, now)
-        work.track(inv)
-        user = _user_row(uow, inv.user_id)
-        note_id = new_id("cn")
-        transfer = _give_back(
-            work, inv, user, units, f"Credit note {note_id} on invoice {inv.number}"
+            units += part
+            detail.append({"line": line.id, "amount": str(from_units(part, cur))})
+    else:
+        units = to_units(parse_amount(amount, param="amount", allow_zero=False), cur)
+    if units % (10 ** (cur.ledger_scale - cur.minor_units)):
+        raise InvalidRequest(f"amount must be whole {cur.code} minor units", param="amount")
+    left = inv.total - inv.amount_credited
+    if units > left:
+        raise InvalidRequest(
+            f"the invoice has {format_amount(from_units(left, cur), cur)} left to credit",
+            code="credit_exceeds_invoice",
+            param="amount",
         )
-        inv.amount_credited += units
-        inv.dirty = True
-        work.flush()
-        uow.conn.execute(
-            credit_notes.insert().values(
-                id=note_id,
-                invoice_id=inv.id,
-                amount=units,
-                reason=reason.strip(),
-                lines=json.dumps(detail) if detail else None,
-                transfer_id=transfer,
-                created_at=now,
-            )
+    batch = billing.Batch(work, now)
+    batch.track(inv)
+    user = _user_row(work, inv.user_id)
+    note_id = new_id("cn")
+    transfer = _give_back(batch, inv, user, units, f"Credit note {note_id} on invoice {inv.number}")
+    inv.amount_credited += units
+    inv.dirty = True
+    batch.flush()
+    work.conn.execute(
+        credit_notes.insert().values(
+            id=note_id,
+            invoice_id=inv.id,
+            amount=units,
+            reason=reason.strip(),
+            lines=json.dumps(detail) if detail else None,
+            transfer_id=transfer,
+            created_at=now,
         )
-        audit.record(
-            uow,
-            principal,
-            "invoice.credited",
-            "credit_note",
-            note_id,
-            at=now,
-            details={"invoice": inv.id, "amount": str(from_units(units, cur))},
-        )
-        uow.commit()
+    )
+    audit.record(
+        work,
+        principal,
+        "invoice.credited",
+        "credit_note",
+        note_id,
+        at=now,
+        details={"invoice": inv.id, "amount": str(from_units(units, cur))},
+    )
     return CreditNoteView(
         note_id, inv.id, cur, from_units(units, cur), reason.strip(), transfer, now
     )
@@ -408,14 +391,13 @@ def _environment() -> Any:
     )
 
 
-def render_html(ctx: Context, principal: Principal, invoice_id: str) -> str:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        inv = _load(uow, principal, invoice_id)
-        row = uow.conn.execute(select(users).where(users.c.id == inv.user_id)).one()
+def render_html(work: Work, principal: Principal, invoice_id: str) -> str:
+    inv = _load(work, principal, invoice_id)
+    row = work.conn.execute(select(users).where(users.c.id == inv.user_id)).one()
     view = view_of(inv, principal)
     customer = {
-        "name": ctx.cipher.decrypt(row.name_enc, context="users.name"),
-        "email": ctx.cipher.decrypt(row.email_enc, context="users.email"),
+        "name": work.cipher.decrypt(row.name_enc, context="users.name"),
+        "email": work.cipher.decrypt(row.email_enc, context="users.email"),
         "id": row.id,
     }
 
@@ -425,12 +407,12 @@ def render_html(ctx: Context, principal: Principal, invoice_id: str) -> str:
     return str(
         _environment()
         .get_template("invoice.html")
-        .render(invoice=view, customer=customer, money=fmt, issuer=ctx.settings.invoice_issuer)
+        .render(invoice=view, customer=customer, money=fmt, issuer=work.settings.invoice_issuer)
     )
 
 
-def render_pdf(ctx: Context, principal: Principal, invoice_id: str) -> bytes:
+def render_pdf(work: Work, principal: Principal, invoice_id: str) -> bytes:
     from weasyprint import HTML  # type: ignore[import-untyped]
 
-    html = render_html(ctx, principal, invoice_id)
+    html = render_html(work, principal, invoice_id)
     return bytes(HTML(string=html).write_pdf())

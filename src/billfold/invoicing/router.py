@@ -10,8 +10,15 @@ from fastapi.responses import HTMLResponse, Response
 from billfold.clock import TestClock
 from billfold.core.access import Principal, require_admin
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
-from billfold.core.http import Limit, StartingAfter, get_context, get_principal
+from billfold.core.http import (
+    Limit,
+    Read,
+    StartingAfter,
+    UnitOfWorkRoute,
+    Write,
+    get_context,
+    get_principal,
+)
 from billfold.core.schemas import ListOf
 from billfold.domain.errors import InvalidRequest, NotFound
 from billfold.invoicing import billing, invoices
@@ -23,7 +30,7 @@ from billfold.invoicing.schemas import (
     TestClockOut,
 )
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["invoices"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["invoices"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 InvoiceStatus = Annotated[
@@ -33,7 +40,7 @@ InvoiceStatus = Annotated[
 
 @router.get("/invoices", response_model=ListOf[InvoiceOut])
 def list_invoices(
-    ctx: Ctx,
+    work: Read,
     who: Who,
     user: Annotated[str | None, Query(max_length=64)] = None,
     subscription: Annotated[str | None, Query(max_length=64)] = None,
@@ -42,7 +49,7 @@ def list_invoices(
     starting_after: StartingAfter = None,
 ) -> ListOf[InvoiceOut]:
     found, more = invoices.list_for(
-        ctx,
+        work,
         who,
         user=user,
         subscription=subscription,
@@ -54,15 +61,15 @@ def list_invoices(
 
 
 @router.get("/invoices/{invoice_id}.html", response_class=HTMLResponse)
-def invoice_html(invoice_id: str, ctx: Ctx, who: Who) -> HTMLResponse:
+def invoice_html(invoice_id: str, work: Read, who: Who) -> HTMLResponse:
     """The invoice as a document, in HTML."""
-    return HTMLResponse(invoices.render_html(ctx, who, invoice_id))
+    return HTMLResponse(invoices.render_html(work, who, invoice_id))
 
 
 @router.get("/invoices/{invoice_id}.pdf", response_class=Response)
-def invoice_pdf(invoice_id: str, ctx: Ctx, who: Who) -> Response:
+def invoice_pdf(invoice_id: str, work: Read, who: Who) -> Response:
     """The invoice as a PDF document."""
-    body = invoices.render_pdf(ctx, who, invoice_id)
+    body = invoices.render_pdf(work, who, invoice_id)
     return Response(
         body,
         media_type="application/pdf",
@@ -71,28 +78,28 @@ def invoice_pdf(invoice_id: str, ctx: Ctx, who: Who) -> Response:
 
 
 @router.get("/invoices/{invoice_id}", response_model=InvoiceOut)
-def get_invoice(invoice_id: str, ctx: Ctx, who: Who) -> InvoiceOut:
-    return InvoiceOut.of(invoices.get(ctx, who, invoice_id))
+def get_invoice(invoice_id: str, work: Read, who: Who) -> InvoiceOut:
+    return InvoiceOut.of(invoices.get(work, who, invoice_id))
 
 
 @router.post("/invoices/{invoice_id}/pay", response_model=InvoiceOut)
-def pay_invoice(invoice_id: str, ctx: Ctx, who: Who) -> InvoiceOut:
+def pay_invoice(invoice_id: str, work: Write, who: Who) -> InvoiceOut:
     """Settles the invoice from the user's wallet (admin or that user)."""
-    return InvoiceOut.of(invoices.pay(ctx, who, invoice_id))
+    return InvoiceOut.of(invoices.pay(work, who, invoice_id))
 
 
 @router.post("/invoices/{invoice_id}/void", response_model=InvoiceOut)
-def void_invoice(invoice_id: str, ctx: Ctx, who: Who) -> InvoiceOut:
+def void_invoice(invoice_id: str, work: Write, who: Who) -> InvoiceOut:
     """Voids an unpaid invoice; what it charged is given back (admin)."""
-    return InvoiceOut.of(invoices.void(ctx, who, invoice_id))
+    return InvoiceOut.of(invoices.void(work, who, invoice_id))
 
 
 @router.post("/credit-notes", response_model=CreditNoteOut, status_code=201)
-def create_credit_note(body: CreditNoteCreate, ctx: Ctx, who: Who) -> CreditNoteOut:
+def create_credit_note(body: CreditNoteCreate, work: Write, who: Who) -> CreditNoteOut:
     """Refunds or credits part of an invoice (admin)."""
     return CreditNoteOut.of(
         invoices.credit(
-            ctx,
+            work,
             who,
             invoice_id=body.invoice,
             amount=body.amount,

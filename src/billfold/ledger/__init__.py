@@ -7,6 +7,7 @@ from billfold.ledger.service import (
     HoldView,
     PostedPosting,
     PostedTransfer,
+    Standing,
     balance,
     create_hold,
     ensure_account,
@@ -22,6 +23,8 @@ from billfold.ledger.service import (
     reversal_spec,
     reversed_so_far,
     set_floor,
+    user_balance,
+    user_standing,
     void_hold,
 )
 
@@ -32,6 +35,7 @@ __all__ = [
     "HoldView",
     "PostedPosting",
     "PostedTransfer",
+    "Standing",
     "balance",
     "create_hold",
     "ensure_account",
@@ -47,5 +51,7 @@ __all__ = [
     "reversal_spec",
     "reversed_so_far",
     "set_floor",
+    "user_balance",
+    "user_standing",
     "void_hold",
 ]

@@ -8,17 +8,16 @@ from fastapi import APIRouter, Depends
 
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
-from billfold.core.http import get_context, get_principal
+from billfold.core.http import Read, UnitOfWorkRoute, get_context, get_principal
 from billfold.ledger import verify
 from billfold.ledger.schemas import VerifyOut
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["ledger"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["ledger"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 
 
 @router.get("/ledger/verify", response_model=VerifyOut)
-def verify_ledger(ctx: Ctx, who: Who) -> VerifyOut:
+def verify_ledger(work: Read, who: Who) -> VerifyOut:
     """Checks every ledger invariant, as `billfold verify` does (admin)."""
-    return VerifyOut.of(verify.verify(ctx, who))
+    return VerifyOut.of(verify.verify(work, who))

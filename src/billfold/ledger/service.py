@@ -23,6 +23,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Engine, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from billfold.core.directory import BalanceView, UserView
 from billfold.domain.errors import (
     BillfoldError,
     Conflict,
@@ -44,6 +45,7 @@ from billfold.domain.ledger import (
     reversal_postings,
     validate_postings,
 )
+from billfold.domain.money import from_units, to_units
 from billfold.store.bulk import db_datetime, insert_rows, update_rows
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import accounts, holds, ledger_head, postings, transfers
@@ -801,4 +803,60 @@ def reversal_spec(
         description=description,
         reference=reference,
         reverses=original.id,
+    )
+
+
+# --- a user's standing ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A user's money in ledger units: the one answer to "how much may this user spend"."""
+
+    posted: int
+    held: int
+    credit_limit: int
+    owed: int
+    """What the user's receivable says the user owes (usage the wallet did not cover, or
+    postpaid charges not yet settled)."""
+
+    @property
+    def available(self) -> int:
+        """What may still be spent or held now: `posted - held + credit_limit`."""
+        return self.posted - self.held + self.credit_limit
+
+
+def user_standing(
+    uow: UnitOfWork,
+    user_id: str,
+    currency: str,
+    credit_limit: int,
+    *,
+    as_of: datetime | None = None,
+) -> Standing:
+    """The user's wallet and receivable in `currency`, now or as of a past moment."""
+    wallet_id = find_account(uow, OwnerType.USER, user_id, AccountKind.WALLET, currency)
+    receivable_id = find_account(uow, OwnerType.USER, user_id, AccountKind.RECEIVABLE, currency)
+    wallet = balance(uow, wallet_id, as_of=as_of) if wallet_id else None
+    owed = -balance(uow, receivable_id, as_of=as_of).posted if receivable_id else 0
+    return Standing(
+        posted=wallet.posted if wallet else 0,
+        held=wallet.held if wallet else 0,
+        credit_limit=credit_limit,
+        owed=owed,
+    )
+
+
+def user_balance(uow: UnitOfWork, user: UserView, *, as_of: datetime | None = None) -> BalanceView:
+    """The balance a user is shown: `available = posted - held + credit_limit`."""
+    cur = user.currency
+    standing = user_standing(uow, user.id, cur.code, to_units(user.credit_limit, cur), as_of=as_of)
+    return BalanceView(
+        currency=cur,
+        posted=from_units(standing.posted, cur),
+        held=from_units(standing.held, cur),
+        available=from_units(standing.available, cur),
+        credit_limit=user.credit_limit,
+        receivable=from_units(standing.owed, cur),
+        as_of=as_of,
     )

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from billfold.core.access import Principal, require_admin
-from billfold.core.context import Context
+from billfold.core.context import Work
 from billfold.domain.ledger import (
     GENESIS_HASH,
     HoldStatus,
@@ -64,10 +64,9 @@ class Report:
 Progress = Callable[[int, int], None]
 
 
-def verify(ctx: Context, principal: Principal, *, progress: Progress | None = None) -> Report:
+def verify(work: Work, principal: Principal, *, progress: Progress | None = None) -> Report:
     require_admin(principal)
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        return verify_in(uow, progress=progress)
+    return verify_in(work, progress=progress)
 
 
 def verify_in(uow: UnitOfWork, *, progress: Progress | None = None) -> Report:

@@ -10,12 +10,11 @@ from fastapi.responses import JSONResponse
 from billfold import metering
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
-from billfold.core.http import get_context, get_principal
+from billfold.core.http import UnitOfWorkRoute, Write, get_context, get_principal
 from billfold.domain.errors import InvalidRequest
 from billfold.metering.schemas import DefaultPlanSet, IngestOut
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["usage"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["usage"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 EVENT_EXAMPLE = {
@@ -91,6 +90,6 @@ async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
 
 
 @router.post("/services/{code}/default-plan", status_code=204)
-def set_default_plan(code: str, body: DefaultPlanSet, ctx: Ctx, who: Who) -> None:
+def set_default_plan(code: str, body: DefaultPlanSet, work: Write, who: Who) -> None:
     """The plan that prices usage by users without a subscription (pay-as-you-go)."""
-    metering.set_default_plan(ctx, who, code, body.plan)
+    metering.set_default_plan(work, who, code, body.plan)

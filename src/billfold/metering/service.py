@@ -33,7 +33,7 @@ from sqlalchemy import bindparam, select, tuple_, update
 from billfold import ledger
 from billfold.catalog import load_service, plan_from_definition
 from billfold.core.access import Principal, Role, require_role
-from billfold.core.context import Context
+from billfold.core.context import Context, Work
 from billfold.domain.analytics import bucket_of
 from billfold.domain.errors import BillfoldError, InvalidRequest, LimitExceeded
 from billfold.domain.ledger import (
@@ -53,7 +53,6 @@ from billfold.domain.rating import ChargeState, MetricState, rate, units_due
 from billfold.ids import new_id
 from billfold.metering.journal import UsageJournal
 from billfold.store.bulk import db_datetime, insert_new_returning
-from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
     metrics,
     plan_versions,
@@ -285,8 +284,8 @@ class _Catalog:
         return period
 
 
-def _load_catalog(uow: UnitOfWork, raws: Sequence[_Raw], now: datetime) -> _Catalog:
-    conn = uow.conn
+def _load_catalog(work: Work, raws: Sequence[_Raw], now: datetime) -> _Catalog:
+    conn = work.conn
     refs = sorted({r.user for r in raws})
     user_rows: dict[str, Any] = {}
     for start in range(0, len(refs), 1000):
@@ -315,7 +314,7 @@ def _load_catalog(uow: UnitOfWork, raws: Sequence[_Raw], now: datetime) -> _Cata
     pairs = {
         (user.id, service.id) for user in user_rows.values() for service in service_rows.values()
     }
-    subscribed = plans_at(uow, pairs) if pairs else {}
+    subscribed = plans_at(work, pairs) if pairs else {}
     plan_ids = sorted(
         {row.default_plan_id for row in service_rows.values() if row.default_plan_id}
         | {phase.plan_id for phases in subscribed.values() for _, phase in phases}
@@ -511,16 +510,15 @@ def ingest(
             param="events",
         )
     now = ctx.clock.now()
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        prepared = _prepare(uow, principal, items, cloudevents, now)
+    with ctx.work(read_only=True) as work:
+        prepared = _prepare(work, principal, items, cloudevents, now)
     if not prepared.valid:
         return IngestResult(0, prepared.duplicates, prepared.rejected)
     return _committer(ctx).submit(prepared)
 
 
 def ingest_in(
-    ctx: Context,
-    uow: UnitOfWork,
+    work: Work,
     principal: Principal,
     items: Sequence[object],
     *,
@@ -532,8 +530,8 @@ def ingest_in(
     With `capture_hold`, the batch is the usage of that authorization: its charge
     releases the hold (see `billfold.authorizations.capture`).
     """
-    prepared = _prepare(uow, principal, items, cloudevents, ctx.clock.now())
-    return _apply(ctx, uow, prepared, capture_hold)
+    prepared = _prepare(work, principal, items, cloudevents, work.clock.now())
+    return _apply(work, prepared, capture_hold)
 
 
 @dataclass(slots=True)
@@ -546,7 +544,7 @@ class _Prepared:
 
 
 def _prepare(
-    uow: UnitOfWork,
+    work: Work,
     principal: Principal,
     items: Sequence[object],
     cloudevents: bool,
@@ -561,7 +559,7 @@ def _prepare(
             raws.append(parse(index, item, now))
         except _Reject as error:
             rejected.append(Rejection(index, error.code, error.message, error.param))
-    catalog = _load_catalog(uow, raws, now) if raws else None
+    catalog = _load_catalog(work, raws, now) if raws else None
     valid: list[_Valid] = []
     seen: set[tuple[str, str]] = set()
     duplicates = 0
@@ -582,22 +580,20 @@ def _prepare(
     return _Prepared(now, valid, rejected, duplicates, catalog)
 
 
-def _apply(
-    ctx: Context, uow: UnitOfWork, prepared: _Prepared, capture_hold: str | None
-) -> IngestResult:
+def _apply(work: Work, prepared: _Prepared, capture_hold: str | None) -> IngestResult:
     """Stores the prepared events that are new, rates them and charges for them."""
     if not prepared.valid:
         return IngestResult(0, prepared.duplicates, prepared.rejected)
     catalog, now = prepared.catalog, prepared.now
     assert catalog is not None
-    stored = _store(uow, prepared.valid, catalog, now)
+    stored = _store(work, prepared.valid, catalog, now)
     duplicates = prepared.duplicates + len(prepared.valid) - len(stored)
-    charges = _rate_and_charge(ctx, uow, stored, catalog, now, capture_hold) if stored else []
+    charges = _rate_and_charge(work, stored, catalog, now, capture_hold) if stored else []
     return IngestResult(len(stored), duplicates, prepared.rejected, [t for _, t in charges])
 
 
 def _store(
-    uow: UnitOfWork, events: list[_Valid], catalog: _Catalog, now: datetime
+    work: Work, events: list[_Valid], catalog: _Catalog, now: datetime
 ) -> list[tuple[_Valid, datetime, datetime, int, Plan]]:
     """Inserts the events not stored yet; returns them with their period and plan version."""
     enriched = []
@@ -609,7 +605,7 @@ def _store(
     # share event ids wait for each other on the unique index instead of deadlocking.
     enriched.sort(key=lambda item: (item[0].provider_id, item[0].event_id))
     fresh: set[tuple[str, str]] = set()
-    conn = uow.conn
+    conn = work.conn
     stamp = db_datetime(conn, now)
     starts: dict[datetime, Any] = {}
     moments: dict[datetime, Any] = {}
@@ -661,14 +657,13 @@ def _state_of(row: Any) -> MetricState:
 
 
 def _rate_and_charge(
-    ctx: Context,
-    uow: UnitOfWork,
+    work: Work,
     stored: list[tuple[_Valid, datetime, datetime, int, Plan]],
     catalog: _Catalog,
     now: datetime,
     capture_hold: str | None = None,
 ) -> list[tuple[str, str]]:
-    conn = uow.conn
+    conn = work.conn
     groups: dict[tuple[str, str, datetime], list[tuple[_Valid, datetime, int, Plan]]] = defaultdict(
         list
     )
@@ -723,7 +718,7 @@ def _rate_and_charge(
             .with_for_update()
         ):
             existing[(row.user_id, row.metric_id, row.period_start)] = row
-    new_counts = _new_uniques(uow, groups)
+    new_counts = _new_uniques(work, groups)
     journal = UsageJournal()
     updates: list[dict[str, Any]] = []
     deltas: dict[tuple[str, str, str, datetime], tuple[int, Plan, Decimal]] = {}
@@ -787,8 +782,8 @@ def _rate_and_charge(
             .values(**{name[2:]: bindparam(name) for name in updates[0] if name != "b_id"}),
             updates,
         )
-    journal.write(uow)
-    return _charge(ctx, uow, deltas, catalog, now, capture_hold)
+    journal.write(work)
+    return _charge(work, deltas, catalog, now, capture_hold)
 
 
 def _bucket_runs(
@@ -812,7 +807,7 @@ def _bucket_runs(
 
 
 def _new_uniques(
-    uow: UnitOfWork,
+    work: Work,
     groups: Mapping[tuple[str, str, datetime], list[tuple[_Valid, datetime, int, Plan]]],
 ) -> dict[tuple[str, str, datetime], int]:
     """Stores the distinct values of unique_count metrics; how many are new per group."""
@@ -821,9 +816,9 @@ def _new_uniques(
         values = sorted({e.unique_key for e, *_ in items if e.unique_key is not None})
         if not values:
             continue
-        start = db_datetime(uow.conn, key[2])
+        start = db_datetime(work.conn, key[2])
         added = insert_new_returning(
-            uow.conn,
+            work.conn,
             usage_uniques,
             ("user_id", "metric_id", "period_start", "value"),
             [(key[0], key[1], start, v) for v in values],
@@ -835,8 +830,7 @@ def _new_uniques(
 
 
 def _charge(
-    ctx: Context,
-    uow: UnitOfWork,
+    work: Work,
     deltas: Mapping[tuple[str, str, str, datetime], tuple[int, Plan, Decimal]],
     catalog: _Catalog,
     now: datetime,
@@ -857,13 +851,15 @@ def _charge(
         if rate_ is None:
             rate_ = catalog.providers[provider_id]
         ensure = ledger.ensure_account
-        wallet = ensure(uow, OwnerType.USER, user_id, AccountKind.WALLET, cur.code, now=now)
-        receivable = ensure(uow, OwnerType.USER, user_id, AccountKind.RECEIVABLE, cur.code, now=now)
+        wallet = ensure(work, OwnerType.USER, user_id, AccountKind.WALLET, cur.code, now=now)
+        receivable = ensure(
+            work, OwnerType.USER, user_id, AccountKind.RECEIVABLE, cur.code, now=now
+        )
         earnings = ensure(
-            uow, OwnerType.PROVIDER, provider_id, AccountKind.PROVIDER_EARNINGS, cur.code, now=now
+            work, OwnerType.PROVIDER, provider_id, AccountKind.PROVIDER_EARNINGS, cur.code, now=now
         )
         revenue = ensure(
-            uow,
+            work,
             OwnerType.PLATFORM,
             PLATFORM_OWNER_ID,
             AccountKind.PLATFORM_REVENUE,
@@ -895,40 +891,34 @@ def _charge(
                 hold_id=capture_hold,
             )
         )
-    results = ledger.post_many(uow, specs, now=now)
+    results = ledger.post_many(work, specs, now=now)
     failed = [r for r in results if isinstance(r, BillfoldError)]
     # Every charge here is payable by construction (debts overflow to the receivable);
     # a failure is a bug, and the whole batch rolls back rather than lose a charge.
     assert not failed, failed
     if capture_hold is not None and not specs:
         # The usage cost nothing more (free units): the hold is captured for nothing.
-        ledger.release_hold(uow, capture_hold, now=now, status=HoldStatus.CAPTURED)
+        ledger.release_hold(work, capture_hold, now=now, status=HoldStatus.CAPTURED)
     return [(str(r.user_id), r.id) for r in results if not isinstance(r, BillfoldError)]
 
 
 def set_default_plan(
-    ctx: Context, principal: Principal, service_code: str, plan_code: str | None
+    work: Work, principal: Principal, service_code: str, plan_code: str | None
 ) -> None:
     """Which plan prices the service's usage by users without a subscription."""
     require_role(principal, Role.ADMIN, Role.PROVIDER)
-    with ctx.db.unit_of_work() as uow:
-        service = load_service(uow, principal, service_code, write=True)
-        plan_id = None
-        if plan_code is not None:
-            row = uow.conn.execute(
-                select(plans.c.id, plans.c.service_id, plans.c.status).where(
-                    plans.c.code == plan_code
-                )
-            ).one_or_none()
-            if row is None or row.service_id != service.id:
-                raise InvalidRequest(
-                    f"service {service_code} has no plan {plan_code}", param="plan"
-                )
-            plan_id = row.id
-        uow.conn.execute(
-            update(services).where(services.c.id == service.id).values(default_plan_id=plan_id)
-        )
-        uow.commit()
+    service = load_service(work, principal, service_code, write=True)
+    plan_id = None
+    if plan_code is not None:
+        row = work.conn.execute(
+            select(plans.c.id, plans.c.service_id, plans.c.status).where(plans.c.code == plan_code)
+        ).one_or_none()
+        if row is None or row.service_id != service.id:
+            raise InvalidRequest(f"service {service_code} has no plan {plan_code}", param="plan")
+        plan_id = row.id
+    work.conn.execute(
+        update(services).where(services.c.id == service.id).values(default_plan_id=plan_id)
+    )
 
 
 # --- group commit ---------------------------------------------------------------------
@@ -1005,9 +995,9 @@ class _GroupCommitter:
     def _apply_together(self, group: list[_Job]) -> list[IngestResult]:
         ctx = self._ctx
         if len(group) == 1:
-            with ctx.db.unit_of_work() as uow:
-                result = _apply(ctx, uow, group[0].prepared, None)
-                uow.commit()
+            with ctx.work() as work:
+                result = _apply(work, group[0].prepared, None)
+                work.commit()
             return [result]
         # The first batch to carry an event id owns it; the same id in a later batch of
         # the group is that batch's duplicate, as it would be one request later.
@@ -1021,10 +1011,10 @@ class _GroupCommitter:
                     merged.append(event)
         catalog = _merge_catalogs([job.prepared.catalog for job in group])
         now = max(job.prepared.now for job in group)
-        with ctx.db.unit_of_work() as uow:
-            stored = _store(uow, merged, catalog, now)
-            pairs = _rate_and_charge(ctx, uow, stored, catalog, now) if stored else []
-            uow.commit()
+        with ctx.work() as work:
+            stored = _store(work, merged, catalog, now)
+            pairs = _rate_and_charge(work, stored, catalog, now) if stored else []
+            work.commit()
         accepted = [0] * len(group)
         for event, *_ in stored:
             accepted[owner[(event.provider_id, event.event_id)]] += 1

@@ -10,8 +10,16 @@ from fastapi import APIRouter, Depends, Query, Request
 from billfold import parties
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
-from billfold.core.http import Limit, StartingAfter, get_context, get_principal, transfer_id_for
+from billfold.core.http import (
+    Limit,
+    Read,
+    StartingAfter,
+    UnitOfWorkRoute,
+    Write,
+    get_context,
+    get_principal,
+    transfer_id_for,
+)
 from billfold.domain.errors import InvalidRequest
 from billfold.parties.schemas import (
     BalanceOut,
@@ -30,48 +38,48 @@ from billfold.parties.schemas import (
     UserOut,
 )
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["parties and money"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["parties and money"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 
 
 @router.post("/providers", status_code=201, response_model=ProviderOut)
-def create_provider(body: ProviderCreate, ctx: Ctx, who: Who) -> ProviderOut:
+def create_provider(body: ProviderCreate, work: Write, who: Who) -> ProviderOut:
     """Onboards a service provider (admin)."""
     return ProviderOut.of(
         parties.create_provider(
-            ctx, who, name=body.name, email=body.email, commission_rate=body.commission_rate
+            work, who, name=body.name, email=body.email, commission_rate=body.commission_rate
         )
     )
 
 
 @router.get("/providers", response_model=ProviderList)
 def list_providers(
-    ctx: Ctx, who: Who, limit: Limit = 100, starting_after: StartingAfter = None
+    work: Read, who: Who, limit: Limit = 100, starting_after: StartingAfter = None
 ) -> ProviderList:
-    page = parties.list_providers(ctx, who, limit=limit, starting_after=starting_after)
+    page = parties.list_providers(work, who, limit=limit, starting_after=starting_after)
     return ProviderList(data=[ProviderOut.of(p) for p in page.data], has_more=page.has_more)
 
 
 @router.get("/providers/{provider_id}", response_model=ProviderOut)
-def get_provider(provider_id: str, ctx: Ctx, who: Who) -> ProviderOut:
-    return ProviderOut.of(parties.get_provider(ctx, who, provider_id))
+def get_provider(provider_id: str, work: Read, who: Who) -> ProviderOut:
+    return ProviderOut.of(parties.get_provider(work, who, provider_id))
 
 
 @router.post("/providers/{provider_id}", response_model=ProviderOut)
-def update_provider(provider_id: str, body: ProviderUpdate, ctx: Ctx, who: Who) -> ProviderOut:
+def update_provider(provider_id: str, body: ProviderUpdate, work: Write, who: Who) -> ProviderOut:
     """Changes the provider's commission rate for charges from now on (admin)."""
     return ProviderOut.of(
-        parties.update_provider(ctx, who, provider_id, commission_rate=body.commission_rate)
+        parties.update_provider(work, who, provider_id, commission_rate=body.commission_rate)
     )
 
 
 @router.post("/users", status_code=201, response_model=UserOut)
-def create_user(body: UserCreate, ctx: Ctx, who: Who) -> UserOut:
+def create_user(body: UserCreate, work: Write, who: Who) -> UserOut:
     """Signs up an end user (admin)."""
     return UserOut.of(
         parties.create_user(
-            ctx,
+            work,
             who,
             name=body.name,
             email=body.email,
@@ -86,27 +94,27 @@ def create_user(body: UserCreate, ctx: Ctx, who: Who) -> UserOut:
 
 @router.get("/users", response_model=UserList)
 def list_users(
-    ctx: Ctx, who: Who, limit: Limit = 100, starting_after: StartingAfter = None
+    work: Read, who: Who, limit: Limit = 100, starting_after: StartingAfter = None
 ) -> UserList:
-    page = parties.list_users(ctx, who, limit=limit, starting_after=starting_after)
+    page = parties.list_users(work, who, limit=limit, starting_after=starting_after)
     return UserList(data=[UserOut.of(u) for u in page.data], has_more=page.has_more)
 
 
 @router.get("/users/{user_id}", response_model=UserOut)
-def get_user(user_id: str, ctx: Ctx, who: Who) -> UserOut:
+def get_user(user_id: str, work: Read, who: Who) -> UserOut:
     """The user with its balance (admin, that user)."""
-    return UserOut.of(parties.get_user(ctx, who, user_id))
+    return UserOut.of(parties.get_user(work, who, user_id))
 
 
 @router.post("/users/{user_id}/credit-limit", response_model=UserOut)
-def set_credit_limit(user_id: str, body: CreditLimitUpdate, ctx: Ctx, who: Who) -> UserOut:
-    return UserOut.of(parties.set_credit_limit(ctx, who, user_id, body.credit_limit))
+def set_credit_limit(user_id: str, body: CreditLimitUpdate, work: Write, who: Who) -> UserOut:
+    return UserOut.of(parties.set_credit_limit(work, who, user_id, body.credit_limit))
 
 
 @router.get("/users/{user_id}/balance", response_model=BalanceOut)
 def get_balance(
     user_id: str,
-    ctx: Ctx,
+    work: Read,
     who: Who,
     as_of: Annotated[datetime | None, Query(description="A past instant, with offset.")] = None,
 ) -> BalanceOut:
@@ -115,15 +123,17 @@ def get_balance(
         raise InvalidRequest(
             "as_of needs a UTC offset, such as 2026-11-01T00:00:00Z", param="as_of"
         )
-    return BalanceOut.of(parties.get_balance(ctx, who, user_id, as_of=as_of))
+    return BalanceOut.of(parties.get_balance(work, who, user_id, as_of=as_of))
 
 
 @router.post("/users/{user_id}/top-ups", status_code=201, response_model=TransactionOut)
-def top_up(user_id: str, body: TopUpCreate, request: Request, ctx: Ctx, who: Who) -> TransactionOut:
+def top_up(
+    user_id: str, body: TopUpCreate, request: Request, work: Write, who: Who
+) -> TransactionOut:
     """Credits the user's wallet (admin); idempotent with an Idempotency-Key."""
     return TransactionOut.of(
         parties.top_up(
-            ctx,
+            work,
             who,
             user_id,
             amount=body.amount,
@@ -135,19 +145,19 @@ def top_up(user_id: str, body: TopUpCreate, request: Request, ctx: Ctx, who: Who
 
 @router.get("/users/{user_id}/transactions", response_model=TransactionList)
 def list_transactions(
-    user_id: str, ctx: Ctx, who: Who, limit: Limit = 100, starting_after: StartingAfter = None
+    user_id: str, work: Read, who: Who, limit: Limit = 100, starting_after: StartingAfter = None
 ) -> TransactionList:
     """Every movement of the user's money, newest first (admin, that user)."""
-    page = parties.transactions(ctx, who, user_id, limit=limit, starting_after=starting_after)
+    page = parties.transactions(work, who, user_id, limit=limit, starting_after=starting_after)
     return TransactionList(data=[TransactionOut.of(m) for m in page.data], has_more=page.has_more)
 
 
 @router.post("/charges", status_code=201, response_model=TransactionOut)
-def create_charge(body: ChargeCreate, request: Request, ctx: Ctx, who: Who) -> TransactionOut:
+def create_charge(body: ChargeCreate, request: Request, work: Write, who: Who) -> TransactionOut:
     """A one-off charge, split between the provider and the platform (provider: own; admin)."""
     return TransactionOut.of(
         parties.charge(
-            ctx,
+            work,
             who,
             user_ref=body.user,
             amount=body.amount,
@@ -161,12 +171,12 @@ def create_charge(body: ChargeCreate, request: Request, ctx: Ctx, who: Who) -> T
 
 @router.post("/charges/{charge_id}/refunds", status_code=201, response_model=TransactionOut)
 def refund_charge(
-    charge_id: str, body: RefundCreate, request: Request, ctx: Ctx, who: Who
+    charge_id: str, body: RefundCreate, request: Request, work: Write, who: Who
 ) -> TransactionOut:
     """Refunds all or part of a charge (admin; provider: its own charges)."""
     return TransactionOut.of(
         parties.refund(
-            ctx,
+            work,
             who,
             charge_id,
             amount=body.amount,

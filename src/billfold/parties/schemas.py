@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
+from billfold.core.directory import BalanceView, ProviderView, UserView
 from billfold.core.schemas import Amount, AmountIn, ListOf, Request, Text200, Text500
 from billfold.domain.money import format_amount, format_decimal
-from billfold.parties import BalanceView, MoneyMovement, ProviderView, UserView
+from billfold.parties import MoneyMovement
 
 
 class ProviderCreate(Request):

@@ -21,7 +21,8 @@ from billfold.core.context import Context
 from billfold.domain.errors import InvalidRequest, PermissionDenied
 from billfold.domain.ledger import AccountKind, TransferKind
 from billfold.domain.money import currency, format_decimal, from_units
-from billfold.settlement.service import _statements, parse_period
+from billfold.domain.periods import parse_period
+from billfold.settlement.service import _statements
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
     accounts,
@@ -118,7 +119,7 @@ def _usage(
         "value",
         "ingested_at",
     ]
-    with ctx.db.unit_of_work(read_only=True) as uow:
+    with ctx.work(read_only=True) as uow:
         codes = {r.id: r.code for r in uow.conn.execute(select(services.c.id, services.c.code))}
         metric_codes = {
             r.id: r.code for r in uow.conn.execute(select(metrics.c.id, metrics.c.code))
@@ -151,7 +152,7 @@ def _charges(
         "transfer_id", "kind", "posted_at", "user", "provider", "service", "metric", "quantity",
         "currency", "amount", "provider_share", "commission", "reverses", "description",
     ]  # fmt: skip
-    with ctx.db.unit_of_work(read_only=True) as uow:
+    with ctx.work(read_only=True) as uow:
         for page in _pages(
             uow,
             transfers,
@@ -194,7 +195,7 @@ def _invoices(
         "invoice_id", "number", "status", "user", "subscription", "currency", "period_start",
         "period_end", "subtotal", "tax", "total", "amount_paid", "amount_credited",
     ]  # fmt: skip
-    with ctx.db.unit_of_work(read_only=True) as uow:
+    with ctx.work(read_only=True) as uow:
         query = (
             select(invoices)
             .where(invoices.c.period_end > start, invoices.c.period_end <= end)
@@ -231,7 +232,7 @@ def _statement_rows(
         "provider", "period", "currency", "opening", "gross", "refunds", "commission", "net",
         "payouts", "closing",
     ]  # fmt: skip
-    with ctx.db.unit_of_work(read_only=True) as uow:
+    with ctx.work(read_only=True) as uow:
         ids = (
             [str(principal.provider_id)]
             if principal.role == Role.PROVIDER

@@ -12,9 +12,11 @@ from pydantic import Field
 from billfold import settlement
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
 from billfold.core.http import (
     Period,
+    Read,
+    UnitOfWorkRoute,
+    Write,
     get_context,
     get_principal,
     transfer_id_for,
@@ -24,7 +26,7 @@ from billfold.core.schemas import Request as Body
 from billfold.domain.money import format_decimal, from_units
 from billfold.settlement import exports
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["settlement"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["settlement"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 
@@ -61,10 +63,10 @@ def _statement(st: settlement.Statement) -> dict[str, Any]:
 
 
 @router.get("/providers/{provider_id}/statements")
-def statements(ctx: Ctx, who: Who, provider_id: str, period: Period) -> dict[str, Any]:
+def statements(work: Read, who: Who, provider_id: str, period: Period) -> dict[str, Any]:
     """The provider's statement for a month, per currency (admin, that provider). The
     first statement's fields are repeated at the top level, as API.md shows them."""
-    found = [_statement(st) for st in settlement.statements(ctx, who, provider_id, period)]
+    found = [_statement(st) for st in settlement.statements(work, who, provider_id, period)]
     head = found[0] if found else {"gross": "0", "commission": "0", "refunds": "0", "net": "0"}
     return {**head, "object": "statements", "period": period, "data": found}
 
@@ -77,10 +79,10 @@ class PayoutCreate(Body):
 
 
 @router.post("/payouts", status_code=201)
-def create_payout(body: PayoutCreate, request: Request, ctx: Ctx, who: Who) -> dict[str, Any]:
+def create_payout(body: PayoutCreate, request: Request, work: Write, who: Who) -> dict[str, Any]:
     """Pays out part of a provider's earned balance; never more than it holds (admin)."""
     paid = settlement.payout(
-        ctx,
+        work,
         who,
         provider_id=body.provider,
         amount=body.amount,
@@ -101,9 +103,9 @@ def create_payout(body: PayoutCreate, request: Request, ctx: Ctx, who: Who) -> d
 
 
 @router.get("/reports/commission")
-def commission_report(ctx: Ctx, who: Who, period: Period) -> dict[str, Any]:
+def commission_report(work: Read, who: Who, period: Period) -> dict[str, Any]:
     """The platform's commission per provider for a month (admin)."""
-    rows = settlement.commission_report(ctx, who, period)
+    rows = settlement.commission_report(work, who, period)
     return {
         "object": "list",
         "period": period,

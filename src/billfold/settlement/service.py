@@ -9,10 +9,9 @@ earnings balance at the start and end of the month and the payouts in between, s
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -22,7 +21,7 @@ from billfold import ledger
 from billfold.analytics import pending_revenue, revenue_of_transfers
 from billfold.core import audit
 from billfold.core.access import Principal, require_admin, require_provider_access
-from billfold.core.context import Context
+from billfold.core.context import Work
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
@@ -33,8 +32,8 @@ from billfold.domain.ledger import (
     TransferSpec,
 )
 from billfold.domain.money import Currency, currency, from_units, parse_amount, to_units
+from billfold.domain.periods import parse_period
 from billfold.ids import new_id
-from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
     accounts,
     invoice_lines,
@@ -49,19 +48,7 @@ from billfold.store.tables import (
     usage_rollup_users,
 )
 
-PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 TICK = timedelta(microseconds=1)
-
-
-def parse_period(text: str | None) -> tuple[datetime, datetime]:
-    """`YYYY-MM` as the UTC month [start, end)."""
-    match = PERIOD.match(text or "")
-    if not match:
-        raise InvalidRequest("period must be a month, YYYY-MM", param="period")
-    year, month = int(match[1]), int(match[2])
-    start = datetime(year, month, 1, tzinfo=UTC)
-    end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    return start, end
 
 
 @dataclass
@@ -86,10 +73,10 @@ class Statement:
         return from_units(units, self.currency)
 
 
-def _earnings_accounts(uow: UnitOfWork, provider_id: str) -> dict[str, int]:
+def _earnings_accounts(work: Work, provider_id: str) -> dict[str, int]:
     return {
         row.currency: int(row.id)
-        for row in uow.conn.execute(
+        for row in work.conn.execute(
             select(accounts.c.id, accounts.c.currency).where(
                 accounts.c.owner_type == str(OwnerType.PROVIDER),
                 accounts.c.owner_id == provider_id,
@@ -100,11 +87,11 @@ def _earnings_accounts(uow: UnitOfWork, provider_id: str) -> dict[str, int]:
 
 
 def _rollup_revenue(
-    uow: UnitOfWork, start: datetime, end: datetime, provider_id: str | None
+    work: Work, start: datetime, end: datetime, provider_id: str | None
 ) -> dict[tuple[str, str, str], list[int]]:
     """Gross, refunds, commission and transfers per (provider, service, currency), from
     the revenue rollup and the transfers the folder has not reached yet."""
-    conn = uow.conn
+    conn = work.conn
     conditions = [
         revenue_rollup.c.bucket >= start,
         revenue_rollup.c.bucket < end,
@@ -128,7 +115,7 @@ def _rollup_revenue(
         acc = found[(row[0], row[1], row[2])]
         for i in range(4):
             acc[i] += int(row[3 + i])
-    for pending in pending_revenue(uow, start, end, provider_id):
+    for pending in pending_revenue(work, start, end, provider_id):
         acc = found[(pending.provider_id, pending.service, pending.currency)]
         for i, value in enumerate(
             (pending.gross, pending.refunds, pending.commission, pending.transfers)
@@ -137,8 +124,8 @@ def _rollup_revenue(
     return found
 
 
-def _payouts(uow: UnitOfWork, account_id: int, start: datetime, end: datetime) -> int:
-    conn = uow.conn
+def _payouts(work: Work, account_id: int, start: datetime, end: datetime) -> int:
+    conn = work.conn
     paid = conn.execute(
         select(func.coalesce(func.sum(postings.c.amount), 0))
         .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
@@ -152,30 +139,27 @@ def _payouts(uow: UnitOfWork, account_id: int, start: datetime, end: datetime) -
     return -int(paid)
 
 
-def statements(
-    ctx: Context, principal: Principal, provider_id: str, period: str
-) -> list[Statement]:
+def statements(work: Work, principal: Principal, provider_id: str, period: str) -> list[Statement]:
     """The provider's statement for the month, one per currency it earns in."""
     require_provider_access(principal, provider_id)
     start, end = parse_period(period)
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        if (
-            uow.conn.execute(select(providers.c.id).where(providers.c.id == provider_id)).first()
-            is None
-        ):
-            raise NotFound(f"no provider {provider_id}", code="provider_not_found")
-        return _statements(uow, provider_id, period, start, end)
+    if (
+        work.conn.execute(select(providers.c.id).where(providers.c.id == provider_id)).first()
+        is None
+    ):
+        raise NotFound(f"no provider {provider_id}", code="provider_not_found")
+    return _statements(work, provider_id, period, start, end)
 
 
 def _statements(
-    uow: UnitOfWork, provider_id: str, period: str, start: datetime, end: datetime
+    work: Work, provider_id: str, period: str, start: datetime, end: datetime
 ) -> list[Statement]:
     found: dict[str, Statement] = {}
-    earnings = _earnings_accounts(uow, provider_id)
+    earnings = _earnings_accounts(work, provider_id)
     for code in earnings:
         found[code] = Statement(provider_id, period, currency(code))
     for (_, service, code), (gross, refunds, commission, count) in _rollup_revenue(
-        uow, start, end, provider_id
+        work, start, end, provider_id
     ).items():
         st = found.setdefault(code, Statement(provider_id, period, currency(code)))
         st.gross += gross
@@ -187,9 +171,9 @@ def _statements(
         account = earnings.get(code)
         if account is None:
             continue
-        st.opening = ledger.balance(uow, account, as_of=start - TICK).posted
-        st.closing = ledger.balance(uow, account, as_of=end - TICK).posted
-        st.payouts = _payouts(uow, account, start, end)
+        st.opening = ledger.balance(work, account, as_of=start - TICK).posted
+        st.closing = ledger.balance(work, account, as_of=end - TICK).posted
+        st.payouts = _payouts(work, account, start, end)
     return [found[code] for code in sorted(found)]
 
 
@@ -208,7 +192,7 @@ class Payout:
 
 
 def payout(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     *,
     provider_id: str,
@@ -223,73 +207,69 @@ def payout(
     posting takes first, so no charge or refund can slip in between.
     """
     require_admin(principal)
-    now = ctx.clock.now()
+    now = work.clock.now()
     if reference is not None and len(reference) > 255:
         raise InvalidRequest("reference is at most 255 characters", param="reference")
-    with ctx.db.unit_of_work() as uow:
-        if (
-            uow.conn.execute(select(providers.c.id).where(providers.c.id == provider_id)).first()
-            is None
-        ):
-            raise NotFound(
-                f"no provider {provider_id}", code="provider_not_found", param="provider"
+    if (
+        work.conn.execute(select(providers.c.id).where(providers.c.id == provider_id)).first()
+        is None
+    ):
+        raise NotFound(f"no provider {provider_id}", code="provider_not_found", param="provider")
+    earnings = _earnings_accounts(work, provider_id)
+    if currency_code is None:
+        if len(earnings) != 1:
+            raise InvalidRequest(
+                "say which currency to pay out"
+                if earnings
+                else "this provider has earned nothing yet",
+                param="currency",
             )
-        earnings = _earnings_accounts(uow, provider_id)
-        if currency_code is None:
-            if len(earnings) != 1:
-                raise InvalidRequest(
-                    "say which currency to pay out"
-                    if earnings
-                    else "this provider has earned nothing yet",
-                    param="currency",
-                )
-            currency_code = next(iter(earnings))
-        cur = currency(currency_code)
-        if cur.code not in earnings:
-            raise InvalidRequest(f"this provider has no {cur.code} earnings", param="currency")
-        units = to_units(parse_amount(amount, allow_zero=False), cur)
-        if units <= 0:
-            raise InvalidRequest("amount must be positive", param="amount")
-        uow.conn.execute(select(ledger_head.c.seq).where(ledger_head.c.id == 1).with_for_update())
-        account = earnings[cur.code]
-        tid = transfer_id or new_id("po")
-        replay = uow.conn.execute(select(transfers.c.kind).where(transfers.c.id == tid)).first()
-        available = ledger.balance(uow, account).posted
-        if replay is None and units > available:
-            raise InsufficientFunds(
-                "the payout is more than the provider's earned balance "
-                f"({from_units(max(available, 0), cur)} {cur.code})",
-                code="payout_exceeds_balance",
-                param="amount",
-            )
-        if replay is not None and replay.kind != str(TransferKind.PAYOUT):
-            raise Conflict(f"transfer {tid} is not a payout", code="transfer_id_reused")
-        cash = ledger.ensure_account(
-            uow, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.EXTERNAL_CASH, cur.code, now=now
+        currency_code = next(iter(earnings))
+    cur = currency(currency_code)
+    if cur.code not in earnings:
+        raise InvalidRequest(f"this provider has no {cur.code} earnings", param="currency")
+    units = to_units(parse_amount(amount, allow_zero=False), cur)
+    if units <= 0:
+        raise InvalidRequest("amount must be positive", param="amount")
+    work.conn.execute(select(ledger_head.c.seq).where(ledger_head.c.id == 1).with_for_update())
+    account = earnings[cur.code]
+    tid = transfer_id or new_id("po")
+    replay = work.conn.execute(select(transfers.c.kind).where(transfers.c.id == tid)).first()
+    available = ledger.balance(work, account).posted
+    if replay is None and units > available:
+        raise InsufficientFunds(
+            "the payout is more than the provider's earned balance "
+            f"({from_units(max(available, 0), cur)} {cur.code})",
+            code="payout_exceeds_balance",
+            param="amount",
         )
-        posted = ledger.post(
-            uow,
-            TransferSpec(
-                id=tid,
-                kind=TransferKind.PAYOUT,
-                postings=(Posting(account, cur.code, -units), Posting(cash, cur.code, units)),
-                provider_id=provider_id,
-                description="Payout",
-                reference=reference,
-            ),
-            now=now,
+    if replay is not None and replay.kind != str(TransferKind.PAYOUT):
+        raise Conflict(f"transfer {tid} is not a payout", code="transfer_id_reused")
+    cash = ledger.ensure_account(
+        work, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.EXTERNAL_CASH, cur.code, now=now
+    )
+    posted = ledger.post(
+        work,
+        TransferSpec(
+            id=tid,
+            kind=TransferKind.PAYOUT,
+            postings=(Posting(account, cur.code, -units), Posting(cash, cur.code, units)),
+            provider_id=provider_id,
+            description="Payout",
+            reference=reference,
+        ),
+        now=now,
+    )
+    if not posted.replayed:
+        audit.record(
+            work,
+            principal,
+            "provider.paid_out",
+            "transfer",
+            posted.id,
+            at=now,
+            details={"provider_id": provider_id, "units": units, "currency": cur.code},
         )
-        if not posted.replayed:
-            audit.record(
-                uow,
-                principal,
-                "provider.paid_out",
-                "transfer",
-                posted.id,
-                at=now,
-                details={"provider_id": provider_id, "units": units, "currency": cur.code},
-            )
-        uow.commit()
     mine = next(p for p in posted.postings if p.account_id == account)
     return Payout(
         posted.id, provider_id, cur, -mine.amount, mine.balance_after, posted.posted_at, reference
@@ -299,12 +279,11 @@ def payout(
 # --- the platform's commission and reconciliation -------------------------------------
 
 
-def commission_report(ctx: Context, principal: Principal, period: str) -> list[dict[str, Any]]:
+def commission_report(work: Work, principal: Principal, period: str) -> list[dict[str, Any]]:
     """The platform's commission per provider and currency for the month."""
     require_admin(principal)
     start, end = parse_period(period)
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        sums = _rollup_revenue(uow, start, end, None)
+    sums = _rollup_revenue(work, start, end, None)
     per: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for (provider, _service, code), (gross, refunds, commission, _n) in sums.items():
         acc = per[(provider, code)]
@@ -343,7 +322,7 @@ class Reconciliation:
         return not self.differences
 
 
-def reconcile(ctx: Context, period: str) -> Reconciliation:
+def reconcile(work: Work, period: str) -> Reconciliation:
     """Proves that statements, invoices and the ledger agree for the month; names every
     difference it finds.
 
@@ -359,71 +338,70 @@ def reconcile(ctx: Context, period: str) -> Reconciliation:
     """
     start, end = parse_period(period)
     result = Reconciliation(period)
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        conn = uow.conn
-        rolled = _rollup_revenue(uow, start, end, None)
-        raw, _, _ = revenue_of_transfers(
-            uow,
-            and_(
-                transfers.c.posted_at >= start,
-                transfers.c.posted_at < end,
-            ),
-        )
-        direct: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-        for (provider, _b, service, code), item in raw.items():
-            acc = direct[(provider, service, code)]
-            for i, value in enumerate((item.gross, item.refunds, item.commission, item.transfers)):
-                acc[i] += value
-        for key in sorted(set(rolled) | set(direct)):
+    conn = work.conn
+    rolled = _rollup_revenue(work, start, end, None)
+    raw, _, _ = revenue_of_transfers(
+        work,
+        and_(
+            transfers.c.posted_at >= start,
+            transfers.c.posted_at < end,
+        ),
+    )
+    direct: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    for (provider, _b, service, code), item in raw.items():
+        acc = direct[(provider, service, code)]
+        for i, value in enumerate((item.gross, item.refunds, item.commission, item.transfers)):
+            acc[i] += value
+    for key in sorted(set(rolled) | set(direct)):
+        result.checks += 1
+        a, b = rolled.get(key, [0, 0, 0, 0]), direct.get(key, [0, 0, 0, 0])
+        if a != b:
+            result.differences.append(
+                Difference(
+                    "statement_vs_ledger",
+                    f"provider {key[0] or '(platform)'} service {key[1] or '-'} {key[2]}",
+                    "gross/refunds/commission/transfers " + "/".join(map(str, b)),
+                    "/".join(map(str, a)),
+                )
+            )
+    provider_ids = sorted(
+        {k[0] for k in rolled if k[0]}
+        | {
+            row.owner_id
+            for row in conn.execute(
+                select(accounts.c.owner_id).where(
+                    accounts.c.kind == str(AccountKind.PROVIDER_EARNINGS)
+                )
+            )
+        }
+    )
+    for provider_id in provider_ids:
+        for st in _statements(work, provider_id, period, start, end):
             result.checks += 1
-            a, b = rolled.get(key, [0, 0, 0, 0]), direct.get(key, [0, 0, 0, 0])
-            if a != b:
+            if st.opening + st.net - st.payouts != st.closing:
                 result.differences.append(
                     Difference(
-                        "statement_vs_ledger",
-                        f"provider {key[0] or '(platform)'} service {key[1] or '-'} {key[2]}",
-                        "gross/refunds/commission/transfers " + "/".join(map(str, b)),
-                        "/".join(map(str, a)),
+                        "statement_balance",
+                        f"provider {provider_id} {st.currency.code}",
+                        f"closing {st.closing}",
+                        f"opening {st.opening} + net {st.net} - payouts {st.payouts} = "
+                        f"{st.opening + st.net - st.payouts}",
                     )
                 )
-        provider_ids = sorted(
-            {k[0] for k in rolled if k[0]}
-            | {
-                row.owner_id
-                for row in conn.execute(
-                    select(accounts.c.owner_id).where(
-                        accounts.c.kind == str(AccountKind.PROVIDER_EARNINGS)
-                    )
-                )
-            }
-        )
-        for provider_id in provider_ids:
-            for st in _statements(uow, provider_id, period, start, end):
-                result.checks += 1
-                if st.opening + st.net - st.payouts != st.closing:
-                    result.differences.append(
-                        Difference(
-                            "statement_balance",
-                            f"provider {provider_id} {st.currency.code}",
-                            f"closing {st.closing}",
-                            f"opening {st.opening} + net {st.net} - payouts {st.payouts} = "
-                            f"{st.opening + st.net - st.payouts}",
-                        )
-                    )
-        _reconcile_commission(uow, start, end, rolled, result)
-        _reconcile_invoices(uow, start, end, result)
-        _reconcile_usage(uow, result)
+    _reconcile_commission(work, start, end, rolled, result)
+    _reconcile_invoices(work, start, end, result)
+    _reconcile_usage(work, result)
     return result
 
 
 def _reconcile_commission(
-    uow: UnitOfWork,
+    work: Work,
     start: datetime,
     end: datetime,
     rolled: dict[tuple[str, str, str], list[int]],
     result: Reconciliation,
 ) -> None:
-    conn = uow.conn
+    conn = work.conn
     gained: dict[str, int] = defaultdict(int)
     for row in conn.execute(
         select(postings.c.currency, func.sum(postings.c.amount))
@@ -454,10 +432,8 @@ def _reconcile_commission(
             )
 
 
-def _reconcile_invoices(
-    uow: UnitOfWork, start: datetime, end: datetime, result: Reconciliation
-) -> None:
-    conn = uow.conn
+def _reconcile_invoices(work: Work, start: datetime, end: datetime, result: Reconciliation) -> None:
+    conn = work.conn
     rows = list(
         conn.execute(
             select(invoices).where(
@@ -520,10 +496,10 @@ def _reconcile_invoices(
                 )
 
 
-def _sums(uow: UnitOfWork, table: Any) -> dict[tuple[str, str], int]:
+def _sums(work: Work, table: Any) -> dict[tuple[str, str], int]:
     return {
         (row[0], row[1]): int(row[2])
-        for row in uow.conn.execute(
+        for row in work.conn.execute(
             select(table.c.provider_id, table.c.currency, func.sum(table.c.amount)).group_by(
                 table.c.provider_id, table.c.currency
             )
@@ -531,14 +507,14 @@ def _sums(uow: UnitOfWork, table: Any) -> dict[tuple[str, str], int]:
     }
 
 
-def _reconcile_usage(uow: UnitOfWork, result: Reconciliation) -> None:
+def _reconcile_usage(work: Work, result: Reconciliation) -> None:
     """Usage analytics (rollups and the journal not folded yet) against the ledger's
     usage charges, all time, per provider and currency; and the two rollups against
     each other."""
-    folded, journal = _sums(uow, usage_rollup), _sums(uow, usage_deltas)
-    per_user = _sums(uow, usage_rollup_users)
+    folded, journal = _sums(work, usage_rollup), _sums(work, usage_deltas)
+    per_user = _sums(work, usage_rollup_users)
     charged: dict[tuple[str, str], int] = defaultdict(int)
-    for row in uow.conn.execute(
+    for row in work.conn.execute(
         select(transfers.c.provider_id, postings.c.currency, func.sum(postings.c.amount))
         .select_from(
             postings.join(transfers, postings.c.transfer_seq == transfers.c.seq).join(

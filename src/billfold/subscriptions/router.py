@@ -9,8 +9,15 @@ from fastapi import APIRouter, Depends, Query
 from billfold import subscriptions
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.exact_json import ExactJSONRoute
-from billfold.core.http import Limit, StartingAfter, get_context, get_principal
+from billfold.core.http import (
+    Limit,
+    Read,
+    StartingAfter,
+    UnitOfWorkRoute,
+    Write,
+    get_context,
+    get_principal,
+)
 from billfold.core.schemas import ListOf
 from billfold.subscriptions.schemas import (
     CancelRequest,
@@ -19,7 +26,7 @@ from billfold.subscriptions.schemas import (
     SubscriptionOut,
 )
 
-router = APIRouter(prefix="/v1", route_class=ExactJSONRoute, tags=["subscriptions"])
+router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["subscriptions"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 InvoiceStatus = Annotated[
@@ -28,11 +35,11 @@ InvoiceStatus = Annotated[
 
 
 @router.post("/subscriptions", response_model=SubscriptionOut, status_code=201)
-def create_subscription(body: SubscriptionCreate, ctx: Ctx, who: Who) -> SubscriptionOut:
+def create_subscription(body: SubscriptionCreate, work: Write, who: Who) -> SubscriptionOut:
     """Subscribes a user to a plan (admin, the plan's provider, or that user)."""
     return SubscriptionOut.of(
         subscriptions.create(
-            ctx,
+            work,
             who,
             user_ref=body.user,
             plan_code=body.plan,
@@ -44,30 +51,32 @@ def create_subscription(body: SubscriptionCreate, ctx: Ctx, who: Who) -> Subscri
 
 @router.get("/subscriptions", response_model=ListOf[SubscriptionOut])
 def list_subscriptions(
-    ctx: Ctx,
+    work: Read,
     who: Who,
     user: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = 100,
     starting_after: StartingAfter = None,
 ) -> ListOf[SubscriptionOut]:
-    found, more = subscriptions.list_for(ctx, who, user_ref=user, limit=limit, after=starting_after)
+    found, more = subscriptions.list_for(
+        work, who, user_ref=user, limit=limit, after=starting_after
+    )
     return ListOf[SubscriptionOut](data=[SubscriptionOut.of(s) for s in found], has_more=more)
 
 
 @router.get("/subscriptions/{sub_id}", response_model=SubscriptionOut)
-def get_subscription(sub_id: str, ctx: Ctx, who: Who) -> SubscriptionOut:
-    return SubscriptionOut.of(subscriptions.get(ctx, who, sub_id))
+def get_subscription(sub_id: str, work: Read, who: Who) -> SubscriptionOut:
+    return SubscriptionOut.of(subscriptions.get(work, who, sub_id))
 
 
 @router.post("/subscriptions/{sub_id}/change-plan", response_model=SubscriptionOut)
-def change_plan(sub_id: str, body: PlanChange, ctx: Ctx, who: Who) -> SubscriptionOut:
+def change_plan(sub_id: str, body: PlanChange, work: Write, who: Who) -> SubscriptionOut:
     """Upgrades (immediately, prorated, by default) or downgrades (at the period end)."""
     return SubscriptionOut.of(
-        subscriptions.change_plan(ctx, who, sub_id, plan_code=body.plan, timing=body.timing)
+        subscriptions.change_plan(work, who, sub_id, plan_code=body.plan, timing=body.timing)
     )
 
 
 @router.post("/subscriptions/{sub_id}/cancel", response_model=SubscriptionOut)
-def cancel_subscription(sub_id: str, body: CancelRequest, ctx: Ctx, who: Who) -> SubscriptionOut:
+def cancel_subscription(sub_id: str, body: CancelRequest, work: Write, who: Who) -> SubscriptionOut:
     """Ends a subscription now (with a prorated credit) or at the end of its period."""
-    return SubscriptionOut.of(subscriptions.cancel(ctx, who, sub_id, timing=body.timing))
+    return SubscriptionOut.of(subscriptions.cancel(work, who, sub_id, timing=body.timing))

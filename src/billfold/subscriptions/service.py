@@ -17,13 +17,22 @@ from sqlalchemy import select
 
 from billfold.core import audit
 from billfold.core.access import Principal, Role
-from billfold.core.context import Context
+from billfold.core.context import Work
 from billfold.domain.billing import Schedule, parse_anchor, period_fraction, prorate
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.pricing import Plan, parse_time
 from billfold.ids import new_id
-from billfold.invoicing.billing import LIVE, Line, Phase, Sub, Work, load_subs, money, usage_rows
-from billfold.store.db import UnitOfWork
+from billfold.invoicing.billing import (
+    LIVE,
+    Batch,
+    Line,
+    Phase,
+    Sub,
+    advance,
+    load_subs,
+    money,
+    usage_rows,
+)
 from billfold.store.tables import plans, services, subscription_phases, subscriptions, users
 
 MAX_BACKDATE: Final = timedelta(days=31)
@@ -51,10 +60,10 @@ class SubscriptionView:
     created_at: datetime
 
 
-def _plan_row(uow: UnitOfWork, code: object) -> Any:
+def _plan_row(work: Work, code: object) -> Any:
     if not isinstance(code, str) or not code:
         raise InvalidRequest("plan must be a plan code", param="plan")
-    row = uow.conn.execute(
+    row = work.conn.execute(
         select(plans, services.c.code.label("service_code"))
         .join(services, services.c.id == plans.c.service_id)
         .where(plans.c.code == code)
@@ -72,16 +81,16 @@ def _can_act(principal: Principal, user_id: str, provider_id: str) -> bool:
     return principal.user_id == user_id
 
 
-def _view(uow: UnitOfWork, row: Any) -> SubscriptionView:
+def _view(work: Work, row: Any) -> SubscriptionView:
     codes = {
         r.id: r.code
-        for r in uow.conn.execute(
+        for r in work.conn.execute(
             select(plans.c.id, plans.c.code).where(
                 plans.c.id.in_([row.plan_id, row.pending_plan_id or row.plan_id])
             )
         )
     }
-    service = uow.conn.execute(
+    service = work.conn.execute(
         select(services.c.code).where(services.c.id == row.service_id)
     ).scalar_one()
     return SubscriptionView(
@@ -106,7 +115,7 @@ def _view(uow: UnitOfWork, row: Any) -> SubscriptionView:
 
 
 def create(
-    ctx: Context,
+    work: Work,
     principal: Principal,
     *,
     user_ref: str,
@@ -114,161 +123,154 @@ def create(
     start: object = None,
     billing_anchor: object = None,
 ) -> SubscriptionView:
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        user = uow.conn.execute(
-            select(users).where((users.c.id == user_ref) | (users.c.external_id == user_ref))
-        ).first()
-        plan_row = _plan_row(uow, plan_code)
-        if user is None or not _can_act(principal, user.id, plan_row.provider_id):
-            raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
-        if principal.role == Role.USER and plan_row.status != "active":
-            raise NotFound(f"no plan {plan_code}", code="plan_not_found", param="plan")
-        if plan_row.status != "active":
-            raise Conflict(f"plan {plan_code} is retired", code="plan_retired", param="plan")
-        moment = now if start is None else parse_time(start, "start")
-        if moment > now + timedelta(minutes=5):
-            raise InvalidRequest("start must not be in the future", param="start")
-        if moment < now - MAX_BACKDATE:
-            raise InvalidRequest("start may be at most 31 days in the past", param="start")
-        work = Work(ctx, uow, now)
-        work.catalog.load(uow, [plan_row.id], [plan_row.provider_id])
-        plan = work.catalog.plan(plan_row.id, moment)
-        if plan.interval == "none":
-            raise InvalidRequest(
-                f"plan {plan_code} is pay-as-you-go (interval none); subscribe to a plan with "
-                "an interval",
-                code="plan_not_recurring",
-                param="plan",
-            )
-        if plan.currency.code != user.currency:
-            raise InvalidRequest(
-                f"plan {plan_code} is priced in {plan.currency.code}, the user pays in "
-                f"{user.currency}",
-                code="currency_mismatch",
-                param="plan",
-            )
-        if user.status != "active":
-            raise Conflict("the user is not active", code="user_inactive", param="user")
-        anchor = parse_anchor(billing_anchor, plan.interval)
-        taken = uow.conn.execute(
-            select(subscriptions.c.id).where(
-                subscriptions.c.user_id == user.id,
-                subscriptions.c.service_id == plan_row.service_id,
-                subscriptions.c.status.in_(LIVE),
-            )
-        ).first()
-        if taken is not None:
-            raise Conflict(
-                f"the user already has subscription {taken.id} to service "
-                f"{plan_row.service_code}; change its plan instead",
-                code="already_subscribed",
-                param="plan",
-            )
-        trial_end = moment + timedelta(days=plan.trial_days) if plan.trial_days else None
-        origin = trial_end or moment
-        schedule = Schedule(plan.interval, plan.interval_count, anchor, origin)
-        end = trial_end or schedule.billing_period(moment)[1]
-        sub_id = new_id("sub")
-        row = {
-            "id": sub_id,
-            "user_id": user.id,
-            "provider_id": plan_row.provider_id,
-            "service_id": plan_row.service_id,
-            "plan_id": plan_row.id,
-            "status": "trialing" if trial_end else "active",
-            "interval": plan.interval,
-            "interval_count": plan.interval_count,
-            "billing_anchor": anchor,
-            "currency": user.currency,
-            "started_at": moment,
-            "trial_end": trial_end,
-            "billing_origin": origin,
-            "current_period_start": moment,
-            "current_period_end": end,
-            "pending_plan_id": None,
-            "cancel_at_period_end": 0,
-            "ended_at": None,
-            "past_due_since": None,
-            "next_retry_at": None,
-            "created_at": now,
-            "updated_at": now,
-        }
-        uow.conn.execute(subscriptions.insert().values(row))
-        uow.conn.execute(
-            subscription_phases.insert().values(
-                subscription_id=sub_id, plan_id=plan_row.id, starts_at=moment, ends_at=None
-            )
+    now = work.clock.now()
+    user = work.conn.execute(
+        select(users).where((users.c.id == user_ref) | (users.c.external_id == user_ref))
+    ).first()
+    plan_row = _plan_row(work, plan_code)
+    if user is None or not _can_act(principal, user.id, plan_row.provider_id):
+        raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
+    if principal.role == Role.USER and plan_row.status != "active":
+        raise NotFound(f"no plan {plan_code}", code="plan_not_found", param="plan")
+    if plan_row.status != "active":
+        raise Conflict(f"plan {plan_code} is retired", code="plan_retired", param="plan")
+    moment = now if start is None else parse_time(start, "start")
+    if moment > now + timedelta(minutes=5):
+        raise InvalidRequest("start must not be in the future", param="start")
+    if moment < now - MAX_BACKDATE:
+        raise InvalidRequest("start may be at most 31 days in the past", param="start")
+    batch = Batch(work, now)
+    batch.catalog.load(work, [plan_row.id], [plan_row.provider_id])
+    plan = batch.catalog.plan(plan_row.id, moment)
+    if plan.interval == "none":
+        raise InvalidRequest(
+            f"plan {plan_code} is pay-as-you-go (interval none); subscribe to a plan with "
+            "an interval",
+            code="plan_not_recurring",
+            param="plan",
         )
-        sub = load_subs(uow, [_row(uow, sub_id)])[0]
-        work.subs = [sub]
-        invoice = work.open_period(sub, moment, end)
-        work.settle([invoice], {user.id: sub.user})
-        if invoice.billing_mode == "prepaid" and invoice.amount_due > 0:
-            raise InsufficientFunds(
-                "the wallet cannot cover the first fee; top up first",
-                code="insufficient_funds",
-                param="user",
-            )
-        # A backdated start may have whole periods behind it already: bill them now.
-        if end <= now:
-            from billfold.invoicing.billing import advance
-
-            advance(work, work.subs, now)
-            work.settle(work.invoices.values(), {user.id: sub.user})
-        work.flush()
-        audit.record(
-            uow,
-            principal,
-            "subscription.created",
-            "subscription",
-            sub_id,
-            at=now,
-            details={"user_id": user.id, "plan": plan_row.code, "anchor": anchor},
+    if plan.currency.code != user.currency:
+        raise InvalidRequest(
+            f"plan {plan_code} is priced in {plan.currency.code}, the user pays in {user.currency}",
+            code="currency_mismatch",
+            param="plan",
         )
-        uow.commit()
-    return get(ctx, principal, sub_id)
+    if user.status != "active":
+        raise Conflict("the user is not active", code="user_inactive", param="user")
+    anchor = parse_anchor(billing_anchor, plan.interval)
+    taken = work.conn.execute(
+        select(subscriptions.c.id).where(
+            subscriptions.c.user_id == user.id,
+            subscriptions.c.service_id == plan_row.service_id,
+            subscriptions.c.status.in_(LIVE),
+        )
+    ).first()
+    if taken is not None:
+        raise Conflict(
+            f"the user already has subscription {taken.id} to service "
+            f"{plan_row.service_code}; change its plan instead",
+            code="already_subscribed",
+            param="plan",
+        )
+    trial_end = moment + timedelta(days=plan.trial_days) if plan.trial_days else None
+    origin = trial_end or moment
+    schedule = Schedule(plan.interval, plan.interval_count, anchor, origin)
+    end = trial_end or schedule.billing_period(moment)[1]
+    sub_id = new_id("sub")
+    row = {
+        "id": sub_id,
+        "user_id": user.id,
+        "provider_id": plan_row.provider_id,
+        "service_id": plan_row.service_id,
+        "plan_id": plan_row.id,
+        "status": "trialing" if trial_end else "active",
+        "interval": plan.interval,
+        "interval_count": plan.interval_count,
+        "billing_anchor": anchor,
+        "currency": user.currency,
+        "started_at": moment,
+        "trial_end": trial_end,
+        "billing_origin": origin,
+        "current_period_start": moment,
+        "current_period_end": end,
+        "pending_plan_id": None,
+        "cancel_at_period_end": 0,
+        "ended_at": None,
+        "past_due_since": None,
+        "next_retry_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    work.conn.execute(subscriptions.insert().values(row))
+    work.conn.execute(
+        subscription_phases.insert().values(
+            subscription_id=sub_id, plan_id=plan_row.id, starts_at=moment, ends_at=None
+        )
+    )
+    sub = load_subs(work, [_row(work, sub_id)])[0]
+    batch.subs = [sub]
+    invoice = batch.open_period(sub, moment, end)
+    batch.settle([invoice], {user.id: sub.user})
+    if invoice.billing_mode == "prepaid" and invoice.amount_due > 0:
+        raise InsufficientFunds(
+            "the wallet cannot cover the first fee; top up first",
+            code="insufficient_funds",
+            param="user",
+        )
+    # A backdated start may have whole periods behind it already: bill them now.
+    if end <= now:
+        advance(batch, batch.subs, now)
+        batch.settle(batch.invoices.values(), {user.id: sub.user})
+    batch.flush()
+    audit.record(
+        work,
+        principal,
+        "subscription.created",
+        "subscription",
+        sub_id,
+        at=now,
+        details={"user_id": user.id, "plan": plan_row.code, "anchor": anchor},
+    )
+    return get(work, principal, sub_id)
 
 
-def _row(uow: UnitOfWork, sub_id: str, *, lock: bool = False) -> Any:
+def _row(work: Work, sub_id: str, *, lock: bool = False) -> Any:
     query = select(subscriptions).where(subscriptions.c.id == sub_id)
     if lock:
         query = query.with_for_update()
-    row = uow.conn.execute(query).one_or_none()
+    row = work.conn.execute(query).one_or_none()
     if row is None:
         raise NotFound(f"no subscription {sub_id}", code="subscription_not_found")
     return row
 
 
-def _load_for(uow: UnitOfWork, principal: Principal, sub_id: str, *, lock: bool = False) -> Any:
-    row = _row(uow, sub_id, lock=lock)
+def _load_for(work: Work, principal: Principal, sub_id: str, *, lock: bool = False) -> Any:
+    row = _row(work, sub_id, lock=lock)
     if not _can_act(principal, row.user_id, row.provider_id):
         raise NotFound(f"no subscription {sub_id}", code="subscription_not_found")
     return row
 
 
-def get(ctx: Context, principal: Principal, sub_id: str) -> SubscriptionView:
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        return _view(uow, _load_for(uow, principal, sub_id))
+def get(work: Work, principal: Principal, sub_id: str) -> SubscriptionView:
+    return _view(work, _load_for(work, principal, sub_id))
 
 
 def list_for(
-    ctx: Context, principal: Principal, *, user_ref: str | None, limit: int, after: str | None
+    work: Work, principal: Principal, *, user_ref: str | None, limit: int, after: str | None
 ) -> tuple[list[SubscriptionView], bool]:
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit must be 1 to 1000", param="limit")
-    with ctx.db.unit_of_work(read_only=True) as uow:
-        query = select(subscriptions).order_by(subscriptions.c.id).limit(limit + 1)
-        if principal.role == Role.USER:
-            query = query.where(subscriptions.c.user_id == principal.user_id)
-        elif principal.role == Role.PROVIDER:
-            query = query.where(subscriptions.c.provider_id == principal.provider_id)
-        if user_ref is not None:
-            query = query.where(subscriptions.c.user_id == user_ref)
-        if after is not None:
-            query = query.where(subscriptions.c.id > after)
-        rows = list(uow.conn.execute(query))
-        return [_view(uow, row) for row in rows[:limit]], len(rows) > limit
+    query = select(subscriptions).order_by(subscriptions.c.id).limit(limit + 1)
+    if principal.role == Role.USER:
+        query = query.where(subscriptions.c.user_id == principal.user_id)
+    elif principal.role == Role.PROVIDER:
+        query = query.where(subscriptions.c.provider_id == principal.provider_id)
+    if user_ref is not None:
+        query = query.where(subscriptions.c.user_id == user_ref)
+    if after is not None:
+        query = query.where(subscriptions.c.id > after)
+    rows = list(work.conn.execute(query))
+    return [_view(work, row) for row in rows[:limit]], len(rows) > limit
 
 
 def _timing(value: object, default: str) -> str:
@@ -279,7 +281,9 @@ def _timing(value: object, default: str) -> str:
     return str(value)
 
 
-def _remaining_lines(work: Work, sub: Sub, old: Plan, new: Plan | None, at: datetime) -> list[Line]:
+def _remaining_lines(
+    batch: Batch, sub: Sub, old: Plan, new: Plan | None, at: datetime
+) -> list[Line]:
     """Credit for the unused days of the old plan's advance fee, charge on the new one."""
     start, end = sub.current_period_start, sub.current_period_end
     if sub.in_trial(at) or at >= end:
@@ -318,115 +322,111 @@ def _remaining_lines(work: Work, sub: Sub, old: Plan, new: Plan | None, at: date
 
 
 def change_plan(
-    ctx: Context, principal: Principal, sub_id: str, *, plan_code: object, timing: object = None
+    work: Work, principal: Principal, sub_id: str, *, plan_code: object, timing: object = None
 ) -> SubscriptionView:
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        row = _load_for(uow, principal, sub_id, lock=True)
-        if row.status not in LIVE:
-            raise Conflict("the subscription has ended", code="subscription_ended")
-        new_row = _plan_row(uow, plan_code)
-        if new_row.id == row.plan_id:
-            raise InvalidRequest("the subscription is already on that plan", param="plan")
-        if new_row.service_id != row.service_id or new_row.status != "active":
-            raise InvalidRequest(
-                "the new plan must be an active plan of the same service", param="plan"
-            )
-        work = Work(ctx, uow, now)
-        work.catalog.load(uow, [row.plan_id, new_row.id], [row.provider_id])
-        old, new = work.catalog.plan(row.plan_id, now), work.catalog.plan(new_row.id, now)
-        if (new.interval, new.interval_count, new.currency) != (
-            old.interval,
-            old.interval_count,
-            old.currency,
-        ):
-            raise InvalidRequest(
-                "the new plan must bill in the same interval and currency; cancel and "
-                "subscribe to switch between them",
-                code="plan_incompatible",
-                param="plan",
-            )
-        upgrade = new.fixed_fee >= old.fixed_fee
-        when = _timing(timing, "immediate" if upgrade else "period_end")
-        sub = load_subs(uow, [row])[0]
-        work.subs = [sub]
-        if when == "period_end":
-            sub.set(pending_plan_id=new_row.id, updated_at=now)
-        else:
-            if sub.in_trial(now):
-                pass
-            elif sub.invoice is None:
-                raise Conflict("the current period has no invoice yet", code="not_billed")
-            lines = _remaining_lines(work, sub, old, new, now)
-            sub.phases[-1].ends_at, sub.phases[-1].dirty = now, True
-            sub.phases.append(Phase(new_row.id, now, None))
-            sub.set(plan_id=new_row.id, pending_plan_id=None, updated_at=now)
-            if lines and sub.invoice is not None:
-                work.track(sub.invoice)
-                for line in lines:
-                    sub.invoice.add(line)
-                work.settle([sub.invoice], {sub.user_id: sub.user})
-                if sub.invoice.billing_mode == "prepaid" and any(not x.settled for x in lines):
-                    raise InsufficientFunds(
-                        "the wallet cannot cover the change of plan; top up first",
-                        code="insufficient_funds",
-                        param="plan",
-                    )
-        work.flush()
-        audit.record(
-            uow,
-            principal,
-            "subscription.plan_changed",
-            "subscription",
-            sub_id,
-            at=now,
-            details={"plan": new_row.code, "timing": when},
+    now = work.clock.now()
+    row = _load_for(work, principal, sub_id, lock=True)
+    if row.status not in LIVE:
+        raise Conflict("the subscription has ended", code="subscription_ended")
+    new_row = _plan_row(work, plan_code)
+    if new_row.id == row.plan_id:
+        raise InvalidRequest("the subscription is already on that plan", param="plan")
+    if new_row.service_id != row.service_id or new_row.status != "active":
+        raise InvalidRequest(
+            "the new plan must be an active plan of the same service", param="plan"
         )
-        uow.commit()
-        return _view(uow, _row(uow, sub_id))
+    batch = Batch(work, now)
+    batch.catalog.load(work, [row.plan_id, new_row.id], [row.provider_id])
+    old, new = batch.catalog.plan(row.plan_id, now), batch.catalog.plan(new_row.id, now)
+    if (new.interval, new.interval_count, new.currency) != (
+        old.interval,
+        old.interval_count,
+        old.currency,
+    ):
+        raise InvalidRequest(
+            "the new plan must bill in the same interval and currency; cancel and "
+            "subscribe to switch between them",
+            code="plan_incompatible",
+            param="plan",
+        )
+    upgrade = new.fixed_fee >= old.fixed_fee
+    when = _timing(timing, "immediate" if upgrade else "period_end")
+    sub = load_subs(work, [row])[0]
+    batch.subs = [sub]
+    if when == "period_end":
+        sub.set(pending_plan_id=new_row.id, updated_at=now)
+    else:
+        if sub.in_trial(now):
+            pass
+        elif sub.invoice is None:
+            raise Conflict("the current period has no invoice yet", code="not_billed")
+        lines = _remaining_lines(batch, sub, old, new, now)
+        sub.phases[-1].ends_at, sub.phases[-1].dirty = now, True
+        sub.phases.append(Phase(new_row.id, now, None))
+        sub.set(plan_id=new_row.id, pending_plan_id=None, updated_at=now)
+        if lines and sub.invoice is not None:
+            batch.track(sub.invoice)
+            for line in lines:
+                sub.invoice.add(line)
+            batch.settle([sub.invoice], {sub.user_id: sub.user})
+            if sub.invoice.billing_mode == "prepaid" and any(not x.settled for x in lines):
+                raise InsufficientFunds(
+                    "the wallet cannot cover the change of plan; top up first",
+                    code="insufficient_funds",
+                    param="plan",
+                )
+    batch.flush()
+    audit.record(
+        work,
+        principal,
+        "subscription.plan_changed",
+        "subscription",
+        sub_id,
+        at=now,
+        details={"plan": new_row.code, "timing": when},
+    )
+    return _view(work, _row(work, sub_id))
 
 
 def cancel(
-    ctx: Context, principal: Principal, sub_id: str, *, timing: object = None
+    work: Work, principal: Principal, sub_id: str, *, timing: object = None
 ) -> SubscriptionView:
-    now = ctx.clock.now()
-    with ctx.db.unit_of_work() as uow:
-        row = _load_for(uow, principal, sub_id, lock=True)
-        if row.status not in LIVE:
-            raise Conflict("the subscription has already ended", code="subscription_ended")
-        when = _timing(timing, "period_end")
-        work = Work(ctx, uow, now)
-        work.catalog.load(uow, [row.plan_id], [row.provider_id])
-        sub = load_subs(uow, [row])[0]
-        work.subs = [sub]
-        if when == "period_end":
-            sub.set(cancel_at_period_end=1, pending_plan_id=None, updated_at=now)
-        else:
-            old = work.catalog.plan(row.plan_id, now)
-            lines = _remaining_lines(work, sub, old, None, now)
-            if sub.invoice is not None:
-                work.track(sub.invoice)
-                for line in lines:
-                    sub.invoice.add(line)
-                sub.invoice.period_end = max(now, sub.current_period_start)
-            sub.phases[-1].ends_at, sub.phases[-1].dirty = now, True
-            sub.set(current_period_end=max(now, sub.current_period_start))
-            rows = usage_rows(uow, [sub])
-            work.close_period(sub, rows)
-            sub.set(status="canceled", ended_at=now, pending_plan_id=None, updated_at=now)
-            work.settle(work.invoices.values(), {sub.user_id: sub.user})
-        work.flush()
-        audit.record(
-            uow,
-            principal,
-            "subscription.canceled",
-            "subscription",
-            sub_id,
-            at=now,
-            details={"timing": when},
-        )
-        uow.commit()
-        return _view(uow, _row(uow, sub_id))
+    now = work.clock.now()
+    row = _load_for(work, principal, sub_id, lock=True)
+    if row.status not in LIVE:
+        raise Conflict("the subscription has already ended", code="subscription_ended")
+    when = _timing(timing, "period_end")
+    batch = Batch(work, now)
+    batch.catalog.load(work, [row.plan_id], [row.provider_id])
+    sub = load_subs(work, [row])[0]
+    batch.subs = [sub]
+    if when == "period_end":
+        sub.set(cancel_at_period_end=1, pending_plan_id=None, updated_at=now)
+    else:
+        old = batch.catalog.plan(row.plan_id, now)
+        lines = _remaining_lines(batch, sub, old, None, now)
+        if sub.invoice is not None:
+            batch.track(sub.invoice)
+            for line in lines:
+                sub.invoice.add(line)
+            sub.invoice.period_end = max(now, sub.current_period_start)
+        sub.phases[-1].ends_at, sub.phases[-1].dirty = now, True
+        sub.set(current_period_end=max(now, sub.current_period_start))
+        rows = usage_rows(work, [sub])
+        batch.close_period(sub, rows)
+        sub.set(status="canceled", ended_at=now, pending_plan_id=None, updated_at=now)
+        batch.settle(batch.invoices.values(), {sub.user_id: sub.user})
+    batch.flush()
+    audit.record(
+        work,
+        principal,
+        "subscription.canceled",
+        "subscription",
+        sub_id,
+        at=now,
+        details={"timing": when},
+    )
+    return _view(work, _row(work, sub_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +459,7 @@ def subscription_period(
 
 
 def plans_at(
-    uow: UnitOfWork, pairs: set[tuple[str, str]]
+    work: Work, pairs: set[tuple[str, str]]
 ) -> dict[tuple[str, str], list[tuple[Any, Any]]]:
     """For (user id, service id) pairs: their subscriptions' phases, newest last."""
     found: dict[tuple[str, str], list[tuple[Any, Any]]] = {}
@@ -468,7 +468,7 @@ def plans_at(
     user_ids = sorted({user for user, _ in pairs})
     for offset in range(0, len(user_ids), 500):
         chunk = user_ids[offset : offset + 500]
-        for row in uow.conn.execute(
+        for row in work.conn.execute(
             select(
                 subscriptions.c.id,
                 subscriptions.c.user_id,
@@ -503,7 +503,5 @@ def phase_for(phases: list[tuple[Any, Any]], moment: datetime) -> PlanAt | None:
     return None
 
 
-def plan_for_user(
-    uow: UnitOfWork, user_id: str, service_id: str, moment: datetime
-) -> PlanAt | None:
-    return phase_for(plans_at(uow, {(user_id, service_id)}).get((user_id, service_id), []), moment)
+def plan_for_user(work: Work, user_id: str, service_id: str, moment: datetime) -> PlanAt | None:
+    return phase_for(plans_at(work, {(user_id, service_id)}).get((user_id, service_id), []), moment)

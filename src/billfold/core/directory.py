@@ -1,0 +1,110 @@
+"""Who the parties are: users and providers, looked up one way everywhere.
+
+Every feature that needs a user (by id or external id) or a provider asks here, so the
+lookup, the decryption of personal data and the not-found answer are the same for all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import select
+
+from billfold.core.context import Work
+from billfold.domain.errors import NotFound
+from billfold.domain.money import Currency, currency, from_units
+from billfold.store.tables import providers, users
+
+
+class BillingMode(StrEnum):
+    PREPAID = "prepaid"
+    POSTPAID = "postpaid"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderView:
+    id: str
+    name: str
+    email: str
+    commission_rate: Decimal
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceView:
+    currency: Currency
+    posted: Decimal
+    held: Decimal
+    available: Decimal
+    credit_limit: Decimal
+    receivable: Decimal
+    as_of: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserView:
+    id: str
+    name: str
+    email: str
+    currency: Currency
+    billing_mode: BillingMode
+    credit_limit: Decimal
+    external_id: str | None
+    status: str
+    created_at: datetime
+    balance: BalanceView | None = None
+
+
+def provider_view(work: Work, row: Any) -> ProviderView:
+    return ProviderView(
+        id=row.id,
+        name=work.cipher.decrypt(row.name_enc, context="providers.name"),
+        email=work.cipher.decrypt(row.email_enc, context="providers.email"),
+        commission_rate=Decimal(row.commission_rate),
+        status=row.status,
+        created_at=row.created_at,
+    )
+
+
+def load_provider(work: Work, provider_id: str) -> ProviderView:
+    row = work.conn.execute(select(providers).where(providers.c.id == provider_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no provider {provider_id}", code="provider_not_found", param="provider_id")
+    return provider_view(work, row)
+
+
+def user_view(work: Work, row: Any) -> UserView:
+    cur = currency(row.currency)
+    return UserView(
+        id=row.id,
+        name=work.cipher.decrypt(row.name_enc, context="users.name"),
+        email=work.cipher.decrypt(row.email_enc, context="users.email"),
+        currency=cur,
+        billing_mode=BillingMode(row.billing_mode),
+        credit_limit=from_units(row.credit_limit, cur),
+        external_id=row.external_id,
+        status=row.status,
+        created_at=row.created_at,
+    )
+
+
+def user_row(work: Work, user_ref: str, *, lock: bool = False) -> Any:
+    """The stored row of a user, by id or by external id; a 404 if there is none."""
+    for column in (users.c.id, users.c.external_id):
+        query = select(users).where(column == user_ref)
+        if lock:
+            query = query.with_for_update()
+        row = work.conn.execute(query).one_or_none()
+        if row is not None:
+            return row
+    raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
+
+
+def load_user(work: Work, user_ref: str) -> UserView:
+    """A user by id or by external id."""
+    return user_view(work, user_row(work, user_ref))

@@ -1,0 +1,134 @@
+"""Idempotency-Key records: reserve a key, replay its answer, record the answer.
+
+A POST with an `Idempotency-Key` first reserves the key (a lease in a transaction of its
+own, so that a concurrent request with the same key waits its turn instead of running
+twice). A successful answer is recorded in the request's own unit of work, so the
+change and its record commit together or not at all; an error answer, after which
+nothing changed, is recorded on its own; a server error frees the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from billfold.core.context import Context
+from billfold.store.db import UnitOfWork
+from billfold.store.tables import idempotency_keys
+
+MAX_KEY_LENGTH = 255
+IN_PROGRESS_LEASE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """A key this request holds: whose (a hash of the credentials) and which."""
+
+    principal: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """What to answer instead of running the request."""
+
+    status: int
+    body: Any
+    replayed: bool
+    conflict: str | None = None  # An error code when the key is in use or was reused.
+
+
+def principal_of(authorization: str) -> str:
+    return hashlib.sha256(authorization.encode()).hexdigest()
+
+
+def request_hash(path: str, query: str, body: bytes) -> str:
+    return hashlib.sha256(b"\x1f".join([path.encode(), query.encode(), body])).hexdigest()
+
+
+def reserve(ctx: Context, reservation: Reservation, path: str, digest: str) -> Replay | None:
+    """None if this request now holds the key; else what to answer instead."""
+    now = ctx.clock.now()
+    where = (
+        idempotency_keys.c.principal == reservation.principal,
+        idempotency_keys.c.key == reservation.key,
+    )
+    with ctx.db.unit_of_work() as uow:
+        try:
+            uow.conn.execute(
+                idempotency_keys.insert().values(
+                    principal=reservation.principal,
+                    key=reservation.key,
+                    method="POST",
+                    path=path[:500],
+                    request_hash=digest,
+                    state="in_progress",
+                    response_status=None,
+                    response_body=None,
+                    created_at=now,
+                    locked_until=now + IN_PROGRESS_LEASE,
+                )
+            )
+            uow.commit()
+            return None
+        except IntegrityError:
+            uow.rollback()
+        row = uow.conn.execute(select(idempotency_keys).where(*where)).one()
+        if row.request_hash != digest:
+            return Replay(409, None, False, conflict="idempotency_key_reused")
+        if row.state == "done":
+            return Replay(int(row.response_status), json.loads(row.response_body), True)
+        if row.locked_until > now:
+            return Replay(409, None, False, conflict="idempotency_key_in_use")
+        # The earlier attempt died without an answer: this one takes the key over.
+        taken = uow.conn.execute(
+            update(idempotency_keys)
+            .where(
+                *where,
+                idempotency_keys.c.state == "in_progress",
+                idempotency_keys.c.locked_until == row.locked_until,
+            )
+            .values(locked_until=now + IN_PROGRESS_LEASE)
+        ).rowcount
+        uow.commit()
+        if taken != 1:
+            return Replay(409, None, False, conflict="idempotency_key_in_use")
+        return None
+
+
+def record(uow: UnitOfWork, reservation: Reservation, status: int, body: bytes) -> None:
+    """Stores the answer under the key, in the caller's transaction."""
+    try:
+        text = json.dumps(json.loads(body)) if body else "null"
+    except ValueError:
+        text = json.dumps(None)
+    uow.conn.execute(
+        update(idempotency_keys)
+        .where(
+            idempotency_keys.c.principal == reservation.principal,
+            idempotency_keys.c.key == reservation.key,
+        )
+        .values(state="done", response_status=status, response_body=text)
+    )
+
+
+def finish(ctx: Context, reservation: Reservation, status: int, body: bytes) -> None:
+    """After a request whose answer was not recorded with it: records an error answer
+    (the request changed nothing), or frees the key after a server error."""
+    with ctx.db.unit_of_work() as uow:
+        if status >= 500:
+            uow.conn.execute(
+                delete(idempotency_keys).where(
+                    idempotency_keys.c.principal == reservation.principal,
+                    idempotency_keys.c.key == reservation.key,
+                )
+            )
+        else:
+            record(uow, reservation, status, body)
+        uow.commit()
