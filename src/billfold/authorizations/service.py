@@ -18,21 +18,18 @@ from typing import Any
 from sqlalchemy import select
 
 from billfold import ledger, metering
-from billfold.catalog import load_service, plan_in_force
+from billfold.catalog import load_service, plan_in_force, terms
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_role, require_user_access
 from billfold.core.context import Work
 from billfold.core.directory import BillingMode, UserView, load_provider, load_user
 from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import (
-    PLATFORM_OWNER_ID,
     AccountKind,
     HoldStatus,
     OwnerType,
-    Posting,
     TransferKind,
-    TransferSpec,
-    split_charge,
+    charge_transfer,
 )
 from billfold.domain.money import Currency, format_decimal, from_units, parse_amount, to_units
 from billfold.domain.periods import calendar_period
@@ -41,7 +38,6 @@ from billfold.domain.rating import ChargeState, MetricState, rate, units_due
 from billfold.ids import new_id
 from billfold.ledger import HoldView
 from billfold.store.tables import metrics, services, usage_periods
-from billfold.subscriptions import plan_for_user
 
 MAX_HOLD_TTL_S = 30 * 86400
 
@@ -115,24 +111,29 @@ class _Pricing:
 def _service_plan(
     work: Work, principal: Principal, service_code: str, now: datetime, user_id: str
 ) -> _Pricing:
+    """The plan and usage period that price the user's use of the service now: the same
+    terms metering will rate that usage under (billfold.catalog.terms)."""
     # A user may ask about its own access to any service it can see.
     service = load_service(work, principal, service_code)
     if service.status != "active":
         raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
-    subscribed = plan_for_user(work, user_id, service.id, now)
-    if subscribed is not None:
-        return _Pricing(
-            service,
-            plan_in_force(work, subscribed.plan_id, now),
-            subscribed.period_start,
-            subscribed.status,
-        )
     default_plan = work.conn.execute(
         select(services.c.default_plan_id).where(services.c.id == service.id)
     ).scalar_one()
-    plan = plan_in_force(work, default_plan, now) if default_plan else None
-    start = calendar_period(plan.interval, plan.interval_count, now)[0] if plan else None
-    return _Pricing(service, plan, start, None)
+    phases = terms.plans_at(work, {(user_id, service.id)}).get((user_id, service.id))
+
+    def calendar(plan_id: str, moment: datetime) -> tuple[datetime, datetime]:
+        plan = plan_in_force(work, plan_id, moment)
+        return calendar_period(plan.interval, plan.interval_count, moment)
+
+    found = terms.terms_at(phases, default_plan, now, calendar)
+    plan = plan_in_force(work, found.plan_id, now) if found.plan_id else None
+    return _Pricing(
+        service,
+        plan,
+        found.period[0] if found.period else None,
+        found.subscription.status if found.subscription else None,
+    )
 
 
 def entitlements(
@@ -415,34 +416,30 @@ def capture(
 
 
 def _capture_amount(work: Work, hold: HoldView, user: UserView, units: int, now: datetime) -> None:
-    cur = user.currency
-    ensure = ledger.ensure_account
-    revenue = ensure(
-        work, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.PLATFORM_REVENUE, cur.code, now=now
-    )
-    lines = [Posting(hold.account_id, cur.code, -units)]
-    if hold.provider_id:
-        provider = load_provider(work, hold.provider_id)
-        share, commission = split_charge(units, provider.commission_rate)
-        earnings = ensure(
-            work, OwnerType.PROVIDER, provider.id, AccountKind.PROVIDER_EARNINGS, cur.code, now=now
-        )
-        lines += [Posting(earnings, cur.code, share), Posting(revenue, cur.code, commission)]
-    else:
-        lines.append(Posting(revenue, cur.code, units))
-    ledger.post(
+    """Charges `units` of an amount hold, releasing the hold in the same transfer."""
+    provider = load_provider(work, hold.provider_id) if hold.provider_id else None
+    accounts = ledger.charge_accounts(
         work,
-        TransferSpec(
-            id=f"tr_{hold.id}",
-            kind=TransferKind.CAPTURE,
-            postings=tuple(lines),
-            user_id=user.id,
-            provider_id=hold.provider_id,
-            description="authorized charge",
-            hold_id=hold.id,
-        ),
+        user.id,
+        user.currency.code,
+        prepaid=True,  # An amount hold is on the wallet.
+        provider_id=hold.provider_id,
         now=now,
     )
+    assert accounts.payer == hold.account_id
+    spec = charge_transfer(
+        accounts,
+        transfer_id=f"tr_{hold.id}",
+        kind=TransferKind.CAPTURE,
+        currency=user.currency.code,
+        amount=units,
+        commission_rate=provider.commission_rate if provider else Decimal(1),
+        user_id=user.id,
+        provider_id=hold.provider_id,
+        description="authorized charge",
+        hold_id=hold.id,
+    )
+    ledger.post(work, spec, now=now)
 
 
 def void(work: Work, principal: Principal, auth_id: str) -> Authorization:

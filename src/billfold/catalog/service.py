@@ -11,7 +11,9 @@ is retired.
 
 from __future__ import annotations
 
+import bisect
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -391,29 +393,47 @@ def load_plan_row(work: Work, principal: Principal, code: str, *, write: bool = 
     return row
 
 
-def _version_in_force(work: Work, plan_id: str, at: datetime) -> VersionView:
-    """The version in force at `at`; before the first version's start, the first version."""
-    row = work.conn.execute(
-        select(plan_versions)
-        .where(plan_versions.c.plan_id == plan_id, plan_versions.c.effective_from <= at)
-        .order_by(plan_versions.c.effective_from.desc(), plan_versions.c.version.desc())
-        .limit(1)
-    ).one_or_none()
-    if row is None:
-        row = work.conn.execute(
+@dataclass(frozen=True, slots=True)
+class PlanVersions:
+    """A plan's versions in order, and the one answer to which is in force when."""
+
+    starts: list[datetime]
+    versions: list[VersionView]
+
+    def at(self, moment: datetime) -> VersionView:
+        """The version in force at `moment`: the latest to take effect by then; before the
+        first took effect, the first (docs/DECISIONS.md 15)."""
+        return self.versions[max(bisect.bisect_right(self.starts, moment) - 1, 0)]
+
+
+def load_versions(work: Work, plan_ids: Iterable[str]) -> dict[str, PlanVersions]:
+    """The versions of each plan, for asking `.at(moment)` as often as needed."""
+    found: dict[str, PlanVersions] = {}
+    wanted = sorted(set(plan_ids))
+    for offset in range(0, len(wanted), 500):
+        for row in work.conn.execute(
             select(plan_versions)
-            .where(plan_versions.c.plan_id == plan_id)
-            .order_by(plan_versions.c.version)
-            .limit(1)
-        ).one()
-    return VersionView(
-        row.version, row.effective_from, row.created_at, plan_from_definition(row.definition)
-    )
+            .where(plan_versions.c.plan_id.in_(wanted[offset : offset + 500]))
+            .order_by(
+                plan_versions.c.plan_id, plan_versions.c.effective_from, plan_versions.c.version
+            )
+        ):
+            versions = found.setdefault(row.plan_id, PlanVersions([], []))
+            versions.starts.append(row.effective_from)
+            versions.versions.append(
+                VersionView(
+                    row.version,
+                    row.effective_from,
+                    row.created_at,
+                    plan_from_definition(row.definition),
+                )
+            )
+    return found
 
 
 def plan_in_force(work: Work, plan_id: str, at: datetime) -> Plan:
     """The prices in force for a plan at an instant (for rating usage of that instant)."""
-    return _version_in_force(work, plan_id, at).plan
+    return load_versions(work, [plan_id])[plan_id].at(at).plan
 
 
 def _plan_view(work: Work, row: Any, at: datetime) -> PlanView:
@@ -428,7 +448,7 @@ def _plan_view(work: Work, row: Any, at: datetime) -> PlanView:
         row.status,
         row.created_at,
         row.retired_at,
-        _version_in_force(work, row.id, at),
+        load_versions(work, [row.id])[row.id].at(at),
         int(count),
     )
 

@@ -214,6 +214,82 @@ def split_charge(amount: int, commission_rate: Decimal) -> tuple[int, int]:
     return amount - commission, commission
 
 
+def commission_in_force(plan_rate: Decimal | None, provider_rate: Decimal) -> Decimal:
+    """The platform's share of a charge: the plan's commission rate where the plan sets
+    one, else the provider's."""
+    return provider_rate if plan_rate is None else plan_rate
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeAccounts:
+    """The accounts of one charge: who pays, who earns, and where its tax goes."""
+
+    payer: int
+    revenue: int
+    earnings: int | None = None
+    """The provider's earnings; None for a charge of the platform's own."""
+    taxes: int | None = None
+    overflow: int | None = None
+    """Where the part the payer cannot cover goes (a prepaid user's receivable), for
+    usage that already happened; None: a charge the payer cannot cover is refused."""
+
+
+def charge_transfer(
+    accounts: ChargeAccounts,
+    *,
+    transfer_id: str,
+    kind: TransferKind,
+    currency: str,
+    amount: int,
+    commission_rate: Decimal,
+    tax: int = 0,
+    user_id: str | None = None,
+    provider_id: str | None = None,
+    service: str | None = None,
+    metric: str | None = None,
+    quantity: str | None = None,
+    description: str | None = None,
+    reference: str | None = None,
+    hold_id: str | None = None,
+) -> TransferSpec:
+    """Every charge's transfer: the payer pays `amount + tax`; the provider's share and
+    the platform's commission split `amount` (split_charge), and the tax goes to taxes.
+
+    A negative amount (a correction, a credit) gives back in the same proportions. Usage,
+    captures, subscription fees, invoice settlement and one-off charges all use this.
+    """
+    assert tax == 0 or accounts.taxes is not None, "a taxed charge needs a taxes account"
+    postings = [Posting(accounts.payer, currency, -(amount + tax))]
+    if accounts.earnings is not None:
+        share, commission = split_charge(abs(amount), commission_rate)
+        sign = 1 if amount >= 0 else -1
+        postings.append(Posting(accounts.earnings, currency, sign * share))
+        postings.append(Posting(accounts.revenue, currency, sign * commission))
+    else:
+        postings.append(Posting(accounts.revenue, currency, amount))
+    if tax and accounts.taxes is not None:
+        postings.append(Posting(accounts.taxes, currency, tax))
+    return TransferSpec(
+        id=transfer_id,
+        kind=kind,
+        postings=tuple(p for p in postings if p.amount),
+        user_id=user_id,
+        provider_id=provider_id,
+        service=service,
+        metric=metric,
+        quantity=quantity,
+        description=description,
+        reference=reference,
+        hold_id=hold_id,
+        overflow_account=accounts.overflow,
+    )
+
+
+def spec_amount(spec: TransferSpec, account_id: int | None) -> int:
+    """What a transfer as asked for moves on one account (0 for None or an untouched one)."""
+    return sum(p.amount for p in spec.postings if p.account_id == account_id)
+
+
 def divide_half_up(numerator: int, denominator: int) -> int:
     """numerator / denominator rounded half away from zero, exactly, in integers."""
     assert denominator != 0

@@ -33,18 +33,20 @@ from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold import ledger
-from billfold.catalog import plan_from_definition
+from billfold.catalog import PlanVersions, load_versions
 from billfold.core.context import Context, Work
 from billfold.domain.billing import Schedule, period_fraction, prorate, round_half_up
 from billfold.domain.errors import BillfoldError, InsufficientFunds
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
     AccountKind,
+    ChargeAccounts,
     OwnerType,
     Posting,
     TransferKind,
     TransferSpec,
-    split_charge,
+    charge_transfer,
+    commission_in_force,
 )
 from billfold.domain.money import Currency, currency, format_decimal, to_units
 from billfold.domain.pricing import Plan
@@ -55,7 +57,6 @@ from billfold.store.tables import (
     invoice_lines,
     invoices,
     metrics,
-    plan_versions,
     plans,
     providers,
     subscription_phases,
@@ -225,7 +226,7 @@ class Catalog:
     """Plan versions and metric codes, loaded once per run and cached."""
 
     def __init__(self) -> None:
-        self._versions: dict[str, list[tuple[datetime, Plan]]] = {}
+        self._versions: dict[str, PlanVersions] = {}
         self._names: dict[str, str] = {}
         self.metric_codes: dict[str, str] = {}
         self.commissions: dict[str, Decimal] = {}
@@ -234,21 +235,8 @@ class Catalog:
         missing = sorted(set(plan_ids) - set(self._versions))
         for offset in range(0, len(missing), 500):
             chunk = missing[offset : offset + 500]
+            self._versions.update(load_versions(work, chunk))
             for row in work.conn.execute(
-                select(
-                    plan_versions.c.plan_id,
-                    plan_versions.c.effective_from,
-                    plan_versions.c.definition,
-                )
-                .where(plan_versions.c.plan_id.in_(chunk))
-                .order_by(
-                    plan_versions.c.plan_id, plan_versions.c.effective_from, plan_versions.c.version
-                )
-            ):
-                self._versions.setdefault(row.plan_id, []).append(
-                    (row.effective_from, plan_from_definition(row.definition))
-                )
-            for row in work.conn.execute(  # type: ignore[assignment]
                 select(metrics.c.id, metrics.c.code)
                 .join(plans, plans.c.service_id == metrics.c.service_id)
                 .where(plans.c.id.in_(chunk))
@@ -256,7 +244,7 @@ class Catalog:
                 self.metric_codes[str(row[0])] = str(row[1])
         wanted = sorted(set(provider_ids) - set(self.commissions))
         if wanted:
-            for row in work.conn.execute(  # type: ignore[assignment]
+            for row in work.conn.execute(
                 select(providers.c.id, providers.c.commission_rate).where(
                     providers.c.id.in_(wanted)
                 )
@@ -264,20 +252,11 @@ class Catalog:
                 self.commissions[row.id] = Decimal(row.commission_rate)
 
     def plan(self, plan_id: str, at: datetime) -> Plan:
-        """The plan's version in force at `at` (before the first version: the first)."""
-        versions = self._versions[plan_id]
-        chosen = versions[0][1]
-        for start, plan in versions:
-            if start <= at:
-                chosen = plan
-        return chosen
+        """The plan's version in force at `at`."""
+        return self._versions[plan_id].at(at).plan
 
     def commission(self, plan: Plan, provider_id: str) -> Decimal:
-        return (
-            plan.commission_rate
-            if plan.commission_rate is not None
-            else self.commissions[provider_id]
-        )
+        return commission_in_force(plan.commission_rate, self.commissions[provider_id])
 
 
 def _invoice_from_row(row: Any) -> Invoice:
@@ -686,25 +665,25 @@ class Batch:
         if net == 0 and tax == 0:
             return None
         ids = self.accounts(user, invoice.provider_id, invoice.cur)
-        code = invoice.cur.code
-        share, commission = split_charge(abs(net), invoice.commission_rate)
-        sign = 1 if net >= 0 else -1
-        postings = [Posting(ids[payer], code, -(net + tax))]
-        if invoice.provider_id is not None:
-            postings.append(Posting(ids["earnings"], code, sign * share))
-            postings.append(Posting(ids["revenue"], code, sign * commission))
-        else:
-            postings.append(Posting(ids["revenue"], code, net))
-        postings.append(Posting(ids["taxes"], code, tax))
-        return TransferSpec(
-            id=new_id("tr"),
+        accounts = ChargeAccounts(
+            payer=ids[payer],
+            revenue=ids["revenue"],
+            earnings=ids["earnings"] if invoice.provider_id is not None else None,
+            taxes=ids["taxes"],
+            overflow=ids["receivable"] if overflow and payer == "wallet" else None,
+        )
+        return charge_transfer(
+            accounts,
+            transfer_id=new_id("tr"),
             kind=kind if net + tax >= 0 else TransferKind.REFUND,
-            postings=tuple(p for p in postings if p.amount),
+            currency=invoice.cur.code,
+            amount=net,
+            commission_rate=invoice.commission_rate,
+            tax=tax,
             user_id=invoice.user_id,
             provider_id=invoice.provider_id,
             description=description,
             reference=invoice.id,
-            overflow_account=ids["receivable"] if overflow and payer == "wallet" else None,
         )
 
     def settle(self, invoices_: Iterable[Invoice], users_: dict[str, Any]) -> None:

@@ -32,8 +32,10 @@ from billfold.domain.errors import (
     NotFound,
 )
 from billfold.domain.ledger import (
+    PLATFORM_OWNER_ID,
     AccountKind,
     Balance,
+    ChargeAccounts,
     HoldStatus,
     OwnerType,
     Posting,
@@ -803,6 +805,44 @@ def reversal_spec(
         description=description,
         reference=reference,
         reverses=original.id,
+    )
+
+
+def charge_accounts(
+    uow: UnitOfWork,
+    user_id: str,
+    currency: str,
+    *,
+    prepaid: bool,
+    provider_id: str | None,
+    now: datetime,
+    taxes: bool = False,
+    overflow: bool = False,
+) -> ChargeAccounts:
+    """The accounts a charge to the user moves: a prepaid user pays from the wallet (and,
+    with `overflow`, what it cannot cover becomes debt on the receivable), a postpaid user
+    accrues it on the receivable; the provider earns, the platform takes its revenue."""
+    wallet = ensure_account(uow, OwnerType.USER, user_id, AccountKind.WALLET, currency, now=now)
+    receivable = ensure_account(
+        uow, OwnerType.USER, user_id, AccountKind.RECEIVABLE, currency, now=now
+    )
+    platform = PLATFORM_OWNER_ID
+    return ChargeAccounts(
+        payer=wallet if prepaid else receivable,
+        revenue=ensure_account(
+            uow, OwnerType.PLATFORM, platform, AccountKind.PLATFORM_REVENUE, currency, now=now
+        ),
+        earnings=None
+        if provider_id is None
+        else ensure_account(
+            uow, OwnerType.PROVIDER, provider_id, AccountKind.PROVIDER_EARNINGS, currency, now=now
+        ),
+        taxes=ensure_account(
+            uow, OwnerType.PLATFORM, platform, AccountKind.TAXES, currency, now=now
+        )
+        if taxes
+        else None,
+        overflow=receivable if overflow and prepaid else None,
     )
 
 

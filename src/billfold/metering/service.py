@@ -17,7 +17,6 @@ The response is sent only after the commit, so an acknowledged event is never lo
 
 from __future__ import annotations
 
-import bisect
 import json
 import sys
 import threading
@@ -31,20 +30,17 @@ from typing import Any, Final
 from sqlalchemy import bindparam, select, tuple_, update
 
 from billfold import ledger
-from billfold.catalog import load_service, plan_from_definition
+from billfold.catalog import PlanVersions, load_service, load_versions, terms
 from billfold.core.access import Principal, Role, require_role
 from billfold.core.context import Context, Work
 from billfold.domain.analytics import bucket_of
 from billfold.domain.errors import BillfoldError, InvalidRequest, LimitExceeded
 from billfold.domain.ledger import (
-    PLATFORM_OWNER_ID,
-    AccountKind,
     HoldStatus,
-    OwnerType,
-    Posting,
     TransferKind,
     TransferSpec,
-    split_charge,
+    charge_transfer,
+    commission_in_force,
 )
 from billfold.domain.money import currency, format_decimal, parse_amount
 from billfold.domain.periods import calendar_period
@@ -55,7 +51,6 @@ from billfold.metering.journal import UsageJournal
 from billfold.store.bulk import db_datetime, insert_new_returning
 from billfold.store.tables import (
     metrics,
-    plan_versions,
     plans,
     providers,
     services,
@@ -64,7 +59,6 @@ from billfold.store.tables import (
     usage_uniques,
     users,
 )
-from billfold.subscriptions import phase_for, plans_at
 
 MAX_EVENTS_PER_REQUEST: Final = 10_000
 MAX_FUTURE: Final = timedelta(minutes=5)
@@ -259,7 +253,7 @@ class _Catalog:
     users: dict[str, Any]
     services: dict[str, Any]
     metrics: dict[tuple[str, str], Any]
-    versions: dict[str, tuple[list[datetime], list[tuple[int, Plan]]]]
+    versions: dict[str, PlanVersions]
     providers: dict[str, Decimal]
     latest_allowed: datetime
     oldest_allowed: datetime
@@ -268,11 +262,12 @@ class _Catalog:
     subscribed: dict[tuple[str, str], list[tuple[Any, Any]]] = field(default_factory=dict)
 
     def plan_at(self, plan_id: str, moment: datetime) -> tuple[int, Plan]:
-        starts, found = self.versions[plan_id]
-        if len(found) == 1:
-            return found[0]
-        index = max(bisect.bisect_right(starts, moment) - 1, 0)
-        return found[index]
+        version = self.versions[plan_id].at(moment)
+        return version.version, version.plan
+
+    def calendar_period(self, plan_id: str, moment: datetime) -> tuple[datetime, datetime]:
+        """The calendar period of `moment` under the plan version in force then."""
+        return self.period_of(self.plan_at(plan_id, moment)[1], moment)
 
     def period_of(self, plan: Plan, moment: datetime) -> tuple[datetime, datetime]:
         """The calendar period of `moment`, memoised per day: a batch spans few days."""
@@ -314,20 +309,12 @@ def _load_catalog(work: Work, raws: Sequence[_Raw], now: datetime) -> _Catalog:
     pairs = {
         (user.id, service.id) for user in user_rows.values() for service in service_rows.values()
     }
-    subscribed = plans_at(work, pairs) if pairs else {}
+    subscribed = terms.plans_at(work, pairs) if pairs else {}
     plan_ids = sorted(
         {row.default_plan_id for row in service_rows.values() if row.default_plan_id}
         | {phase.plan_id for phases in subscribed.values() for _, phase in phases}
     )
-    versions: dict[str, tuple[list[datetime], list[tuple[int, Plan]]]] = {}
-    for row in conn.execute(
-        select(plan_versions)
-        .where(plan_versions.c.plan_id.in_(plan_ids))
-        .order_by(plan_versions.c.plan_id, plan_versions.c.effective_from)
-    ):
-        starts, found = versions.setdefault(row.plan_id, ([], []))
-        starts.append(row.effective_from)
-        found.append((row.version, plan_from_definition(row.definition)))
+    versions = load_versions(work, plan_ids)
     provider_ids = sorted({row.provider_id for row in service_rows.values()})
     rates = {
         row.id: Decimal(row.commission_rate)
@@ -402,31 +389,15 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
         )
     if raw.timestamp < catalog.oldest_allowed:
         raise _Reject("timestamp_too_old", "timestamp is more than 400 days old", "timestamp")
-    plan_id, period = target.plan_id, None
-    if target.phases:
-        # A subscription prices the usage that falls in one of its phases, in its own
-        # billing periods; usage outside them is pay-as-you-go.
-        found = phase_for(target.phases, raw.timestamp)
-        if found is not None:
-            plan_id, period = found.plan_id, (found.period_start, found.period_end)
-    if plan_id is None:
+    found = terms.terms_at(target.phases, target.plan_id, raw.timestamp, catalog.calendar_period)
+    if found.plan_id is None:
         raise _Reject(
             "no_plan",
             f"service {raw.service} has no pay-as-you-go plan for users without a subscription",
             "service",
         )
+    plan_id, period = found.plan_id, found.period
     plan = catalog.plan_at(plan_id, raw.timestamp)[1]
-    if period is None and target.phases:
-        # Pay-as-you-go usage after a subscription ended starts a period of its own, so
-        # it never shares a usage row with the subscription's last period.
-        start, end = catalog.period_of(plan, raw.timestamp)
-        ended = [
-            phase.ends_at
-            for _, phase in target.phases
-            if phase.ends_at is not None and start < phase.ends_at <= raw.timestamp
-        ]
-        if ended:
-            period = (max(ended), end)
     if plan.currency.code != target.currency:
         raise _Reject(
             "currency_mismatch",
@@ -847,36 +818,24 @@ def _charge(
         user = catalog.users[user_id]
         cur = currency(user.currency)
         provider_id = catalog.services[service_code].provider_id
-        rate_ = plan.commission_rate
-        if rate_ is None:
-            rate_ = catalog.providers[provider_id]
-        ensure = ledger.ensure_account
-        wallet = ensure(work, OwnerType.USER, user_id, AccountKind.WALLET, cur.code, now=now)
-        receivable = ensure(
-            work, OwnerType.USER, user_id, AccountKind.RECEIVABLE, cur.code, now=now
-        )
-        earnings = ensure(
-            work, OwnerType.PROVIDER, provider_id, AccountKind.PROVIDER_EARNINGS, cur.code, now=now
-        )
-        revenue = ensure(
+        accounts = ledger.charge_accounts(
             work,
-            OwnerType.PLATFORM,
-            PLATFORM_OWNER_ID,
-            AccountKind.PLATFORM_REVENUE,
+            user_id,
             cur.code,
+            prepaid=user.billing_mode == "prepaid",
+            provider_id=provider_id,
             now=now,
+            overflow=True,
         )
-        prepaid = user.billing_mode == "prepaid"
-        payer = wallet if prepaid else receivable
-        provider_share, commission = split_charge(units, rate_)
         specs.append(
-            TransferSpec(
-                id=new_id("tr"),
+            charge_transfer(
+                accounts,
+                transfer_id=new_id("tr"),
                 kind=TransferKind.CHARGE if units > 0 else TransferKind.ADJUSTMENT,
-                postings=(
-                    Posting(payer, cur.code, -units),
-                    Posting(earnings, cur.code, provider_share),
-                    Posting(revenue, cur.code, commission),
+                currency=cur.code,
+                amount=units,
+                commission_rate=commission_in_force(
+                    plan.commission_rate, catalog.providers[provider_id]
                 ),
                 user_id=user_id,
                 provider_id=provider_id,
@@ -885,7 +844,6 @@ def _charge(
                 quantity=format_decimal(quantity),
                 description=f"Usage of {service_code} {metric_code} "
                 f"({period_start:%Y-%m-%d} period)",
-                overflow_account=receivable if prepaid else None,
                 # A captured authorization's usage releases its hold in the same transfer,
                 # inside the ledger's lock order (journal head, accounts, holds).
                 hold_id=capture_hold,

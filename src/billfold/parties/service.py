@@ -46,7 +46,8 @@ from billfold.domain.ledger import (
     Posting,
     TransferKind,
     TransferSpec,
-    split_charge,
+    charge_transfer,
+    spec_amount,
 )
 from billfold.domain.money import (
     Currency,
@@ -325,12 +326,6 @@ def _platform(work: Work, kind: AccountKind, cur: Currency, now: datetime) -> in
     )
 
 
-def _provider_earnings(work: Work, provider_id: str, cur: Currency, now: datetime) -> int:
-    return ledger.ensure_account(
-        work, OwnerType.PROVIDER, provider_id, AccountKind.PROVIDER_EARNINGS, cur.code, now=now
-    )
-
-
 def get_balance(
     work: Work, principal: Principal, user_ref: str, *, as_of: datetime | None = None
 ) -> BalanceView:
@@ -423,32 +418,30 @@ def charge(
     value = parse_amount(amount, allow_zero=False)
     units = to_units(value, user.currency)
     cur = user.currency
-    payer = (
-        _wallet(work, user, now)
-        if user.billing_mode == BillingMode.PREPAID
-        else _receivable(work, user, now)
+    provider = load_provider(work, provider_ref) if provider_ref is not None else None
+    accounts = ledger.charge_accounts(
+        work,
+        user.id,
+        cur.code,
+        prepaid=user.billing_mode == BillingMode.PREPAID,
+        provider_id=provider_ref,
+        now=now,
     )
-    revenue = _platform(work, AccountKind.PLATFORM_REVENUE, cur, now)
-    if provider_ref is not None:
-        provider = load_provider(work, provider_ref)
-        provider_share, commission = split_charge(units, provider.commission_rate)
-        lines = [
-            Posting(payer, cur.code, -units),
-            Posting(_provider_earnings(work, provider.id, cur, now), cur.code, provider_share),
-            Posting(revenue, cur.code, commission),
-        ]
-    else:
-        provider_share, commission = 0, units
-        lines = [Posting(payer, cur.code, -units), Posting(revenue, cur.code, units)]
-    spec = TransferSpec(
-        id=transfer_id or new_id("tr"),
+    spec = charge_transfer(
+        accounts,
+        transfer_id=transfer_id or new_id("tr"),
         kind=TransferKind.CHARGE,
-        postings=tuple(lines),
+        currency=cur.code,
+        amount=units,
+        commission_rate=provider.commission_rate if provider else Decimal(1),
         user_id=user.id,
         provider_id=provider_ref,
         service=service_code,
         description=text,
     )
+    payer = accounts.payer
+    provider_share = spec_amount(spec, accounts.earnings)
+    commission = spec_amount(spec, accounts.revenue)
     posted = ledger.post(work, spec, now=now)
     if not posted.replayed:
         audit.record(

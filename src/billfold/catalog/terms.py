@@ -1,0 +1,138 @@
+"""The terms a user is on: which plan prices their usage of a service at a moment, and
+in which usage period.
+
+One answer for every caller: metering rates an event in the period given here, and an
+authorization or an entitlement prices the same usage in the same period, so what a
+gateway is told a call will cost is what it is then charged.
+
+- Inside a subscription phase, the subscription's plan prices usage in its billing
+  period (the trial is one), cut where the phase starts or ends: after an immediate plan
+  change the new plan's usage starts a period of its own.
+- Outside every phase, the service's pay-as-you-go plan prices it in calendar periods;
+  but where a subscription ended inside that calendar period, the period starts at the
+  end of the subscription, so pay-as-you-go usage after a cancellation never shares a
+  usage row (and its free units) with the subscription's last period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from billfold.core.context import Work
+from billfold.domain.billing import Schedule
+from billfold.store.tables import subscription_phases, subscriptions
+
+Period = tuple[datetime, datetime]
+Phases = Sequence[tuple[Any, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanAt:
+    """Which plan prices a user's usage of a service at an instant, and in which period."""
+
+    plan_id: str
+    period_start: datetime
+    period_end: datetime
+    subscription_id: str
+    status: str
+
+
+def subscription_period(
+    sub: Any, phase_start: datetime, phase_end: datetime | None, moment: datetime
+) -> tuple[datetime, datetime]:
+    """The usage period of `moment` under a subscription phase: the billing period
+    (the trial is one), cut where the phase starts or ends."""
+    if sub.trial_end is not None and moment < sub.trial_end:
+        start, end = sub.started_at, sub.trial_end
+    else:
+        schedule = Schedule(
+            sub.interval, sub.interval_count, sub.billing_anchor, sub.billing_origin
+        )
+        start, end = schedule.billing_period(moment)
+    start = max(start, phase_start)
+    if phase_end is not None:
+        end = min(end, phase_end)
+    return start, end
+
+
+def plans_at(
+    work: Work, pairs: set[tuple[str, str]]
+) -> dict[tuple[str, str], list[tuple[Any, Any]]]:
+    """For (user id, service id) pairs: their subscriptions' phases, newest last."""
+    found: dict[tuple[str, str], list[tuple[Any, Any]]] = {}
+    if not pairs:
+        return found
+    user_ids = sorted({user for user, _ in pairs})
+    for offset in range(0, len(user_ids), 500):
+        chunk = user_ids[offset : offset + 500]
+        for row in work.conn.execute(
+            select(
+                subscriptions.c.id,
+                subscriptions.c.user_id,
+                subscriptions.c.service_id,
+                subscriptions.c.status,
+                subscriptions.c.interval,
+                subscriptions.c.interval_count,
+                subscriptions.c.billing_anchor,
+                subscriptions.c.billing_origin,
+                subscriptions.c.started_at,
+                subscriptions.c.trial_end,
+                subscription_phases.c.plan_id,
+                subscription_phases.c.starts_at,
+                subscription_phases.c.ends_at,
+            )
+            .join(subscription_phases, subscription_phases.c.subscription_id == subscriptions.c.id)
+            .where(subscriptions.c.user_id.in_(chunk))
+            .order_by(subscription_phases.c.starts_at)
+        ):
+            key = (row.user_id, row.service_id)
+            if key in pairs:
+                found.setdefault(key, []).append((row, row))
+    return found
+
+
+def phase_for(phases: list[tuple[Any, Any]], moment: datetime) -> PlanAt | None:
+    """The subscription phase in force at `moment`, if any."""
+    for sub, phase in reversed(phases):
+        if phase.starts_at <= moment and (phase.ends_at is None or moment < phase.ends_at):
+            start, end = subscription_period(sub, phase.starts_at, phase.ends_at, moment)
+            return PlanAt(phase.plan_id, start, end, sub.id, sub.status)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """The plan that prices usage at a moment and the usage period it counts in."""
+
+    plan_id: str | None
+    period: Period | None
+    """None until a plan is known (no subscription and no pay-as-you-go plan)."""
+    subscription: PlanAt | None
+
+
+def terms_at(
+    phases: Phases | None,
+    default_plan_id: str | None,
+    moment: datetime,
+    calendar_period: Callable[[str, datetime], Period],
+) -> Terms:
+    """The terms in force at `moment`, given the user's subscription phases for the
+    service (oldest first), the service's pay-as-you-go plan, and a function that gives a
+    plan's calendar period of a moment."""
+    found = phase_for(list(phases), moment) if phases else None
+    if found is not None:
+        return Terms(found.plan_id, (found.period_start, found.period_end), found)
+    if default_plan_id is None:
+        return Terms(None, None, None)
+    start, end = calendar_period(default_plan_id, moment)
+    ended = [
+        phase.ends_at
+        for _, phase in phases or ()
+        if phase.ends_at is not None and start < phase.ends_at <= moment
+    ]
+    return Terms(default_plan_id, (max(ended) if ended else start, end), None)
