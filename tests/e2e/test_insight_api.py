@@ -103,7 +103,7 @@ def test_analytics_settlement_and_exports_over_http(
             "/v1/analytics/revenue", params={**params, "group_by": "provider", "window": "month"}
         ).json()["data"]
         (point,) = [p for s in revenue for p in s["points"] if Decimal(p["gross"])]
-        assert (point["gross"], point["commission"], point["net"]) == ("1.3", "0.26", "1.04")
+        assert (point["gross"], point["commission"], point["net"]) == ("1.30", "0.26", "1.04")
         # Bad input: a clear 4xx.
         assert (
             prov.get("/v1/analytics/usage", params={**params, "window": "week"}).status_code == 400
@@ -119,9 +119,9 @@ def test_analytics_settlement_and_exports_over_http(
         period = f"{stamp:%Y-%m}"
         st = prov.get(f"/v1/providers/{providers[0]}/statements", params={"period": period}).json()
         assert (st["gross"], st["commission"], st["refunds"], st["net"]) == (
-            "1.3",
+            "1.30",
             "0.26",
-            "0",
+            "0.00",
             "1.04",
         )
         assert (
@@ -140,7 +140,7 @@ def test_analytics_settlement_and_exports_over_http(
         assert again.json()["id"] == paid.json()["id"] and paid.json()["balance_after"] == "0.04"
         assert prov.post("/v1/payouts", json=body).status_code == 403
         st = prov.get(f"/v1/providers/{providers[0]}/statements", params={"period": period}).json()
-        assert (st["payouts"], st["closing_balance"]) == ("1", "0.04")
+        assert (st["payouts"], st["closing_balance"]) == ("1.00", "0.04")
         report = admin.get("/v1/reports/commission", params={"period": period}).json()["data"]
         assert [r["commission"] for r in report if r["provider"] == providers[0]] == ["0.26"]
         # The simulator and the exports.
@@ -169,7 +169,7 @@ def test_analytics_settlement_and_exports_over_http(
         assert me.get("/v1/exports/statements.csv", params={"period": period}).status_code == 403
         # Forecast, alert settings and webhook endpoints.
         fc = me.get(f"/v1/users/{user}/forecast").json()
-        assert fc["available"] == "98.7" and fc["days_left"] is not None
+        assert fc["available"] == "98.70" and fc["days_left"] is not None
         assert prov.get(f"/v1/users/{user}/forecast").status_code == 404
         settings = me.post(
             f"/v1/users/{user}/alert-settings", json={"monthly_budget": "10", "low_balance": "5"}

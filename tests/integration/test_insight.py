@@ -128,7 +128,7 @@ def test_alerts_are_signed_retried_and_delivered_once_with_one_id(
     kinds = {a.type for a in ctx.run(alerts.list_alerts, SYSTEM)}
     assert kinds == {"budget.threshold", "balance.low", "usage.spike"}
     spike = next(a for a in ctx.run(alerts.list_alerts, me) if a.type == "usage.spike")
-    assert spike.data["amount"] == "30" and spike.data["day"] == "2026-11-16"
+    assert spike.data["amount"] == "30.00" and spike.data["day"] == "2026-11-16"
     # The provider hears of the spike (its own user); the user of its budget alerts.
     assert {a.type for a in ctx.run(alerts.list_alerts, me)} == {"usage.spike"}
     other = Principal("kx", Role.USER, user_id="usr_other")

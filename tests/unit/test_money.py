@@ -10,8 +10,8 @@ from billfold.domain.errors import InvalidAmount, UnknownCurrency
 from billfold.domain.money import (
     CURRENCIES,
     currency,
-    format_amount,
     format_decimal,
+    format_money,
     from_units,
     parse_amount,
     parse_rate,
@@ -99,10 +99,10 @@ def test_minor_unit_checks_and_settlement_rounding() -> None:
 
 
 def test_formatting_keeps_minor_digits_and_never_uses_exponents() -> None:
-    assert format_amount(Decimal("12.5"), USD) == "12.50"
-    assert format_amount(Decimal("0.000001"), USD) == "0.000001"
-    assert format_amount(Decimal("1E+3"), USD) == "1000.00"
-    assert format_amount(Decimal("5"), JPY) == "5"
+    assert format_money(Decimal("12.5"), USD) == "12.50"
+    assert format_money(Decimal("0.000001"), USD) == "0.000001"
+    assert format_money(Decimal("1E+3"), USD) == "1000.00"
+    assert format_money(Decimal("5"), JPY) == "5"
     assert format_decimal(Decimal("157.50")) == "157.5"
     assert format_decimal(Decimal("1E+2")) == "100"
 
@@ -120,5 +120,5 @@ def test_units_round_trip_exactly(units: int, code: str) -> None:
     cur = currency(code)
     assert to_units(from_units(units, cur), cur) == units
     assert parse_amount(
-        format_amount(from_units(units, cur), cur), allow_negative=True
+        format_money(from_units(units, cur), cur), allow_negative=True
     ) == from_units(units, cur)

@@ -33,7 +33,7 @@ from billfold.core.directory import load_user, user_row
 from billfold.domain.analytics import Forecast, forecast, is_spike
 from billfold.domain.errors import InvalidRequest, NotFound
 from billfold.domain.ledger import AccountKind, OwnerType, TransferKind
-from billfold.domain.money import currency, format_decimal, from_units, parse_amount, to_units
+from billfold.domain.money import currency, format_money, from_units, parse_amount, to_units
 from billfold.ids import new_id
 from billfold.store.tables import (
     accounts,
@@ -273,8 +273,8 @@ def _budgets_and_balances(
                     {
                         "month": f"{month:%Y-%m}",
                         "threshold_percent": pct,
-                        "budget": format_decimal(from_units(row.monthly_budget, cur)),
-                        "spent": format_decimal(from_units(spent, cur)),
+                        "budget": format_money(from_units(row.monthly_budget, cur), cur),
+                        "spent": format_money(from_units(spent, cur), cur),
                         "currency": cur.code,
                     },
                     now=now,
@@ -305,8 +305,8 @@ def _budgets_and_balances(
                 f"low_balance:{row.user_id}:{last_top_up or 0}",
                 "balance.low",
                 {
-                    "available": format_decimal(from_units(available, cur)),
-                    "threshold": format_decimal(from_units(row.low_balance, cur)),
+                    "available": format_money(from_units(available, cur), cur),
+                    "threshold": format_money(from_units(row.low_balance, cur), cur),
                     "currency": cur.code,
                 },
                 now=now,
@@ -384,8 +384,8 @@ def detect_spikes(
                 "usage.spike",
                 {
                     "day": f"{day:%Y-%m-%d}",
-                    "amount": format_decimal(from_units(amount, cur)),
-                    "median_before": format_decimal(statistics.median(history)),
+                    "amount": format_money(from_units(amount, cur), cur),
+                    "median_before": format_money(statistics.median(history), cur),
                     "currency": code,
                 },
                 now=now,

@@ -31,7 +31,7 @@ from billfold.core.context import Context, Work
 from billfold.domain.analytics import bucket_of, check_range, window_start, windows, zone
 from billfold.domain.errors import InvalidRequest
 from billfold.domain.ledger import AccountKind, TransferKind
-from billfold.domain.money import currency, format_decimal, from_units
+from billfold.domain.money import currency, format_decimal, from_units, round_to_minor
 from billfold.store.bulk import insert_rows
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
@@ -590,11 +590,11 @@ class SubscriptionMetrics:
 
     @property
     def arpu(self) -> Decimal:
-        return (
-            from_units(self.revenue, currency(self.currency)) / self.paying_users
-            if self.paying_users
-            else Decimal(0)
-        )
+        """Gross revenue per paying user, rounded half-up to the currency's minor unit."""
+        cur = currency(self.currency)
+        if not self.paying_users:
+            return round_to_minor(Decimal(0), cur)
+        return round_to_minor(from_units(self.revenue, cur) / self.paying_users, cur)
 
 
 def subscription_metrics(
@@ -639,7 +639,8 @@ def subscription_metrics(
         m = of(code)
         m.revenue, m.paying_users = units, payers
     for m in found.values():
-        m.mrr = m.mrr.quantize(Decimal("0.01"))
+        # Rounded once, half-up to the currency's minor unit (JPY has none, KWD three).
+        m.mrr = round_to_minor(m.mrr, currency(m.currency))
     return [found[c] for c in sorted(found)]
 
 

@@ -10,7 +10,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from billfold.domain.errors import BillfoldError
+from billfold.domain.errors import (
+    AuthenticationFailed,
+    BillfoldError,
+    Conflict,
+    InsufficientFunds,
+    InvalidRequest,
+    LimitExceeded,
+    NotFound,
+    PermissionDenied,
+)
 
 log = structlog.get_logger("billfold.api")
 
@@ -25,6 +34,28 @@ _STATUS_TYPES = {
     415: "invalid_request",
     429: "rate_limited",
 }
+
+
+# The HTTP status of each kind of domain error (the domain itself knows no HTTP).
+# insufficient_funds is 402, apart from bad input (400) and conflicts (409).
+_STATUS_OF_ERROR: dict[type[BillfoldError], int] = {
+    InvalidRequest: 400,
+    LimitExceeded: 400,
+    AuthenticationFailed: 401,
+    InsufficientFunds: 402,
+    PermissionDenied: 403,
+    NotFound: 404,
+    Conflict: 409,
+}
+
+
+def status_of(error: BillfoldError) -> int:
+    """The HTTP status that answers `error`: that of its nearest mapped class."""
+    for cls in type(error).__mro__:
+        status = _STATUS_OF_ERROR.get(cls)
+        if status is not None:
+            return status
+    return 400
 
 
 def error_body(type_: str, code: str, message: str, param: str | None = None) -> dict[str, Any]:
@@ -45,7 +76,7 @@ def _param(loc: tuple[Any, ...]) -> str | None:
 def install(app: FastAPI) -> None:
     @app.exception_handler(BillfoldError)
     async def billfold_error(_request: Request, exc: BillfoldError) -> JSONResponse:
-        return error_response(exc.status, exc.type, exc.code, exc.message, exc.param)
+        return error_response(status_of(exc), exc.type, exc.code, exc.message, exc.param)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

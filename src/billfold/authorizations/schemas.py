@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from billfold.authorizations import Authorization, Entitlements
 from billfold.core.schemas import Amount, AmountIn, Request
-from billfold.domain.money import format_amount, format_decimal
+from billfold.domain.money import format_decimal, format_money
 
 
 class AuthorizationCreate(Request):
@@ -48,8 +48,8 @@ class AuthorizationOut(BaseModel):
             status=auth.status,
             reason=auth.reason,
             currency=cur.code,
-            amount=format_amount(auth.amount, cur),
-            captured=format_amount(auth.captured, cur),
+            amount=format_money(auth.amount, cur),
+            captured=format_money(auth.captured, cur),
             expires_at=auth.expires_at,
             user=auth.user_id,
             service=auth.service,
@@ -78,7 +78,7 @@ class EntitlementsOut(BaseModel):
             has_access=value.has_access,
             reason=value.reason,
             currency=cur.code,
-            available=format_amount(value.available, cur),
-            debt=format_amount(value.debt, cur),
+            available=format_money(value.available, cur),
+            debt=format_money(value.debt, cur),
             remaining={k: format_decimal(v) for k, v in value.remaining.items()},
         )

@@ -373,7 +373,7 @@ def capture(
         state = "expired" if hold.status in ("pending", "expired") else hold.status
         raise InvalidRequest(
             f"the authorization is {state} and cannot be captured",
-            code=f"authorization_{state}",
+            code="authorization_expired" if state == "expired" else "authorization_voided",
         )
     if hold.metric is not None:
         used = (

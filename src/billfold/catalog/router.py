@@ -18,6 +18,7 @@ from billfold.catalog.schemas import (
     PlanVersionList,
     PlanVersionOut,
     QuoteCreate,
+    QuoteOut,
     ServiceCreate,
     ServiceList,
     ServiceOut,
@@ -172,7 +173,9 @@ def retire_plan(code: str, work: Write, who: Who) -> PlanOut:
     return PlanOut.of(catalog.retire_plan(work, who, code))
 
 
-@router.post("/quotes")
-def create_quote(body: QuoteCreate, work: Write, who: Who) -> dict[str, Any]:
+@router.post("/quotes", response_model=QuoteOut)
+def create_quote(body: QuoteCreate, work: Read, who: Who) -> QuoteOut:
     """The price of some usage under a plan, line by line, with how each amount came about."""
-    return catalog.quote_for(work, who, body.plan, body.usage, at=_aware(body.at, "at")).to_dict()
+    return QuoteOut.of(
+        catalog.quote_for(work, who, body.plan, body.usage, at=_aware(body.at, "at"))
+    )

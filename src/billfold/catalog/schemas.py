@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from billfold.catalog import MetricView, PlanView, ServiceView, VersionView
 from billfold.core.schemas import ListOf, Request, Text200
+from billfold.domain.pricing import Quote
 
 
 class ServiceCreate(Request):
@@ -147,3 +148,26 @@ class PlanOut(BaseModel):
 
 
 PlanList = ListOf[PlanOut]
+
+
+class QuoteLineOut(BaseModel):
+    kind: str = Field(description="fixed_fee, usage or minimum.")
+    metric: str | None
+    model: str | None
+    quantity: str
+    amount: str = Field(description="Exact, not rounded.")
+    details: list[dict[str, Any]] = Field(description="How the amount came about.")
+
+
+class QuoteOut(BaseModel):
+    """The price of some usage under a plan; amounts are exact and not rounded."""
+
+    currency: str
+    total: str = Field(description="The exact sum of the lines.")
+    lines: list[QuoteLineOut]
+    ignored_metrics: list[str] = Field(description="Metrics in the usage the plan does not price.")
+
+    @classmethod
+    def of(cls, quote: Quote) -> QuoteOut:
+        # The quote's own form (also what `billfold quote` prints), checked by this schema.
+        return cls.model_validate(quote.to_dict())

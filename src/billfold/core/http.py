@@ -27,7 +27,6 @@ from billfold.core.context import Context, Work
 from billfold.core.exact_json import ExactJSONRequest
 from billfold.core.keys import authenticate
 from billfold.domain.errors import AuthenticationFailed, InvalidRequest
-from billfold.domain.money import currency, format_decimal, from_units
 from billfold.ids import derived_id, new_id
 
 # Keys of the request's scope["state"]: the Idempotency-Key this request holds (set by
@@ -78,11 +77,6 @@ Window = Annotated[str, Query(pattern="^(hour|day|month)$")]
 Tz = Annotated[str | None, Query(max_length=64, description="IANA time zone, default UTC.")]
 Ref = Annotated[str | None, Query(max_length=255)]
 Period = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", description="A month, YYYY-MM.")]
-
-
-def money_text(units: int, code: str) -> str:
-    """Ledger units of a currency as the API's decimal string."""
-    return format_decimal(from_units(units, currency(code)))
 
 
 def aware(moment: datetime, name: str) -> datetime:

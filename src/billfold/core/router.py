@@ -10,7 +10,7 @@ from billfold.core import keys
 from billfold.core.access import Principal, Role
 from billfold.core.context import Context
 from billfold.core.http import UnitOfWorkRoute, Write, get_context, get_principal
-from billfold.core.schemas import ApiKeyCreate, ApiKeyOut
+from billfold.core.schemas import ApiKeyCreate, ApiKeyOut, HealthOut, MeOut
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["operator"])
 Ctx = Annotated[Context, Depends(get_context)]
@@ -45,20 +45,18 @@ def revoke_api_key(key_id: str, work: Write, who: Who) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/me")
-def whoami(who: Who) -> dict[str, str | None]:
+@router.get("/me", response_model=MeOut)
+def whoami(who: Who) -> MeOut:
     """The role and party of the API key in use."""
-    return {
-        "key_id": who.key_id,
-        "role": str(who.role),
-        "provider_id": who.provider_id,
-        "user_id": who.user_id,
-    }
+    return MeOut(
+        key_id=who.key_id, role=str(who.role), provider_id=who.provider_id, user_id=who.user_id
+    )
 
 
 health = APIRouter(tags=["operator"])
 
 
-@health.get("/healthz")
-def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+@health.get("/healthz", response_model=HealthOut)
+def healthz() -> HealthOut:
+    """The server is up (no database work; for load balancers)."""
+    return HealthOut()

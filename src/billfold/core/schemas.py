@@ -60,3 +60,14 @@ class ApiKeyOut(BaseModel):
     name: str | None
     created_at: datetime
     secret: str | None = Field(default=None, description="Shown only when the key is created.")
+
+
+class MeOut(BaseModel):
+    key_id: str
+    role: Literal["admin", "provider", "user"]
+    provider_id: str | None
+    user_id: str | None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"

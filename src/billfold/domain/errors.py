@@ -1,71 +1,157 @@
-"""Expected failures, typed.
+"""Expected failures, typed, and the stable names of their codes.
 
-Each error carries the API error `type` and a machine-readable `code`, so the HTTP layer
-maps it without knowing the cause. Programmer errors are not here: they are assertions.
+Each error names what went wrong: its `type` (the API's error type) and a `code` from
+`ErrorCode`, the one list of codes a client may rely on. The domain knows nothing of
+HTTP: `billfold.api.errors` alone maps error classes to status codes. Programmer errors
+are not here: they are assertions.
 """
 
 from __future__ import annotations
+
+from typing import Literal, get_args
+
+ErrorCode = Literal[
+    # Generic codes: one per error type, used where nothing more precise applies.
+    "invalid_request",
+    "authentication",
+    "permission",
+    "not_found",
+    "conflict",
+    "insufficient_funds",
+    "limit_exceeded",
+    # Bad input.
+    "invalid_amount",
+    "unknown_currency",
+    "invalid_plan",
+    "invalid_usage",
+    "currency_mismatch",
+    "plan_incompatible",
+    "plan_not_recurring",
+    "effective_in_past",
+    "draft_mismatch",
+    "not_a_charge",
+    "unknown_metric",
+    "empty_transfer",
+    "amount_too_large",
+    "too_many",
+    "too_many_events",
+    # Who is asking.
+    "missing_api_key",
+    "invalid_api_key",
+    "admin_only",
+    "role_not_allowed",
+    "other_provider",
+    "other_user",
+    # Objects that are not there (or may not be seen).
+    "account_not_found",
+    "api_key_not_found",
+    "authorization_not_found",
+    "charge_not_found",
+    "endpoint_not_found",
+    "hold_not_found",
+    "invoice_not_found",
+    "metric_not_found",
+    "plan_not_found",
+    "provider_not_found",
+    "service_not_found",
+    "subscription_not_found",
+    "transfer_not_found",
+    "user_not_found",
+    "test_clock_disabled",
+    # Conflicts with the state of things.
+    "already_subscribed",
+    "metric_exists",
+    "plan_exists",
+    "provider_exists",
+    "service_exists",
+    "user_exists",
+    "plan_retired",
+    "subscription_ended",
+    "user_inactive",
+    "invoice_draft",
+    "invoice_paid",
+    "invoice_void",
+    "not_billed",
+    "hold_expired",
+    "hold_id_reused",
+    "hold_not_pending",
+    "authorization_expired",
+    "authorization_voided",
+    "transfer_id_reused",
+    # Money that is not there.
+    "capture_exceeds_hold",
+    "credit_exceeds_invoice",
+    "payout_exceeds_balance",
+    "refund_exceeds_original",
+    # Answered by the HTTP layer itself, before or after a service runs.
+    "malformed_json",
+    "invalid_parameter",
+    "route_not_found",
+    "method_not_allowed",
+    "body_too_large",
+    "invalid_idempotency_key",
+    "idempotency_key_in_use",
+    "idempotency_key_reused",
+    "internal_error",
+]
+ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
 
 
 class BillfoldError(Exception):
     """An expected failure that a caller can act on."""
 
     type = "invalid_request"
-    status = 400
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+    def __init__(
+        self, message: str, *, code: ErrorCode | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
-        self.code = code or self.default_code()
+        self.code: ErrorCode = code or self.default_code()
         self.param = param
 
     @classmethod
-    def default_code(cls) -> str:
-        return cls.type
+    def default_code(cls) -> ErrorCode:
+        code = cls.type
+        assert code in ERROR_CODES, code
+        return code  # type: ignore[return-value]
 
 
 class InvalidRequest(BillfoldError):
     type = "invalid_request"
-    status = 400
 
 
 class InvalidAmount(InvalidRequest):
     @classmethod
-    def default_code(cls) -> str:
+    def default_code(cls) -> ErrorCode:
         return "invalid_amount"
 
 
 class UnknownCurrency(InvalidRequest):
     @classmethod
-    def default_code(cls) -> str:
+    def default_code(cls) -> ErrorCode:
         return "unknown_currency"
 
 
 class AuthenticationFailed(BillfoldError):
     type = "authentication"
-    status = 401
 
 
 class PermissionDenied(BillfoldError):
     type = "permission"
-    status = 403
 
 
 class NotFound(BillfoldError):
     type = "not_found"
-    status = 404
 
 
 class Conflict(BillfoldError):
     type = "conflict"
-    status = 409
 
 
 class InsufficientFunds(BillfoldError):
     type = "insufficient_funds"
-    status = 402
 
 
 class LimitExceeded(BillfoldError):
     type = "limit_exceeded"
-    status = 400

@@ -183,8 +183,10 @@ def round_to_minor(amount: Decimal, cur: Currency) -> Decimal:
     return amount.quantize(cur.minor_quantum, rounding=ROUND_HALF_UP, context=MONEY_CONTEXT)
 
 
-def format_amount(amount: Decimal, cur: Currency) -> str:
-    """Plain decimal text with at least the currency's minor digits: 12.5 USD is "12.50"."""
+def format_money(amount: Decimal, cur: Currency) -> str:
+    """The API's one text for an amount of money: plain decimal text with at least the
+    currency's minor digits, and more where the amount has them: 12.5 USD is "12.50",
+    0.000001 USD is "0.000001", 5 JPY is "5"."""
     normal = amount.normalize(MONEY_CONTEXT)
     exponent = normal.as_tuple().exponent
     assert isinstance(exponent, int)

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any, ClassVar, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from billfold.domain.errors import InvalidRequest, LimitExceeded
+from billfold.domain.errors import ErrorCode, InvalidRequest, LimitExceeded
 from billfold.domain.money import Currency, currency, format_decimal, parse_amount, parse_rate
 
 PRICING_CONTEXT: Final = decimal.Context(
@@ -67,7 +67,7 @@ ONE: Final = Decimal(1)
 # --- parsing helpers ------------------------------------------------------------------
 
 
-def _fail(message: str, param: str, code: str = "invalid_plan") -> InvalidRequest:
+def _fail(message: str, param: str, code: ErrorCode = "invalid_plan") -> InvalidRequest:
     return InvalidRequest(f"{param}: {message}", code=code, param=param)
 
 

@@ -23,7 +23,7 @@ from billfold.core.access import Principal, Role, require_admin
 from billfold.core.context import Work
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import TransferKind, divide_half_up
-from billfold.domain.money import Currency, format_amount, from_units, parse_amount, to_units
+from billfold.domain.money import Currency, format_money, from_units, parse_amount, to_units
 from billfold.ids import new_id
 from billfold.invoicing import billing
 from billfold.store.tables import credit_notes, invoices, users
@@ -311,7 +311,10 @@ def credit(
     now = work.clock.now()
     inv = _load(work, principal, invoice_id, lock=True)
     if inv.status not in ("finalized", "paid"):
-        raise Conflict(f"a {inv.status} invoice cannot be credited", code=f"invoice_{inv.status}")
+        raise Conflict(
+            f"a {inv.status} invoice cannot be credited",
+            code="invoice_draft" if inv.status == "draft" else "invoice_void",
+        )
     cur = inv.cur
     detail = None
     if lines is not None:
@@ -330,7 +333,7 @@ def credit(
             if part > line.gross:
                 raise InvalidRequest(
                     f"lines[{index}].amount is more than the line "
-                    f"({format_amount(from_units(line.gross, cur), cur)})",
+                    f"({format_money(from_units(line.gross, cur), cur)})",
                     param="lines",
                 )
             units += part
@@ -342,7 +345,7 @@ def credit(
     left = inv.total - inv.amount_credited
     if units > left:
         raise InvalidRequest(
-            f"the invoice has {format_amount(from_units(left, cur), cur)} left to credit",
+            f"the invoice has {format_money(from_units(left, cur), cur)} left to credit",
             code="credit_exceeds_invoice",
             param="amount",
         )
@@ -402,7 +405,7 @@ def render_html(work: Work, principal: Principal, invoice_id: str) -> str:
     }
 
     def fmt(value: Decimal) -> str:
-        return f"{format_amount(value, view.currency)} {view.currency.code}"
+        return f"{format_money(value, view.currency)} {view.currency.code}"
 
     return str(
         _environment()

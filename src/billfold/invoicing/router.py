@@ -66,7 +66,11 @@ def invoice_html(invoice_id: str, work: Read, who: Who) -> HTMLResponse:
     return HTMLResponse(invoices.render_html(work, who, invoice_id))
 
 
-@router.get("/invoices/{invoice_id}.pdf", response_class=Response)
+@router.get(
+    "/invoices/{invoice_id}.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "The invoice as PDF."}},
+)
 def invoice_pdf(invoice_id: str, work: Read, who: Who) -> Response:
     """The invoice as a PDF document."""
     body = invoices.render_pdf(work, who, invoice_id)

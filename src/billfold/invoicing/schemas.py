@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from billfold.core.schemas import Amount, AmountIn, Request
-from billfold.domain.money import format_amount, format_decimal
+from billfold.domain.money import format_decimal, format_money
 from billfold.invoicing.invoices import CreditNoteView, InvoiceView
 
 
@@ -73,19 +73,19 @@ class InvoiceOut(BaseModel):
                     description=line.description,
                     metric=line.metric,
                     quantity=line.quantity,
-                    amount=format_amount(line.amount, cur),
-                    tax=format_amount(line.tax, cur),
+                    amount=format_money(line.amount, cur),
+                    tax=format_money(line.tax, cur),
                     settled=line.settled,
                 )
                 for line in view.lines
             ],
-            subtotal=format_amount(view.subtotal, cur),
-            tax=format_amount(view.tax, cur),
-            total=format_amount(view.total, cur),
+            subtotal=format_money(view.subtotal, cur),
+            tax=format_money(view.tax, cur),
+            total=format_money(view.total, cur),
             tax_rate=format_decimal(view.tax_rate),
-            amount_paid=format_amount(view.amount_paid, cur),
-            amount_credited=format_amount(view.amount_credited, cur),
-            amount_due=format_amount(view.amount_due, cur),
+            amount_paid=format_money(view.amount_paid, cur),
+            amount_credited=format_money(view.amount_credited, cur),
+            amount_due=format_money(view.amount_due, cur),
             due_at=view.due_at,
             created_at=view.created_at,
             finalized_at=view.finalized_at,
@@ -122,7 +122,7 @@ class CreditNoteOut(BaseModel):
             id=view.id,
             invoice=view.invoice,
             currency=view.currency.code,
-            amount=format_amount(view.amount, view.currency),
+            amount=format_money(view.amount, view.currency),
             reason=view.reason,
             transfer_id=view.transfer_id,
             created_at=view.created_at,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from billfold.core.directory import BalanceView, ProviderView, UserView
 from billfold.core.schemas import Amount, AmountIn, ListOf, Request, Text200, Text500
-from billfold.domain.money import format_amount, format_decimal
+from billfold.domain.money import format_decimal, format_money
 from billfold.parties import MoneyMovement
 
 
@@ -95,11 +95,11 @@ class BalanceOut(BaseModel):
         cur = view.currency
         return cls(
             currency=cur.code,
-            posted=format_amount(view.posted, cur),
-            held=format_amount(view.held, cur),
-            available=format_amount(view.available, cur),
-            credit_limit=format_amount(view.credit_limit, cur),
-            receivable=format_amount(view.receivable, cur),
+            posted=format_money(view.posted, cur),
+            held=format_money(view.held, cur),
+            available=format_money(view.available, cur),
+            credit_limit=format_money(view.credit_limit, cur),
+            receivable=format_money(view.receivable, cur),
             as_of=view.as_of,
         )
 
@@ -125,7 +125,7 @@ class UserOut(BaseModel):
             email=view.email,
             currency=view.currency.code,
             billing_mode=str(view.billing_mode),
-            credit_limit=format_amount(view.credit_limit, view.currency),
+            credit_limit=format_money(view.credit_limit, view.currency),
             external_id=view.external_id,
             status=view.status,
             created_at=view.created_at,
@@ -163,9 +163,9 @@ class TransactionOut(BaseModel):
             kind=t.kind,
             created_at=t.posted_at,
             currency=cur.code,
-            amount=format_amount(movement.amount, cur),
+            amount=format_money(movement.amount, cur),
             account=movement.account,
-            balance_after=format_amount(movement.balance_after, cur),
+            balance_after=format_money(movement.balance_after, cur),
             description=t.description,
             user=t.user_id,
             provider_id=t.provider_id,
@@ -176,10 +176,10 @@ class TransactionOut(BaseModel):
             reverses=t.reverses,
             provider_amount=None
             if movement.provider_amount is None
-            else format_amount(movement.provider_amount, cur),
+            else format_money(movement.provider_amount, cur),
             commission=None
             if movement.commission is None
-            else format_amount(movement.commission, cur),
+            else format_money(movement.commission, cur),
         )
 
 

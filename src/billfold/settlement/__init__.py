@@ -2,6 +2,7 @@
 
 from billfold.settlement.service import (
     TICK,
+    CommissionRow,
     Difference,
     Payout,
     Reconciliation,
@@ -14,6 +15,7 @@ from billfold.settlement.service import (
 
 __all__ = [
     "TICK",
+    "CommissionRow",
     "Difference",
     "Payout",
     "Reconciliation",

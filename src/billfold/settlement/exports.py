@@ -20,7 +20,7 @@ from billfold.core.access import Principal, Role
 from billfold.core.context import Context
 from billfold.domain.errors import InvalidRequest, PermissionDenied
 from billfold.domain.ledger import AccountKind, TransferKind
-from billfold.domain.money import currency, format_decimal, from_units
+from billfold.domain.money import currency, format_money, from_units
 from billfold.domain.periods import parse_period
 from billfold.settlement.service import _statements
 from billfold.store.db import UnitOfWork
@@ -181,9 +181,9 @@ def _charges(
                 yield [
                     t.id, t.kind, t.posted_at.isoformat(), t.user_id, t.provider_id, t.service,
                     t.metric, t.quantity, cur.code,
-                    format_decimal(from_units(entry["p"] + entry["c"], cur)),
-                    format_decimal(from_units(entry["p"], cur)),
-                    format_decimal(from_units(entry["c"], cur)),
+                    format_money(from_units(entry["p"] + entry["c"], cur), cur),
+                    format_money(from_units(entry["p"], cur), cur),
+                    format_money(from_units(entry["c"], cur), cur),
                     t.reverses, t.description,
                 ]  # fmt: skip
 
@@ -216,7 +216,7 @@ def _invoices(
             cur = currency(r.currency)
 
             def money(units: int, cur: Any = cur) -> str:
-                return format_decimal(from_units(int(units), cur))
+                return format_money(from_units(int(units), cur), cur)
 
             yield [
                 r.id, r.number, r.status, r.user_id, r.subscription_id, r.currency,
@@ -242,7 +242,7 @@ def _statement_rows(
             for st in _statements(uow, provider_id, period, start, end):
                 yield [
                     provider_id, period, st.currency.code,
-                    *(format_decimal(st.money(v)) for v in (
+                    *(format_money(st.money(v), st.currency) for v in (
                         st.opening, st.gross, st.refunds, st.commission, st.net, st.payouts,
                         st.closing,
                     )),

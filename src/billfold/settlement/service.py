@@ -279,7 +279,22 @@ def payout(
 # --- the platform's commission and reconciliation -------------------------------------
 
 
-def commission_report(work: Work, principal: Principal, period: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True, slots=True)
+class CommissionRow:
+    """One provider's revenue and the platform's commission on it, in ledger units."""
+
+    provider_id: str | None
+    currency: Currency
+    gross: int
+    refunds: int
+    commission: int
+
+    @property
+    def net(self) -> int:
+        return self.gross - self.refunds - self.commission
+
+
+def commission_report(work: Work, principal: Principal, period: str) -> list[CommissionRow]:
     """The platform's commission per provider and currency for the month."""
     require_admin(principal)
     start, end = parse_period(period)
@@ -291,14 +306,7 @@ def commission_report(work: Work, principal: Principal, period: str) -> list[dic
         acc[1] += refunds
         acc[2] += commission
     return [
-        {
-            "provider": provider or None,
-            "currency": code,
-            "gross": from_units(g, currency(code)),
-            "refunds": from_units(r, currency(code)),
-            "commission": from_units(c, currency(code)),
-            "net": from_units(g - r - c, currency(code)),
-        }
+        CommissionRow(provider or None, currency(code), g, r, c)
         for (provider, code), (g, r, c) in sorted(per.items())
     ]
 

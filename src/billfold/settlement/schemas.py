@@ -1,0 +1,151 @@
+"""Request and response schemas of settlement: statements, payouts, the commission report."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from billfold.core.schemas import Amount, AmountIn, Request
+from billfold.domain.money import Currency, format_money, from_units
+from billfold.settlement.service import CommissionRow, Payout, Statement
+
+
+def _money(units: int, cur: Currency) -> str:
+    return format_money(from_units(units, cur), cur)
+
+
+class StatementServiceOut(BaseModel):
+    service: str | None
+    gross: Amount
+    refunds: Amount
+    commission: Amount
+    net: Amount
+
+
+class StatementOut(BaseModel):
+    object: Literal["statement"] = "statement"
+    provider: str
+    period: str
+    currency: str
+    gross: Amount
+    commission: Amount
+    refunds: Amount
+    net: Amount = Field(description="gross - refunds - commission.")
+    payouts: Amount
+    opening_balance: Amount
+    closing_balance: Amount = Field(description="opening_balance + net - payouts.")
+    transfers: int
+    services: list[StatementServiceOut]
+
+    @classmethod
+    def of(cls, st: Statement) -> StatementOut:
+        cur = st.currency
+        return cls(
+            provider=st.provider_id,
+            period=st.period,
+            currency=cur.code,
+            gross=_money(st.gross, cur),
+            commission=_money(st.commission, cur),
+            refunds=_money(st.refunds, cur),
+            net=_money(st.net, cur),
+            payouts=_money(st.payouts, cur),
+            opening_balance=_money(st.opening, cur),
+            closing_balance=_money(st.closing, cur),
+            transfers=st.transfers,
+            services=[
+                StatementServiceOut(
+                    service=service or None,
+                    gross=_money(g, cur),
+                    refunds=_money(r, cur),
+                    commission=_money(c, cur),
+                    net=_money(g - r - c, cur),
+                )
+                for service, (g, r, c) in sorted(st.by_service.items())
+            ],
+        )
+
+
+class StatementsOut(BaseModel):
+    """The month's statements, one per currency in `data`; the first one's figures are
+    repeated at the top level, as API.md shows them ("0" when the provider had none)."""
+
+    object: Literal["statements"] = "statements"
+    period: str
+    provider: str | None = None
+    currency: str | None = None
+    gross: Amount
+    commission: Amount
+    refunds: Amount
+    net: Amount
+    payouts: Amount | None = None
+    opening_balance: Amount | None = None
+    closing_balance: Amount | None = None
+    transfers: int | None = None
+    services: list[StatementServiceOut] | None = None
+    data: list[StatementOut]
+
+    @classmethod
+    def of(cls, period: str, statements: list[Statement]) -> StatementsOut:
+        found = [StatementOut.of(st) for st in statements]
+        if not found:
+            return cls(period=period, gross="0", commission="0", refunds="0", net="0", data=[])
+        head = found[0].model_dump(exclude={"object", "period"})
+        return cls(period=period, data=found, **head)
+
+
+class PayoutCreate(Request):
+    provider: str = Field(max_length=64)
+    amount: AmountIn
+    currency: str | None = Field(default=None, pattern="^[A-Z]{3}$")
+    reference: str | None = Field(default=None, max_length=255)
+
+
+class PayoutOut(BaseModel):
+    object: Literal["payout"] = "payout"
+    id: str
+    provider: str
+    currency: str
+    amount: Amount
+    balance_after: Amount = Field(description="The provider's earnings left after it.")
+    reference: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, paid: Payout) -> PayoutOut:
+        return cls(
+            id=paid.id,
+            provider=paid.provider_id,
+            currency=paid.currency.code,
+            amount=_money(paid.amount, paid.currency),
+            balance_after=_money(paid.balance_after, paid.currency),
+            reference=paid.reference,
+            created_at=paid.created_at,
+        )
+
+
+class CommissionOut(BaseModel):
+    provider: str | None
+    currency: str
+    gross: Amount
+    refunds: Amount
+    commission: Amount
+    net: Amount
+
+    @classmethod
+    def of(cls, row: CommissionRow) -> CommissionOut:
+        return cls(
+            provider=row.provider_id,
+            currency=row.currency.code,
+            gross=_money(row.gross, row.currency),
+            refunds=_money(row.refunds, row.currency),
+            commission=_money(row.commission, row.currency),
+            net=_money(row.net, row.currency),
+        )
+
+
+class CommissionReport(BaseModel):
+    object: Literal["list"] = "list"
+    period: str
+    data: list[CommissionOut]
