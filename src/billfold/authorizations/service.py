@@ -207,17 +207,12 @@ def authorize(
         raise InvalidRequest(
             "give either service, metric and quantity, or an amount", param="quantity"
         )
-    ttl = expires_in_s or work.settings.hold_ttl_s
-    if not 1 <= ttl <= MAX_HOLD_TTL_S:
-        raise InvalidRequest(
-            f"expires_in must be 1 to {MAX_HOLD_TTL_S} seconds", param="expires_in"
-        )
+    ttl = _lifetime(work, expires_in_s)
     now = work.clock.now()
     auth_id = authorization_id or new_id("auth")
     user = load_user(work, user_ref)
     cur = user.currency
-    service = plan = None
-    asked: Decimal | None = None
+    service, asked = None, None
     if by_quantity:
         if not service_code or not metric_code or quantity is None:
             raise InvalidRequest(
@@ -225,35 +220,10 @@ def authorize(
                 param="service",
             )
         asked = parse_amount(quantity, param="quantity", allow_zero=False)
-        pricing = _service_plan(work, principal, service_code, now, user.id)
-        service, plan = pricing.service, pricing.plan
-        if principal.role == Role.PROVIDER and service.provider_id != principal.provider_id:
-            raise NotFound(f"no service {service_code}", code="service_not_found")
-        metric = work.conn.execute(
-            select(metrics).where(metrics.c.service_id == service.id, metrics.c.code == metric_code)
-        ).one_or_none()
-        if metric is None:
-            raise NotFound(
-                f"service {service_code} has no metric {metric_code}",
-                code="metric_not_found",
-                param="metric",
-            )
-        if plan is None:
-            return _declined(auth_id, "no_plan", user, service_code, metric_code, asked)
-        if pricing.subscription_status == "suspended":
-            return _declined(auth_id, "suspended", user, service_code, metric_code, asked)
-        assert pricing.period_start is not None
-        start = pricing.period_start
-        state, charged = _period_state(work, user.id, metric.id, start)
-        value = Decimal(1) if metric.aggregation in ("count", "unique_count") else asked
-        after = rate(
-            plan,
-            metric_code,
-            metric.aggregation,
-            state,
-            [Event(metric_code, value, now)] * (int(asked) if metric.aggregation == "count" else 1),
-        )
-        units = max(units_due(after.amount, cur.ledger_scale) - charged, 0)
+        priced = _price_use(work, principal, user, service_code, metric_code, asked, now)
+        if isinstance(priced, str):
+            return _declined(auth_id, priced, user, service_code, metric_code, asked)
+        service, units = priced
     else:
         units = to_units(parse_amount(amount, allow_zero=False), cur)
     available, debt = _standing(work, user)
@@ -290,15 +260,57 @@ def authorize(
             auth_id, "insufficient_funds", user, service_code, metric_code, asked, units
         )
     audit.record(
-        work,
-        principal,
-        "authorization.approved",
-        "authorization",
-        auth_id,
-        at=now,
+        work, principal, "authorization.approved", "authorization", auth_id, at=now,
         details={"user_id": user.id, "units": units},
-    )
+    )  # fmt: skip
     return _view(hold, user, from_units(units, cur))
+
+
+def _lifetime(work: Work, expires_in_s: int | None) -> int:
+    """How long a hold lives: as asked, or the configured default; bounded."""
+    ttl = expires_in_s or work.settings.hold_ttl_s
+    if not 1 <= ttl <= MAX_HOLD_TTL_S:
+        raise InvalidRequest(
+            f"expires_in must be 1 to {MAX_HOLD_TTL_S} seconds", param="expires_in"
+        )
+    return ttl
+
+
+def _price_use(
+    work: Work,
+    principal: Principal,
+    user: UserView,
+    service_code: str,
+    metric_code: str,
+    asked: Decimal,
+    now: datetime,
+) -> tuple[Any, int] | str:
+    """(the service, what `asked` more of the metric costs now in ledger units), priced on
+    top of the period's usage so far under the terms metering will charge it under; or the
+    reason to decline (no plan, suspended)."""
+    pricing = _service_plan(work, principal, service_code, now, user.id)
+    service, plan = pricing.service, pricing.plan
+    if principal.role == Role.PROVIDER and service.provider_id != principal.provider_id:
+        raise NotFound(f"no service {service_code}", code="service_not_found")
+    metric = work.conn.execute(
+        select(metrics).where(metrics.c.service_id == service.id, metrics.c.code == metric_code)
+    ).one_or_none()
+    if metric is None:
+        raise NotFound(
+            f"service {service_code} has no metric {metric_code}",
+            code="metric_not_found",
+            param="metric",
+        )
+    if plan is None:
+        return "no_plan"
+    if pricing.subscription_status == "suspended":
+        return "suspended"
+    assert pricing.period_start is not None
+    state, charged = _period_state(work, user.id, metric.id, pricing.period_start)
+    value = Decimal(1) if metric.aggregation in ("count", "unique_count") else asked
+    events = [Event(metric_code, value, now)] * (int(asked) if metric.aggregation == "count" else 1)
+    after = rate(plan, metric_code, metric.aggregation, state, events)
+    return service, max(units_due(after.amount, user.currency.ledger_scale) - charged, 0)
 
 
 def _declined(

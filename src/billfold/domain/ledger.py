@@ -99,6 +99,9 @@ class TransferSpec:
     # Where the part of a debit that its account cannot cover goes (a user's receivable),
     # instead of the transfer being refused. Only usage that already happened uses it.
     overflow_account: int | None = None
+    # Accounts this transfer may not take below zero, whatever their floor (a payout may
+    # pay out only what a provider has earned, though refunds may later take it lower).
+    covered_accounts: frozenset[int] = field(default_factory=frozenset)
 
     def content(self) -> tuple[object, ...]:
         """The fields that make two requests for the same transfer id the same transfer."""
@@ -169,6 +172,7 @@ def apply_postings(
     postings: Iterable[Posting],
     *,
     unbounded: frozenset[int] = frozenset(),
+    covered: frozenset[int] = frozenset(),
 ) -> dict[int, Balance]:
     """The new balances of the accounts the postings touch; refuses any that would take an
     account past its floor. Accounts not touched are left out, so the cost does not grow
@@ -185,6 +189,10 @@ def apply_postings(
             and posting.account_id not in unbounded
             and new.posted - new.held < new.floor
         ):
+            raise InsufficientFunds(
+                "the balance cannot cover this amount", code="insufficient_funds"
+            )
+        if posting.amount < 0 and posting.account_id in covered and new.posted - new.held < 0:
             raise InsufficientFunds(
                 "the balance cannot cover this amount", code="insufficient_funds"
             )

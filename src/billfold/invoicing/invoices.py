@@ -26,6 +26,8 @@ from billfold.domain.ledger import TransferKind, divide_half_up
 from billfold.domain.money import Currency, format_money, from_units, parse_amount, to_units
 from billfold.ids import new_id
 from billfold.invoicing import billing
+from billfold.invoicing.batch import Batch
+from billfold.invoicing.model import Invoice, load_invoices
 from billfold.store.tables import credit_notes, invoices, users
 
 TEMPLATES: Final = Path(__file__).resolve().parent.parent / "web" / "templates"
@@ -82,7 +84,7 @@ class CreditNoteView:
     created_at: datetime
 
 
-def view_of(inv: billing.Invoice, principal: Principal | None = None) -> InvoiceView:
+def view_of(inv: Invoice, principal: Principal | None = None) -> InvoiceView:
     cur = inv.cur
     lines = inv.lines
     if principal is not None and principal.role == Role.PROVIDER:
@@ -128,7 +130,7 @@ def view_of(inv: billing.Invoice, principal: Principal | None = None) -> Invoice
     )
 
 
-def _visible(principal: Principal, inv: billing.Invoice) -> bool:
+def _visible(principal: Principal, inv: Invoice) -> bool:
     if principal.role == Role.ADMIN:
         return True
     if principal.role == Role.USER:
@@ -137,7 +139,7 @@ def _visible(principal: Principal, inv: billing.Invoice) -> bool:
 
 
 def _load(work: Work, principal: Principal, invoice_id: str, *, lock: bool = False) -> Any:
-    found = billing.load_invoices(work, invoices.c.id == invoice_id, lock=lock)
+    found = load_invoices(work, invoices.c.id == invoice_id, lock=lock)
     if not found or not _visible(principal, found[0]):
         raise NotFound(f"no invoice {invoice_id}", code="invoice_not_found", param="invoice")
     return found[0]
@@ -179,7 +181,7 @@ def list_for(
         )
     ]
     page = ids[:limit]
-    found = billing.load_invoices(work, invoices.c.id.in_(page)) if page else []
+    found = load_invoices(work, invoices.c.id.in_(page)) if page else []
     return [view_of(inv, principal) for inv in found], len(ids) > limit
 
 
@@ -210,7 +212,7 @@ def pay(work: Work, principal: Principal, invoice_id: str) -> InvoiceView:
         raise Conflict(
             "the invoice is still a draft: its period has not ended", code="invoice_draft"
         )
-    batch = billing.Batch(work, now)
+    batch = Batch(work, now)
     batch.track(inv)
     user = _user_row(work, inv.user_id)
     if inv.billing_mode == "prepaid":
@@ -242,7 +244,7 @@ def void(work: Work, principal: Principal, invoice_id: str) -> InvoiceView:
             "a draft invoice belongs to a running period; cancel the subscription instead",
             code="invoice_draft",
         )
-    batch = billing.Batch(work, now)
+    batch = Batch(work, now)
     batch.track(inv)
     user = _user_row(work, inv.user_id)
     charged = [line for line in inv.lines if line.settled]
@@ -260,9 +262,7 @@ def void(work: Work, principal: Principal, invoice_id: str) -> InvoiceView:
     return get(work, principal, invoice_id)
 
 
-def _give_back(
-    batch: billing.Batch, inv: billing.Invoice, user: Any, gross: int, text: str
-) -> str | None:
+def _give_back(batch: Batch, inv: Invoice, user: Any, gross: int, text: str) -> str | None:
     """Credits `gross` (tax included, in proportion) back to whoever paid the invoice."""
     if gross <= 0:
         return None
@@ -284,6 +284,32 @@ def _give_back(
     if isinstance(result, Exception):
         raise result
     return spec.id
+
+
+def _credited_lines(inv: Invoice, lines: object) -> tuple[int, list[dict[str, Any]]]:
+    """The units a credit by lines gives back, and the lines with what each gives."""
+    cur = inv.cur
+    if not isinstance(lines, list) or not lines or len(lines) > 100:
+        raise InvalidRequest("lines must be a list of 1 to 100 {line, amount}", param="lines")
+    by_id = {line.id: line for line in inv.lines}
+    units = 0
+    detail: list[dict[str, Any]] = []
+    for index, item in enumerate(lines):
+        if not isinstance(item, dict) or item.get("line") not in by_id:
+            raise InvalidRequest(
+                f"lines[{index}].line is not a line of this invoice", param="lines"
+            )
+        line = by_id[item["line"]]
+        part = to_units(parse_amount(item.get("amount"), param="amount", allow_zero=False), cur)
+        if part > line.gross:
+            raise InvalidRequest(
+                f"lines[{index}].amount is more than the line "
+                f"({format_money(from_units(line.gross, cur), cur)})",
+                param="lines",
+            )
+        units += part
+        detail.append({"line": line.id, "amount": str(from_units(part, cur))})
+    return units, detail
 
 
 def credit(
@@ -316,30 +342,11 @@ def credit(
             code="invoice_draft" if inv.status == "draft" else "invoice_void",
         )
     cur = inv.cur
-    detail = None
     if lines is not None:
-        if not isinstance(lines, list) or not lines or len(lines) > 100:
-            raise InvalidRequest("lines must be a list of 1 to 100 {line, amount}", param="lines")
-        by_id = {line.id: line for line in inv.lines}
-        units = 0
-        detail = []
-        for index, item in enumerate(lines):
-            if not isinstance(item, dict) or item.get("line") not in by_id:
-                raise InvalidRequest(
-                    f"lines[{index}].line is not a line of this invoice", param="lines"
-                )
-            line = by_id[item["line"]]
-            part = to_units(parse_amount(item.get("amount"), param="amount", allow_zero=False), cur)
-            if part > line.gross:
-                raise InvalidRequest(
-                    f"lines[{index}].amount is more than the line "
-                    f"({format_money(from_units(line.gross, cur), cur)})",
-                    param="lines",
-                )
-            units += part
-            detail.append({"line": line.id, "amount": str(from_units(part, cur))})
+        units, detail = _credited_lines(inv, lines)
     else:
         units = to_units(parse_amount(amount, param="amount", allow_zero=False), cur)
+        detail = None
     if units % (10 ** (cur.ledger_scale - cur.minor_units)):
         raise InvalidRequest(f"amount must be whole {cur.code} minor units", param="amount")
     left = inv.total - inv.amount_credited
@@ -349,7 +356,7 @@ def credit(
             code="credit_exceeds_invoice",
             param="amount",
         )
-    batch = billing.Batch(work, now)
+    batch = Batch(work, now)
     batch.track(inv)
     user = _user_row(work, inv.user_id)
     note_id = new_id("cn")

@@ -1,32 +1,52 @@
-"""The ledger: accounts, transfers, postings and holds; the only code that writes them."""
+"""The ledger engine: posts transfers, keeps cached balances, manages holds.
 
-from billfold.ledger.service import (
+Every function here works inside the caller's unit of work and never commits.
+
+Concurrency. Every writer of transfers first locks the journal head (one row), then the
+accounts it touches, then the holds it touches. The head lock orders all transfers (the
+hash chain needs a total order anyway), which makes the duplicate-id check race-free and
+rules out deadlocks between transfers. Holds lock only their account, then the hold,
+which keeps to the same order. On SQLite BEGIN IMMEDIATE already serialises writers; on
+PostgreSQL the locks are `SELECT ... FOR UPDATE`. Throughput comes from batching: many
+transfers share one head lock and one commit (`post_many`)."""
+
+from billfold.ledger._accounts import (
+    balance,
+    charge_accounts,
+    ensure_account,
+    find_account,
+    set_floor,
+)
+from billfold.ledger._holds import (
+    create_hold,
+    expire_holds,
+    get_hold,
+    release_hold,
+    void_hold,
+)
+from billfold.ledger._posting import (
     MAX_BATCH,
     POSTING_COLUMNS,
     TRANSFER_COLUMNS,
+    post,
+    post_many,
+)
+from billfold.ledger._records import (
     HoldView,
     PostedPosting,
     PostedTransfer,
-    Standing,
-    balance,
-    charge_accounts,
-    create_hold,
-    ensure_account,
-    expire_holds,
-    find_account,
-    get_hold,
     get_transfer,
     load_transfers,
     load_transfers_by_seq,
-    post,
-    post_many,
-    release_hold,
+)
+from billfold.ledger._reversals import (
     reversal_spec,
     reversed_so_far,
-    set_floor,
+)
+from billfold.ledger._standing import (
+    Standing,
     user_balance,
     user_standing,
-    void_hold,
 )
 
 __all__ = [

@@ -179,34 +179,7 @@ def _walk_journal(uow: UnitOfWork, progress: Progress | None) -> tuple[Check, Ch
             if row.prev_hash != prev_hash:
                 chain.fail(f"transfer #{row.seq} ({row.id}) does not chain to the one before")
             legs = by_seq.get(row.seq, [])
-            spec = TransferSpec(
-                id=row.id,
-                kind=TransferKind(row.kind),
-                postings=tuple(
-                    Posting(p.account_id, p.currency, p.amount)
-                    for p in sorted(legs, key=lambda p: (p.account_id, p.currency))
-                ),
-                user_id=row.user_id,
-                provider_id=row.provider_id,
-                service=row.service,
-                metric=row.metric,
-                quantity=row.quantity,
-                description=row.description,
-                reference=row.reference,
-                reverses=row.reverses,
-                hold_id=row.hold_id,
-            )
-            digest = spec.digest()
-            recomputed = chain_hash(
-                prev_hash=row.prev_hash,
-                seq=row.seq,
-                transfer_id=row.id,
-                kind=row.kind,
-                posted_at=row.posted_at,
-                digest=digest,
-                postings=[(p.account_id, p.currency, p.amount) for p in spec.postings],
-            )
-            if digest != row.digest or recomputed != row.hash:
+            if not _matches_its_hash(row, legs):
                 chain.fail(f"transfer #{row.seq} ({row.id}) does not match its hash")
             for p in legs:
                 account_id = p.account_id
@@ -228,3 +201,35 @@ def _walk_journal(uow: UnitOfWork, progress: Progress | None) -> tuple[Check, Ch
             " (a transfer was removed or the head was edited)"
         )
     return chain, running
+
+
+def _matches_its_hash(row: Any, legs: list[Any]) -> bool:
+    """Whether a stored transfer's digest and chain hash are what its content gives."""
+    spec = TransferSpec(
+        id=row.id,
+        kind=TransferKind(row.kind),
+        postings=tuple(
+            Posting(p.account_id, p.currency, p.amount)
+            for p in sorted(legs, key=lambda p: (p.account_id, p.currency))
+        ),
+        user_id=row.user_id,
+        provider_id=row.provider_id,
+        service=row.service,
+        metric=row.metric,
+        quantity=row.quantity,
+        description=row.description,
+        reference=row.reference,
+        reverses=row.reverses,
+        hold_id=row.hold_id,
+    )
+    digest = spec.digest()
+    recomputed = chain_hash(
+        prev_hash=row.prev_hash,
+        seq=row.seq,
+        transfer_id=row.id,
+        kind=row.kind,
+        posted_at=row.posted_at,
+        digest=digest,
+        postings=[(p.account_id, p.currency, p.amount) for p in spec.postings],
+    )
+    return bool(digest == row.digest and recomputed == row.hash)

@@ -22,7 +22,7 @@ from billfold.analytics import pending_revenue, revenue_of_transfers
 from billfold.core import audit
 from billfold.core.access import Principal, require_admin, require_provider_access
 from billfold.core.context import Work
-from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
+from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
     AccountKind,
@@ -38,7 +38,6 @@ from billfold.store.tables import (
     accounts,
     invoice_lines,
     invoices,
-    ledger_head,
     postings,
     providers,
     revenue_rollup,
@@ -231,35 +230,31 @@ def payout(
     units = to_units(parse_amount(amount, allow_zero=False), cur)
     if units <= 0:
         raise InvalidRequest("amount must be positive", param="amount")
-    work.conn.execute(select(ledger_head.c.seq).where(ledger_head.c.id == 1).with_for_update())
     account = earnings[cur.code]
-    tid = transfer_id or new_id("po")
-    replay = work.conn.execute(select(transfers.c.kind).where(transfers.c.id == tid)).first()
-    available = ledger.balance(work, account).posted
-    if replay is None and units > available:
+    cash = ledger.ensure_account(
+        work, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.EXTERNAL_CASH, cur.code, now=now
+    )
+    spec = TransferSpec(
+        id=transfer_id or new_id("po"),
+        kind=TransferKind.PAYOUT,
+        postings=(Posting(account, cur.code, -units), Posting(cash, cur.code, units)),
+        provider_id=provider_id,
+        description="Payout",
+        reference=reference,
+        # Never more than the earned balance: the ledger checks it under its own locks,
+        # so no charge or refund can slip in between.
+        covered_accounts=frozenset({account}),
+    )
+    try:
+        posted = ledger.post(work, spec, now=now)
+    except InsufficientFunds:
+        available = ledger.balance(work, account).posted
         raise InsufficientFunds(
             "the payout is more than the provider's earned balance "
             f"({from_units(max(available, 0), cur)} {cur.code})",
             code="payout_exceeds_balance",
             param="amount",
-        )
-    if replay is not None and replay.kind != str(TransferKind.PAYOUT):
-        raise Conflict(f"transfer {tid} is not a payout", code="transfer_id_reused")
-    cash = ledger.ensure_account(
-        work, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.EXTERNAL_CASH, cur.code, now=now
-    )
-    posted = ledger.post(
-        work,
-        TransferSpec(
-            id=tid,
-            kind=TransferKind.PAYOUT,
-            postings=(Posting(account, cur.code, -units), Posting(cash, cur.code, units)),
-            provider_id=provider_id,
-            description="Payout",
-            reference=reference,
-        ),
-        now=now,
-    )
+        ) from None
     if not posted.replayed:
         audit.record(
             work,

@@ -22,7 +22,7 @@ from billfold.domain.billing import Schedule, parse_anchor, period_fraction, pro
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.pricing import Plan, parse_time
 from billfold.ids import new_id
-from billfold.invoicing.billing import (
+from billfold.invoicing import (
     LIVE,
     Batch,
     Line,
@@ -123,25 +123,92 @@ def create(
     start: object = None,
     billing_anchor: object = None,
 ) -> SubscriptionView:
+    """Subscribes a user to a plan: the first period opens, and its fee paid in advance is
+    taken (a prepaid wallet that cannot cover it refuses the subscription)."""
     now = work.clock.now()
+    plan_row = _plan_row(work, plan_code)
+    user = _subscriber(work, principal, user_ref, plan_row)
+    moment = _start(start, now)
+    batch = Batch(work, now)
+    batch.catalog.load(work, [plan_row.id], [plan_row.provider_id])
+    plan = batch.catalog.plan(plan_row.id, moment)
+    _check_plan(plan, plan_code, user)
+    anchor = parse_anchor(billing_anchor, plan.interval)
+    _check_not_subscribed(work, user.id, plan_row)
+    trial_end = moment + timedelta(days=plan.trial_days) if plan.trial_days else None
+    origin = trial_end or moment
+    schedule = Schedule(plan.interval, plan.interval_count, anchor, origin)
+    end = trial_end or schedule.billing_period(moment)[1]
+    sub_id = new_id("sub")
+    work.conn.execute(
+        subscriptions.insert().values(
+            id=sub_id,
+            user_id=user.id,
+            provider_id=plan_row.provider_id,
+            service_id=plan_row.service_id,
+            plan_id=plan_row.id,
+            status="trialing" if trial_end else "active",
+            interval=plan.interval,
+            interval_count=plan.interval_count,
+            billing_anchor=anchor,
+            currency=user.currency,
+            started_at=moment,
+            trial_end=trial_end,
+            billing_origin=origin,
+            current_period_start=moment,
+            current_period_end=end,
+            pending_plan_id=None,
+            cancel_at_period_end=0,
+            ended_at=None,
+            past_due_since=None,
+            next_retry_at=None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    work.conn.execute(
+        subscription_phases.insert().values(
+            subscription_id=sub_id, plan_id=plan_row.id, starts_at=moment, ends_at=None
+        )
+    )
+    _bill_first_periods(batch, work, sub_id, moment, end, now)
+    audit.record(
+        work,
+        principal,
+        "subscription.created",
+        "subscription",
+        sub_id,
+        at=now,
+        details={"user_id": user.id, "plan": plan_row.code, "anchor": anchor},
+    )
+    return get(work, principal, sub_id)
+
+
+def _subscriber(work: Work, principal: Principal, user_ref: str, plan_row: Any) -> Any:
+    """The user to subscribe, if the asker may subscribe them to this plan."""
     user = work.conn.execute(
         select(users).where((users.c.id == user_ref) | (users.c.external_id == user_ref))
     ).first()
-    plan_row = _plan_row(work, plan_code)
     if user is None or not _can_act(principal, user.id, plan_row.provider_id):
         raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
     if principal.role == Role.USER and plan_row.status != "active":
-        raise NotFound(f"no plan {plan_code}", code="plan_not_found", param="plan")
+        raise NotFound(f"no plan {plan_row.code}", code="plan_not_found", param="plan")
     if plan_row.status != "active":
-        raise Conflict(f"plan {plan_code} is retired", code="plan_retired", param="plan")
+        raise Conflict(f"plan {plan_row.code} is retired", code="plan_retired", param="plan")
+    return user
+
+
+def _start(start: object, now: datetime) -> datetime:
+    """When the subscription starts: now, or up to MAX_BACKDATE in the past."""
     moment = now if start is None else parse_time(start, "start")
     if moment > now + timedelta(minutes=5):
         raise InvalidRequest("start must not be in the future", param="start")
     if moment < now - MAX_BACKDATE:
         raise InvalidRequest("start may be at most 31 days in the past", param="start")
-    batch = Batch(work, now)
-    batch.catalog.load(work, [plan_row.id], [plan_row.provider_id])
-    plan = batch.catalog.plan(plan_row.id, moment)
+    return moment
+
+
+def _check_plan(plan: Plan, plan_code: object, user: Any) -> None:
     if plan.interval == "none":
         raise InvalidRequest(
             f"plan {plan_code} is pay-as-you-go (interval none); subscribe to a plan with "
@@ -157,10 +224,13 @@ def create(
         )
     if user.status != "active":
         raise Conflict("the user is not active", code="user_inactive", param="user")
-    anchor = parse_anchor(billing_anchor, plan.interval)
+
+
+def _check_not_subscribed(work: Work, user_id: str, plan_row: Any) -> None:
+    """One live subscription per user and service: a second one is a plan change."""
     taken = work.conn.execute(
         select(subscriptions.c.id).where(
-            subscriptions.c.user_id == user.id,
+            subscriptions.c.user_id == user_id,
             subscriptions.c.service_id == plan_row.service_id,
             subscriptions.c.status.in_(LIVE),
         )
@@ -172,66 +242,27 @@ def create(
             code="already_subscribed",
             param="plan",
         )
-    trial_end = moment + timedelta(days=plan.trial_days) if plan.trial_days else None
-    origin = trial_end or moment
-    schedule = Schedule(plan.interval, plan.interval_count, anchor, origin)
-    end = trial_end or schedule.billing_period(moment)[1]
-    sub_id = new_id("sub")
-    row = {
-        "id": sub_id,
-        "user_id": user.id,
-        "provider_id": plan_row.provider_id,
-        "service_id": plan_row.service_id,
-        "plan_id": plan_row.id,
-        "status": "trialing" if trial_end else "active",
-        "interval": plan.interval,
-        "interval_count": plan.interval_count,
-        "billing_anchor": anchor,
-        "currency": user.currency,
-        "started_at": moment,
-        "trial_end": trial_end,
-        "billing_origin": origin,
-        "current_period_start": moment,
-        "current_period_end": end,
-        "pending_plan_id": None,
-        "cancel_at_period_end": 0,
-        "ended_at": None,
-        "past_due_since": None,
-        "next_retry_at": None,
-        "created_at": now,
-        "updated_at": now,
-    }
-    work.conn.execute(subscriptions.insert().values(row))
-    work.conn.execute(
-        subscription_phases.insert().values(
-            subscription_id=sub_id, plan_id=plan_row.id, starts_at=moment, ends_at=None
-        )
-    )
+
+
+def _bill_first_periods(
+    batch: Batch, work: Work, sub_id: str, moment: datetime, end: datetime, now: datetime
+) -> None:
+    """Opens the first period and takes its fee; bills whole periods a backdated start
+    already has behind it."""
     sub = load_subs(work, [_row(work, sub_id)])[0]
     batch.subs = [sub]
     invoice = batch.open_period(sub, moment, end)
-    batch.settle([invoice], {user.id: sub.user})
+    batch.settle([invoice], {sub.user_id: sub.user})
     if invoice.billing_mode == "prepaid" and invoice.amount_due > 0:
         raise InsufficientFunds(
             "the wallet cannot cover the first fee; top up first",
             code="insufficient_funds",
             param="user",
         )
-    # A backdated start may have whole periods behind it already: bill them now.
     if end <= now:
         advance(batch, batch.subs, now)
-        batch.settle(batch.invoices.values(), {user.id: sub.user})
+        batch.settle(batch.invoices.values(), {sub.user_id: sub.user})
     batch.flush()
-    audit.record(
-        work,
-        principal,
-        "subscription.created",
-        "subscription",
-        sub_id,
-        at=now,
-        details={"user_id": user.id, "plan": plan_row.code, "anchor": anchor},
-    )
-    return get(work, principal, sub_id)
 
 
 def _row(work: Work, sub_id: str, *, lock: bool = False) -> Any:

@@ -1,0 +1,226 @@
+"""Holds (authorizations): funds reserved on an account until captured, voided or expired."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+
+from billfold.domain.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+)
+from billfold.domain.ledger import (
+    Balance,
+    HoldStatus,
+    TransferSpec,
+    check_hold,
+)
+from billfold.ledger._records import HoldView
+from billfold.store.db import UnitOfWork
+from billfold.store.tables import accounts, holds
+
+# --- holds ----------------------------------------------------------------------------
+
+
+def _hold_view(row: object) -> HoldView:
+    return HoldView(**{name: getattr(row, name) for name in HoldView.__slots__})
+
+
+def _lock_holds(uow: UnitOfWork, hold_ids: set[str | None]) -> dict[str, HoldView]:
+    wanted = sorted(h for h in hold_ids if h)
+    if not wanted:
+        return {}
+    rows = uow.conn.execute(
+        select(holds).where(holds.c.id.in_(wanted)).order_by(holds.c.id).with_for_update()
+    ).all()
+    return {row.id: _hold_view(row) for row in rows}
+
+
+def _release_for_capture(
+    spec: TransferSpec, hold_rows: dict[str, HoldView], balances: dict[int, Balance], now: datetime
+) -> dict[int, Balance]:
+    """Checks that the hold may be captured by `spec`; the balance with its reservation released."""
+    assert spec.hold_id is not None
+    hold = hold_rows.get(spec.hold_id)
+    if hold is None:
+        raise NotFound(f"no hold {spec.hold_id}", code="hold_not_found", param="hold")
+    if hold.status != HoldStatus.PENDING:
+        raise Conflict(f"the hold is {hold.status}, not pending", code="hold_not_pending")
+    if hold.expires_at <= now:
+        raise Conflict("the hold has expired", code="hold_expired")
+    debit = -sum(p.amount for p in spec.postings if p.account_id == hold.account_id)
+    # Usage that already happened (a transfer with an overflow account) may cost more
+    # than was held; the rest is paid like any usage. Other captures stay within the hold.
+    if debit > hold.amount and spec.overflow_account is None:
+        raise InvalidRequest(
+            "a capture may not take more than the hold reserved",
+            code="capture_exceeds_hold",
+            param="amount",
+        )
+    before = balances[hold.account_id]
+    released = {hold.account_id: Balance(before.posted, before.held - hold.amount, before.floor)}
+    return released
+
+
+def _capture_update(spec: TransferSpec, hold: HoldView, now: datetime) -> dict[str, object]:
+    assert spec.hold_id is not None
+    captured = min(
+        -sum(p.amount for p in spec.postings if p.account_id == hold.account_id), hold.amount
+    )
+    return {
+        "b_id": spec.hold_id,
+        "b_status": str(HoldStatus.CAPTURED),
+        "b_captured": captured,
+        "b_closed_at": now,
+        "b_transfer_id": spec.id,
+    }
+
+
+def create_hold(
+    uow: UnitOfWork,
+    *,
+    hold_id: str,
+    account_id: int,
+    amount: int,
+    expires_at: datetime,
+    now: datetime,
+    user_id: str | None = None,
+    provider_id: str | None = None,
+    description: str | None = None,
+    service: str | None = None,
+    metric: str | None = None,
+    quantity: str | None = None,
+) -> HoldView:
+    """Reserves `amount` on the account until `expires_at`; idempotent by `hold_id`."""
+    if amount < 0:
+        raise InvalidRequest("a hold must not be for a negative amount", param="amount")
+    if expires_at <= now:
+        raise InvalidRequest("a hold must expire in the future", param="expires_at")
+    row = uow.conn.execute(
+        select(accounts.c.posted, accounts.c.held, accounts.c.floor)
+        .where(accounts.c.id == account_id)
+        .with_for_update()
+    ).one_or_none()
+    if row is None:
+        raise NotFound("no such account", code="account_not_found")
+    existing = uow.conn.execute(select(holds).where(holds.c.id == hold_id)).one_or_none()
+    if existing is not None:
+        view = _hold_view(existing)
+        if (view.account_id, view.amount) != (account_id, amount):
+            raise Conflict(f"hold {hold_id} exists with different content", code="hold_id_reused")
+        return view
+    released = _expire_account_holds(uow, account_id, now)
+    current = Balance(row.posted, row.held - released, row.floor)
+    after = check_hold(current, amount)
+    uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(held=after.held))
+    values = {
+        "id": hold_id,
+        "account_id": account_id,
+        "amount": amount,
+        "captured": 0,
+        "status": str(HoldStatus.PENDING),
+        "created_at": now,
+        "expires_at": expires_at,
+        "closed_at": None,
+        "capture_transfer_id": None,
+        "user_id": user_id,
+        "provider_id": provider_id,
+        "description": description,
+        "service": service,
+        "metric": metric,
+        "quantity": quantity,
+    }
+    uow.conn.execute(holds.insert().values(values))
+    return HoldView(**values)  # type: ignore[arg-type]
+
+
+def get_hold(uow: UnitOfWork, hold_id: str) -> HoldView:
+    row = uow.conn.execute(select(holds).where(holds.c.id == hold_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"no hold {hold_id}", code="hold_not_found", param="id")
+    return _hold_view(row)
+
+
+def void_hold(uow: UnitOfWork, hold_id: str, *, now: datetime) -> HoldView:
+    """Releases a pending hold; voiding it again returns it unchanged."""
+    return release_hold(uow, hold_id, now=now, status=HoldStatus.VOIDED)
+
+
+def release_hold(uow: UnitOfWork, hold_id: str, *, now: datetime, status: HoldStatus) -> HoldView:
+    """Closes a pending hold with `status` and releases its reservation, moving no money.
+
+    Voiding is one use; a capture whose usage cost nothing more is the other. Closing it
+    again with the same status returns it unchanged.
+    """
+    hold = get_hold(uow, hold_id)
+    row = uow.conn.execute(
+        select(accounts.c.held).where(accounts.c.id == hold.account_id).with_for_update()
+    ).one()
+    hold = _hold_view(
+        uow.conn.execute(select(holds).where(holds.c.id == hold_id).with_for_update()).one()
+    )
+    if hold.status == status:
+        return hold
+    if hold.status != HoldStatus.PENDING:
+        raise Conflict(f"the hold is {hold.status} and cannot be {status}", code="hold_not_pending")
+    uow.conn.execute(
+        update(accounts).where(accounts.c.id == hold.account_id).values(held=row.held - hold.amount)
+    )
+    uow.conn.execute(
+        update(holds).where(holds.c.id == hold_id).values(status=str(status), closed_at=now)
+    )
+    return get_hold(uow, hold_id)
+
+
+def _expire_account_holds(uow: UnitOfWork, account_id: int, now: datetime) -> int:
+    """Expires the account's lapsed holds (the account row is locked); returns the release."""
+    lapsed = uow.conn.execute(
+        select(holds.c.id, holds.c.amount).where(
+            holds.c.account_id == account_id,
+            holds.c.status == str(HoldStatus.PENDING),
+            holds.c.expires_at <= now,
+        )
+    ).all()
+    if not lapsed:
+        return 0
+    uow.conn.execute(
+        update(holds)
+        .where(holds.c.id.in_([h.id for h in lapsed]))
+        .values(status=str(HoldStatus.EXPIRED), closed_at=now)
+    )
+    released = sum(h.amount for h in lapsed)
+    uow.conn.execute(
+        update(accounts).where(accounts.c.id == account_id).values(held=accounts.c.held - released)
+    )
+    return int(released)
+
+
+def expire_holds(uow: UnitOfWork, *, now: datetime, limit: int = 1000) -> int:
+    """Expires up to `limit` lapsed holds across accounts; returns how many it expired."""
+    account_ids = (
+        uow.conn.execute(
+            select(holds.c.account_id)
+            .where(holds.c.status == str(HoldStatus.PENDING), holds.c.expires_at <= now)
+            .distinct()
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    expired = 0
+    for account_id in sorted(account_ids):
+        uow.conn.execute(
+            select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()
+        ).one()
+        before = uow.conn.execute(
+            select(func.count()).where(
+                holds.c.account_id == account_id,
+                holds.c.status == str(HoldStatus.PENDING),
+                holds.c.expires_at <= now,
+            )
+        ).scalar_one()
+        _expire_account_holds(uow, account_id, now)
+        expired += int(before)
+    return expired

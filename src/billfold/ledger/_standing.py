@@ -1,0 +1,70 @@
+"""A user's standing: the one answer to how much a user may still spend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from billfold.core.directory import BalanceView, UserView
+from billfold.domain.ledger import (
+    AccountKind,
+    OwnerType,
+)
+from billfold.domain.money import from_units, to_units
+from billfold.ledger._accounts import balance, find_account
+from billfold.store.db import UnitOfWork
+
+# --- a user's standing ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Standing:
+    """A user's money in ledger units: the one answer to "how much may this user spend"."""
+
+    posted: int
+    held: int
+    credit_limit: int
+    owed: int
+    """What the user's receivable says the user owes (usage the wallet did not cover, or
+    postpaid charges not yet settled)."""
+
+    @property
+    def available(self) -> int:
+        """What may still be spent or held now: `posted - held + credit_limit`."""
+        return self.posted - self.held + self.credit_limit
+
+
+def user_standing(
+    uow: UnitOfWork,
+    user_id: str,
+    currency: str,
+    credit_limit: int,
+    *,
+    as_of: datetime | None = None,
+) -> Standing:
+    """The user's wallet and receivable in `currency`, now or as of a past moment."""
+    wallet_id = find_account(uow, OwnerType.USER, user_id, AccountKind.WALLET, currency)
+    receivable_id = find_account(uow, OwnerType.USER, user_id, AccountKind.RECEIVABLE, currency)
+    wallet = balance(uow, wallet_id, as_of=as_of) if wallet_id else None
+    owed = -balance(uow, receivable_id, as_of=as_of).posted if receivable_id else 0
+    return Standing(
+        posted=wallet.posted if wallet else 0,
+        held=wallet.held if wallet else 0,
+        credit_limit=credit_limit,
+        owed=owed,
+    )
+
+
+def user_balance(uow: UnitOfWork, user: UserView, *, as_of: datetime | None = None) -> BalanceView:
+    """The balance a user is shown: `available = posted - held + credit_limit`."""
+    cur = user.currency
+    standing = user_standing(uow, user.id, cur.code, to_units(user.credit_limit, cur), as_of=as_of)
+    return BalanceView(
+        currency=cur,
+        posted=from_units(standing.posted, cur),
+        held=from_units(standing.held, cur),
+        available=from_units(standing.available, cur),
+        credit_limit=user.credit_limit,
+        receivable=from_units(standing.owed, cur),
+        as_of=as_of,
+    )

@@ -1,0 +1,390 @@
+"""Storing, rating and charging a batch: usage rows per user, metric and period, rated
+incrementally, and one ledger transfer per user, service, metric and period.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import bindparam, select, tuple_, update
+
+from billfold import ledger
+from billfold.core.context import Work
+from billfold.domain.analytics import bucket_of
+from billfold.domain.errors import BillfoldError
+from billfold.domain.ledger import (
+    HoldStatus,
+    TransferKind,
+    TransferSpec,
+    charge_transfer,
+    commission_in_force,
+)
+from billfold.domain.money import currency, format_decimal
+from billfold.domain.pricing import Event, Plan
+from billfold.domain.rating import ChargeState, MetricState, rate, units_due
+from billfold.ids import new_id
+from billfold.metering._parsing import (
+    EVENT_COLUMNS,
+    INSERT_CHUNK,
+    PERIOD_COLUMNS,
+    IngestResult,
+    _Valid,
+)
+from billfold.metering._validation import (
+    _Catalog,
+    _Prepared,
+)
+from billfold.metering.journal import UsageJournal
+from billfold.store.bulk import db_datetime, insert_new_returning
+from billfold.store.tables import (
+    usage_events,
+    usage_periods,
+    usage_uniques,
+)
+
+
+def _apply(work: Work, prepared: _Prepared, capture_hold: str | None) -> IngestResult:
+    """Stores the prepared events that are new, rates them and charges for them."""
+    if not prepared.valid:
+        return IngestResult(0, prepared.duplicates, prepared.rejected)
+    catalog, now = prepared.catalog, prepared.now
+    assert catalog is not None
+    stored = _store(work, prepared.valid, catalog, now)
+    duplicates = prepared.duplicates + len(prepared.valid) - len(stored)
+    charges = _rate_and_charge(work, stored, catalog, now, capture_hold) if stored else []
+    return IngestResult(len(stored), duplicates, prepared.rejected, [t for _, t in charges])
+
+
+def _store(
+    work: Work, events: list[_Valid], catalog: _Catalog, now: datetime
+) -> list[tuple[_Valid, datetime, datetime, int, Plan]]:
+    """Inserts the events not stored yet; returns them with their period and plan version."""
+    enriched = []
+    for event in events:
+        version, plan = catalog.plan_at(event.plan_id, event.timestamp)
+        start, end = event.period or catalog.period_of(plan, event.timestamp)
+        enriched.append((event, start, end, version, plan))
+    # Inserted in one global order (by provider and id), so that concurrent batches that
+    # share event ids wait for each other on the unique index instead of deadlocking.
+    enriched.sort(key=lambda item: (item[0].provider_id, item[0].event_id))
+    fresh: set[tuple[str, str]] = set()
+    conn = work.conn
+    stamp = db_datetime(conn, now)
+    starts: dict[datetime, Any] = {}
+    moments: dict[datetime, Any] = {}
+    for offset in range(0, len(enriched), INSERT_CHUNK):
+        chunk = enriched[offset : offset + INSERT_CHUNK]
+        rows = [
+            (
+                e.provider_id,
+                e.event_id,
+                e.user_id,
+                e.service_id,
+                e.metric_id,
+                moments.get(e.timestamp)
+                or moments.setdefault(e.timestamp, db_datetime(conn, e.timestamp)),
+                _plain(e.value),
+                e.properties,
+                starts.get(start) or starts.setdefault(start, db_datetime(conn, start)),
+                stamp,
+            )
+            for e, start, _end, _v, _p in chunk
+        ]
+        fresh.update(
+            (provider_id, event_id)
+            for provider_id, event_id in insert_new_returning(
+                conn,
+                usage_events,
+                EVENT_COLUMNS,
+                rows,
+                conflict=("provider_id", "event_id"),
+                returning=("provider_id", "event_id"),
+            )
+        )
+    return [item for item in enriched if (item[0].provider_id, item[0].event_id) in fresh]
+
+
+def _plain(value: Decimal) -> str:
+    """Exact decimal text; str() already is, unless it would use an exponent."""
+    text = str(value)
+    return format_decimal(value) if "E" in text else text
+
+
+def _state_of(row: Any) -> MetricState:
+    return MetricState(
+        Decimal(row.quantity),
+        int(row.events),
+        row.latest_at,
+        tuple(ChargeState.from_json(c) for c in json.loads(row.state)),
+    )
+
+
+Stored = list[tuple[_Valid, datetime, datetime, int, Plan]]
+Group = list[tuple[_Valid, datetime, int, Plan]]
+GroupKey = tuple[str, str, datetime]
+Deltas = dict[tuple[str, str, str, datetime], tuple[int, Plan, Decimal]]
+
+
+def _rate_and_charge(
+    work: Work,
+    stored: Stored,
+    catalog: _Catalog,
+    now: datetime,
+    capture_hold: str | None = None,
+) -> list[tuple[str, str]]:
+    """Rates the stored events per user, metric and period, and charges what they added."""
+    groups: dict[GroupKey, Group] = defaultdict(list)
+    for event, start, end, version, plan in stored:
+        groups[(event.user_id, event.metric_id, start)].append((event, end, version, plan))
+    existing = _lock_usage_rows(work, groups, now)
+    new_counts = _new_uniques(work, groups)
+    journal = UsageJournal()
+    updates: list[dict[str, Any]] = []
+    deltas: Deltas = {}
+    for key, items in groups.items():
+        _rate_group(
+            key,
+            items,
+            existing[key],
+            new_counts.get(key, 0),
+            catalog,
+            now,
+            journal,
+            updates,
+            deltas,
+        )
+    if updates:
+        work.conn.execute(
+            update(usage_periods)
+            .where(usage_periods.c.id == bindparam("b_id"))
+            # Bound names differ from the column names, which SQLAlchemy keeps for itself.
+            .values(**{name[2:]: bindparam(name) for name in updates[0] if name != "b_id"}),
+            updates,
+        )
+    journal.write(work)
+    return _charge(work, deltas, catalog, now, capture_hold)
+
+
+def _lock_usage_rows(
+    work: Work, groups: dict[GroupKey, Group], now: datetime
+) -> dict[GroupKey, Any]:
+    """The usage row of every group, created if missing, locked.
+
+    Rows are created and then locked in key order, so that concurrent batches for the
+    same user, metric and period wait for each other instead of failing on the unique key
+    or deadlocking. Metering takes these locks before the ledger's (journal head, then
+    accounts), always.
+    """
+    conn = work.conn
+    keys = sorted(groups)
+    placeholders = [
+        (
+            user_id,
+            metric_id,
+            db_datetime(conn, start),
+            db_datetime(conn, groups[key][0][1]),
+            groups[key][0][0].plan_id,
+            groups[key][0][2],
+            "0",
+            0,
+            None,
+            "[]",
+            "0",
+            0,
+            db_datetime(conn, now),
+        )
+        for key in keys
+        for user_id, metric_id, start in [key]
+    ]
+    for offset in range(0, len(placeholders), 500):
+        insert_new_returning(
+            conn,
+            usage_periods,
+            PERIOD_COLUMNS,
+            placeholders[offset : offset + 500],
+            conflict=("user_id", "metric_id", "period_start"),
+            returning=("id",),
+        )
+    existing: dict[GroupKey, Any] = {}
+    for offset in range(0, len(keys), 500):
+        chunk = keys[offset : offset + 500]
+        for row in conn.execute(
+            select(usage_periods)
+            .where(
+                tuple_(
+                    usage_periods.c.user_id, usage_periods.c.metric_id, usage_periods.c.period_start
+                ).in_(chunk)
+            )
+            .order_by(
+                usage_periods.c.user_id, usage_periods.c.metric_id, usage_periods.c.period_start
+            )
+            .with_for_update()
+        ):
+            existing[(row.user_id, row.metric_id, row.period_start)] = row
+    return existing
+
+
+def _rate_group(
+    key: GroupKey,
+    items: Group,
+    current: Any,
+    new_unique: int,
+    catalog: _Catalog,
+    now: datetime,
+    journal: UsageJournal,
+    updates: list[dict[str, Any]],
+    deltas: Deltas,
+) -> None:
+    """Rates one user's, metric's and period's new events on top of its usage row; adds
+    the row's update and what the group now owes (its delta) to the batch's."""
+    first = items[0][0]
+    # Events of one period under a newer plan version are rated with that version.
+    items.sort(key=lambda item: (item[2], item[0].timestamp))
+    state = _state_of(current)
+    if current.plan_version != items[-1][2] or current.plan_id != first.plan_id:
+        state = MetricState(state.quantity, state.events, state.latest_at, ())
+    charged = int(current.charged_units)
+    version, plan = items[-1][2], items[-1][3]
+    scale = plan.currency.ledger_scale
+    # Rated one quarter-hour at a time (rating is incremental), so that analytics know
+    # what each quarter-hour's usage cost; the parts add up to the charge exactly.
+    before = charged
+    for bucket, run in _bucket_runs(items, first.aggregation):
+        state = rate(
+            plan,
+            first.metric_code,
+            first.aggregation,
+            state,
+            [Event(first.metric_code, e.value, e.timestamp) for e, *_ in run],
+            new_unique=new_unique,
+        )
+        after = units_due(state.amount, scale)
+        currency_code = catalog.users[first.user_id].currency
+        value = sum((e.value for e, *_ in run), Decimal(0))
+        journal.add(bucket, first, currency_code, value, len(run), after - before)
+        before = after
+    values = {
+        "plan_id": first.plan_id,
+        "plan_version": version,
+        "quantity": format_decimal(state.quantity),
+        "events": state.events,
+        "latest_at": state.latest_at,
+        "state": json.dumps([c.to_json() for c in state.charges]),
+        "amount": format_decimal(state.amount),
+        "charged_units": before,
+        "updated_at": now,
+    }
+    updates.append({"b_id": current.id, **{f"b_{k}": v for k, v in values.items()}})
+    quantity = sum((e.value for e, *_ in items), Decimal(0))
+    charge_key = (first.user_id, first.service_code, first.metric_code, key[2])
+    previous = deltas.get(charge_key)
+    total = before - charged + (previous[0] if previous else 0)
+    deltas[charge_key] = (total, plan, quantity + (previous[2] if previous else 0))
+
+
+def _bucket_runs(
+    items: list[tuple[_Valid, datetime, int, Plan]], aggregation: str
+) -> list[tuple[datetime, list[tuple[_Valid, datetime, int, Plan]]]]:
+    """The events (sorted for rating) cut into runs that fall in one quarter-hour each.
+
+    A unique_count metric's new values are counted for the whole batch, so its batch is
+    rated once and attributed to the quarter-hour of its last event.
+    """
+    if aggregation == "unique_count":
+        return [(bucket_of(items[-1][0].timestamp), items)]
+    runs: list[tuple[datetime, list[tuple[_Valid, datetime, int, Plan]]]] = []
+    for item in items:
+        bucket = bucket_of(item[0].timestamp)
+        if runs and runs[-1][0] == bucket:
+            runs[-1][1].append(item)
+        else:
+            runs.append((bucket, [item]))
+    return runs
+
+
+def _new_uniques(
+    work: Work,
+    groups: Mapping[tuple[str, str, datetime], list[tuple[_Valid, datetime, int, Plan]]],
+) -> dict[tuple[str, str, datetime], int]:
+    """Stores the distinct values of unique_count metrics; how many are new per group."""
+    counts: dict[tuple[str, str, datetime], int] = {}
+    for key, items in sorted(groups.items()):
+        values = sorted({e.unique_key for e, *_ in items if e.unique_key is not None})
+        if not values:
+            continue
+        start = db_datetime(work.conn, key[2])
+        added = insert_new_returning(
+            work.conn,
+            usage_uniques,
+            ("user_id", "metric_id", "period_start", "value"),
+            [(key[0], key[1], start, v) for v in values],
+            conflict=("user_id", "metric_id", "period_start", "value"),
+            returning=("value",),
+        )
+        counts[key] = len(added)
+    return counts
+
+
+def _charge(
+    work: Work,
+    deltas: Mapping[tuple[str, str, str, datetime], tuple[int, Plan, Decimal]],
+    catalog: _Catalog,
+    now: datetime,
+    capture_hold: str | None = None,
+) -> list[tuple[str, str]]:
+    specs: list[TransferSpec] = []
+    for (user_id, service_code, metric_code, period_start), (
+        units,
+        plan,
+        quantity,
+    ) in deltas.items():
+        if units == 0:
+            continue
+        user = catalog.users[user_id]
+        cur = currency(user.currency)
+        provider_id = catalog.services[service_code].provider_id
+        accounts = ledger.charge_accounts(
+            work,
+            user_id,
+            cur.code,
+            prepaid=user.billing_mode == "prepaid",
+            provider_id=provider_id,
+            now=now,
+            overflow=True,
+        )
+        specs.append(
+            charge_transfer(
+                accounts,
+                transfer_id=new_id("tr"),
+                kind=TransferKind.CHARGE if units > 0 else TransferKind.ADJUSTMENT,
+                currency=cur.code,
+                amount=units,
+                commission_rate=commission_in_force(
+                    plan.commission_rate, catalog.providers[provider_id]
+                ),
+                user_id=user_id,
+                provider_id=provider_id,
+                service=service_code,
+                metric=metric_code,
+                quantity=format_decimal(quantity),
+                description=f"Usage of {service_code} {metric_code} "
+                f"({period_start:%Y-%m-%d} period)",
+                # A captured authorization's usage releases its hold in the same transfer,
+                # inside the ledger's lock order (journal head, accounts, holds).
+                hold_id=capture_hold,
+            )
+        )
+    results = ledger.post_many(work, specs, now=now)
+    failed = [r for r in results if isinstance(r, BillfoldError)]
+    # Every charge here is payable by construction (debts overflow to the receivable);
+    # a failure is a bug, and the whole batch rolls back rather than lose a charge.
+    assert not failed, failed
+    if capture_hold is not None and not specs:
+        # The usage cost nothing more (free units): the hold is captured for nothing.
+        ledger.release_hold(work, capture_hold, now=now, status=HoldStatus.CAPTURED)
+    return [(str(r.user_id), r.id) for r in results if not isinstance(r, BillfoldError)]
