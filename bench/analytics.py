@@ -44,13 +44,13 @@ from billfold.core.context import Context
 from billfold.crypto import Cipher
 from billfold.store.bulk import db_datetime, insert_rows
 from billfold.store.db import Database
+from billfold.store.ledger_tables import transfers
 from billfold.store.migrate import upgrade
 from billfold.store.tables import (
     analytics_state,
     metrics,
     revenue_rollup,
     services,
-    transfers,
     usage_events,
     usage_rollup,
 )

@@ -39,9 +39,9 @@ from billfold.crypto import Cipher
 from billfold.invoicing import billing
 from billfold.store.bulk import db_datetime, insert_rows
 from billfold.store.db import Database
+from billfold.store.ledger_tables import accounts
 from billfold.store.migrate import upgrade
 from billfold.store.tables import (
-    accounts,
     invoice_lines,
     invoices,
     plans,

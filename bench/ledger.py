@@ -45,8 +45,8 @@ from billfold.domain.ledger import (
 )
 from billfold.store.bulk import db_datetime, insert_rows
 from billfold.store.db import Database
+from billfold.store.ledger_tables import postings, transfers
 from billfold.store.migrate import upgrade
-from billfold.store.tables import postings, transfers
 from common import database
 
 BATCH = 1000

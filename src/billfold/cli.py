@@ -115,7 +115,7 @@ def quote(
     plan: Annotated[
         Path,
         typer.Option(
-            help="A PLAN as JSON (see API.md).", exists=True, dir_okay=False, readable=True
+            help="A PLAN as JSON (see docs/API.md).", exists=True, dir_okay=False, readable=True
         ),
     ],
     usage: Annotated[

@@ -1,4 +1,4 @@
-"""Time is injected (DESIGN.md 8): code asks a clock for now, and tests move it."""
+"""Time is injected: code asks a clock for now, and tests (and the test clock) move it."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from sqlalchemy import func, select
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
 from billfold.core.keys import create_key
-from billfold.store.tables import accounts, audit_log, providers, transfers, users
+from billfold.store.ledger_tables import accounts, transfers
+from billfold.store.tables import audit_log, providers, users
 from tests.conftest import LiveServer
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from billfold import parties
 from billfold.core.access import SYSTEM
-from billfold.store.tables import postings
+from billfold.store.ledger_tables import postings
 from tests.conftest import TEST_SECRET, make_context
 
 

@@ -17,7 +17,8 @@ from billfold.core.access import SYSTEM
 from billfold.core.context import Context, Work
 from billfold.invoicing import billing
 from billfold.ledger.verify import verify
-from billfold.store.tables import audit_log, idempotency_keys, subscriptions, transfers
+from billfold.store.ledger_tables import transfers
+from billfold.store.tables import audit_log, idempotency_keys, subscriptions
 
 
 def _counts(ctx: Context) -> dict[str, int]:

@@ -20,7 +20,7 @@ from billfold.core.context import Context
 from billfold.core.keys import create_key
 from billfold.domain.errors import InsufficientFunds
 from billfold.ledger.verify import verify
-from billfold.store.tables import transfers
+from billfold.store.ledger_tables import transfers
 from tests.conftest import LiveServer
 
 CLIENTS = 32

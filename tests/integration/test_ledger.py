@@ -13,7 +13,7 @@ from billfold.core.context import Context
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import TransferKind
 from billfold.ledger.verify import verify_in
-from billfold.store.tables import accounts, ledger_head, postings, transfers
+from billfold.store.ledger_tables import accounts, ledger_head, postings, transfers
 from tests.integration.helpers import Books, charge_spec, open_books, top_up_spec
 
 

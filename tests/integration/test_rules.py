@@ -193,3 +193,40 @@ def test_the_available_balance_counts_the_credit_limit_everywhere(ctx: Context) 
     assert alerts.evaluate(ctx)["low_balance"] == 0
     ctx.run(parties.charge, me, user_ref=user, amount="16", description="Setup")
     assert alerts.evaluate(ctx)["low_balance"] == 1
+
+
+def test_the_plan_version_in_force_is_the_same_for_every_caller(
+    ctx: Context, clock: TestClock
+) -> None:
+    """The catalog, metering and authorizations agree on which version prices usage, and
+    how a period's usage so far carries over when a new version takes effect in it."""
+    plan = {
+        **PAYG,
+        "charges": [{"metric": "calls", "model": "percentage", "rate": "0.1", "free_events": 5}],
+    }
+    me = metered_catalog(ctx, plan)
+    user = funded_user(ctx, 1, "50")
+    for n in range(5):  # The five free events, used up under version 1.
+        _use(ctx, me, user, f"v1-{n}", 1)
+    later = {**plan, "charges": [{**plan["charges"][0], "rate": "0.2"}]}  # type: ignore[dict-item]
+    effective = START + timedelta(hours=1)
+    ctx.run(catalog.add_plan_version, me, "maps-payg", later, effective_from=effective)
+    clock.set(START + timedelta(hours=2))
+    assert ctx.read(catalog.get_plan, me, "maps-payg", at=START).current.version == 1
+    assert ctx.read(catalog.get_plan, me, "maps-payg").current.version == 2
+    # Version 2 prices the period's next events afresh from its running total: five free
+    # events again, then 0.2 of each event's value.
+    quoted = ctx.run(
+        authorizations.authorize,
+        me,
+        user_ref=user,
+        service_code="maps",
+        metric_code="calls",
+        quantity="10",
+    )
+    ctx.run(authorizations.void, me, quoted.id)
+    before = _posted(ctx, user)
+    for n in range(10):
+        _use(ctx, me, user, f"v2-{n}", 1)
+    charged = before - _posted(ctx, user)
+    assert quoted.amount == charged == Decimal("1.00")

@@ -1,6 +1,7 @@
 """Money is exact: one constructor, no floats, integers at a fixed scale per currency."""
 
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -122,3 +123,22 @@ def test_units_round_trip_exactly(units: int, code: str) -> None:
     assert parse_amount(
         format_money(from_units(units, cur), cur), allow_negative=True
     ) == from_units(units, cur)
+
+
+@pytest.mark.parametrize(
+    ("amount", "code", "expected"),
+    [
+        (Decimal("2.345"), "USD", "2.35"),  # A tie goes away from zero...
+        (Decimal("-2.345"), "USD", "-2.35"),  # ...on both sides.
+        (Decimal("2.3449999"), "USD", "2.34"),
+        (Fraction(50 * 22, 31), "USD", "35.48"),  # A prorated fee, rounded exactly.
+        (Fraction(1, 3), "KWD", "0.333"),
+        (Decimal("12.5"), "JPY", "13"),
+        (Decimal("0"), "USD", "0.00"),
+    ],
+)
+def test_round_to_minor_is_the_one_settling_rounding(
+    amount: Decimal | Fraction, code: str, expected: str
+) -> None:
+    settled = round_to_minor(amount, currency(code))
+    assert format_money(settled, currency(code)) == expected

@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 
 import httpx
 import structlog
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from billfold import ledger
 from billfold.core.access import Principal, Role, require_user_access
@@ -36,12 +36,9 @@ from billfold.domain.ledger import AccountKind, OwnerType, TransferKind
 from billfold.domain.money import currency, format_money, from_units, parse_amount, to_units
 from billfold.ids import new_id
 from billfold.store.tables import (
-    accounts,
     alert_settings,
     alerts,
     analytics_state,
-    postings,
-    transfers,
     usage_rollup_users,
     users,
     webhook_endpoints,
@@ -108,14 +105,9 @@ def set_settings(
 
 def _accounts_of(work: Work, user_ids: list[str]) -> dict[str, list[int]]:
     found: dict[str, list[int]] = defaultdict(list)
-    for row in work.conn.execute(
-        select(accounts.c.id, accounts.c.owner_id).where(
-            accounts.c.owner_type == str(OwnerType.USER),
-            accounts.c.owner_id.in_(user_ids),
-            accounts.c.kind.in_((str(AccountKind.WALLET), str(AccountKind.RECEIVABLE))),
-        )
-    ):
-        found[row.owner_id].append(int(row.id))
+    kinds = (AccountKind.WALLET, AccountKind.RECEIVABLE)
+    for account in ledger.accounts_of(work, OwnerType.USER, user_ids, kinds):
+        found[account.owner_id].append(account.id)
     return found
 
 
@@ -125,17 +117,12 @@ def spent_since(work: Work, account_ids: list[int], since: datetime) -> dict[dat
     if not account_ids:
         return {}
     per_day: dict[datetime, int] = defaultdict(int)
-    for row in work.conn.execute(
-        select(transfers.c.posted_at, postings.c.amount)
-        .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
-        .where(
-            postings.c.account_id.in_(account_ids),
-            transfers.c.posted_at >= since,
-            transfers.c.kind.notin_((str(TransferKind.TOP_UP), str(TransferKind.INVOICE_PAYMENT))),
-        )
-    ):
-        day = row.posted_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        per_day[day] -= int(row.amount)
+    spending = ledger.TransferFilter(
+        posted_from=since, exclude_kinds=(TransferKind.TOP_UP, TransferKind.INVOICE_PAYMENT)
+    )
+    for posted_at, amount in ledger.postings_on(work, account_ids, spending):
+        day = posted_at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        per_day[day] -= amount
     return per_day
 
 
@@ -293,13 +280,8 @@ def _budgets_and_balances(
             if available >= row.low_balance:
                 continue
             # One alert per time the balance ran low: a top-up starts a new episode.
-            last_top_up = work.conn.execute(
-                select(func.max(postings.c.transfer_seq))
-                .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
-                .where(
-                    postings.c.account_id == wallet, transfers.c.kind == str(TransferKind.TOP_UP)
-                )
-            ).scalar_one()
+            top_ups = ledger.TransferFilter(kinds=(TransferKind.TOP_UP,))
+            last_top_up = ledger.last_seq_on(work, wallet, top_ups)
             if _raise(
                 work,
                 f"low_balance:{row.user_id}:{last_top_up or 0}",

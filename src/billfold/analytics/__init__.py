@@ -1,7 +1,6 @@
 """Analytics: usage and revenue rollups and series, subscription metrics, the simulator."""
 
 from billfold.analytics.service import (
-    EARNING_KINDS,
     FOLD_BATCH,
     MONTHS_PER,
     NOT_REVENUE,
@@ -23,7 +22,6 @@ from billfold.analytics.service import (
 )
 
 __all__ = [
-    "EARNING_KINDS",
     "FOLD_BATCH",
     "MONTHS_PER",
     "NOT_REVENUE",

@@ -22,27 +22,25 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from sqlalchemy import Table, and_, bindparam, delete, func, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, delete, select, tuple_, update
 from sqlalchemy.sql.elements import ColumnElement
 
+from billfold import ledger
 from billfold.catalog import plan_in_force
 from billfold.core.access import Principal, Role, require_role
 from billfold.core.context import Context, Work
 from billfold.domain.analytics import bucket_of, check_range, window_start, windows, zone
 from billfold.domain.errors import InvalidRequest
-from billfold.domain.ledger import AccountKind, TransferKind
+from billfold.domain.ledger import TransferKind
 from billfold.domain.money import currency, format_decimal, from_units, round_to_minor
 from billfold.store.bulk import insert_rows
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
-    accounts,
     analytics_state,
     metrics,
-    postings,
     revenue_rollup,
     services,
     subscriptions,
-    transfers,
     usage_deltas,
     usage_rollup,
     usage_rollup_users,
@@ -53,8 +51,7 @@ REVENUE_MARK: Final = "revenue_seq"
 USAGE_GROUPS: Final = ("user", "provider", "service", "metric")
 REVENUE_GROUPS: Final = ("provider", "service")
 # Transfers that move a provider's earnings without being revenue.
-NOT_REVENUE: Final = (str(TransferKind.PAYOUT),)
-EARNING_KINDS: Final = (str(AccountKind.PROVIDER_EARNINGS), str(AccountKind.PLATFORM_REVENUE))
+NOT_REVENUE: Final = (TransferKind.PAYOUT,)
 
 
 # --- folding --------------------------------------------------------------------------
@@ -226,60 +223,33 @@ class _Revenue:
 
 
 def revenue_of_transfers(
-    uow: UnitOfWork, where: ColumnElement[bool], limit: int | None = None
+    uow: UnitOfWork, which: ledger.TransferFilter, limit: int | None = None
 ) -> tuple[dict[tuple[str, datetime, str, str], _Revenue], int, int]:
-    """Revenue per (provider, bucket, service, currency) of the transfers `where` selects.
+    """Revenue per (provider, bucket, service, currency) of the selected transfers (never
+    payouts: they move earnings out, they are not revenue).
 
     A transfer's provider share is its postings on provider earnings accounts and the
     platform's commission its postings on platform revenue; a transfer that adds to them
     is gross income, one that takes away (refund, reversal, credit note) a refund.
     Returns the sums, how many transfers were read and the last seq read.
     """
-    query = select(
-        transfers.c.seq, transfers.c.posted_at, transfers.c.provider_id, transfers.c.service
-    ).where(where, transfers.c.kind.notin_(NOT_REVENUE))
-    query = query.order_by(transfers.c.seq)
-    if limit is not None:
-        query = query.limit(limit)
-    heads = list(uow.conn.execute(query))
+    which = replace(which, exclude_kinds=NOT_REVENUE)
+    found, count, last = ledger.earnings(uow, which, limit=limit)
     sums: dict[tuple[str, datetime, str, str], _Revenue] = defaultdict(_Revenue)
-    if not heads:
-        return sums, 0, 0
-    by_seq = {row.seq: row for row in heads}
-    parts: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    first, last = heads[0].seq, heads[-1].seq
-    for row in uow.conn.execute(
-        select(postings.c.transfer_seq, postings.c.amount, postings.c.currency, accounts.c.kind)
-        .join(accounts, accounts.c.id == postings.c.account_id)
-        .where(
-            postings.c.transfer_seq >= first,
-            postings.c.transfer_seq <= last,
-            accounts.c.kind.in_(EARNING_KINDS),
+    for e in found:
+        total = e.provider_share + e.commission
+        item = _Revenue(
+            gross=max(total, 0), refunds=max(-total, 0), commission=e.commission, transfers=1
         )
-    ):
-        if row.transfer_seq not in by_seq:
-            continue
-        split = parts[row.transfer_seq][row.currency]
-        split[0 if row.kind == AccountKind.PROVIDER_EARNINGS else 1] += int(row.amount)
-    for seq, by_currency in parts.items():
-        head = by_seq[seq]
-        for cur, (provider_share, commission) in by_currency.items():
-            total = provider_share + commission
-            item = _Revenue(
-                gross=max(total, 0),
-                refunds=max(-total, 0),
-                commission=commission,
-                transfers=1,
-            )
-            key = (head.provider_id or "", bucket_of(head.posted_at), head.service or "", cur)
-            sums[key].add(item)
-    return sums, len(heads), int(last)
+        key = (e.provider_id or "", bucket_of(e.posted_at), e.service or "", e.currency)
+        sums[key].add(item)
+    return sums, count, last
 
 
 def _fold_revenue(uow: UnitOfWork, mark: int, batch: int) -> tuple[int, int]:
     # Transfers are numbered under the ledger's head lock and committed in that order,
     # so none can appear later below a seq already read.
-    sums, count, last = revenue_of_transfers(uow, transfers.c.seq > mark, batch)
+    sums, count, last = revenue_of_transfers(uow, ledger.TransferFilter(after_seq=mark), batch)
     if not count:
         return 0, mark
     _upsert(
@@ -541,16 +511,14 @@ def pending_revenue(
     mark = work.conn.execute(
         select(analytics_state.c.value).where(analytics_state.c.name == REVENUE_MARK)
     ).scalar_one_or_none()
-    conditions: list[ColumnElement[bool]] = [
-        transfers.c.seq > int(mark or 0),
-        transfers.c.posted_at >= start,
-        transfers.c.posted_at < end,
-    ]
-    if provider is not None:
-        conditions.append(transfers.c.provider_id == provider)
-    if service is not None:
-        conditions.append(transfers.c.service == service)
-    sums, _, _ = revenue_of_transfers(work, and_(*conditions))
+    which = ledger.TransferFilter(
+        after_seq=int(mark or 0),
+        posted_from=start,
+        posted_to=end,
+        provider_id=provider,
+        service=service,
+    )
+    sums, _, _ = revenue_of_transfers(work, which)
     return [
         _RevenueRow(key[0], key[1], key[2], key[3], s.gross, s.refunds, s.commission, s.transfers)
         for key, s in sums.items()
@@ -648,29 +616,17 @@ def _rollup_gross(
     work: Work, start: datetime, end: datetime, provider: str | None
 ) -> dict[str, tuple[int, int]]:
     """Gross charged per currency, and how many distinct users paid it, from the ledger."""
-    conditions = [
-        transfers.c.posted_at >= start,
-        transfers.c.posted_at < end,
-        transfers.c.kind.notin_(NOT_REVENUE),
-        accounts.c.kind.in_(EARNING_KINDS),
-    ]
-    if provider:
-        conditions.append(transfers.c.provider_id == provider)
+    which = ledger.TransferFilter(
+        posted_from=start, posted_to=end, exclude_kinds=NOT_REVENUE, provider_id=provider
+    )
     totals: dict[str, int] = defaultdict(int)
     payers: dict[str, set[str]] = defaultdict(set)
-    for row in work.conn.execute(
-        select(postings.c.currency, transfers.c.user_id, func.sum(postings.c.amount))
-        .select_from(
-            postings.join(transfers, postings.c.transfer_seq == transfers.c.seq).join(
-                accounts, accounts.c.id == postings.c.account_id
-            )
-        )
-        .where(*conditions)
-        .group_by(postings.c.currency, transfers.c.user_id)
+    for code, user_id, units in ledger.sum_postings(
+        work, which, account_kinds=ledger.EARNING_KINDS, group_by=("currency", "user_id")
     ):
-        totals[row[0]] += int(row[2])
-        if row[1] and int(row[2]) > 0:
-            payers[row[0]].add(row[1])
+        totals[code] += units
+        if user_id and units > 0:
+            payers[code].add(user_id)
     return {code: (units, len(payers[code])) for code, units in totals.items()}
 
 

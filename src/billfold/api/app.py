@@ -45,7 +45,7 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
         title="billfold",
         version=__version__,
         description="Billing for open platforms: metering, pricing, an exact double-entry "
-        "ledger, invoices and payouts. Amounts are decimal strings; see API.md.",
+        "ledger, invoices and payouts. Amounts are decimal strings; the contract is docs/API.md.",
     )
     app.state.ctx = ctx
     errors.install(app)

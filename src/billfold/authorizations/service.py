@@ -9,7 +9,6 @@ units already used count), holds that amount, and expires on its own.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -18,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from billfold import ledger, metering
-from billfold.catalog import load_service, plan_in_force, terms
+from billfold.catalog import load_service, load_versions, plan_in_force, terms
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_role, require_user_access
 from billfold.core.context import Work
@@ -34,10 +33,10 @@ from billfold.domain.ledger import (
 from billfold.domain.money import Currency, format_decimal, from_units, parse_amount, to_units
 from billfold.domain.periods import calendar_period
 from billfold.domain.pricing import Event, Plan
-from billfold.domain.rating import ChargeState, MetricState, rate, units_due
+from billfold.domain.rating import MetricState, rate, units_due
 from billfold.ids import new_id
 from billfold.ledger import HoldView
-from billfold.store.tables import metrics, services, usage_periods
+from billfold.store.tables import metrics, services
 
 MAX_HOLD_TTL_S = 30 * 86400
 
@@ -78,34 +77,23 @@ def _standing(work: Work, user: UserView) -> tuple[int, int]:
     return standing.available, debt
 
 
-def _period_state(
-    work: Work, user_id: str, metric_id: str, start: datetime
-) -> tuple[MetricState, int]:
-    row = work.conn.execute(
-        select(usage_periods).where(
-            usage_periods.c.user_id == user_id,
-            usage_periods.c.metric_id == metric_id,
-            usage_periods.c.period_start == start,
-        )
-    ).one_or_none()
-    if row is None:
-        return MetricState(), 0
-    return MetricState(
-        Decimal(row.quantity),
-        int(row.events),
-        row.latest_at,
-        tuple(ChargeState.from_json(c) for c in json.loads(row.state)),
-    ), int(row.charged_units)
-
-
 @dataclass(frozen=True, slots=True)
 class _Pricing:
     """What prices a user's use of a service now: a subscription's plan or the default."""
 
     service: Any
     plan: Plan | None
+    plan_id: str | None
+    version: int
     period_start: datetime | None
     subscription_status: str | None
+
+    def state(self, work: Work, user_id: str, metric_id: str) -> tuple[MetricState, int]:
+        """The usage so far this period, as metering will rate more of it."""
+        assert self.plan_id is not None and self.period_start is not None
+        return metering.period_state(
+            work, user_id, metric_id, self.period_start, self.plan_id, self.version
+        )
 
 
 def _service_plan(
@@ -127,10 +115,12 @@ def _service_plan(
         return calendar_period(plan.interval, plan.interval_count, moment)
 
     found = terms.terms_at(phases, default_plan, now, calendar)
-    plan = plan_in_force(work, found.plan_id, now) if found.plan_id else None
+    version = load_versions(work, [found.plan_id])[found.plan_id].at(now) if found.plan_id else None
     return _Pricing(
         service,
-        plan,
+        version.plan if version else None,
+        found.plan_id,
+        version.version if version else 0,
         found.period[0] if found.period else None,
         found.subscription.status if found.subscription else None,
     )
@@ -150,8 +140,6 @@ def entitlements(
     available, debt = _standing(work, user)
     remaining: dict[str, Decimal] = {}
     if plan is not None:
-        assert pricing.period_start is not None
-        start = pricing.period_start
         metric_ids = {
             row.code: row.id
             for row in work.conn.execute(
@@ -162,7 +150,7 @@ def entitlements(
             free = getattr(charge, "free_units", Decimal(0))
             if not free or charge.metric not in metric_ids:
                 continue
-            state, _ = _period_state(work, user.id, metric_ids[charge.metric], start)
+            state, _ = pricing.state(work, user.id, metric_ids[charge.metric])
             remaining[charge.metric] = max(free - state.quantity, Decimal(0))
     if user.status != "active":
         reason = "user_inactive"
@@ -306,7 +294,7 @@ def _price_use(
     if pricing.subscription_status == "suspended":
         return "suspended"
     assert pricing.period_start is not None
-    state, charged = _period_state(work, user.id, metric.id, pricing.period_start)
+    state, charged = pricing.state(work, user.id, metric.id)
     value = Decimal(1) if metric.aggregation in ("count", "unique_count") else asked
     events = [Event(metric_code, value, now)] * (int(asked) if metric.aggregation == "count" else 1)
     after = rate(plan, metric_code, metric.aggregation, state, events)

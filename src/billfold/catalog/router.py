@@ -120,7 +120,7 @@ def create_plan(
     work: Write,
     who: Who,
     body: Annotated[
-        dict[str, Any], Body(description="A PLAN (see API.md).", examples=[PLAN_EXAMPLE])
+        dict[str, Any], Body(description="A PLAN (see docs/API.md).", examples=[PLAN_EXAMPLE])
     ],
 ) -> PlanOut:
     """A plan for one service; refused with the field named if it cannot be priced."""

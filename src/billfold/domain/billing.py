@@ -30,7 +30,7 @@ from fractions import Fraction
 from typing import Final
 
 from billfold.domain.errors import InvalidRequest
-from billfold.domain.money import Currency
+from billfold.domain.money import Currency, round_to_minor
 from billfold.domain.periods import EPOCH_MONDAY
 
 INTERVALS: Final = ("day", "week", "month", "quarter", "year")
@@ -154,17 +154,8 @@ def prorate(amount: Decimal, days_used: int, days_in_period: int, cur: Currency)
     """
     assert 0 <= days_used <= days_in_period and days_in_period > 0
     if days_used == days_in_period:
-        return round_half_up(Fraction(amount), cur)
-    return round_half_up(Fraction(amount) * days_used / days_in_period, cur)
-
-
-def round_half_up(value: Fraction | Decimal, cur: Currency) -> Decimal:
-    """An exact value rounded half-up (away from zero) to the currency's minor unit."""
-    exact = Fraction(value)
-    scaled = abs(exact) * 10**cur.minor_units
-    units = int(scaled + Fraction(1, 2))  # int() truncates: floor for what is >= 0.
-    signed = -units if exact < 0 else units
-    return Decimal(signed).scaleb(-cur.minor_units)
+        return round_to_minor(Fraction(amount), cur)
+    return round_to_minor(Fraction(amount) * days_used / days_in_period, cur)
 
 
 def period_fraction(

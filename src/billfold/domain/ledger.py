@@ -94,7 +94,7 @@ class TransferSpec:
     reverses: str | None = None
     hold_id: str | None = None
     # Postings on these accounts may take them past their floor. Only debt collection
-    # uses it (usage that already happened is a fact, DESIGN.md 4); nothing else may.
+    # uses it (usage that already happened is a fact and is never dropped); nothing else may.
     unbounded_accounts: frozenset[int] = field(default_factory=frozenset)
     # Where the part of a debit that its account cannot cover goes (a user's receivable),
     # instead of the transfer being refused. Only usage that already happened uses it.

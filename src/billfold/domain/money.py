@@ -16,6 +16,7 @@ from __future__ import annotations
 import decimal
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from typing import Final
 
 from billfold.domain.errors import InvalidAmount, UnknownCurrency
@@ -178,9 +179,16 @@ def require_minor_units(amount: Decimal, cur: Currency, *, param: str = "amount"
         )
 
 
-def round_to_minor(amount: Decimal, cur: Currency) -> Decimal:
-    """Settles an amount: half-up to the currency's minor unit (the only place we round)."""
-    return amount.quantize(cur.minor_quantum, rounding=ROUND_HALF_UP, context=MONEY_CONTEXT)
+def round_to_minor(amount: Decimal | Fraction, cur: Currency) -> Decimal:
+    """Settles an exact amount: half-up (ties away from zero) to the currency's minor unit.
+
+    The one place money is rounded to what can be paid: invoice lines, prorations, taxes,
+    MRR and ARPU. Fractions (a prorated fee: amount * days / days in the period) are
+    rounded exactly, never through a decimal approximation.
+    """
+    exact = Fraction(amount)
+    units = int(abs(exact) * 10**cur.minor_units + Fraction(1, 2))  # Truncates: the floor.
+    return Decimal(-units if exact < 0 else units).scaleb(-cur.minor_units)
 
 
 def format_money(amount: Decimal, cur: Currency) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold import ledger
 from billfold.core.context import Work
-from billfold.domain.billing import period_fraction, prorate, round_half_up
+from billfold.domain.billing import period_fraction, prorate
 from billfold.domain.errors import BillfoldError, InsufficientFunds
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
@@ -28,7 +28,7 @@ from billfold.domain.ledger import (
     TransferSpec,
     charge_transfer,
 )
-from billfold.domain.money import Currency, currency, format_decimal
+from billfold.domain.money import Currency, currency, format_decimal, round_to_minor
 from billfold.domain.pricing import Plan
 from billfold.ids import new_id
 from billfold.invoicing._writing import write_invoices, write_subscriptions, write_usage_marks
@@ -41,7 +41,6 @@ from billfold.invoicing.model import (
     money,
 )
 from billfold.store.tables import (
-    accounts,
     invoice_counters,
     usage_invoiced,
     usage_periods,
@@ -66,24 +65,9 @@ class Batch:
 
     def prime_accounts(self, owner_ids: Iterable[str]) -> None:
         """Looks up the accounts of many users in one statement (a bill run's chunk)."""
-        wanted = sorted(set(owner_ids))
-        for offset in range(0, len(wanted), 500):
-            for row in self.work.conn.execute(
-                select(
-                    accounts.c.id,
-                    accounts.c.owner_type,
-                    accounts.c.owner_id,
-                    accounts.c.kind,
-                    accounts.c.currency,
-                ).where(
-                    # owner_type first: the lookup then uses the accounts' unique index
-                    # (owner_type, owner_id, ...) instead of scanning every account.
-                    accounts.c.owner_type == str(OwnerType.USER),
-                    accounts.c.owner_id.in_(wanted[offset : offset + 500]),
-                )
-            ):
-                key = (row.owner_type, row.owner_id, row.kind, row.currency)
-                self._accounts[key] = int(row.id)
+        for account in ledger.accounts_of(self.work, OwnerType.USER, owner_ids):
+            key = (account.owner_type, account.owner_id, account.kind, account.currency)
+            self._accounts[key] = account.id
 
     @property
     def settings(self) -> Any:
@@ -238,7 +222,7 @@ class Batch:
             )
         cur = invoice.cur
         exact = Decimal(charged).scaleb(-cur.ledger_scale)
-        amount = money(round_half_up(exact, cur), cur)
+        amount = money(round_to_minor(exact, cur), cur)
         invoice.add(
             Line(
                 kind,

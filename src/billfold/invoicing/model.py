@@ -15,11 +15,11 @@ from sqlalchemy import select
 
 from billfold.catalog import PlanVersions, load_versions
 from billfold.core.context import Work
-from billfold.domain.billing import Schedule, round_half_up
+from billfold.domain.billing import Schedule
 from billfold.domain.ledger import (
     commission_in_force,
 )
-from billfold.domain.money import Currency, currency, to_units
+from billfold.domain.money import Currency, currency, round_to_minor, to_units
 from billfold.domain.pricing import Plan
 from billfold.store.tables import (
     invoice_lines,
@@ -176,7 +176,7 @@ def _tax(amount: int, rate: Decimal, cur: Currency) -> int:
     if not rate or not amount:
         return 0
     exact = Decimal(amount) * rate / (10**cur.ledger_scale)
-    return to_units(round_half_up(exact, cur), cur)
+    return to_units(round_to_minor(exact, cur), cur)
 
 
 def money(amount: Decimal, cur: Currency) -> int:

@@ -21,7 +21,7 @@ from billfold.domain.ledger import (
     OwnerType,
 )
 from billfold.store.db import UnitOfWork
-from billfold.store.tables import accounts, holds, postings, transfers
+from billfold.store.ledger_tables import accounts, holds, postings, transfers
 
 # --- accounts -------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from billfold.domain.ledger import (
 )
 from billfold.ledger._records import HoldView
 from billfold.store.db import UnitOfWork
-from billfold.store.tables import accounts, holds
+from billfold.store.ledger_tables import accounts, holds
 
 # --- holds ----------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from billfold.ledger._holds import (
 from billfold.ledger._records import HoldView, PostedPosting, PostedTransfer, load_transfers
 from billfold.store.bulk import db_datetime, insert_rows, update_rows
 from billfold.store.db import UnitOfWork
-from billfold.store.tables import accounts, holds, ledger_head, postings, transfers
+from billfold.store.ledger_tables import accounts, holds, ledger_head, postings, transfers
 
 MAX_BATCH = 10_000
 """The most transfers one `post_many` call takes; callers split larger work."""

@@ -14,7 +14,7 @@ from billfold.domain.errors import (
     NotFound,
 )
 from billfold.store.db import UnitOfWork
-from billfold.store.tables import postings, transfers
+from billfold.store.ledger_tables import postings, transfers
 
 
 @dataclass(frozen=True, slots=True)

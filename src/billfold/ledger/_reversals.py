@@ -15,7 +15,7 @@ from billfold.domain.ledger import (
 )
 from billfold.ledger._records import PostedTransfer
 from billfold.store.db import UnitOfWork
-from billfold.store.tables import postings, transfers
+from billfold.store.ledger_tables import postings, transfers
 
 # --- reversals ------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from billfold.domain.ledger import (
     chain_hash,
 )
 from billfold.store.db import UnitOfWork
-from billfold.store.tables import accounts, holds, ledger_head, postings, transfers
+from billfold.store.ledger_tables import accounts, holds, ledger_head, postings, transfers
 
 CHUNK = 5_000
 MAX_PROBLEMS_SHOWN = 20

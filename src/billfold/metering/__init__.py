@@ -13,6 +13,7 @@ in one database transaction:
    (receivable), which suspends the user until a top-up pays it.
 
 The response is sent only after the commit, so an acknowledged event is never lost.
+
 """
 
 from billfold.metering._group_commit import (
@@ -31,6 +32,14 @@ from billfold.metering._parsing import (
     IngestResult,
     Rejection,
 )
+from billfold.metering._rating import (
+    Deltas,
+    Group,
+    GroupKey,
+    Stored,
+    period_state,
+    stored_state,
+)
 from billfold.metering.service import (
     ingest,
     ingest_in,
@@ -48,9 +57,15 @@ __all__ = [
     "MAX_PROPERTIES_BYTES",
     "NATIVE_FIELDS",
     "PERIOD_COLUMNS",
+    "Deltas",
+    "Group",
+    "GroupKey",
     "IngestResult",
     "Rejection",
+    "Stored",
     "ingest",
     "ingest_in",
+    "period_state",
     "set_default_plan",
+    "stored_state",
 ]

@@ -115,13 +115,34 @@ def _plain(value: Decimal) -> str:
     return format_decimal(value) if "E" in text else text
 
 
-def _state_of(row: Any) -> MetricState:
-    return MetricState(
+def stored_state(row: Any, plan_id: str, version: int) -> tuple[MetricState, int]:
+    """A usage row as the state its period's next events are rated from, and the ledger
+    units already charged for it: all of it under the same plan version; under another
+    plan or version only the running totals, which the new version prices afresh."""
+    state = MetricState(
         Decimal(row.quantity),
         int(row.events),
         row.latest_at,
         tuple(ChargeState.from_json(c) for c in json.loads(row.state)),
     )
+    if row.plan_version != version or row.plan_id != plan_id:
+        state = MetricState(state.quantity, state.events, state.latest_at, ())
+    return state, int(row.charged_units)
+
+
+def period_state(
+    work: Work, user_id: str, metric_id: str, start: datetime, plan_id: str, version: int
+) -> tuple[MetricState, int]:
+    """`stored_state` of the user's usage row of a metric and period (empty if none yet):
+    what an authorization prices more usage on top of, as metering will."""
+    row = work.conn.execute(
+        select(usage_periods).where(
+            usage_periods.c.user_id == user_id,
+            usage_periods.c.metric_id == metric_id,
+            usage_periods.c.period_start == start,
+        )
+    ).one_or_none()
+    return (MetricState(), 0) if row is None else stored_state(row, plan_id, version)
 
 
 Stored = list[tuple[_Valid, datetime, datetime, int, Plan]]
@@ -245,11 +266,8 @@ def _rate_group(
     first = items[0][0]
     # Events of one period under a newer plan version are rated with that version.
     items.sort(key=lambda item: (item[2], item[0].timestamp))
-    state = _state_of(current)
-    if current.plan_version != items[-1][2] or current.plan_id != first.plan_id:
-        state = MetricState(state.quantity, state.events, state.latest_at, ())
-    charged = int(current.charged_units)
     version, plan = items[-1][2], items[-1][3]
+    state, charged = stored_state(current, first.plan_id, version)
     scale = plan.currency.ledger_scale
     # Rated one quarter-hour at a time (rating is incremental), so that analytics know
     # what each quarter-hour's usage cost; the parts add up to the charge exactly.

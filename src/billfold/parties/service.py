@@ -1,7 +1,8 @@
 """Parties and their money: providers, users, top-ups, one-off charges, refunds, balances.
 
-Accounts (DESIGN.md 1): a user has a wallet (what the platform holds for the user; its
-floor is -credit_limit) and a receivable (what the user owes: postpaid usage and debts).
+Accounts (docs/ARCHITECTURE.md, "Principles"): a user has a wallet (what the platform
+holds for the user; its floor is -credit_limit) and a receivable (what the user owes:
+postpaid usage and debts).
 A provider has earnings per currency; the platform has revenue and external cash
 (money entering or leaving the platform) per currency.
 """
@@ -62,7 +63,7 @@ from billfold.domain.money import (
 from billfold.ids import new_id
 from billfold.invoicing import billing
 from billfold.ledger import PostedTransfer
-from billfold.store.tables import accounts, postings, providers, transfers, users
+from billfold.store.tables import providers, users
 
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 500
@@ -359,7 +360,7 @@ def top_up(
     wallet = _wallet(work, user, now)
     cash = _platform(work, AccountKind.EXTERNAL_CASH, user.currency, now)
     # A prepaid user's debt (usage the wallet could not cover) is paid first; the rest
-    # goes to the wallet (DESIGN.md 4). Postpaid receivables are settled by invoices.
+    # goes to the wallet. Postpaid receivables are settled by invoices.
     debt_paid = 0
     postings_ = [Posting(cash, user.currency.code, -units)]
     if user.billing_mode == BillingMode.PREPAID:
@@ -546,33 +547,17 @@ def transactions(
     """Every movement of the user's money, newest first: the consumption records."""
     user = load_user(work, user_ref)
     require_user_access(principal, user.id)
-    own = work.conn.execute(
-        select(accounts.c.id, accounts.c.kind).where(
-            accounts.c.owner_type == str(OwnerType.USER), accounts.c.owner_id == user.id
-        )
-    ).all()
-    kinds = {row.id: row.kind for row in own}
-    # One row per transfer, however many of the user's accounts it touched (a top-up
-    # that pays a debt moves both the receivable and the wallet).
-    query = (
-        select(postings.c.transfer_seq)
-        .where(postings.c.account_id.in_(list(kinds)))
-        .group_by(postings.c.transfer_seq)
-        .order_by(postings.c.transfer_seq.desc())
-        .limit(check_limit(limit) + 1)
-    )
+    kinds = {a.id: a.kind for a in ledger.accounts_of(work, OwnerType.USER, [user.id])}
+    before = None
     if starting_after:
-        seq = work.conn.execute(
-            select(transfers.c.seq).where(
-                transfers.c.id == starting_after, transfers.c.user_id == user.id
-            )
-        ).scalar_one_or_none()
-        if seq is None:
+        before = ledger.seq_of(work, starting_after, ledger.TransferFilter(user_id=user.id))
+        if before is None:
             raise InvalidRequest(
                 "starting_after is not one of this user's transactions", param="starting_after"
             )
-        query = query.where(postings.c.transfer_seq < seq)
-    seqs = list(work.conn.execute(query).scalars())
+    # One row per transfer, however many of the user's accounts it touched (a top-up
+    # that pays a debt moves both the receivable and the wallet).
+    seqs = ledger.seqs_touching(work, list(kinds), limit=check_limit(limit) + 1, before_seq=before)
     loaded = {t.seq: t for t in ledger.load_transfers_by_seq(work, seqs[:limit])}
     return Page(
         [_user_movement(loaded[seq], kinds, user.currency) for seq in seqs[:limit]],

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any, Final
 
 from sqlalchemy import Table, select
 from sqlalchemy.sql.elements import ColumnElement
 
+from billfold import ledger
 from billfold.core.access import Principal, Role
 from billfold.core.context import Context
 from billfold.domain.errors import InvalidRequest, PermissionDenied
@@ -25,28 +25,22 @@ from billfold.domain.periods import parse_period
 from billfold.settlement.service import _statements
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
-    accounts,
     invoice_lines,
     invoices,
     metrics,
-    postings,
     providers,
     services,
-    transfers,
     usage_events,
 )
 
 KINDS: Final = ("usage", "charges", "invoices", "statements")
 PAGE: Final = 5000
-CHARGE_KINDS: Final = tuple(
-    str(k)
-    for k in (
-        TransferKind.CHARGE,
-        TransferKind.CAPTURE,
-        TransferKind.REFUND,
-        TransferKind.REVERSAL,
-        TransferKind.ADJUSTMENT,
-    )
+CHARGE_KINDS: Final = (
+    TransferKind.CHARGE,
+    TransferKind.CAPTURE,
+    TransferKind.REFUND,
+    TransferKind.REVERSAL,
+    TransferKind.ADJUSTMENT,
 )
 
 
@@ -152,38 +146,34 @@ def _charges(
         "transfer_id", "kind", "posted_at", "user", "provider", "service", "metric", "quantity",
         "currency", "amount", "provider_share", "commission", "reverses", "description",
     ]  # fmt: skip
+    which = ledger.TransferFilter(
+        posted_from=start,
+        posted_to=end,
+        kinds=CHARGE_KINDS,
+        provider_id=principal.provider_id if principal.role == Role.PROVIDER else None,
+        user_id=principal.user_id if principal.role == Role.USER else None,
+    )
     with ctx.work(read_only=True) as uow:
-        for page in _pages(
-            uow,
-            transfers,
-            transfers.c.posted_at >= start,
-            transfers.c.posted_at < end,
-            transfers.c.kind.in_(CHARGE_KINDS),
-            *_own(principal, transfers),
-        ):
-            split: dict[int, dict[str, Any]] = defaultdict(lambda: {"p": 0, "c": 0, "cur": None})
-            for p in uow.conn.execute(
-                select(
-                    postings.c.transfer_seq, postings.c.amount, postings.c.currency, accounts.c.kind
-                )
-                .join(accounts, accounts.c.id == postings.c.account_id)
-                .where(postings.c.transfer_seq.in_([t.seq for t in page]))
-            ):
-                entry = split[p.transfer_seq]
-                entry["cur"] = p.currency
-                if p.kind == AccountKind.PROVIDER_EARNINGS:
-                    entry["p"] += int(p.amount)
-                elif p.kind == AccountKind.PLATFORM_REVENUE:
-                    entry["c"] += int(p.amount)
+        for page in ledger.transfer_pages(uow, which, page=PAGE):
+            kinds = ledger.account_kinds(uow, {p.account_id for t in page for p in t.postings})
             for t in page:
-                entry = split[t.seq]
-                cur = currency(entry["cur"] or "USD")
+                share = sum(
+                    p.amount
+                    for p in t.postings
+                    if kinds[p.account_id] == AccountKind.PROVIDER_EARNINGS
+                )
+                commission = sum(
+                    p.amount
+                    for p in t.postings
+                    if kinds[p.account_id] == AccountKind.PLATFORM_REVENUE
+                )
+                cur = currency(t.postings[0].currency if t.postings else "USD")
                 yield [
                     t.id, t.kind, t.posted_at.isoformat(), t.user_id, t.provider_id, t.service,
                     t.metric, t.quantity, cur.code,
-                    format_money(from_units(entry["p"] + entry["c"], cur), cur),
-                    format_money(from_units(entry["p"], cur), cur),
-                    format_money(from_units(entry["c"], cur), cur),
+                    format_money(from_units(share + commission, cur), cur),
+                    format_money(from_units(share, cur), cur),
+                    format_money(from_units(commission, cur), cur),
                     t.reverses, t.description,
                 ]  # fmt: skip
 

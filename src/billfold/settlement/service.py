@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import func, select
 
 from billfold import ledger
 from billfold.analytics import pending_revenue, revenue_of_transfers
@@ -35,13 +35,10 @@ from billfold.domain.money import Currency, currency, from_units, parse_amount, 
 from billfold.domain.periods import parse_period
 from billfold.ids import new_id
 from billfold.store.tables import (
-    accounts,
     invoice_lines,
     invoices,
-    postings,
     providers,
     revenue_rollup,
-    transfers,
     usage_deltas,
     usage_rollup,
     usage_rollup_users,
@@ -73,16 +70,11 @@ class Statement:
 
 
 def _earnings_accounts(work: Work, provider_id: str) -> dict[str, int]:
-    return {
-        row.currency: int(row.id)
-        for row in work.conn.execute(
-            select(accounts.c.id, accounts.c.currency).where(
-                accounts.c.owner_type == str(OwnerType.PROVIDER),
-                accounts.c.owner_id == provider_id,
-                accounts.c.kind == str(AccountKind.PROVIDER_EARNINGS),
-            )
-        )
-    }
+    """The provider's earnings account per currency."""
+    found = ledger.accounts_of(
+        work, OwnerType.PROVIDER, [provider_id], [AccountKind.PROVIDER_EARNINGS]
+    )
+    return {account.currency: account.id for account in found}
 
 
 def _rollup_revenue(
@@ -124,18 +116,10 @@ def _rollup_revenue(
 
 
 def _payouts(work: Work, account_id: int, start: datetime, end: datetime) -> int:
-    conn = work.conn
-    paid = conn.execute(
-        select(func.coalesce(func.sum(postings.c.amount), 0))
-        .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
-        .where(
-            postings.c.account_id == account_id,
-            transfers.c.kind == str(TransferKind.PAYOUT),
-            transfers.c.posted_at >= start,
-            transfers.c.posted_at < end,
-        )
-    ).scalar_one()
-    return -int(paid)
+    """What was paid out of the account in [start, end), as a positive number of units."""
+    which = ledger.TransferFilter(posted_from=start, posted_to=end, kinds=(TransferKind.PAYOUT,))
+    rows = ledger.sum_postings(work, which, account_ids=[account_id])
+    return -sum(int(total) for (total,) in rows)
 
 
 def statements(work: Work, principal: Principal, provider_id: str, period: str) -> list[Statement]:
@@ -341,15 +325,8 @@ def reconcile(work: Work, period: str) -> Reconciliation:
     """
     start, end = parse_period(period)
     result = Reconciliation(period)
-    conn = work.conn
     rolled = _rollup_revenue(work, start, end, None)
-    raw, _, _ = revenue_of_transfers(
-        work,
-        and_(
-            transfers.c.posted_at >= start,
-            transfers.c.posted_at < end,
-        ),
-    )
+    raw, _, _ = revenue_of_transfers(work, ledger.TransferFilter(posted_from=start, posted_to=end))
     direct: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
     for (provider, _b, service, code), item in raw.items():
         acc = direct[(provider, service, code)]
@@ -370,11 +347,9 @@ def reconcile(work: Work, period: str) -> Reconciliation:
     provider_ids = sorted(
         {k[0] for k in rolled if k[0]}
         | {
-            row.owner_id
-            for row in conn.execute(
-                select(accounts.c.owner_id).where(
-                    accounts.c.kind == str(AccountKind.PROVIDER_EARNINGS)
-                )
+            account.owner_id
+            for account in ledger.accounts_of(
+                work, OwnerType.PROVIDER, kinds=[AccountKind.PROVIDER_EARNINGS]
             )
         }
     )
@@ -404,24 +379,14 @@ def _reconcile_commission(
     rolled: dict[tuple[str, str, str], list[int]],
     result: Reconciliation,
 ) -> None:
-    conn = work.conn
+    which = ledger.TransferFilter(
+        posted_from=start, posted_to=end, exclude_kinds=(TransferKind.PAYOUT,)
+    )
     gained: dict[str, int] = defaultdict(int)
-    for row in conn.execute(
-        select(postings.c.currency, func.sum(postings.c.amount))
-        .select_from(
-            postings.join(transfers, postings.c.transfer_seq == transfers.c.seq).join(
-                accounts, accounts.c.id == postings.c.account_id
-            )
-        )
-        .where(
-            accounts.c.kind == str(AccountKind.PLATFORM_REVENUE),
-            transfers.c.kind != str(TransferKind.PAYOUT),
-            transfers.c.posted_at >= start,
-            transfers.c.posted_at < end,
-        )
-        .group_by(postings.c.currency)
+    for code, total in ledger.sum_postings(
+        work, which, account_kinds=[str(AccountKind.PLATFORM_REVENUE)], group_by=("currency",)
     ):
-        gained[row[0]] += int(row[1])
+        gained[code] += total
     stated: dict[str, int] = defaultdict(int)
     for (_p, _s, code), values in rolled.items():
         stated[code] += values[2]
@@ -454,13 +419,7 @@ def _reconcile_invoices(work: Work, start: datetime, end: datetime, result: Reco
         ):
             lines[line.invoice_id].append(line)
     cited = sorted({ln.transfer_id for ls in lines.values() for ln in ls if ln.transfer_id})
-    known: set[str] = set()
-    for offset in range(0, len(cited), 500):
-        known.update(
-            conn.execute(
-                select(transfers.c.id).where(transfers.c.id.in_(cited[offset : offset + 500]))
-            ).scalars()
-        )
+    known = ledger.existing_ids(work, cited)
     for row in rows:
         result.checks += 1
         mine = lines[row.id]
@@ -517,23 +476,13 @@ def _reconcile_usage(work: Work, result: Reconciliation) -> None:
     folded, journal = _sums(work, usage_rollup), _sums(work, usage_deltas)
     per_user = _sums(work, usage_rollup_users)
     charged: dict[tuple[str, str], int] = defaultdict(int)
-    for row in work.conn.execute(
-        select(transfers.c.provider_id, postings.c.currency, func.sum(postings.c.amount))
-        .select_from(
-            postings.join(transfers, postings.c.transfer_seq == transfers.c.seq).join(
-                accounts, accounts.c.id == postings.c.account_id
-            )
-        )
-        .where(
-            transfers.c.metric.is_not(None),
-            transfers.c.kind.in_((str(TransferKind.CHARGE), str(TransferKind.ADJUSTMENT))),
-            accounts.c.kind.in_(
-                (str(AccountKind.PROVIDER_EARNINGS), str(AccountKind.PLATFORM_REVENUE))
-            ),
-        )
-        .group_by(transfers.c.provider_id, postings.c.currency)
+    usage = ledger.TransferFilter(
+        kinds=(TransferKind.CHARGE, TransferKind.ADJUSTMENT), metered=True
+    )
+    for provider_id, code, total in ledger.sum_postings(
+        work, usage, account_kinds=ledger.EARNING_KINDS, group_by=("provider_id", "currency")
     ):
-        charged[(row[0], row[1])] += int(row[2])
+        charged[(provider_id, code)] += total
     for key in sorted(set(folded) | set(journal) | set(charged) | set(per_user)):
         result.checks += 1
         analytics = folded.get(key, 0) + journal.get(key, 0)

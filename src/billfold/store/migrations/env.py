@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import text
 
+from billfold.store import ledger_tables  # noqa: F401  (registers the ledger's tables)
 from billfold.store.tables import metadata
 
 # An arbitrary constant: the PostgreSQL advisory lock that serialises concurrent upgrades.
