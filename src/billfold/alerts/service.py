@@ -35,6 +35,7 @@ from billfold.domain.errors import InvalidRequest, NotFound
 from billfold.domain.ledger import AccountKind, OwnerType, TransferKind
 from billfold.domain.money import currency, format_money, from_units, parse_amount, to_units
 from billfold.ids import new_id
+from billfold.store.bulk import upsert
 from billfold.store.tables import (
     alert_settings,
     alerts,
@@ -95,11 +96,7 @@ def set_settings(
         "low_balance": None if low is None else to_units(low, cur, param="low_balance"),
         "updated_at": now,
     }
-    done = work.conn.execute(
-        update(alert_settings).where(alert_settings.c.user_id == user.id).values(values)
-    ).rowcount
-    if not done:
-        work.conn.execute(alert_settings.insert().values(user_id=user.id, **values))
+    upsert(work.conn, alert_settings, ["user_id"], [{"user_id": user.id, **values}])
     return AlertSettings(user.id, cur.code, budget, marks, low)
 
 

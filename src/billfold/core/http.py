@@ -144,7 +144,10 @@ class UnitOfWorkRoute(APIRoute):
                 if work is not None:
                     await run_in_threadpool(work.close)
                 raise
-            await run_in_threadpool(_finish, exact, response)
+            work = exact.scope.get("state", {}).get(WORK_STATE)
+            if work is not None and work.is_open:
+                # Only routes with a unit of work pay for the trip to the thread pool.
+                await run_in_threadpool(_finish, exact, response)
             return response
 
         return handler

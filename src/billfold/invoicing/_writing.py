@@ -7,10 +7,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold.domain.money import format_decimal
 from billfold.invoicing.model import Invoice, Line, Sub
+from billfold.store.bulk import upsert
 from billfold.store.tables import (
     invoice_lines,
     invoices,
@@ -71,24 +71,13 @@ def write_invoices(conn: Connection, found: Sequence[Invoice], now: datetime) ->
             line.dirty = False
 
 
-def write_usage_marks(conn: Connection, dialect: str, marks: list[dict[str, Any]]) -> None:
+def write_usage_marks(conn: Connection, marks: list[dict[str, Any]]) -> None:
     """Records how much of each usage row has been invoiced (one row per usage row)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(usage_invoiced).values(
-        usage_period_id=bindparam("b_id"),
-        invoiced_units=bindparam("b_units"),
-        quantity=bindparam("b_quantity"),
-    )
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=["usage_period_id"],
-            set_={
-                "invoiced_units": statement.excluded.invoiced_units,
-                "quantity": statement.excluded.quantity,
-            },
-        ),
-        marks,
-    )
+    rows = [
+        {"usage_period_id": m["b_id"], "invoiced_units": m["b_units"], "quantity": m["b_quantity"]}
+        for m in marks
+    ]
+    upsert(conn, usage_invoiced, ["usage_period_id"], rows)
 
 
 def write_subscriptions(conn: Connection, subs: Sequence[Sub]) -> None:

@@ -489,7 +489,7 @@ class Batch:
             self.refresh(invoice)
         write_invoices(conn, list(self.invoices.values()), self.now)
         if self.usage_marks:
-            write_usage_marks(conn, self.work.dialect, self.usage_marks)
+            write_usage_marks(conn, self.usage_marks)
             self.usage_marks = []
         for year, last in self._numbers.items():
             conn.execute(

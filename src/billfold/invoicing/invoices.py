@@ -21,6 +21,7 @@ from billfold import ledger
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_admin
 from billfold.core.context import Work
+from billfold.core.directory import load_user, user_row
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import TransferKind, divide_half_up
 from billfold.domain.money import Currency, format_money, from_units, parse_amount, to_units
@@ -28,7 +29,7 @@ from billfold.ids import new_id
 from billfold.invoicing import billing
 from billfold.invoicing.batch import Batch
 from billfold.invoicing.model import Invoice, load_invoices
-from billfold.store.tables import credit_notes, invoices, users
+from billfold.store.tables import credit_notes, invoices
 
 TEMPLATES: Final = Path(__file__).resolve().parent.parent / "web" / "templates"
 MAX_REASON: Final = 500
@@ -186,16 +187,7 @@ def list_for(
 
 
 def _user_row(work: Work, user_id: str) -> Any:
-    return work.conn.execute(
-        select(
-            users.c.id,
-            users.c.currency,
-            users.c.billing_mode,
-            users.c.credit_limit,
-            users.c.tax_rate,
-            users.c.status,
-        ).where(users.c.id == user_id)
-    ).one()
+    return user_row(work, user_id)
 
 
 def pay(work: Work, principal: Principal, invoice_id: str) -> InvoiceView:
@@ -403,12 +395,12 @@ def _environment() -> Any:
 
 def render_html(work: Work, principal: Principal, invoice_id: str) -> str:
     inv = _load(work, principal, invoice_id)
-    row = work.conn.execute(select(users).where(users.c.id == inv.user_id)).one()
+    buyer = load_user(work, inv.user_id)
     view = view_of(inv, principal)
     customer = {
-        "name": work.cipher.decrypt(row.name_enc, context="users.name"),
-        "email": work.cipher.decrypt(row.email_enc, context="users.email"),
-        "id": row.id,
+        "name": buyer.name,
+        "email": buyer.email,
+        "id": buyer.id,
     }
 
     def fmt(value: Decimal) -> str:

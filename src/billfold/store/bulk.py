@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table
+from sqlalchemy.dialects import postgresql, sqlite
 
 
 def _placeholder(connection: Connection) -> str:
@@ -84,3 +85,25 @@ def insert_new_returning(
     )
     params = tuple(itertools.chain.from_iterable(rows))
     return [tuple(row) for row in connection.exec_driver_sql(sql, params).all()]
+
+
+def upsert(
+    connection: Connection,
+    table: Table,
+    key_columns: Sequence[str],
+    rows: Sequence[dict[str, Any]],
+) -> None:
+    """INSERTs `rows`, or where a row with the same key exists, sets its other columns to
+    the row's values: INSERT ... ON CONFLICT (key) DO UPDATE, on SQLite and PostgreSQL."""
+    if not rows:
+        return
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(table)
+    changed = [name for name in rows[0] if name not in key_columns]
+    connection.execute(
+        statement.on_conflict_do_update(
+            index_elements=list(key_columns),
+            set_={name: statement.excluded[name] for name in changed},
+        ),
+        list(rows),
+    )

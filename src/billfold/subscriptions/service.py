@@ -18,6 +18,7 @@ from sqlalchemy import select
 from billfold.core import audit
 from billfold.core.access import Principal, Role
 from billfold.core.context import Work
+from billfold.core.directory import user_row
 from billfold.domain.billing import Schedule, parse_anchor, period_fraction, prorate
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.pricing import Plan, parse_time
@@ -33,7 +34,7 @@ from billfold.invoicing import (
     money,
     usage_rows,
 )
-from billfold.store.tables import plans, services, subscription_phases, subscriptions, users
+from billfold.store.tables import plans, services, subscription_phases, subscriptions
 
 MAX_BACKDATE: Final = timedelta(days=31)
 TIMINGS: Final = ("immediate", "period_end")
@@ -186,10 +187,8 @@ def create(
 
 def _subscriber(work: Work, principal: Principal, user_ref: str, plan_row: Any) -> Any:
     """The user to subscribe, if the asker may subscribe them to this plan."""
-    user = work.conn.execute(
-        select(users).where((users.c.id == user_ref) | (users.c.external_id == user_ref))
-    ).first()
-    if user is None or not _can_act(principal, user.id, plan_row.provider_id):
+    user = user_row(work, user_ref)
+    if not _can_act(principal, user.id, plan_row.provider_id):
         raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
     if principal.role == Role.USER and plan_row.status != "active":
         raise NotFound(f"no plan {plan_row.code}", code="plan_not_found", param="plan")
