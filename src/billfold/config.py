@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
     hold_ttl_s: int = Field(default=900, ge=1, le=30 * 86400)
+    hold_max_ttl_s: int = Field(
+        default=86_400, ge=1, le=30 * 86400, description="The longest a hold may live."
+    )
     hold_sweep_interval_s: float = Field(default=5.0, gt=0)
     idempotency_ttl_s: int = Field(default=86_400, ge=86_400)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
@@ -40,6 +43,14 @@ class Settings(BaseSettings):
     )
     dunning_grace_days: int = Field(default=7, ge=0, le=365)
     bill_run_interval_s: float = Field(default=30.0, gt=0)
+    # Webhooks.
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Lets webhooks go to http and to loopback or private addresses (local "
+        "development and tests only).",
+    )
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    webhook_concurrency: int = Field(default=8, ge=1, le=64)
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -16,17 +16,19 @@ import json
 import secrets
 import statistics
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, Final
-from urllib.parse import urlparse
 
 import httpx
 import structlog
 from sqlalchemy import and_, or_, select, update
 
 from billfold import ledger
+from billfold.alerts._destinations import check_destination
 from billfold.core.access import Principal, Role, require_user_access
 from billfold.core.context import Context, Work
 from billfold.core.directory import load_user, user_row
@@ -410,9 +412,9 @@ def create_endpoint(
     work: Work, principal: Principal, *, url: str, event_types: list[str] | None
 ) -> Endpoint:
     """An endpoint of the asker's own; its signing secret is shown only now."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 2000:
-        raise InvalidRequest("url must be an absolute http(s) URL", param="url")
+    if not isinstance(url, str):
+        raise InvalidRequest("url must be a text", param="url")
+    check_destination(url, allow_private=work.settings.webhook_allow_private)
     types = tuple(dict.fromkeys(event_types or EVENT_TYPES))
     wrong = [t for t in types if t not in EVENT_TYPES]
     if wrong:
@@ -504,36 +506,65 @@ def deliver_due(
     """Sends due outbox messages: each is claimed in a transaction, sent with none open,
     and its outcome recorded in another, so no database lock waits on a slow receiver.
 
-    A crash after sending and before recording sends the message again later, with the
-    same `webhook-id`: at least once, and receivers can tell a repeat.
+    Messages are sent BILLFOLD_WEBHOOK_CONCURRENCY at a time, each with a short timeout,
+    so one slow or stalled endpoint cannot hold back every other tenant's webhooks. A
+    crash after sending and before recording sends the message again later, with the same
+    `webhook-id`: at least once, and receivers can tell a repeat.
     """
     counts = {"delivered": 0, "retried": 0, "failed": 0}
     # A client of our own is made only when a message is due: the worker calls this
     # every round, and most rounds have nothing to send.
     http = client
+    width = ctx.settings.webhook_concurrency
     try:
-        for _ in range(limit):
-            claimed = _claim(ctx)
-            if claimed is None:
+        done = 0
+        while done < limit:
+            batch = _claim_many(ctx, min(width, limit - done))
+            if not batch:
                 break
             if http is None:
-                http = httpx.Client(timeout=10.0)
-            status, error = None, None
-            try:
-                response = http.post(
-                    claimed.url, content=claimed.payload.encode(), headers=claimed.headers
+                http = httpx.Client(timeout=ctx.settings.webhook_timeout_s)
+            with ThreadPoolExecutor(max_workers=len(batch)) as pool:
+                outcomes = list(pool.map(partial(_send, ctx, http), batch))
+            for claimed, (status, error) in zip(batch, outcomes, strict=True):
+                counts[_record(ctx, claimed, status, error)] += 1
+                log.info(
+                    "webhook", id=claimed.id, status=status, attempts=claimed.attempts, error=error
                 )
-                status = response.status_code
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"[:500]
-            counts[_record(ctx, claimed, status, error)] += 1
-            log.info(
-                "webhook", id=claimed.id, status=status, attempts=claimed.attempts, error=error
-            )
+            done += len(batch)
     finally:
         if client is None and http is not None:
             http.close()
     return counts
+
+
+def _claim_many(ctx: Context, count: int) -> list[_Claimed]:
+    found: list[_Claimed] = []
+    while len(found) < count:
+        claimed = _claim(ctx)
+        if claimed is None:
+            break
+        found.append(claimed)
+    return found
+
+
+def _send(ctx: Context, http: httpx.Client, claimed: _Claimed) -> tuple[int | None, str | None]:
+    """(the receiver's status, or None and why nothing was received)."""
+    try:
+        # Checked again now: the name's DNS answer may have changed since it was created.
+        check_destination(claimed.url, allow_private=ctx.settings.webhook_allow_private)
+    except InvalidRequest as refused:
+        return None, f"not sent: {refused.message}"[:500]
+    try:
+        response = http.post(
+            claimed.url,
+            content=claimed.payload.encode(),
+            headers=claimed.headers,
+            timeout=ctx.settings.webhook_timeout_s,
+        )
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__}: {exc}"[:500]
+    return response.status_code, None
 
 
 def _claim(ctx: Context) -> _Claimed | None:

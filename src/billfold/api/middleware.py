@@ -11,9 +11,10 @@ import structlog
 from starlette.concurrency import run_in_threadpool
 
 from billfold.api.errors import error_body
-from billfold.core import idempotency
+from billfold.core import idempotency, keys
 from billfold.core.context import Context
 from billfold.core.http import IDEMPOTENCY_RECORDED, IDEMPOTENCY_STATE
+from billfold.domain.errors import AuthenticationFailed
 from billfold.ids import new_id
 
 Scope = MutableMapping[str, Any]
@@ -183,8 +184,10 @@ class IdempotencyMiddleware:
         if not key or len(key) > idempotency.MAX_KEY_LENGTH:
             await _send_json(send, 400, INVALID_KEY)
             return
-        authorization = _header(scope, b"authorization")
-        if not authorization:
+        key_id = await run_in_threadpool(_key_of, self.ctx, _header(scope, b"authorization"))
+        if key_id is None:
+            # Not authenticated: the route answers 401, and nothing is reserved, stored or
+            # replayed for a key that is revoked, unknown or missing.
             await self.app(scope, receive, send)
             return
         body = b""
@@ -195,7 +198,7 @@ class IdempotencyMiddleware:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-        reservation = idempotency.Reservation(idempotency.principal_of(authorization), key)
+        reservation = idempotency.Reservation(idempotency.principal_of(key_id), key)
         digest = idempotency.request_hash(
             scope["path"], scope.get("query_string", b"").decode("latin-1"), body
         )
@@ -246,6 +249,27 @@ async def _replay(send: Send, decision: idempotency.Replay) -> None:
         await _send_json(send, 409, KEY_REUSED)
     elif decision.conflict is not None:
         await _send_json(send, 409, KEY_IN_USE)
+    elif decision.status == 204:
+        # No content, as the first answer had none.
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 204,
+                "headers": [(b"idempotent-replayed", b"true")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
     else:
         headers = [(b"idempotent-replayed", b"true")] if decision.replayed else []
         await _send_json(send, decision.status, decision.body, headers)
+
+
+def _key_of(ctx: Context, authorization: str | None) -> str | None:
+    """The id of the API key a request authenticates with, or None if it does not."""
+    scheme, _, secret = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        return None
+    try:
+        return keys.authenticate(ctx, secret.strip()).key_id
+    except AuthenticationFailed:
+        return None

@@ -1,7 +1,6 @@
 """Asking before using: authorizations (holds), captures, voids and entitlements."""
 
 from billfold.authorizations.service import (
-    MAX_HOLD_TTL_S,
     Authorization,
     Entitlements,
     authorize,
@@ -12,7 +11,6 @@ from billfold.authorizations.service import (
 )
 
 __all__ = [
-    "MAX_HOLD_TTL_S",
     "Authorization",
     "Entitlements",
     "authorize",

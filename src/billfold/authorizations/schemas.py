@@ -18,7 +18,11 @@ class AuthorizationCreate(Request):
     metric: Annotated[str | None, Field(max_length=64)] = None
     quantity: AmountIn | None = None
     amount: AmountIn | None = None
-    expires_in: int | None = Field(default=None, description="Seconds until the hold lapses.")
+    expires_in: int | None = Field(
+        default=None,
+        ge=1,
+        description="Seconds until the hold lapses; at most BILLFOLD_HOLD_MAX_TTL_S (a day).",
+    )
 
 
 class AuthorizationCapture(Request):

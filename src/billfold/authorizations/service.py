@@ -38,8 +38,6 @@ from billfold.ids import new_id
 from billfold.ledger import HoldView
 from billfold.store.tables import metrics, services
 
-MAX_HOLD_TTL_S = 30 * 86400
-
 
 @dataclass(frozen=True, slots=True)
 class Entitlements:
@@ -255,12 +253,13 @@ def authorize(
 
 
 def _lifetime(work: Work, expires_in_s: int | None) -> int:
-    """How long a hold lives: as asked, or the configured default; bounded."""
-    ttl = expires_in_s or work.settings.hold_ttl_s
-    if not 1 <= ttl <= MAX_HOLD_TTL_S:
-        raise InvalidRequest(
-            f"expires_in must be 1 to {MAX_HOLD_TTL_S} seconds", param="expires_in"
-        )
+    """How long a hold lives: as asked, or the configured default; at most the configured
+    maximum (BILLFOLD_HOLD_MAX_TTL_S, a day by default), so that no hold freezes a
+    balance for long."""
+    longest = work.settings.hold_max_ttl_s
+    ttl = expires_in_s or min(work.settings.hold_ttl_s, longest)
+    if not 1 <= ttl <= longest:
+        raise InvalidRequest(f"expires_in must be 1 to {longest} seconds", param="expires_in")
     return ttl
 
 
@@ -381,7 +380,15 @@ def capture(
             if quantity is None
             else format_decimal(parse_amount(quantity, param="quantity"))
         )
-        assert hold.service is not None and used is not None
+        assert hold.service is not None and used is not None and hold.quantity is not None
+        if Decimal(used) > Decimal(hold.quantity):
+            # A capture never exceeds its authorization: more usage is reported as events
+            # (and charged like any usage), not slipped into a hold priced for less.
+            raise InvalidRequest(
+                f"the capture is for more than was authorized ({hold.quantity})",
+                code="capture_exceeds_hold",
+                param="quantity",
+            )
         if Decimal(used) > 0:
             # The usage is recorded and charged; its charge releases the hold, so it
             # can spend what was reserved for it (see metering.ingest_in).

@@ -3,7 +3,6 @@
 from billfold.catalog.service import (
     AGGREGATIONS,
     MAX_DESCRIPTION,
-    MAX_PAGE,
     MetricView,
     PlanVersions,
     PlanView,
@@ -32,7 +31,6 @@ from billfold.catalog.service import (
 __all__ = [
     "AGGREGATIONS",
     "MAX_DESCRIPTION",
-    "MAX_PAGE",
     "MetricView",
     "PlanVersions",
     "PlanView",

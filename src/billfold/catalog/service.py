@@ -26,7 +26,7 @@ from billfold.core import audit
 from billfold.core.access import Principal, Role, acting_provider, require_role
 from billfold.core.context import Work
 from billfold.core.directory import load_provider
-from billfold.core.text import Page
+from billfold.core.text import Page, check_limit
 from billfold.domain.errors import Conflict, InvalidRequest, NotFound
 from billfold.domain.pricing import (
     CODE_PATTERN,
@@ -42,7 +42,6 @@ from billfold.store.tables import metrics, plan_versions, plans, services
 
 AGGREGATIONS: Final = ("count", "sum", "max", "unique_count", "latest")
 MAX_DESCRIPTION: Final = 2000
-MAX_PAGE: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +196,7 @@ def get_service(work: Work, principal: Principal, code: str) -> ServiceView:
 def list_services(
     work: Work, principal: Principal, *, limit: int = 100, starting_after: str | None = None
 ) -> Page[ServiceView]:
-    _check_limit(limit)
+    check_limit(limit)
     query = select(services).order_by(services.c.code).limit(limit + 1)
     if principal.role == Role.PROVIDER:
         query = query.where(services.c.provider_id == principal.provider_id)
@@ -284,11 +283,6 @@ def list_metrics(work: Work, principal: Principal, service_code: str) -> list[Me
 
 
 # --- plans ----------------------------------------------------------------------------
-
-
-def _check_limit(limit: int) -> None:
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidRequest(f"limit must be between 1 and {MAX_PAGE}", param="limit")
 
 
 def _check_against_catalog(work: Work, plan: Plan, service: ServiceView) -> None:
@@ -482,7 +476,7 @@ def list_plans(
     limit: int = 100,
     starting_after: str | None = None,
 ) -> Page[PlanView]:
-    _check_limit(limit)
+    check_limit(limit)
     if status is not None and status not in ("active", "retired"):
         raise InvalidRequest("status must be active or retired", param="status")
     query = (

@@ -121,7 +121,9 @@ def _finish(request: Request, response: Response) -> None:
         return
     reservation = state.get(IDEMPOTENCY_STATE)
     if reservation is not None and not isinstance(response, StreamingResponse):
-        idempotency.record(work, reservation, response.status_code, bytes(response.body))
+        idempotency.record(
+            work, work.cipher, reservation, response.status_code, bytes(response.body)
+        )
     work.commit()
     work.close()
     if reservation is not None:

@@ -1,10 +1,15 @@
 """Idempotency-Key records: reserve a key, replay its answer, record the answer.
 
-A POST with an `Idempotency-Key` first reserves the key (a lease in a transaction of its
-own, so that a concurrent request with the same key waits its turn instead of running
-twice). A successful answer is recorded in the request's own unit of work, so the
-change and its record commit together or not at all; an error answer, after which
-nothing changed, is recorded on its own; a server error frees the key.
+A POST with an `Idempotency-Key` from an authenticated key first reserves the key (a
+lease in a transaction of its own, so that a concurrent request with the same key waits
+its turn instead of running twice). A successful answer is recorded in the request's own
+unit of work, so the change and its record commit together or not at all; an error
+answer, after which nothing changed, is recorded on its own; a server error frees the
+key. Keys are scoped to the API key that sent them.
+
+Stored answers are encrypted with the data key (they may hold a new API key's secret, a
+webhook secret, a name or an email), and a replay is decrypted again for the same key
+only: a revoked or unknown key is refused before anything is looked up.
 """
 
 from __future__ import annotations
@@ -12,18 +17,21 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from billfold.core.context import Context
+from billfold.crypto import Cipher
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import idempotency_keys
 
 MAX_KEY_LENGTH = 255
 IN_PROGRESS_LEASE = timedelta(seconds=60)
+# A reservation whose lease ran out this long ago belongs to a request that died.
+STALE_AFTER = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +52,12 @@ class Replay:
     conflict: str | None = None  # An error code when the key is in use or was reused.
 
 
-def principal_of(authorization: str) -> str:
-    return hashlib.sha256(authorization.encode()).hexdigest()
+BODY_CONTEXT = "idempotency_keys.response_body"
+
+
+def principal_of(key_id: str) -> str:
+    """The scope of an Idempotency-Key: the API key (its id) that sent it."""
+    return hashlib.sha256(key_id.encode()).hexdigest()
 
 
 def request_hash(path: str, query: str, body: bytes) -> str:
@@ -83,7 +95,8 @@ def reserve(ctx: Context, reservation: Reservation, path: str, digest: str) -> R
         if row.request_hash != digest:
             return Replay(409, None, False, conflict="idempotency_key_reused")
         if row.state == "done":
-            return Replay(int(row.response_status), json.loads(row.response_body), True)
+            body = json.loads(ctx.cipher.decrypt(row.response_body, context=BODY_CONTEXT))
+            return Replay(int(row.response_status), body, True)
         if row.locked_until > now:
             return Replay(409, None, False, conflict="idempotency_key_in_use")
         # The earlier attempt died without an answer: this one takes the key over.
@@ -102,8 +115,10 @@ def reserve(ctx: Context, reservation: Reservation, path: str, digest: str) -> R
         return None
 
 
-def record(uow: UnitOfWork, reservation: Reservation, status: int, body: bytes) -> None:
-    """Stores the answer under the key, in the caller's transaction."""
+def record(
+    uow: UnitOfWork, cipher: Cipher, reservation: Reservation, status: int, body: bytes
+) -> None:
+    """Stores the answer under the key, encrypted, in the caller's transaction."""
     try:
         text = json.dumps(json.loads(body)) if body else "null"
     except ValueError:
@@ -114,7 +129,11 @@ def record(uow: UnitOfWork, reservation: Reservation, status: int, body: bytes) 
             idempotency_keys.c.principal == reservation.principal,
             idempotency_keys.c.key == reservation.key,
         )
-        .values(state="done", response_status=status, response_body=text)
+        .values(
+            state="done",
+            response_status=status,
+            response_body=cipher.encrypt(text, context=BODY_CONTEXT),
+        )
     )
 
 
@@ -130,5 +149,20 @@ def finish(ctx: Context, reservation: Reservation, status: int, body: bytes) -> 
                 )
             )
         else:
-            record(uow, reservation, status, body)
+            record(uow, ctx.cipher, reservation, status, body)
         uow.commit()
+
+
+def purge(uow: UnitOfWork, now: datetime, ttl: timedelta) -> int:
+    """Forgets answers older than `ttl`, and reservations whose request died long ago."""
+    return int(
+        uow.conn.execute(
+            delete(idempotency_keys).where(
+                (idempotency_keys.c.created_at < now - ttl)
+                | (
+                    (idempotency_keys.c.state == "in_progress")
+                    & (idempotency_keys.c.locked_until < now - STALE_AFTER)
+                )
+            )
+        ).rowcount
+    )

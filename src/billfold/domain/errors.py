@@ -35,6 +35,7 @@ ErrorCode = Literal[
     "amount_too_large",
     "too_many",
     "too_many_events",
+    "destination_not_allowed",
     # Who is asking.
     "missing_api_key",
     "invalid_api_key",

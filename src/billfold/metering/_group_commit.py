@@ -121,13 +121,15 @@ class _GroupCommitter:
             accepted[owner[(event.provider_id, event.event_id)]] += 1
         results = []
         for index, job in enumerate(group):
-            users = {event.user_id for event in job.prepared.valid}
+            # A request sees the transfers of its own users and services only: a transfer
+            # of another provider's service never reaches it, though a user be shared.
+            mine = {(event.user_id, event.service_code) for event in job.prepared.valid}
             results.append(
                 IngestResult(
                     accepted[index],
                     job.prepared.duplicates + len(job.prepared.valid) - accepted[index],
                     job.prepared.rejected,
-                    [transfer for user, transfer in pairs if user in users],
+                    [transfer for user, service, transfer in pairs if (user, service) in mine],
                 )
             )
         return results

@@ -57,7 +57,7 @@ def _apply(work: Work, prepared: _Prepared, capture_hold: str | None) -> IngestR
     stored = _store(work, prepared.valid, catalog, now)
     duplicates = prepared.duplicates + len(prepared.valid) - len(stored)
     charges = _rate_and_charge(work, stored, catalog, now, capture_hold) if stored else []
-    return IngestResult(len(stored), duplicates, prepared.rejected, [t for _, t in charges])
+    return IngestResult(len(stored), duplicates, prepared.rejected, [t for *_, t in charges])
 
 
 def _store(
@@ -157,7 +157,7 @@ def _rate_and_charge(
     catalog: _Catalog,
     now: datetime,
     capture_hold: str | None = None,
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, str, str]]:
     """Rates the stored events per user, metric and period, and charges what they added."""
     groups: dict[GroupKey, Group] = defaultdict(list)
     for event, start, end, version, plan in stored:
@@ -354,7 +354,7 @@ def _charge(
     catalog: _Catalog,
     now: datetime,
     capture_hold: str | None = None,
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, str, str]]:
     specs: list[TransferSpec] = []
     for (user_id, service_code, metric_code, period_start), (
         units,
@@ -405,4 +405,6 @@ def _charge(
     if capture_hold is not None and not specs:
         # The usage cost nothing more (free units): the hold is captured for nothing.
         ledger.release_hold(work, capture_hold, now=now, status=HoldStatus.CAPTURED)
-    return [(str(r.user_id), r.id) for r in results if not isinstance(r, BillfoldError)]
+    return [
+        (str(r.user_id), str(r.service), r.id) for r in results if not isinstance(r, BillfoldError)
+    ]

@@ -8,12 +8,11 @@ import time
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete
 
 from billfold import alerts, analytics, ledger
+from billfold.core import idempotency
 from billfold.core.context import Context
 from billfold.invoicing import billing
-from billfold.store.tables import idempotency_keys
 
 log = structlog.get_logger("billfold.workers")
 
@@ -24,13 +23,8 @@ def run_once(ctx: Context) -> dict[str, int]:
     with ctx.db.unit_of_work() as uow:
         expired = ledger.expire_holds(uow, now=now)
         uow.commit()
-    cutoff = now - timedelta(seconds=ctx.settings.idempotency_ttl_s)
     with ctx.db.unit_of_work() as uow:
-        purged = uow.conn.execute(
-            delete(idempotency_keys).where(
-                idempotency_keys.c.created_at < cutoff, idempotency_keys.c.state == "done"
-            )
-        ).rowcount
+        purged = idempotency.purge(uow, now, timedelta(seconds=ctx.settings.idempotency_ttl_s))
         uow.commit()
     folded = analytics.fold(ctx)
     raised = alerts.evaluate(ctx)
