@@ -17,6 +17,7 @@ Usage: python bench/ingest.py [--events 100000] [--clients 8] [--workers 1]
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import socket
@@ -63,6 +64,8 @@ def server(url: str, home: Path, workers: int) -> Iterator[tuple[str, str]]:
         "BILLFOLD_DATABASE_URL": url,
         "BILLFOLD_HOME": str(home),
         "BILLFOLD_LOG_LEVEL": "WARNING",
+        # Servers on a shared database need the key shared too (serve refuses without).
+        "BILLFOLD_SECRET_KEY": base64.urlsafe_b64encode(b"b" * 32).decode(),
     }
     key = subprocess.run(
         [sys.executable, "-m", "billfold.cli", "keys", "create", "--role", "admin"],

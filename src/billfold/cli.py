@@ -36,6 +36,16 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Server processes (use the machine's cores).")
     ] = 1,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve HTTPS with this certificate (PEM).", exists=True)
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="The certificate's private key (PEM).", exists=True)
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(help="Proxies whose X-Forwarded-* headers are trusted (comma-separated)."),
+    ] = None,
 ) -> None:
     """Runs the API (creating or upgrading the database schema first)."""
     import uvicorn
@@ -45,24 +55,40 @@ def serve(
 
     settings = Settings()
     configure(settings.log_level, json=settings.log_json)
+    if (tls_cert is None) != (tls_key is None):
+        err.print("billfold: --tls-cert and --tls-key go together")
+        raise typer.Exit(2)
+    if settings.secret_key is None and not settings.resolved_database_url().startswith("sqlite"):
+        # Every instance must encrypt and decrypt with the same key; a key made on one
+        # machine's disk would make the others unable to read what it wrote.
+        err.print("billfold: set BILLFOLD_SECRET_KEY: every server sharing this database needs it")
+        raise typer.Exit(2)
     ctx = _context()
+    scheme = "https" if tls_cert else "http"
     err.print(f"billfold: database {_redacted(ctx.db.url)}")
-    err.print(f"billfold: listening on http://{host}:{port}  (OpenAPI at /openapi.json)")
+    err.print(f"billfold: listening on {scheme}://{host}:{port}  (OpenAPI at /openapi.json)")
+    options = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+        "ssl_certfile": str(tls_cert) if tls_cert else None,
+        "ssl_keyfile": str(tls_key) if tls_key else None,
+        "proxy_headers": forwarded_allow_ips is not None,
+        "forwarded_allow_ips": forwarded_allow_ips,
+    }
     try:
         if workers == 1:
             server_app = create_app(ctx, housekeeping=True)
             tune_garbage_collection()
-            uvicorn.run(server_app, host=host, port=port, log_level="warning", access_log=False)
+            uvicorn.run(server_app, **options)  # type: ignore[arg-type]
         else:
             ctx.db.dispose()
             uvicorn.run(
                 "billfold.api.app:app_from_environment",
                 factory=True,
-                host=host,
-                port=port,
                 workers=workers,
-                log_level="warning",
-                access_log=False,
+                **options,  # type: ignore[arg-type]
             )
     finally:
         ctx.db.dispose()

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     )
     dunning_grace_days: int = Field(default=7, ge=0, le=365)
     bill_run_interval_s: float = Field(default=30.0, gt=0)
+    cors_origins: list[str] = Field(
+        default=[], description="Origins browsers may call the API from (none by default)."
+    )
     # Webhooks.
     webhook_allow_private: bool = Field(
         default=False,

@@ -73,6 +73,8 @@ def test_subscribe_move_the_clock_and_read_the_invoice(
     assert (first["subtotal"], first["tax"], first["total"]) == ("22.58", "4.52", "27.10")
     assert first["number"] == "BF-2026-000001"
     html = admin.get(f"/v1/invoices/{first['id']}.html")
+    # An invoice page may load nothing from anywhere (its styles are inline).
+    assert html.headers["content-security-policy"].startswith("default-src 'none'")
     assert html.status_code == 200 and "BF-2026-000001" in html.text and "Ada" in html.text
     pdf = admin.get(f"/v1/invoices/{first['id']}.pdf")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")

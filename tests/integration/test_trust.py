@@ -92,3 +92,24 @@ def test_a_group_commit_gives_each_request_only_its_own_transfers(ctx: Context) 
     with ctx.work(read_only=True) as work:
         services = [{t.service for t in ledger.load_transfers(work, r.charges)} for r in results]
     assert services == [{"maps"}, {"geo"}]
+
+
+def test_a_404_for_an_external_id_never_names_the_internal_id(ctx: Context) -> None:
+    from billfold import parties
+    from billfold.core.access import SYSTEM, Principal, Role
+    from billfold.domain.errors import NotFound
+
+    mine = funded_user(ctx, 1, "1")
+    other = ctx.run(
+        parties.create_user,
+        SYSTEM,
+        name="O",
+        email="o@u.io",
+        currency_code="USD",
+        external_id="crm-42",
+    )
+    me = Principal("ku", Role.USER, user_id=mine)
+    for look in (parties.get_user, parties.get_balance, parties.transactions):
+        with pytest.raises(NotFound) as hidden:
+            ctx.read(look, me, "crm-42")
+        assert other.id not in hidden.value.message and "crm-42" in hidden.value.message

@@ -83,7 +83,7 @@ def set_settings(
     """A user's monthly budget (with alert thresholds, in percent) and low-balance level."""
     now = work.clock.now()
     user = load_user(work, user_ref)
-    require_user_access(principal, user.id)
+    require_user_access(principal, user.id, asked=user_ref)
     cur = user.currency
     budget = (
         None if monthly_budget is None else parse_amount(monthly_budget, param="monthly_budget")
@@ -133,7 +133,7 @@ def balance_forecast(
         raise InvalidRequest("days is from 1 to 365", param="days")
     now = work.clock.now()
     user = load_user(work, user_ref)
-    require_user_access(principal, user.id)
+    require_user_access(principal, user.id, asked=user_ref)
     own = _accounts_of(work, [user.id])[user.id]
     spent = spent_since(work, own, now - timedelta(days=days))
     available = ledger.user_balance(work, user).available

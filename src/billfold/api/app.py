@@ -7,12 +7,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from billfold import __version__
 from billfold.alerts import router as alerts_router
 from billfold.analytics import router as analytics_router
 from billfold.api import errors
-from billfold.api.middleware import BodyLimitMiddleware, IdempotencyMiddleware, RequestLogMiddleware
+from billfold.api.middleware import (
+    BodyLimitMiddleware,
+    IdempotencyMiddleware,
+    RequestLogMiddleware,
+    SecurityHeadersMiddleware,
+)
 from billfold.authorizations import router as authorizations_router
 from billfold.catalog import router as catalog_router
 from billfold.core import router as core_router
@@ -72,6 +78,15 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
         default_limit=ctx.settings.max_body_bytes,
         limits={"/v1/events": ctx.settings.max_event_body_bytes},
     )
+    if ctx.settings.cors_origins:
+        # Off unless configured: browsers may call the API only from these origins.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=ctx.settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestLogMiddleware)
     return app
 

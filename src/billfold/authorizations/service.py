@@ -130,7 +130,7 @@ def entitlements(
     now = work.clock.now()
     user = load_user(work, user_ref)
     if principal.role == Role.USER:
-        require_user_access(principal, user.id)
+        require_user_access(principal, user.id, asked=user_ref)
     else:
         require_role(principal, Role.ADMIN, Role.PROVIDER)
     pricing = _service_plan(work, principal, service_code, now, user.id)

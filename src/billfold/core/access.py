@@ -46,13 +46,14 @@ def require_role(principal: Principal, *roles: Role) -> None:
         raise PermissionDenied(f"this needs a {allowed} key", code="role_not_allowed")
 
 
-def require_user_access(principal: Principal, user_id: str) -> None:
-    """Admins see every user; a user sees only itself. Others learn nothing."""
+def require_user_access(principal: Principal, user_id: str, *, asked: str | None = None) -> None:
+    """Admins see every user; a user sees only itself. Others learn nothing: the 404 names
+    the user as asked (an external id stays an external id), never its internal id."""
     if principal.is_admin:
         return
     if principal.role == Role.USER and principal.user_id == user_id:
         return
-    raise NotFound(f"no user {user_id}", code="user_not_found", param="user")
+    raise NotFound(f"no user {asked or user_id}", code="user_not_found", param="user")
 
 
 def require_provider_access(principal: Principal, provider_id: str) -> None:

@@ -263,7 +263,7 @@ def _with_balance(work: Work, user: UserView, as_of: datetime | None = None) -> 
 
 def get_user(work: Work, principal: Principal, user_ref: str) -> UserView:
     user = load_user(work, user_ref)
-    require_user_access(principal, user.id)
+    require_user_access(principal, user.id, asked=user_ref)
     return _with_balance(work, user)
 
 
@@ -331,7 +331,7 @@ def get_balance(
     work: Work, principal: Principal, user_ref: str, *, as_of: datetime | None = None
 ) -> BalanceView:
     user = load_user(work, user_ref)
-    require_user_access(principal, user.id)
+    require_user_access(principal, user.id, asked=user_ref)
     if as_of is not None and as_of > work.clock.now():
         raise InvalidRequest("as_of must not be in the future", param="as_of")
     return ledger.user_balance(work, user, as_of=as_of)
@@ -546,7 +546,7 @@ def transactions(
 ) -> Page[MoneyMovement]:
     """Every movement of the user's money, newest first: the consumption records."""
     user = load_user(work, user_ref)
-    require_user_access(principal, user.id)
+    require_user_access(principal, user.id, asked=user_ref)
     kinds = {a.id: a.kind for a in ledger.accounts_of(work, OwnerType.USER, [user.id])}
     before = None
     if starting_after:
