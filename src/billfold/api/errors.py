@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from billfold.domain.errors import (
@@ -47,6 +48,56 @@ _STATUS_OF_ERROR: dict[type[BillfoldError], int] = {
     NotFound: 404,
     Conflict: 409,
 }
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="invalid_request, authentication, permission, not_found, ...")
+    code: str = Field(description="A stable name, one of billfold.domain.errors.ErrorCode.")
+    message: str = Field(description="What went wrong, in words a person can act on.")
+    param: str | None = Field(description="The parameter at fault, if one is.")
+
+
+class ErrorBody(BaseModel):
+    """Every failure's body."""
+
+    error: ErrorDetail
+
+
+_ANY = {
+    "400": "Bad input: nothing was changed.",
+    "401": "No API key, or one that is unknown, revoked or expired.",
+    "403": "The key may not do this.",
+    "404": "No such object, or one the key may not see.",
+    "429": "Too many requests; retry after the time given.",
+    "500": "An internal error; nothing was changed.",
+}
+_WRITES = {
+    "402": "The balance cannot cover it (insufficient_funds).",
+    "409": "A conflict: the object exists, or the Idempotency-Key was used otherwise.",
+    "413": "The request body is too large.",
+}
+
+
+def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with the errors billfold really sends (its error body), in
+    place of the 422 that FastAPI documents and billfold never sends."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    body = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(body.pop("$defs", {}))
+    components["ErrorBody"] = body
+    reference = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for path, operations in schema.get("paths", {}).items():
+        if not path.startswith("/v1/"):
+            continue
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            errors = {**_ANY, **(_WRITES if method in ("post", "delete") else {})}
+            for status, description in errors.items():
+                responses.setdefault(status, {"description": description, "content": reference})
+    return schema
 
 
 def status_of(error: BillfoldError) -> int:

@@ -29,6 +29,9 @@ KEY_IN_USE = error_body(
     "a request with this Idempotency-Key is still being processed; retry later",
     "Idempotency-Key",
 )
+NUL_IN_URL = error_body(
+    "invalid_request", "invalid_parameter", "the URL must not contain NUL (%00) characters"
+)
 KEY_REUSED = error_body(
     "conflict",
     "idempotency_key_reused",
@@ -115,7 +118,8 @@ class BodyLimitError(Exception):
 
 
 class BodyLimitMiddleware:
-    """Refuses request bodies past a bound (larger for usage events) with 413."""
+    """Refuses request bodies past a bound (larger for usage events) with 413, and URLs
+    that hold a NUL character with 400."""
 
     def __init__(self, app: ASGIApp, *, default_limit: int, limits: dict[str, int]) -> None:
         self.app = app
@@ -128,6 +132,11 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        raw_url = (scope.get("raw_path") or b"") + b"?" + scope.get("query_string", b"")
+        if b"%00" in raw_url or "\x00" in scope["path"]:
+            # No text billfold keeps may hold a NUL, and PostgreSQL refuses one outright.
+            await _send_json(send, 400, NUL_IN_URL)
             return
         limit = self._limit(scope["path"])
         declared = _header(scope, b"content-length")

@@ -33,8 +33,8 @@ from billfold.core.http import (
     Write,
     get_context,
     get_principal,
+    maybe_aware,
 )
-from billfold.domain.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["catalog and pricing"])
 Ctx = Annotated[Context, Depends(get_context)]
@@ -54,14 +54,6 @@ PLAN_EXAMPLE = {
         }
     ],
 }
-
-
-def _aware(value: datetime | None, param: str) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InvalidRequest(
-            f"{param} needs a UTC offset, such as 2026-11-01T00:00:00Z", param=param
-        )
-    return value
 
 
 @router.post("/services", status_code=201, response_model=ServiceOut)
@@ -149,7 +141,7 @@ def get_plan(
     who: Who,
     at: Annotated[datetime | None, Query(description="Show the version in force then.")] = None,
 ) -> PlanOut:
-    return PlanOut.of(catalog.get_plan(work, who, code, at=_aware(at, "at")))
+    return PlanOut.of(catalog.get_plan(work, who, code, at=maybe_aware(at, "at")))
 
 
 @router.get("/plans/{code}/versions", response_model=PlanVersionList)
@@ -163,7 +155,11 @@ def add_plan_version(code: str, body: PlanVersionCreate, work: Write, who: Who) 
     """New prices from effective_from on (default now); the past keeps its prices."""
     return PlanOut.of(
         catalog.add_plan_version(
-            work, who, code, body.plan, effective_from=_aware(body.effective_from, "effective_from")
+            work,
+            who,
+            code,
+            body.plan,
+            effective_from=maybe_aware(body.effective_from, "effective_from"),
         )
     )
 
@@ -177,5 +173,5 @@ def retire_plan(code: str, work: Write, who: Who) -> PlanOut:
 def create_quote(body: QuoteCreate, work: Read, who: Who) -> QuoteOut:
     """The price of some usage under a plan, line by line, with how each amount came about."""
     return QuoteOut.of(
-        catalog.quote_for(work, who, body.plan, body.usage, at=_aware(body.at, "at"))
+        catalog.quote_for(work, who, body.plan, body.usage, at=maybe_aware(body.at, "at"))
     )

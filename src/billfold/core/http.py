@@ -26,7 +26,8 @@ from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.exact_json import ExactJSONRequest
 from billfold.core.keys import authenticate
-from billfold.domain.errors import AuthenticationFailed, InvalidRequest
+from billfold.domain.errors import AuthenticationFailed
+from billfold.domain.periods import check_moment
 from billfold.ids import derived_id, new_id
 
 # Keys of the request's scope["state"]: the Idempotency-Key this request holds (set by
@@ -80,10 +81,12 @@ Period = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", description="A month, YY
 
 
 def aware(moment: datetime, name: str) -> datetime:
-    """`moment` if it carries an offset; a naive time is a 400 naming the parameter."""
-    if moment.tzinfo is None:
-        raise InvalidRequest(f"{name} needs an offset, such as 2026-11-01T00:00:00Z", param=name)
-    return moment
+    """`moment` if it carries an offset and lies between 1970 and 9000; else a 400."""
+    return check_moment(moment, name)
+
+
+def maybe_aware(moment: datetime | None, name: str) -> datetime | None:
+    return None if moment is None else check_moment(moment, name)
 
 
 # --- the unit of work of a request ----------------------------------------------------

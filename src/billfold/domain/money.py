@@ -14,6 +14,7 @@ happens only where money is settled (an invoice line), half-up, via `round_to_mi
 from __future__ import annotations
 
 import decimal
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
@@ -25,6 +26,7 @@ from billfold.domain.errors import InvalidAmount, UnknownCurrency
 # 60 significant digits keeps every product and sum of our bounded amounts exact. Rounding
 # is always asked for by name (quantize, to_integral_value with ROUND_HALF_UP); the
 # pricing engine adds the Inexact trap on top, so silent rounding there fails loudly.
+DECIMAL_TEXT: Final = re.compile(r"^-?[0-9]+(\.[0-9]+)?\Z")
 MONEY_CONTEXT: Final = decimal.Context(
     prec=60,
     rounding=ROUND_HALF_UP,
@@ -120,16 +122,14 @@ def parse_amount(
     elif isinstance(value, Decimal):
         amount = value
     elif isinstance(value, str):
-        text = value.strip()
-        if not text or len(text) > MAX_AMOUNT_TEXT_LENGTH:
-            raise InvalidAmount(f'{param} must be a decimal number such as "12.50"', param=param)
-        try:
-            amount = Decimal(text)
-        except decimal.InvalidOperation:
+        # Exactly the API's pattern: ASCII digits, an optional sign and fraction. Python's
+        # Decimal would also take "1_000", full-width digits, padding and exponents.
+        if len(value) > MAX_AMOUNT_TEXT_LENGTH or not DECIMAL_TEXT.match(value):
             raise InvalidAmount(
-                f'{param} must be a decimal number such as "12.50", got {text[:32]!r}',
+                f'{param} must be a decimal number such as "12.50", got {value[:32]!r}',
                 param=param,
-            ) from None
+            )
+        amount = Decimal(value)
     else:
         raise InvalidAmount(f'{param} must be a decimal string such as "12.50"', param=param)
     if not amount.is_finite():

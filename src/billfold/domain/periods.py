@@ -44,6 +44,19 @@ def calendar_period(
 
 
 MONTH_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+# The times billfold accepts from outside. Dates near year 1 or 9999 are typing errors,
+# and arithmetic on them (a period after, a day before) would leave the calendar.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def check_moment(moment: datetime, param: str) -> datetime:
+    """`moment` if it has an offset and lies between 1970 and 9000; else a 400."""
+    if moment.tzinfo is None:
+        raise InvalidRequest(f"{param} needs an offset, such as 2026-11-01T00:00:00Z", param=param)
+    if not EARLIEST <= moment < LATEST:
+        raise InvalidRequest(f"{param} must be between 1970 and 9000", param=param)
+    return moment
 
 
 def parse_period(text: str | None) -> tuple[datetime, datetime]:
@@ -52,6 +65,8 @@ def parse_period(text: str | None) -> tuple[datetime, datetime]:
     if not match:
         raise InvalidRequest("period must be a month, YYYY-MM", param="period")
     year, month = int(match[1]), int(match[2])
+    if not EARLIEST.year <= year < LATEST.year:
+        raise InvalidRequest("period must be a month between 1970 and 9000", param="period")
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
     return start, end

@@ -16,6 +16,7 @@ from billfold.core.http import (
     StartingAfter,
     UnitOfWorkRoute,
     Write,
+    aware,
     get_context,
     get_principal,
 )
@@ -122,8 +123,7 @@ def move_test_clock(body: TestClockMove, ctx: Ctx, who: Who) -> TestClockOut:
     clock = ctx.clock
     if not ctx.settings.test_clock or not isinstance(clock, TestClock):
         raise NotFound("this server has no test clock", code="test_clock_disabled")
-    if body.now.tzinfo is None:
-        raise InvalidRequest("now needs an offset, such as Z", param="now")
+    aware(body.now, "now")
     if body.now < clock.now():
         raise InvalidRequest("the test clock only moves forward", param="now")
     clock.set(body.now)

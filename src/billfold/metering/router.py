@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from billfold import metering
 from billfold.core.access import Principal
@@ -54,8 +55,11 @@ async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
     response is sent, and the response lists every rejected event's index and error.
     """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await request.json()
+    body = await _json_body(request)
     cloudevents = content_type.startswith("application/cloudevents")
+    if "ce-specversion" in request.headers:
+        # CloudEvents in binary mode: the attributes in ce-* headers, the data as the body.
+        body, cloudevents = _binary_cloudevent(request, body), True
     if content_type == "application/cloudevents-batch+json":
         if not isinstance(body, list):
             raise InvalidRequest("a CloudEvents batch is a JSON array", param="body")
@@ -66,8 +70,6 @@ async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
         if set(body) != {"events"} or not isinstance(body["events"], list):
             raise InvalidRequest('a batch is {"events": [EVENT, ...]}', param="events")
         items, single = body["events"], False
-    from starlette.concurrency import run_in_threadpool
-
     result = await run_in_threadpool(metering.ingest, ctx, who, items, cloudevents=cloudevents)
     out = IngestOut.of(result)
     if single and result.rejected:
@@ -87,6 +89,31 @@ async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
             status_code=404 if rejection.code.endswith("_not_found") else 400,
         )
     return out
+
+
+async def _json_body(request: Request) -> Any:
+    """The body as exact JSON; anything else (empty, not JSON, not UTF-8) is a 400."""
+    try:
+        return await request.json()
+    except (ValueError, UnicodeDecodeError) as error:
+        detail = str(error)[:120]
+        raise InvalidRequest(
+            f"the request body is not valid JSON ({detail})", code="malformed_json", param="body"
+        ) from None
+
+
+CE_ATTRIBUTES = ("specversion", "id", "source", "type", "subject", "time", "datacontenttype")
+
+
+def _binary_cloudevent(request: Request, data: Any) -> dict[str, Any]:
+    """A binary-mode CloudEvent as the structured form billfold parses."""
+    event: dict[str, Any] = {
+        name: request.headers[f"ce-{name}"]
+        for name in CE_ATTRIBUTES
+        if f"ce-{name}" in request.headers
+    }
+    event["data"] = data
+    return event
 
 
 @router.post("/services/{code}/default-plan", status_code=204)

@@ -18,9 +18,9 @@ from billfold.core.http import (
     Write,
     get_context,
     get_principal,
+    maybe_aware,
     transfer_id_for,
 )
-from billfold.domain.errors import InvalidRequest
 from billfold.parties.schemas import (
     BalanceOut,
     ChargeCreate,
@@ -119,10 +119,7 @@ def get_balance(
     as_of: Annotated[datetime | None, Query(description="A past instant, with offset.")] = None,
 ) -> BalanceOut:
     """posted, held and available (= posted - held + credit_limit), now or as of a past time."""
-    if as_of is not None and as_of.tzinfo is None:
-        raise InvalidRequest(
-            "as_of needs a UTC offset, such as 2026-11-01T00:00:00Z", param="as_of"
-        )
+    as_of = maybe_aware(as_of, "as_of")
     return BalanceOut.of(parties.get_balance(work, who, user_id, as_of=as_of))
 
 

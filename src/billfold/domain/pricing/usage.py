@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from billfold.domain.errors import InvalidRequest
 from billfold.domain.money import parse_amount
+from billfold.domain.periods import EARLIEST, LATEST
 from billfold.domain.pricing.core import (
     MAX_EVENTS,
     PRICING_CONTEXT,
@@ -69,6 +70,8 @@ def parse_time(value: object, param: str) -> datetime:
         ) from None
     if moment.tzinfo is None:
         raise _fail("needs a UTC offset (such as Z or +08:00)", param, code="invalid_usage")
+    if not EARLIEST <= moment < LATEST:
+        raise _fail("must be between 1970 and 9000", param, code="invalid_usage")
     return moment.astimezone(UTC)
 
 
