@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     )
     dunning_grace_days: int = Field(default=7, ge=0, le=365)
     bill_run_interval_s: float = Field(default=30.0, gt=0)
+    rate_limit: str = Field(
+        default="1000/second",
+        description="Requests each API key (or client address) may make, e.g. 1000/second.",
+    )
+    redis_url: str | None = Field(
+        default=None, description="Redis for rate-limit counts shared by every process."
+    )
     cors_origins: list[str] = Field(
         default=[], description="Origins browsers may call the API from (none by default)."
     )

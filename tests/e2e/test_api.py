@@ -160,7 +160,8 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, dict[str, int]]] = [
         "POST",
         "/v1/api-keys",
         {"role": "user", "user_id": "{user_x}"},
-        {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 403, "user_y": 403},
+        # docs/API.md: a provider or a user makes keys for itself, and only for itself.
+        {"admin": 201, "provider_a": 403, "provider_b": 403, "user_x": 201, "user_y": 403},
     ),
     (
         "GET",

@@ -17,6 +17,7 @@ from billfold.api import errors
 from billfold.api.middleware import (
     BodyLimitMiddleware,
     IdempotencyMiddleware,
+    RateLimitMiddleware,
     RequestLogMiddleware,
     SecurityHeadersMiddleware,
 )
@@ -95,6 +96,9 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
         )
+    app.add_middleware(
+        RateLimitMiddleware, limit=ctx.settings.rate_limit, redis_url=ctx.settings.redis_url
+    )
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestLogMiddleware)
     return app

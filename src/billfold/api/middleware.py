@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import structlog
+from limits import parse as parse_limit
+from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import storage_from_string
 from starlette.concurrency import run_in_threadpool
 
 from billfold.api.errors import error_body
@@ -319,3 +324,53 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+RATE_LIMITED = error_body(
+    "rate_limited", "rate_limited", "too many requests; retry after the time given"
+)
+
+
+class RateLimitMiddleware:
+    """Each API key, and each client address without one, may make `limit` requests (in
+    the notation of the `limits` library, such as "1000/second") before the next gets
+    429 with Retry-After. Counts are in memory for one process, or in Redis, shared by
+    every process, when a Redis URL is given. If Redis cannot be reached, requests go
+    through (logged): billing stays up rather than refuse everyone."""
+
+    def __init__(self, app: ASGIApp, *, limit: str, redis_url: str | None) -> None:
+        self.app = app
+        self.item = parse_limit(limit)
+        if redis_url:
+            backend = storage_from_string(f"async+{redis_url}", implementation="redispy")
+        else:
+            backend = storage_from_string("async+memory://")
+        self.limiter = FixedWindowRateLimiter(backend)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/healthz":
+            await self.app(scope, receive, send)
+            return
+        who = _identity(scope)
+        try:
+            allowed = await self.limiter.hit(self.item, "billfold", who)
+            retry = 0
+            if not allowed:
+                stats = await self.limiter.get_window_stats(self.item, "billfold", who)
+                retry = max(1, math.ceil(stats.reset_time - time.time()))
+        except Exception as error:
+            log.warning("rate_limit_unavailable", error=type(error).__name__)
+            allowed = True
+        if not allowed:
+            await _send_json(send, 429, RATE_LIMITED, [(b"retry-after", str(retry).encode())])
+            return
+        await self.app(scope, receive, send)
+
+
+def _identity(scope: Scope) -> str:
+    """Whom a request counts against: its API key (a hash of it), else its address."""
+    scheme, _, secret = (_header(scope, b"authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and secret:
+        return "key:" + hashlib.sha256(secret.strip().encode()).hexdigest()[:32]
+    client = scope.get("client") or ("unknown", 0)
+    return f"ip:{client[0]}"

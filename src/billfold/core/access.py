@@ -25,6 +25,8 @@ class Principal:
     role: Role
     provider_id: str | None = None
     user_id: str | None = None
+    scopes: frozenset[str] | None = None
+    """What the key is limited to (`read_only`, `gateway`); None: all its role may do."""
 
     @property
     def is_admin(self) -> bool:

@@ -11,6 +11,7 @@ work per request").
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.exact_json import ExactJSONRequest
 from billfold.core.keys import authenticate
-from billfold.domain.errors import AuthenticationFailed
+from billfold.domain.errors import AuthenticationFailed, PermissionDenied
 from billfold.domain.periods import check_moment
 from billfold.ids import derived_id, new_id
 
@@ -55,7 +56,28 @@ def get_principal(
         )
     principal = authenticate(ctx, credentials.credentials)
     request.state.principal = principal
+    if principal.scopes is not None and not _in_scope(
+        principal.scopes, request.method, request.url.path
+    ):
+        raise PermissionDenied(
+            f"this key is limited to {', '.join(sorted(principal.scopes))}",
+            code="scope_denied",
+        )
     return principal
+
+
+# What a gateway key may do: report usage and ask before using, nothing else.
+_GATEWAY = re.compile(
+    r"^(POST /v1/events|POST /v1/authorizations(/[^/]+/(capture|void))?"
+    r"|GET /v1/authorizations/[^/]+|GET /v1/users/[^/]+/entitlements|GET /v1/me)$"
+)
+
+
+def _in_scope(scopes: frozenset[str], method: str, path: str) -> bool:
+    """Whether any of a key's scopes allows this request."""
+    if "read_only" in scopes and method in ("GET", "HEAD"):
+        return True
+    return "gateway" in scopes and bool(_GATEWAY.match(f"{method} {path}"))
 
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1 to 1000.")]

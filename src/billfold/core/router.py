@@ -9,8 +9,16 @@ from fastapi import APIRouter, Depends, Response
 from billfold.core import keys
 from billfold.core.access import Principal, Role
 from billfold.core.context import Context
-from billfold.core.http import UnitOfWorkRoute, Write, get_context, get_principal
-from billfold.core.schemas import ApiKeyCreate, ApiKeyOut, HealthOut, MeOut
+from billfold.core.http import (
+    Limit,
+    Read,
+    UnitOfWorkRoute,
+    Write,
+    get_context,
+    get_principal,
+    maybe_aware,
+)
+from billfold.core.schemas import ApiKeyCreate, ApiKeyOut, ApiKeyRotate, HealthOut, ListOf, MeOut
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["operator"])
 Ctx = Annotated[Context, Depends(get_context)]
@@ -19,28 +27,38 @@ Who = Annotated[Principal, Depends(get_principal)]
 
 @router.post("/api-keys", status_code=201, response_model=ApiKeyOut)
 def create_api_key(body: ApiKeyCreate, work: Write, who: Who) -> ApiKeyOut:
-    """A new API key; its secret is in this response only (admin)."""
+    """A new API key; its secret is in this answer only (the operator for anyone; a
+    provider or a user for itself)."""
     key, secret = keys.create_key(
         work,
         who,
-        role=Role(body.role),
+        role=Role(body.role) if body.role else None,
         provider_id=body.provider_id,
         user_id=body.user_id,
         name=body.name,
+        expires_at=maybe_aware(body.expires_at, "expires_at"),
+        scopes=body.scopes,
     )
-    return ApiKeyOut(
-        id=key.id,
-        role=str(key.role),
-        provider_id=key.provider_id,
-        user_id=key.user_id,
-        name=key.name,
-        created_at=key.created_at,
-        secret=secret,
-    )
+    return ApiKeyOut.of(key, secret)
+
+
+@router.get("/api-keys", response_model=ListOf[ApiKeyOut])
+def list_api_keys(work: Read, who: Who, limit: Limit = 100) -> ListOf[ApiKeyOut]:
+    """The asker's keys (the operator: all), never their secrets."""
+    found = keys.list_keys(work, who, limit=limit)
+    return ListOf[ApiKeyOut](data=[ApiKeyOut.of(k) for k in found], has_more=False)
+
+
+@router.post("/api-keys/{key_id}/rotate", status_code=201, response_model=ApiKeyOut)
+def rotate_api_key(key_id: str, body: ApiKeyRotate, work: Write, who: Who) -> ApiKeyOut:
+    """A new key in the old one's place; the old one works for `grace_s` more seconds."""
+    key, secret = keys.rotate_key(work, who, key_id, grace_s=body.grace_s)
+    return ApiKeyOut.of(key, secret)
 
 
 @router.post("/api-keys/{key_id}/revoke", status_code=204, response_class=Response)
 def revoke_api_key(key_id: str, work: Write, who: Who) -> Response:
+    """Stops a key at once."""
     keys.revoke_key(work, who, key_id)
     return Response(status_code=204)
 

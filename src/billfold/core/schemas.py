@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from billfold.core.keys import ApiKey
+
 T = TypeVar("T")
 
 
@@ -45,10 +47,25 @@ class ListOf(BaseModel, Generic[T]):
 
 
 class ApiKeyCreate(Request):
-    role: Literal["admin", "provider", "user"]
+    role: Literal["admin", "provider", "user"] | None = Field(
+        default=None, description="Default: the asker's own role (a provider or user key)."
+    )
     provider_id: Annotated[str | None, Field(max_length=40)] = None
     user_id: Annotated[str | None, Field(max_length=40)] = None
     name: Annotated[str | None, Field(max_length=200)] = None
+    expires_at: datetime | None = Field(default=None, description="When the key stops working.")
+    scopes: list[Literal["read_only", "gateway"]] | None = Field(
+        default=None,
+        max_length=2,
+        description="read_only: GET only; gateway: usage events, authorizations and "
+        "entitlements only. Default: all the role may do.",
+    )
+
+
+class ApiKeyRotate(Request):
+    grace_s: int = Field(
+        default=3600, ge=0, le=7 * 86400, description="How long the old key keeps working."
+    )
 
 
 class ApiKeyOut(BaseModel):
@@ -58,8 +75,30 @@ class ApiKeyOut(BaseModel):
     provider_id: str | None
     user_id: str | None
     name: str | None
+    prefix: str = Field(description="The key's kind and last characters, to recognise it.")
+    scopes: list[str] | None
     created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
     secret: str | None = Field(default=None, description="Shown only when the key is created.")
+
+    @classmethod
+    def of(cls, key: ApiKey, secret: str | None = None) -> ApiKeyOut:
+        return cls(
+            id=key.id,
+            role=str(key.role),
+            provider_id=key.provider_id,
+            user_id=key.user_id,
+            name=key.name,
+            prefix=key.prefix,
+            scopes=list(key.scopes) if key.scopes else None,
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            last_used_at=key.last_used_at,
+            revoked_at=key.revoked_at,
+            secret=secret,
+        )
 
 
 class MeOut(BaseModel):

@@ -43,6 +43,7 @@ ErrorCode = Literal[
     "role_not_allowed",
     "other_provider",
     "other_user",
+    "scope_denied",
     # Objects that are not there (or may not be seen).
     "account_not_found",
     "api_key_not_found",
@@ -94,6 +95,7 @@ ErrorCode = Literal[
     "idempotency_key_in_use",
     "idempotency_key_reused",
     "internal_error",
+    "rate_limited",
 ]
 ERROR_CODES: frozenset[str] = frozenset(get_args(ErrorCode))
 

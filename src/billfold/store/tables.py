@@ -79,6 +79,11 @@ api_keys = Table(
     Column("name", String(200), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+    # Comma-separated; null means the key may do all its role may.
+    Column("scopes", String(200), nullable=True),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Column("rotated_from", String(ID), nullable=True),
 )
 
 # --- API plumbing ---------------------------------------------------------------------

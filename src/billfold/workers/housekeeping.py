@@ -10,7 +10,7 @@ from datetime import timedelta
 import structlog
 
 from billfold import alerts, analytics, ledger
-from billfold.core import idempotency
+from billfold.core import idempotency, keys
 from billfold.core.context import Context
 from billfold.invoicing import billing
 
@@ -26,6 +26,7 @@ def run_once(ctx: Context) -> dict[str, int]:
     with ctx.db.unit_of_work() as uow:
         purged = idempotency.purge(uow, now, timedelta(seconds=ctx.settings.idempotency_ttl_s))
         uow.commit()
+    keys.flush_last_used(ctx)
     folded = analytics.fold(ctx)
     raised = alerts.evaluate(ctx)
     sent = alerts.deliver_due(ctx)
