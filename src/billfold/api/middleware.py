@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -77,6 +78,16 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+# A path segment that may be personal data: an email address, or a phone number (an
+# external id may be either). Such segments are not written to the logs.
+_PERSONAL = re.compile(r"@|\+?\d[\d\s().-]{6,}\d")
+
+
+def redacted_path(path: str) -> str:
+    """The path as logged: segments that look like an email or a phone number hidden."""
+    return "/".join("(redacted)" if _PERSONAL.search(part) else part for part in path.split("/"))
+
+
 class RequestLogMiddleware:
     """Gives each request an id (X-Request-Id) and logs one structured line for it."""
 
@@ -111,7 +122,7 @@ class RequestLogMiddleware:
                 "request",
                 request_id=request_id,
                 method=scope["method"],
-                path=scope["path"],
+                path=redacted_path(scope["path"]),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 key_id=getattr(principal, "key_id", None),
