@@ -350,6 +350,47 @@ def export_command(
     ctx.db.dispose()
 
 
+@app.command("rotate-secret")
+def rotate_secret(
+    print_new_key: Annotated[
+        bool, typer.Option(help="Only print a new random key to rotate to, and exit.")
+    ] = False,
+) -> None:
+    """Re-encrypts personal data and secrets under the current BILLFOLD_SECRET_KEY.
+
+    Set BILLFOLD_SECRET_KEY to the new key and BILLFOLD_PREVIOUS_SECRET_KEYS to the old
+    ones (a JSON list), restart the servers, then run this; afterwards the old keys can
+    be dropped.
+    """
+    import base64
+    import secrets
+
+    from billfold.core.rotation import rotate
+
+    if print_new_key:
+        print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
+        return
+    ctx = _context()
+    with Progress(
+        TextColumn("re-encrypting {task.description}"),
+        TextColumn("{task.completed} values"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def advance(table: str, done: int) -> None:
+            if table not in tasks:
+                tasks[table] = bar.add_task(table, total=None)
+            bar.update(tasks[table], completed=done)
+
+        moved = rotate(ctx, advance)
+    ctx.db.dispose()
+    for table, count in moved.items():
+        err.print(f"billfold: {table}: {count} rows re-encrypted under key {ctx.cipher.key_id}")
+
+
 def main() -> None:
     app(prog_name="billfold")
 

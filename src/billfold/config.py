@@ -19,6 +19,10 @@ class Settings(BaseSettings):
         default=None,
         description="Base64 key for personal data; default home/secret.key, made on first run.",
     )
+    previous_secret_keys: list[str] = Field(
+        default=[],
+        description="Keys being rotated out: still read, never written (JSON list).",
+    )
     test_clock: bool = Field(default=False, description="Lets an admin move time (tests only).")
     log_level: str = "INFO"
     log_json: bool = True

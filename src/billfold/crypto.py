@@ -14,37 +14,75 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-FORMAT_VERSION = "v1"
+LEGACY_FORMAT = "v1"  # "v1:<payload>": before keys carried an id.
+FORMAT_VERSION = "v2"  # "v2:<key id>:<payload>"
 
 
-class Cipher:
-    """Encrypts and decrypts short strings; makes blind indexes."""
-
+class _Key:
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 32:
             raise ValueError("the secret key must be at least 32 bytes")
-        self._aead = AESGCM(_derive(secret, b"billfold/pii-encryption"))
-        self._index_key = _derive(secret, b"billfold/pii-blind-index")
+        encryption = _derive(secret, b"billfold/pii-encryption")
+        self.aead = AESGCM(encryption)
+        self.index_key = _derive(secret, b"billfold/pii-blind-index")
+        self.id = hashlib.sha256(encryption).hexdigest()[:8]
+
+
+class Cipher:
+    """Encrypts and decrypts short strings; makes blind indexes.
+
+    It encrypts with the current key and decrypts with it or any previous one: every
+    ciphertext names the key it was made with, so that during a rotation (see
+    `billfold rotate-secret`) data under the old key and the new stay readable.
+    """
+
+    def __init__(self, secret: bytes, previous: Sequence[bytes] = ()) -> None:
+        self._current = _Key(secret)
+        self._keys = {key.id: key for key in [*(_Key(s) for s in previous), self._current]}
+
+    @property
+    def key_id(self) -> str:
+        return self._current.id
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
         """Ciphertext bound to `context` (such as "users.email"), so rows cannot be swapped."""
         nonce = secrets.token_bytes(12)
-        sealed = self._aead.encrypt(nonce, plaintext.encode(), context.encode())
-        return f"{FORMAT_VERSION}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+        sealed = self._current.aead.encrypt(nonce, plaintext.encode(), context.encode())
+        payload = base64.urlsafe_b64encode(nonce + sealed).decode()
+        return f"{FORMAT_VERSION}:{self._current.id}:{payload}"
 
     def decrypt(self, token: str, *, context: str) -> str:
-        version, _, payload = token.partition(":")
-        if version != FORMAT_VERSION:
+        version, _, rest = token.partition(":")
+        if version == FORMAT_VERSION:
+            key_id, _, payload = rest.partition(":")
+            key = self._keys.get(key_id)
+            if key is None:
+                raise ValueError(f"no key {key_id!r} to decrypt with; is it configured?")
+            candidates = [key]
+        elif version == LEGACY_FORMAT:
+            payload, candidates = rest, [*self._keys.values()]
+        else:
             raise ValueError(f"unknown ciphertext format {version!r}")
         raw = base64.urlsafe_b64decode(payload)
-        return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+        for key in candidates:
+            try:
+                return key.aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+            except InvalidTag:
+                continue
+        raise ValueError("the ciphertext does not open with any configured key")
+
+    def is_current(self, token: str) -> bool:
+        """Whether a ciphertext is under the current key already."""
+        return token.startswith(f"{FORMAT_VERSION}:{self._current.id}:")
 
     def blind_index(self, value: str) -> str:
-        return hmac.new(self._index_key, value.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._current.index_key, value.encode(), hashlib.sha256).hexdigest()
 
 
 def _derive(secret: bytes, label: bytes) -> bytes:

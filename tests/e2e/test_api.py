@@ -442,7 +442,8 @@ def test_openapi_document_and_body_limit(world: World) -> None:
 def test_personal_data_is_encrypted_at_rest(ctx: Context, world: World) -> None:
     with ctx.db.unit_of_work(read_only=True) as uow:
         row = uow.conn.execute(select(users).where(users.c.id == world.user_x)).one()
-    assert "x@u.io" not in row.email_enc and row.name_enc.startswith("v1:")
+    # Every ciphertext names the key it was made with (v2:<key id>:...).
+    assert "x@u.io" not in row.email_enc and row.name_enc.startswith("v2:")
     with world.client("user_x") as me:
         assert me.get(f"/v1/users/{world.user_x}").json()["email"] == "x@u.io"
 

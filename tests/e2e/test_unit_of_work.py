@@ -47,7 +47,9 @@ def test_a_top_up_whose_debt_collection_fails_changes_nothing(
     # request fails, so the whole request must roll back.
     monkeypatch.setattr(billing, "collect_for_user", broken)
     headers = {"Idempotency-Key": "top-up-1"}
-    failed = admin.post(f"/v1/users/{user}/top-ups", json={"amount": "10"}, headers=headers)
+    # The server drops the connection after a 500; the retry must not reuse it.
+    closing = {**headers, "Connection": "close"}
+    failed = admin.post(f"/v1/users/{user}/top-ups", json={"amount": "10"}, headers=closing)
     assert failed.status_code == 500
     assert failed.json()["error"]["type"] == "internal"
     assert "nothing was changed" in failed.json()["error"]["message"]

@@ -9,6 +9,7 @@ work per request"). What a request did is then all or nothing.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
@@ -82,7 +83,8 @@ def build_context(
     db = Database(settings.resolved_database_url(), pool_size=settings.pool_size)
     if migrate:
         upgrade(db.engine)
-    cipher = Cipher(load_or_create_secret(settings.secret_key, settings.home))
+    previous = [base64.urlsafe_b64decode(k.encode()) for k in settings.previous_secret_keys]
+    cipher = Cipher(load_or_create_secret(settings.secret_key, settings.home), previous)
     if clock is None:
         # BILLFOLD_TEST_CLOCK=1: time stands still until an admin moves it (tests, demos).
         clock = TestClock() if settings.test_clock else SystemClock()
