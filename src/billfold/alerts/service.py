@@ -29,6 +29,7 @@ from sqlalchemy import and_, or_, select, update
 
 from billfold import ledger
 from billfold.alerts._destinations import check_destination
+from billfold.core import audit
 from billfold.core.access import Principal, Role, require_user_access
 from billfold.core.context import Context, Work
 from billfold.core.directory import load_user, user_row
@@ -99,6 +100,10 @@ def set_settings(
         "updated_at": now,
     }
     upsert(work.conn, alert_settings, ["user_id"], [{"user_id": user.id, **values}])
+    audit.record(
+        work, principal, "alert_settings.set", "user", user.id, at=now,
+        details={"thresholds": list(marks), "budget": values["monthly_budget"]},
+    )  # fmt: skip
     return AlertSettings(user.id, cur.code, budget, marks, low)
 
 
@@ -437,6 +442,10 @@ def create_endpoint(
             created_at=now,
         )
     )
+    audit.record(
+        work, principal, "webhook_endpoint.created", "webhook_endpoint", endpoint.id, at=now,
+        details={"event_types": list(types)},
+    )  # fmt: skip
     return endpoint
 
 

@@ -419,6 +419,10 @@ def capture(
         )
         _capture_amount(work, hold, user, units, now)
     hold = ledger.get_hold(work, auth_id)
+    audit.record(
+        work, principal, "authorization.captured", "authorization", auth_id, at=now,
+        details={"user_id": user.id, "units": hold.captured},
+    )  # fmt: skip
     return _view(hold, user)
 
 
@@ -453,6 +457,7 @@ def void(work: Work, principal: Principal, auth_id: str) -> Authorization:
     now = work.clock.now()
     hold, user = _own_hold(work, principal, auth_id)
     hold = ledger.void_hold(work, auth_id, now=now)
+    audit.record(work, principal, "authorization.voided", "authorization", auth_id, at=now)
     return _view(hold, user)
 
 

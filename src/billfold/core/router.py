@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 
-from billfold.core import keys
+from billfold.core import audit, keys
 from billfold.core.access import Principal, Role
 from billfold.core.context import Context
 from billfold.core.http import (
@@ -18,7 +19,15 @@ from billfold.core.http import (
     get_principal,
     maybe_aware,
 )
-from billfold.core.schemas import ApiKeyCreate, ApiKeyOut, ApiKeyRotate, HealthOut, ListOf, MeOut
+from billfold.core.schemas import (
+    ApiKeyCreate,
+    ApiKeyOut,
+    ApiKeyRotate,
+    AuditEventOut,
+    HealthOut,
+    ListOf,
+    MeOut,
+)
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["operator"])
 Ctx = Annotated[Context, Depends(get_context)]
@@ -61,6 +70,38 @@ def revoke_api_key(key_id: str, work: Write, who: Who) -> Response:
     """Stops a key at once."""
     keys.revoke_key(work, who, key_id)
     return Response(status_code=204)
+
+
+@router.get("/audit-events", response_model=ListOf[AuditEventOut])
+def list_audit_events(
+    work: Read,
+    who: Who,
+    actor: Annotated[str | None, Query(max_length=64, description="An API key id.")] = None,
+    object: Annotated[
+        str | None, Query(max_length=300, description="TYPE or TYPE:ID, e.g. user:usr_1.")
+    ] = None,
+    start: Annotated[datetime | None, Query(alias="from")] = None,
+    to: Annotated[datetime | None, Query()] = None,
+    limit: Limit = 100,
+    starting_after: Annotated[int | None, Query(ge=1)] = None,
+) -> ListOf[AuditEventOut]:
+    """Who did what, when, to which object (the operator: all; a provider: its own
+    actions and its own provider object), newest first."""
+    object_type, _, object_id = (object or "").partition(":")
+    found = audit.entries(
+        work,
+        who,
+        actor=actor,
+        object_type=object_type or None,
+        object_id=object_id or None,
+        since=maybe_aware(start, "from"),
+        until=maybe_aware(to, "to"),
+        limit=limit + 1,
+        before_id=starting_after,
+    )
+    return ListOf[AuditEventOut](
+        data=[AuditEventOut.of(e) for e in found[:limit]], has_more=len(found) > limit
+    )
 
 
 @router.get("/me", response_model=MeOut)

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from billfold.core.audit import AuditEntry
 from billfold.core.keys import ApiKey
 
 T = TypeVar("T")
@@ -110,3 +111,27 @@ class MeOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: Literal["ok"] = "ok"
+
+
+class AuditEventOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str = Field(description="The API key (or `system`) that did it.")
+    role: str
+    action: str
+    object_type: str
+    object_id: str
+    details: dict[str, Any] | None = Field(description="What changed; never personal data.")
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEventOut:
+        return cls(
+            id=entry.id,
+            at=entry.at,
+            actor=entry.actor,
+            role=entry.role,
+            action=entry.action,
+            object_type=entry.object_type,
+            object_id=entry.object_id,
+            details=entry.details,
+        )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import HTMLResponse, Response
 
 from billfold.clock import TestClock
+from billfold.core import audit
 from billfold.core.access import Principal, require_admin
 from billfold.core.context import Context
 from billfold.core.http import (
@@ -126,6 +127,13 @@ def move_test_clock(body: TestClockMove, ctx: Ctx, who: Who) -> TestClockOut:
     aware(body.now, "now")
     if body.now < clock.now():
         raise InvalidRequest("the test clock only moves forward", param="now")
+    before = clock.now()
     clock.set(body.now)
+    ctx.run(
+        lambda work: audit.record(
+            work, who, "test_clock.moved", "test_clock", "clock", at=body.now,
+            details={"from": before.isoformat(), "to": body.now.isoformat()},
+        )
+    )  # fmt: skip
     done = billing.bill_run(ctx, as_of=body.now)
     return TestClockOut(now=clock.now(), bill_run=done)

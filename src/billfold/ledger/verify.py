@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from billfold.core import audit
 from billfold.core.access import Principal, require_admin
 from billfold.core.context import Work
 from billfold.domain.ledger import (
@@ -134,11 +135,14 @@ def verify_in(uow: UnitOfWork, *, progress: Progress | None = None) -> Report:
         floors.fail(f"account {row.id} is at {row.posted - row.held}, below its floor {row.floor}")
 
     chain, running = _walk_journal(uow, progress)
+    trail = Check("audit_chain", "the audit trail's hash chain is unbroken")
+    for problem in audit.broken_links(uow):
+        trail.fail(problem)
     total_transfers = conn.execute(select(func.count()).select_from(transfers)).scalar_one()
     total_postings = conn.execute(select(func.count()).select_from(postings)).scalar_one()
     total_accounts = conn.execute(select(func.count()).select_from(accounts)).scalar_one()
     return Report(
-        checks=[balanced, two_sided, cached, currency_ok, held, floors, running, chain],
+        checks=[balanced, two_sided, cached, currency_ok, held, floors, running, chain, trail],
         transfers=int(total_transfers),
         postings=int(total_postings),
         accounts=int(total_accounts),

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 
 from billfold.catalog import load_service
+from billfold.core import audit
 from billfold.core.access import Principal, Role, require_role
 from billfold.core.context import Context, Work
 from billfold.domain.errors import InvalidRequest, LimitExceeded
@@ -104,3 +105,7 @@ def set_default_plan(
     work.conn.execute(
         update(services).where(services.c.id == service.id).values(default_plan_id=plan_id)
     )
+    audit.record(
+        work, principal, "service.default_plan_set", "service", service.id,
+        at=work.clock.now(), details={"plan": plan_code},
+    )  # fmt: skip

@@ -162,6 +162,9 @@ class UnitOfWork:
         self._write_lock = write_lock
         self._connection: Connection | None = None
         self._after_commit: list[Callable[[], None]] = []
+        self._before_commit: dict[str, Callable[[], None]] = {}
+        self.pending: dict[str, list[Any]] = {}
+        """Writes gathered during the unit and made at commit (see `before_commit`)."""
 
     @property
     def conn(self) -> Connection:
@@ -202,8 +205,17 @@ class UnitOfWork:
         """Runs `callback` once the current transaction has committed (never on rollback)."""
         self._after_commit.append(callback)
 
+    def before_commit(self, name: str, callback: Callable[[], None]) -> None:
+        """Runs `callback` (once per name) just before the transaction commits, last of
+        all its writes: the audit trail chains its entries there, under its head lock."""
+        self._before_commit.setdefault(name, callback)
+
     def commit(self) -> None:
         assert not self._read_only, "a read-only unit of work cannot commit"
+        hooks, self._before_commit = self._before_commit, {}
+        for hook in hooks.values():
+            hook()
+        self.pending.clear()
         self.conn.commit()
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
@@ -212,6 +224,8 @@ class UnitOfWork:
     def rollback(self) -> None:
         self.conn.rollback()
         self._after_commit.clear()
+        self._before_commit.clear()
+        self.pending.clear()
 
     def __exit__(
         self,

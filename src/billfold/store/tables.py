@@ -117,7 +117,19 @@ audit_log = Table(
     Column("object_type", String(32), nullable=False),
     Column("object_id", String(TRANSFER_ID), nullable=False),
     Column("details", Text, nullable=True),
+    # The provider an entry belongs to (its actor's), for providers reading their trail.
+    Column("party", String(ID), nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
     Index("ix_audit_log_object", "object_type", "object_id"),
+    Index("ix_audit_log_party", "party"),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("hash", String(64), nullable=False),
 )
 
 # --- catalog --------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""The audit trail: complete, hash-chained, checked by verify, readable by whom it concerns."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import delete, select, update
+
+from billfold.core.access import SYSTEM, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
+from billfold.ledger.verify import verify
+from billfold.store.tables import audit_log
+from tests.conftest import LiveServer
+
+PLAN = {
+    "code": "maps-payg",
+    "name": "Maps",
+    "service": "maps",
+    "currency": "USD",
+    "interval": "none",
+    "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.5"}],
+}
+
+
+def _platform(ctx: Context, admin: httpx.Client) -> tuple[str, str, str]:
+    provider = admin.post(
+        "/v1/providers", json={"name": "P", "email": "p@p.io", "commission_rate": "0.2"}
+    ).json()["id"]
+    admin.post("/v1/services", json={"provider_id": provider, "code": "maps", "name": "Maps"})
+    admin.post(
+        "/v1/services/maps/metrics", json={"code": "calls", "name": "Calls", "aggregation": "count"}
+    )
+    admin.post("/v1/plans", json=PLAN)
+    user = admin.post("/v1/users", json={"name": "U", "email": "u@u.io", "currency": "USD"}).json()[
+        "id"
+    ]
+    admin.post(f"/v1/users/{user}/top-ups", json={"amount": "10"})
+    _, key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=provider)
+    return provider, user, key
+
+
+def test_mutations_are_audited_and_read_by_whom_they_concern(
+    ctx: Context, server: LiveServer, admin: httpx.Client
+) -> None:
+    provider, user, key = _platform(ctx, admin)
+    with server.client(key) as me:
+        held = me.post("/v1/authorizations", json={"user": user, "amount": "1"}).json()
+        assert me.post(f"/v1/authorizations/{held['id']}/capture", json={}).status_code == 200
+        other = me.post("/v1/authorizations", json={"user": user, "amount": "1"}).json()
+        assert me.post(f"/v1/authorizations/{other['id']}/void").status_code == 200
+        assert me.post("/v1/services/maps/default-plan", json={"plan": "maps-payg"}).is_success
+        mine = me.get("/v1/audit-events").json()["data"]
+    actions = {e["action"] for e in mine}
+    assert {"authorization.approved", "authorization.captured", "authorization.voided"} <= actions
+    assert "service.default_plan_set" in actions
+    assert "user.created" not in actions  # The operator's, about no provider object.
+    assert all(e["role"] == "provider" or e["object_id"] == provider for e in mine)
+    admin.post(f"/v1/users/{user}/alert-settings", json={"monthly_budget": "5"})
+    admin.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/x"})
+    everything = admin.get("/v1/audit-events", params={"limit": 1000}).json()["data"]
+    assert {"user.created", "alert_settings.set", "webhook_endpoint.created"} <= {
+        e["action"] for e in everything
+    }
+    on_user = admin.get("/v1/audit-events", params={"object": f"user:{user}"}).json()["data"]
+    assert on_user and {e["object_id"] for e in on_user} == {user}
+    page = admin.get("/v1/audit-events", params={"limit": 2}).json()
+    assert page["has_more"] and len(page["data"]) == 2
+    after = page["data"][-1]["id"]
+    rest = admin.get("/v1/audit-events", params={"starting_after": after}).json()["data"]
+    assert all(e["id"] < after for e in rest)
+    _, user_key = ctx.run(create_key, SYSTEM, role=Role.USER, user_id=user)
+    with server.client(user_key) as someone:
+        assert someone.get("/v1/audit-events").status_code == 403
+    assert ctx.read(verify, SYSTEM).ok
+
+
+def test_verify_finds_an_edited_or_removed_entry(ctx: Context, admin: httpx.Client) -> None:
+    _platform(ctx, admin)
+
+    def broken() -> list[str]:
+        report = ctx.read(verify, SYSTEM)
+        return [p for c in report.checks if c.name == "audit_chain" for p in c.problems]
+
+    assert broken() == []
+    with ctx.work() as work:
+        ids = list(work.conn.execute(select(audit_log.c.id).order_by(audit_log.c.id)).scalars())
+        original = work.conn.execute(
+            select(audit_log.c.action).where(audit_log.c.id == ids[1])
+        ).scalar_one()
+        work.conn.execute(
+            update(audit_log).where(audit_log.c.id == ids[1]).values(action="user.innocent")
+        )
+        work.commit()
+    assert broken()  # An edited entry.
+    with ctx.work() as work:
+        work.conn.execute(update(audit_log).where(audit_log.c.id == ids[1]).values(action=original))
+        work.commit()
+    assert broken() == []  # Put back as it was.
+    with ctx.work() as work:
+        work.conn.execute(delete(audit_log).where(audit_log.c.id == ids[2]))
+        work.commit()
+    assert broken()  # A removed entry.
