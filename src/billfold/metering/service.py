@@ -1,19 +1,5 @@
-"""Metering and real-time charging: usage events in, money moved, exactly once.
-
-`ingest` takes a batch of events (native or CloudEvents), validates each on its own, and
-in one database transaction:
-
-1. stores the valid ones, skipping any whose (provider, id) is already stored: a resent
-   event changes nothing, however late it is resent;
-2. rates them per user, metric, period and plan version (see `billfold.domain.rating`);
-3. posts one ledger transfer per user, service, metric and period for what the batch
-   added: the payer (a prepaid wallet, or a postpaid user's receivable) down, the
-   provider's earnings and the platform's commission up. A prepaid wallet that cannot
-   cover usage that already happened pays what it can; the rest becomes the user's debt
-   (receivable), which suspends the user until a top-up pays it.
-
-The response is sent only after the commit, so an acknowledged event is never lost.
-
+"""Ingestion's entry points: `ingest` (group-committed), `ingest_in` (inside the caller's
+unit of work, for captures) and default plans; the steps are the package's `_` modules.
 """
 
 from __future__ import annotations
