@@ -47,6 +47,13 @@ def world(ctx: Context, server: LiveServer, admin_key: str) -> Iterator[World]:
         )
         uy = make("/v1/users", {"name": "Y", "email": "y@u.io", "currency": "EUR"})
         admin.post(f"/v1/users/{ux}/top-ups", json={"amount": "100"}).raise_for_status()
+        # X is a customer of provider A (pay-as-you-go), and of no one else.
+        make("/v1/services", {"provider_id": pa, "code": "shop", "name": "Shop"})
+        make(
+            "/v1/plans",
+            {"code": "shop-payg", "service": "shop", "currency": "USD", "interval": "none"},
+        )
+        make("/v1/subscriptions", {"user": ux, "service": "shop"})
         charge = make(
             "/v1/charges",
             {"user": ux, "amount": "5", "provider_id": pa, "description": "setup fee"},
@@ -142,13 +149,14 @@ MATRIX: list[tuple[str, str, dict[str, object] | None, dict[str, int]]] = [
         "POST",
         "/v1/charges",
         {"user": "{user_x}", "amount": "1", "description": "add-on"},
-        {"admin": 201, "provider_a": 201, "provider_b": 201, "user_x": 403, "user_y": 403},
+        # Customers by consent: X chose A, so B may not charge X.
+        {"admin": 201, "provider_a": 201, "provider_b": 404, "user_x": 403, "user_y": 403},
     ),
     (
         "POST",
         "/v1/charges",
         {"user": "{user_x}", "amount": "1", "description": "x", "provider_id": "{provider_b}"},
-        {"admin": 201, "provider_a": 403, "provider_b": 201, "user_x": 403, "user_y": 403},
+        {"admin": 201, "provider_a": 403, "provider_b": 404, "user_x": 403, "user_y": 403},
     ),
     (
         "POST",
@@ -394,7 +402,7 @@ def test_balance_transactions_and_pagination(world: World) -> None:
                     "user": world.user_x,
                     "amount": f"1.{n}0",
                     "description": f"call {n}",
-                    "service": "maps",
+                    "service": "shop",
                     "provider_id": world.provider_a,
                 },
             ).raise_for_status()
@@ -412,7 +420,7 @@ def test_balance_transactions_and_pagination(world: World) -> None:
         }
         page = me.get(f"/v1/users/{world.user_x}/transactions", params={"limit": 2}).json()
         assert page["has_more"] and [t["amount"] for t in page["data"]] == ["-1.30", "-1.20"]
-        assert page["data"][0]["service"] == "maps"
+        assert page["data"][0]["service"] == "shop"
         assert page["data"][0]["balance_after"] == "90.40"
         rest = me.get(
             f"/v1/users/{world.user_x}/transactions",

@@ -35,6 +35,7 @@ def _platform(ctx: Context, admin: httpx.Client) -> tuple[str, str, str]:
         "id"
     ]
     admin.post(f"/v1/users/{user}/top-ups", json={"amount": "10"})
+    admin.post("/v1/subscriptions", json={"user": user, "service": "maps"}).raise_for_status()
     _, key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=provider)
     return provider, user, key
 

@@ -53,6 +53,8 @@ def platform(ctx: Context, admin: httpx.Client) -> Iterator[Platform]:
         "id"
     ]
     assert admin.post(f"/v1/users/{user}/top-ups", json={"amount": "10"}).status_code == 201
+    payg = admin.post("/v1/subscriptions", json={"user": user, "service": "maps"})
+    assert payg.status_code == 201, payg.text
     yield Platform(admin, provider, user)
 
 

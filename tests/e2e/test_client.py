@@ -19,6 +19,7 @@ from billfold.core.context import Context
 from billfold.core.keys import create_key
 from billfold.store.tables import usage_events
 from tests.conftest import START, LiveServer
+from tests.integration.helpers import subscribe
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def setup(ctx: Context) -> tuple[str, str]:
             "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.001"}],
         },
     )
+    subscribe(ctx, user.id)
     return ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=provider.id)[1], user.id
 
 

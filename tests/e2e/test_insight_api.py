@@ -56,6 +56,8 @@ def test_analytics_settlement_and_exports_over_http(
         },
     ).json()["id"]
     admin.post(f"/v1/users/{user}/top-ups", json={"amount": "100"})
+    payg = admin.post("/v1/subscriptions", json={"user": user, "service": "maps"})
+    assert payg.status_code == 201, payg.text
     pkey = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=providers[0])[1]
     other = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=providers[1])[1]
     ukey = ctx.run(create_key, SYSTEM, role=Role.USER, user_id=user)[1]

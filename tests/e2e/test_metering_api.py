@@ -22,7 +22,7 @@ from billfold.domain.rating import units_due
 from billfold.ledger.verify import verify
 from billfold.store.tables import usage_events, usage_periods
 from billfold.workers.housekeeping import run_once
-from tests.conftest import LiveServer, make_context
+from tests.conftest import START, LiveServer, make_context
 
 PLAN: dict[str, Any] = {
     "code": "maps-payg",
@@ -114,6 +114,13 @@ def world(ctx: Context, server: LiveServer, admin_key: str) -> Iterator[World]:
         ):
             assert a.post("/v1/services/maps/metrics", json=metric).status_code == 201
         assert a.post("/v1/plans", json=PLAN).status_code == 201
+    with server.client(admin_key) as admin:
+        # Each chose provider A's service, a month back (late events are tried).
+        since = (START - timedelta(days=31)).isoformat()
+        for user in (prepaid, postpaid, poor):
+            body = {"user": user, "service": "maps", "start": since}
+            response = admin.post("/v1/subscriptions", json=body)
+            assert response.status_code == 201, response.text
     with server.client(keys["b"]) as b:
         assert b.post("/v1/services", json={"code": "geo", "name": "Geo"}).status_code == 201
         b.post(
@@ -228,6 +235,10 @@ def test_a_resent_event_changes_nothing_even_after_a_restart(world: World, tmp_p
                 "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "1"}],
             },
         ).raise_for_status()
+    with world.client("user") as me:
+        body = {"user": world.prepaid, "service": "geo"}
+        assert me.post("/v1/subscriptions", json=body).status_code == 201
+    with world.client("b") as b:
         other = b.post(
             "/v1/events", json={"events": [{**event(0, world.prepaid), "service": "geo"}]}
         ).json()
@@ -385,11 +396,18 @@ def test_usage_past_the_balance_becomes_debt_and_suspends(world: World) -> None:
     assert (balance["posted"], balance["receivable"]) == ("0.00", "1.00")
     with world.client("a") as a:
         access = a.get(f"/v1/users/{world.poor}/entitlements", params={"service": "maps"}).json()
+        # The provider learns why, not how much its customer owes.
         assert (access["has_access"], access["reason"], access["debt"]) == (
             False,
             "suspended",
-            "1.00",
+            None,
         )
+    with world.client("admin") as admin:
+        access = admin.get(
+            f"/v1/users/{world.poor}/entitlements", params={"service": "maps"}
+        ).json()
+        assert access["debt"] == "1.00"
+    with world.client("a") as a:
         refused = a.post(
             "/v1/authorizations",
             json={"user": world.poor, "service": "maps", "metric": "calls", "quantity": 1},

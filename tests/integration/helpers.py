@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
+
 from billfold import catalog, ledger, parties
 from billfold.core.access import SYSTEM, Principal, Role
-from billfold.core.context import Context
+from billfold.core.context import Context, Work
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
     AccountKind,
@@ -16,6 +18,7 @@ from billfold.domain.ledger import (
     TransferSpec,
 )
 from billfold.ids import new_id
+from billfold.store.tables import services
 
 
 @dataclass(frozen=True)
@@ -104,10 +107,55 @@ def metered_catalog(
     return me
 
 
-def funded_user(ctx: Context, n: int, amount: str) -> str:
-    """A prepaid USD user topped up with `amount`."""
+def funded_user(ctx: Context, n: int, amount: str, *, customer_of: str | None = "maps") -> str:
+    """A prepaid USD user topped up with `amount`, subscribed to the default plan of the
+    service `customer_of` when that service exists."""
     user = ctx.run(
         parties.create_user, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
     )
     ctx.run(parties.top_up, SYSTEM, user.id, amount=amount)
+    if customer_of is not None and ctx.read(_has_default_plan, customer_of):
+        subscribe(ctx, user.id, customer_of)
     return user.id
+
+
+def _has_default_plan(work: Work, code: str) -> bool:
+    row = work.conn.execute(
+        select(services.c.default_plan_id).where(services.c.code == code)
+    ).one_or_none()
+    return row is not None and row.default_plan_id is not None
+
+
+def subscribe(
+    ctx: Context, user_id: str, service: str = "maps", *, start: str | None = None
+) -> str:
+    """Subscribes the user to the service's default plan (as the operator): the consent
+    under which a provider may meter and charge them."""
+    from billfold import subscriptions
+
+    return ctx.run(
+        subscriptions.create,
+        SYSTEM,
+        user_ref=user_id,
+        plan_code=None,
+        service_code=service,
+        start=start,
+    ).id
+
+
+def make_customer(ctx: Context, provider_id: str, user_id: str, service: str = "shop") -> str:
+    """Makes the user a customer of the provider: a service of the provider with a
+    pay-as-you-go plan (created if missing), and the user's subscription to it."""
+    me = Principal("k-setup", Role.PROVIDER, provider_id=provider_id)
+    if not ctx.read(_has_default_plan, service):
+        ctx.run(catalog.create_service, me, code=service, name=service)
+        plan = {
+            "code": f"{service}-payg",
+            "name": "Pay as you go",
+            "service": service,
+            "currency": "USD",
+            "interval": "none",
+            "charges": [],
+        }
+        ctx.run(catalog.create_plan, me, plan)
+    return subscribe(ctx, user_id, service)

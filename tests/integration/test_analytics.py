@@ -15,6 +15,7 @@ from billfold.core.context import Context
 from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import AccountKind, OwnerType
 from billfold.domain.money import currency, from_units
+from tests.integration.helpers import subscribe
 
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -67,6 +68,9 @@ def world(ctx: Context, clock: TestClock) -> dict[str, object]:
             parties.create_user, SYSTEM, name=f"U{n}", email=f"u{n}@u.io", currency_code="USD"
         )
         ctx.run(parties.top_up, SYSTEM, user.id, amount="500")
+        subscribe(ctx, user.id, "maps")
+        if n != 2:
+            subscribe(ctx, user.id, "geo")
         users.append(user.id)
     # Ten days of usage at uneven times (sub-cent prices, free units, late events).
     for day in range(10):
@@ -284,10 +288,16 @@ def test_concurrent_payouts_never_exceed_the_earned_balance(pg_ctx: Context) -> 
     provider = ctx.run(
         parties.create_provider, SYSTEM, name="P", email="p@p.io", commission_rate="0"
     )
-    me = Principal("kp", Role.PROVIDER, provider_id=provider.id)
     user = ctx.run(parties.create_user, SYSTEM, name="U", email="u@u.io", currency_code="USD")
     ctx.run(parties.top_up, SYSTEM, user.id, amount="10")
-    ctx.run(parties.charge, me, user_ref=user.id, amount="10", description="Work")
+    ctx.run(
+        parties.charge,
+        SYSTEM,
+        user_ref=user.id,
+        amount="10",
+        description="Work",
+        provider_id=provider.id,
+    )
 
     def pay(n: int) -> bool:
         try:

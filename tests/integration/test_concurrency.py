@@ -22,6 +22,7 @@ from billfold.domain.errors import InsufficientFunds
 from billfold.ledger.verify import verify
 from billfold.store.ledger_tables import transfers
 from tests.conftest import LiveServer
+from tests.integration.helpers import make_customer
 
 CLIENTS = 32
 CHARGES_EACH = 12
@@ -47,6 +48,7 @@ def _setup(ctx: Context) -> tuple[str, str]:
         credit_limit=str(CREDIT_LIMIT),
     )
     ctx.run(parties.top_up, SYSTEM, user.id, amount=str(START_BALANCE))
+    make_customer(ctx, provider.id, user.id)
     return provider.id, user.id
 
 

@@ -23,6 +23,7 @@ from billfold.core.access import SYSTEM, Principal, Role
 from billfold.core.context import Context
 from billfold.domain.errors import InvalidRequest, NotFound, PermissionDenied
 from billfold.settlement import exports
+from tests.integration.helpers import subscribe
 
 DAY0 = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -83,6 +84,7 @@ def _setup(ctx: Context, clock: TestClock) -> tuple[Principal, str]:
     )
     user = ctx.run(parties.create_user, SYSTEM, name="U", email="u@u.io", currency_code="USD")
     ctx.run(parties.top_up, SYSTEM, user.id, amount="100")
+    subscribe(ctx, user.id)
     return me, user.id
 
 
@@ -214,6 +216,7 @@ def test_simulator_reprices_recorded_usage(ctx: Context, clock: TestClock) -> No
     me, user = _setup(ctx, clock)
     second = ctx.run(parties.create_user, SYSTEM, name="V", email="v@u.io", currency_code="USD")
     ctx.run(parties.top_up, SYSTEM, second.id, amount="100")
+    subscribe(ctx, second.id)
     clock.set(DAY0 + timedelta(days=2))
     _use(ctx, me, user, 0, 30)
     _use(ctx, me, second.id, 1, 150, tag="b")

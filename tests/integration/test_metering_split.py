@@ -10,6 +10,7 @@ from billfold.core.context import Context
 from billfold.domain.ledger import PLATFORM_OWNER_ID, AccountKind, OwnerType
 from billfold.domain.money import currency, from_units
 from tests.conftest import START
+from tests.integration.helpers import subscribe
 
 
 def _balance(ctx: Context, owner_type: OwnerType, owner: str, kind: AccountKind) -> Decimal:
@@ -40,6 +41,8 @@ def test_plan_commission_overrides_the_providers(ctx: Context) -> None:
         {**base, "code": "maps-payg", "service": "maps", "commission_rate": "0.35"},
     )
     ctx.run(catalog.create_plan, me, {**base, "code": "geo-payg", "service": "geo"})
+    subscribe(ctx, user.id, "maps")
+    subscribe(ctx, user.id, "geo")
     stamp = START.isoformat()
     result = metering.ingest(
         ctx,

@@ -15,7 +15,7 @@ from billfold.core.access import SYSTEM, Principal
 from billfold.core.context import Context
 from billfold.domain.money import currency, from_units
 from tests.conftest import START
-from tests.integration.helpers import funded_user, metered_catalog
+from tests.integration.helpers import funded_user, metered_catalog, subscribe
 
 USD = currency("USD")
 PAYG = {
@@ -86,7 +86,8 @@ def test_after_a_cancellation_usage_is_priced_in_a_period_of_its_own(
     clock.set(START + timedelta(days=4))
     ctx.run(subscriptions.cancel, SYSTEM, sub.id, timing="immediate")
     clock.set(START + timedelta(days=5))
-    # Pay-as-you-go again, in a period that starts at the cancellation: 100 free calls.
+    # Pay-as-you-go again, in a period that starts with the new subscription: 100 free calls.
+    subscribe(ctx, user)
     assert _agree(ctx, me, user, 50) == 0
     entitled = ctx.read(authorizations.entitlements, me, user, "maps")
     assert entitled.remaining == {"calls": Decimal(50)}
@@ -185,7 +186,9 @@ def test_the_available_balance_counts_the_credit_limit_everywhere(ctx: Context) 
     ctx.run(parties.set_credit_limit, SYSTEM, user, "20")
     shown = ctx.read(parties.get_balance, SYSTEM, user)
     assert shown.available == Decimal(25)
-    assert ctx.read(authorizations.entitlements, me, user, "maps").available == Decimal(25)
+    assert ctx.read(authorizations.entitlements, SYSTEM, user, "maps").available == Decimal(25)
+    # A provider is told whether its customer may use the service, never the balance.
+    assert ctx.read(authorizations.entitlements, me, user, "maps").available is None
     # A low-balance level of 10 is not reached while 25 is available.
     ctx.run(
         alerts.set_settings, SYSTEM, user, monthly_budget=None, thresholds=None, low_balance="10"

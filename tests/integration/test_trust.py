@@ -9,7 +9,7 @@ import pytest
 from billfold import authorizations, ledger
 from billfold.core.context import Context
 from billfold.domain.errors import InvalidRequest
-from tests.integration.helpers import funded_user, metered_catalog
+from tests.integration.helpers import funded_user, metered_catalog, subscribe
 
 PLAN = {
     "code": "maps-payg",
@@ -78,6 +78,7 @@ def test_a_group_commit_gives_each_request_only_its_own_transfers(ctx: Context) 
         ctx.run(catalog.create_service, me, code=service, name=service)
         ctx.run(catalog.create_metric, me, service, code="calls", name="Calls", aggregation="count")
         ctx.run(catalog.create_plan, me, {**PLAN, "code": f"{service}-payg", "service": service})
+        subscribe(ctx, user, service)
         principals.append((me, service))
     now = ctx.clock.now()
     jobs = []

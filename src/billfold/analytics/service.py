@@ -580,7 +580,11 @@ def subscription_metrics(
     def of(code: str) -> SubscriptionMetrics:
         return found.setdefault(code, SubscriptionMetrics(code, 0, 0, Decimal(0), 0, 0, 0, 0))
 
-    query = select(subscriptions).where(subscriptions.c.started_at < end)
+    # Pay-as-you-go subscriptions are consent, not recurring revenue: MRR, churn and
+    # ARPU count only plans with an interval.
+    query = select(subscriptions).where(
+        subscriptions.c.started_at < end, subscriptions.c.interval != "none"
+    )
     if provider:
         query = query.where(subscriptions.c.provider_id == provider)
     plans_seen: dict[str, Any] = {}

@@ -69,8 +69,10 @@ class EntitlementsOut(BaseModel):
     has_access: bool
     reason: str
     currency: str
-    available: Amount
-    debt: Amount
+    available: Amount | None = Field(
+        description="What the user can spend now; null when a provider asks."
+    )
+    debt: Amount | None = Field(description="What the user owes; null when a provider asks.")
     remaining: dict[str, str]
 
     @classmethod
@@ -82,7 +84,7 @@ class EntitlementsOut(BaseModel):
             has_access=value.has_access,
             reason=value.reason,
             currency=cur.code,
-            available=format_money(value.available, cur),
-            debt=format_money(value.debt, cur),
+            available=None if value.available is None else format_money(value.available, cur),
+            debt=None if value.debt is None else format_money(value.debt, cur),
             remaining={k: format_decimal(v) for k, v in value.remaining.items()},
         )

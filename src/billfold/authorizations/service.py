@@ -17,7 +17,14 @@ from typing import Any
 from sqlalchemy import select
 
 from billfold import ledger, metering
-from billfold.catalog import load_service, load_versions, plan_in_force, terms
+from billfold.catalog import (
+    hides_personal_data,
+    is_customer,
+    load_service,
+    load_versions,
+    require_customer,
+    terms,
+)
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_role, require_user_access
 from billfold.core.context import Work
@@ -31,12 +38,11 @@ from billfold.domain.ledger import (
     charge_transfer,
 )
 from billfold.domain.money import Currency, format_decimal, from_units, parse_amount, to_units
-from billfold.domain.periods import calendar_period
 from billfold.domain.pricing import Event, Plan
 from billfold.domain.rating import MetricState, rate, units_due
 from billfold.ids import new_id
 from billfold.ledger import HoldView
-from billfold.store.tables import metrics, services
+from billfold.store.tables import metrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +52,9 @@ class Entitlements:
     has_access: bool
     reason: str
     currency: Currency
-    available: Decimal
-    debt: Decimal
+    available: Decimal | None
+    debt: Decimal | None
+    """None for a provider: a balance is the user's own business."""
     remaining: dict[str, Decimal]
 
 
@@ -95,7 +102,12 @@ class _Pricing:
 
 
 def _service_plan(
-    work: Work, principal: Principal, service_code: str, now: datetime, user_id: str
+    work: Work,
+    principal: Principal,
+    service_code: str,
+    now: datetime,
+    user_id: str,
+    asked_as: str,
 ) -> _Pricing:
     """The plan and usage period that price the user's use of the service now: the same
     terms metering will rate that usage under (billfold.catalog.terms)."""
@@ -103,16 +115,11 @@ def _service_plan(
     service = load_service(work, principal, service_code)
     if service.status != "active":
         raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
-    default_plan = work.conn.execute(
-        select(services.c.default_plan_id).where(services.c.id == service.id)
-    ).scalar_one()
+    if principal.role == Role.PROVIDER and service.provider_id != principal.provider_id:
+        raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
+    require_customer(work, principal, user_id, asked=asked_as, service_id=service.id)
     phases = terms.plans_at(work, {(user_id, service.id)}).get((user_id, service.id))
-
-    def calendar(plan_id: str, moment: datetime) -> tuple[datetime, datetime]:
-        plan = plan_in_force(work, plan_id, moment)
-        return calendar_period(plan.interval, plan.interval_count, moment)
-
-    found = terms.terms_at(phases, default_plan, now, calendar)
+    found = terms.terms_at(phases, now)
     version = load_versions(work, [found.plan_id])[found.plan_id].at(now) if found.plan_id else None
     return _Pricing(
         service,
@@ -133,7 +140,7 @@ def entitlements(
         require_user_access(principal, user.id, asked=user_ref)
     else:
         require_role(principal, Role.ADMIN, Role.PROVIDER)
-    pricing = _service_plan(work, principal, service_code, now, user.id)
+    pricing = _service_plan(work, principal, service_code, now, user.id, user_ref)
     service, plan = pricing.service, pricing.plan
     available, debt = _standing(work, user)
     remaining: dict[str, Decimal] = {}
@@ -153,7 +160,7 @@ def entitlements(
     if user.status != "active":
         reason = "user_inactive"
     elif plan is None:
-        reason = "no_plan"
+        reason = "not_subscribed"
     elif debt > 0 or pricing.subscription_status == "suspended":
         reason = "suspended"
     elif (
@@ -162,14 +169,16 @@ def entitlements(
         reason = "insufficient_funds"
     else:
         reason = "ok"
+    # A provider learns whether its customer may use its service, not their balance.
+    hidden = hides_personal_data(principal)
     return Entitlements(
         user.id,
         service.code,
         reason == "ok",
         reason,
         user.currency,
-        from_units(available, user.currency),
-        from_units(debt, user.currency),
+        None if hidden else from_units(available, user.currency),
+        None if hidden else from_units(debt, user.currency),
         remaining,
     )
 
@@ -206,11 +215,13 @@ def authorize(
                 param="service",
             )
         asked = parse_amount(quantity, param="quantity", allow_zero=False)
-        priced = _price_use(work, principal, user, service_code, metric_code, asked, now)
+        priced = _price_use(work, principal, user, user_ref, service_code, metric_code, asked, now)
         if isinstance(priced, str):
             return _declined(auth_id, priced, user, service_code, metric_code, asked)
         service, units = priced
     else:
+        # A hold by amount is on no service: the user must be a customer of the provider.
+        require_customer(work, principal, user.id, asked=user_ref)
         units = to_units(parse_amount(amount, allow_zero=False), cur)
     available, debt = _standing(work, user)
     if debt > 0:
@@ -267,6 +278,7 @@ def _price_use(
     work: Work,
     principal: Principal,
     user: UserView,
+    user_ref: str,
     service_code: str,
     metric_code: str,
     asked: Decimal,
@@ -274,11 +286,9 @@ def _price_use(
 ) -> tuple[Any, int] | str:
     """(the service, what `asked` more of the metric costs now in ledger units), priced on
     top of the period's usage so far under the terms metering will charge it under; or the
-    reason to decline (no plan, suspended)."""
-    pricing = _service_plan(work, principal, service_code, now, user.id)
+    reason to decline (not subscribed, suspended)."""
+    pricing = _service_plan(work, principal, service_code, now, user.id, user_ref)
     service, plan = pricing.service, pricing.plan
-    if principal.role == Role.PROVIDER and service.provider_id != principal.provider_id:
-        raise NotFound(f"no service {service_code}", code="service_not_found")
     metric = work.conn.execute(
         select(metrics).where(metrics.c.service_id == service.id, metrics.c.code == metric_code)
     ).one_or_none()
@@ -289,7 +299,7 @@ def _price_use(
             param="metric",
         )
     if plan is None:
-        return "no_plan"
+        return "not_subscribed"
     if pricing.subscription_status == "suspended":
         return "suspended"
     assert pricing.period_start is not None
@@ -340,7 +350,11 @@ def _view(hold: HoldView, user: UserView, amount: Decimal | None = None) -> Auth
     )
 
 
-def _own_hold(work: Work, principal: Principal, auth_id: str) -> tuple[HoldView, UserView]:
+def _own_hold(
+    work: Work, principal: Principal, auth_id: str, *, customer: bool = False
+) -> tuple[HoldView, UserView]:
+    """The authorization, if it is the asker's; with `customer`, only while its user is
+    still the provider's customer (a void, which frees the user's money, needs not)."""
     require_role(principal, Role.ADMIN, Role.PROVIDER)
     try:
         hold = ledger.get_hold(work, auth_id)
@@ -350,6 +364,12 @@ def _own_hold(work: Work, principal: Principal, auth_id: str) -> tuple[HoldView,
         hold.description != "authorization"
         or hold.user_id is None
         or (principal.role == Role.PROVIDER and hold.provider_id != principal.provider_id)
+    ):
+        raise NotFound(f"no authorization {auth_id}", code="authorization_not_found")
+    if (
+        customer
+        and principal.role == Role.PROVIDER
+        and not is_customer(work, hold.user_id, hold.provider_id or "")
     ):
         raise NotFound(f"no authorization {auth_id}", code="authorization_not_found")
     return hold, load_user(work, hold.user_id)
@@ -365,7 +385,7 @@ def capture(
 ) -> Authorization:
     """Turns the hold into a charge: the usage (by quantity) or an amount, up to the hold."""
     now = work.clock.now()
-    hold, user = _own_hold(work, principal, auth_id)
+    hold, user = _own_hold(work, principal, auth_id, customer=True)
     if hold.status == "captured":
         return _view(hold, user)  # Capturing again changes nothing.
     if hold.status != "pending" or hold.expires_at <= now:

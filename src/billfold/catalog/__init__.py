@@ -1,5 +1,11 @@
 """What providers sell: services, metrics, plans and their versions, quotes."""
 
+from billfold.catalog.customers import (
+    hides_personal_data,
+    is_customer,
+    require_customer,
+    was_customer,
+)
 from billfold.catalog.service import (
     AGGREGATIONS,
     MAX_DESCRIPTION,
@@ -42,6 +48,8 @@ __all__ = [
     "create_service",
     "get_plan",
     "get_service",
+    "hides_personal_data",
+    "is_customer",
     "list_metrics",
     "list_plan_versions",
     "list_plans",
@@ -52,6 +60,8 @@ __all__ = [
     "plan_from_definition",
     "plan_in_force",
     "quote_for",
+    "require_customer",
     "retire_plan",
     "service_metrics",
+    "was_customer",
 ]

@@ -5,26 +5,26 @@ One answer for every caller: metering rates an event in the period given here, a
 authorization or an entitlement prices the same usage in the same period, so what a
 gateway is told a call will cost is what it is then charged.
 
-- Inside a subscription phase, the subscription's plan prices usage in its billing
-  period (the trial is one), cut where the phase starts or ends: after an immediate plan
-  change the new plan's usage starts a period of its own.
-- Outside every phase, the service's pay-as-you-go plan prices it in calendar periods;
-  but where a subscription ended inside that calendar period, the period starts at the
-  end of the subscription, so pay-as-you-go usage after a cancellation never shares a
-  usage row (and its free units) with the subscription's last period.
+Usage counts only inside a subscription phase (customers by consent,
+billfold.catalog.customers): the subscription's plan prices it in its billing period
+(the trial is one), cut where the phase starts or ends, so after an immediate plan change
+the new plan's usage starts a period of its own. A pay-as-you-go subscription (interval
+`none`) has no billing periods: its usage counts in calendar months (UTC), cut the same
+way. Outside every phase there are no terms, and the usage is not the provider's to bill.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import select
 
 from billfold.core.context import Work
 from billfold.domain.billing import Schedule
+from billfold.domain.periods import calendar_period
 from billfold.store.tables import subscription_phases, subscriptions
 
 Period = tuple[datetime, datetime]
@@ -46,8 +46,11 @@ def subscription_period(
     sub: Any, phase_start: datetime, phase_end: datetime | None, moment: datetime
 ) -> tuple[datetime, datetime]:
     """The usage period of `moment` under a subscription phase: the billing period
-    (the trial is one), cut where the phase starts or ends."""
-    if sub.trial_end is not None and moment < sub.trial_end:
+    (the trial is one; a calendar month for pay-as-you-go), cut where the phase starts
+    or ends."""
+    if sub.interval == "none":
+        start, end = calendar_period("none", 1, moment)
+    elif sub.trial_end is not None and moment < sub.trial_end:
         start, end = sub.started_at, sub.trial_end
     else:
         schedule = Schedule(
@@ -111,28 +114,17 @@ class Terms:
 
     plan_id: str | None
     period: Period | None
-    """None until a plan is known (no subscription and no pay-as-you-go plan)."""
+    """None outside every subscription phase: the user was not a customer then."""
     subscription: PlanAt | None
 
 
-def terms_at(
-    phases: Phases | None,
-    default_plan_id: str | None,
-    moment: datetime,
-    calendar_period: Callable[[str, datetime], Period],
-) -> Terms:
+NO_TERMS: Final = Terms(None, None, None)
+
+
+def terms_at(phases: Phases | None, moment: datetime) -> Terms:
     """The terms in force at `moment`, given the user's subscription phases for the
-    service (oldest first), the service's pay-as-you-go plan, and a function that gives a
-    plan's calendar period of a moment."""
+    service (oldest first)."""
     found = phase_for(list(phases), moment) if phases else None
-    if found is not None:
-        return Terms(found.plan_id, (found.period_start, found.period_end), found)
-    if default_plan_id is None:
-        return Terms(None, None, None)
-    start, end = calendar_period(default_plan_id, moment)
-    ended = [
-        phase.ends_at
-        for _, phase in phases or ()
-        if phase.ends_at is not None and start < phase.ends_at <= moment
-    ]
-    return Terms(default_plan_id, (max(ended) if ended else start, end), None)
+    if found is None:
+        return NO_TERMS
+    return Terms(found.plan_id, (found.period_start, found.period_end), found)

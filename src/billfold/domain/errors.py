@@ -26,7 +26,7 @@ ErrorCode = Literal[
     "invalid_usage",
     "currency_mismatch",
     "plan_incompatible",
-    "plan_not_recurring",
+    "no_default_plan",
     "effective_in_past",
     "draft_mismatch",
     "not_a_charge",
@@ -62,6 +62,7 @@ ErrorCode = Literal[
     "test_clock_disabled",
     # Conflicts with the state of things.
     "already_subscribed",
+    "not_subscribed",
     "metric_exists",
     "plan_exists",
     "provider_exists",

@@ -82,7 +82,11 @@ def run_chunk(
     with ctx.work() as work:
         query = (
             select(subscriptions)
-            .where(subscriptions.c.status.in_(LIVE), subscriptions.c.current_period_end <= as_of)
+            .where(
+                subscriptions.c.status.in_(LIVE),
+                subscriptions.c.current_period_end <= as_of,
+                subscriptions.c.interval != "none",
+            )
             .order_by(subscriptions.c.id)
             .limit(CHUNK)
         )
@@ -237,7 +241,9 @@ def count_due(ctx: Context, as_of: datetime) -> int:
         return int(
             work.conn.execute(
                 select(func.count()).where(
-                    subscriptions.c.status.in_(LIVE), subscriptions.c.current_period_end <= as_of
+                    subscriptions.c.status.in_(LIVE),
+                    subscriptions.c.current_period_end <= as_of,
+                    subscriptions.c.interval != "none",
                 )
             ).scalar_one()
         )
@@ -294,7 +300,11 @@ def collect_for_user(work: Work, user_id: str) -> dict[str, int]:
     rows = list(
         work.conn.execute(
             select(subscriptions)
-            .where(subscriptions.c.user_id == user_id, subscriptions.c.status.in_(LIVE))
+            .where(
+                subscriptions.c.user_id == user_id,
+                subscriptions.c.status.in_(LIVE),
+                subscriptions.c.interval != "none",
+            )
             .order_by(subscriptions.c.id)
             .with_for_update()
         )

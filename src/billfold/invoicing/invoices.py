@@ -18,6 +18,7 @@ from typing import Any, Final
 from sqlalchemy import select
 
 from billfold import ledger
+from billfold.catalog import hides_personal_data, was_customer
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_admin
 from billfold.core.context import Work
@@ -167,6 +168,8 @@ def list_for(
         condition &= invoices.c.user_id == principal.user_id
     elif principal.role == Role.PROVIDER:
         condition &= invoices.c.provider_id == principal.provider_id
+        if user is not None and not was_customer(work, user, principal.provider_id or ""):
+            raise NotFound(f"no user {user}", code="user_not_found", param="user")
     if user is not None:
         condition &= invoices.c.user_id == user
     if subscription is not None:
@@ -397,9 +400,11 @@ def render_html(work: Work, principal: Principal, invoice_id: str) -> str:
     inv = _load(work, principal, invoice_id)
     buyer = load_user(work, inv.user_id)
     view = view_of(inv, principal)
+    # A provider's copy names the customer by id only: no name, no email.
+    private = hides_personal_data(principal)
     customer = {
-        "name": buyer.name,
-        "email": buyer.email,
+        "name": None if private else buyer.name,
+        "email": None if private else buyer.email,
         "id": buyer.id,
     }
 

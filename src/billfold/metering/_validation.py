@@ -58,10 +58,6 @@ class _Catalog:
         version = self.versions[plan_id].at(moment)
         return version.version, version.plan
 
-    def calendar_period(self, plan_id: str, moment: datetime) -> tuple[datetime, datetime]:
-        """The calendar period of `moment` under the plan version in force then."""
-        return self.period_of(self.plan_at(plan_id, moment)[1], moment)
-
     def period_of(self, plan: Plan, moment: datetime) -> tuple[datetime, datetime]:
         """The calendar period of `moment`, memoised per day: a batch spans few days."""
         key = (plan.interval, plan.interval_count, moment.date())
@@ -103,10 +99,7 @@ def _load_catalog(work: Work, raws: Sequence[_Raw], now: datetime) -> _Catalog:
         (user.id, service.id) for user in user_rows.values() for service in service_rows.values()
     }
     subscribed = terms.plans_at(work, pairs) if pairs else {}
-    plan_ids = sorted(
-        {row.default_plan_id for row in service_rows.values() if row.default_plan_id}
-        | {phase.plan_id for phases in subscribed.values() for _, phase in phases}
-    )
+    plan_ids = sorted({phase.plan_id for phases in subscribed.values() for _, phase in phases})
     versions = load_versions(work, plan_ids)
     provider_ids = sorted({row.provider_id for row in service_rows.values()})
     rates = {
@@ -139,7 +132,6 @@ class _Target:
     service_id: str
     service_code: str
     metric: Any
-    plan_id: str | None
     phases: list[tuple[Any, Any]] | None
 
 
@@ -163,7 +155,6 @@ def _resolve(raw: _Raw, catalog: _Catalog, principal: Principal) -> _Target | tu
         service.id,
         service.code,
         metric,
-        service.default_plan_id,
         catalog.subscribed.get((user.id, service.id)),
     )
 
@@ -182,12 +173,12 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
         )
     if raw.timestamp < catalog.oldest_allowed:
         raise _Reject("timestamp_too_old", "timestamp is more than 400 days old", "timestamp")
-    found = terms.terms_at(target.phases, target.plan_id, raw.timestamp, catalog.calendar_period)
-    if found.plan_id is None:
+    found = terms.terms_at(target.phases, raw.timestamp)
+    if found.plan_id is None or found.period is None:
         raise _Reject(
-            "no_plan",
-            f"service {raw.service} has no pay-as-you-go plan for users without a subscription",
-            "service",
+            "not_subscribed",
+            f"user {raw.user} held no subscription to service {raw.service} at the event's time",
+            "user",
         )
     plan_id, period = found.plan_id, found.period
     plan = catalog.plan_at(plan_id, raw.timestamp)[1]

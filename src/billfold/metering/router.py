@@ -74,19 +74,18 @@ async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
     out = IngestOut.of(result)
     if single and result.rejected:
         rejection = result.rejected[0]
+        # A user who is not the provider's customer is, to the provider, not there.
+        missing = rejection.code.endswith("_not_found") or rejection.code == "not_subscribed"
         return JSONResponse(
             {
                 "error": {
-                    "type": "invalid_request"
-                    if rejection.code
-                    not in ("user_not_found", "service_not_found", "metric_not_found")
-                    else "not_found",
+                    "type": "not_found" if missing else "invalid_request",
                     "code": rejection.code,
                     "message": rejection.message,
                     "param": rejection.param,
                 }
             },
-            status_code=404 if rejection.code.endswith("_not_found") else 400,
+            status_code=404 if missing else 400,
         )
     return out
 

@@ -143,7 +143,9 @@ class TransactionOut(BaseModel):
     currency: str
     amount: Amount = Field(description="Signed: what this added to the account (charges < 0).")
     account: str
-    balance_after: Amount
+    balance_after: Amount | None = Field(
+        description="The account's balance after it; null in a provider's answer."
+    )
     description: str | None
     user: str | None
     provider_id: str | None
@@ -165,7 +167,9 @@ class TransactionOut(BaseModel):
             currency=cur.code,
             amount=format_money(movement.amount, cur),
             account=movement.account,
-            balance_after=format_money(movement.balance_after, cur),
+            balance_after=None
+            if movement.balance_after is None
+            else format_money(movement.balance_after, cur),
             description=t.description,
             user=t.user_id,
             provider_id=t.provider_id,

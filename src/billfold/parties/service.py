@@ -9,7 +9,7 @@ A provider has earnings per currency; the platform has revenue and external cash
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from billfold import ledger
+from billfold.catalog import hides_personal_data, require_customer
 from billfold.core import audit
 from billfold.core.access import (
     Principal,
@@ -63,7 +64,7 @@ from billfold.domain.money import (
 from billfold.ids import new_id
 from billfold.invoicing import billing
 from billfold.ledger import PostedTransfer
-from billfold.store.tables import providers, users
+from billfold.store.tables import providers, services, users
 
 MAX_NAME_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 500
@@ -80,7 +81,8 @@ class MoneyMovement:
     amount: Decimal
     """Signed: what the transfer added to the party's account (a charge is negative)."""
     account: str
-    balance_after: Decimal
+    balance_after: Decimal | None
+    """None in a provider's answer: the user's balance is not the provider's to see."""
     provider_amount: Decimal | None = None
     commission: Decimal | None = None
 
@@ -416,6 +418,9 @@ def charge(
     service_code = clean_text(service, param="service", max_length=100, required=False)
     now = work.clock.now()
     user = load_user(work, user_ref)
+    provider_ref = _charged_service(work, service_code, provider_ref)
+    if provider_ref is not None and principal.role == Role.PROVIDER:
+        require_customer(work, principal, user.id, asked=user_ref)
     value = parse_amount(amount, allow_zero=False)
     units = to_units(value, user.currency)
     cur = user.currency
@@ -454,7 +459,7 @@ def charge(
             at=now,
             details={"user_id": user.id, "amount": str(value), "provider_id": provider_ref},
         )
-    return _movement(
+    movement = _movement(
         posted,
         payer,
         cur,
@@ -462,6 +467,28 @@ def charge(
         provider_share=provider_share,
         commission=commission,
     )
+    return _private(movement, principal)
+
+
+def _private(movement: MoneyMovement, principal: Principal) -> MoneyMovement:
+    """The movement as `principal` may see it: a provider does not see the balance."""
+    if not hides_personal_data(principal):
+        return movement
+    return replace(movement, balance_after=None)
+
+
+def _charged_service(work: Work, code: str | None, provider_id: str | None) -> str | None:
+    """The provider a one-off charge goes to, checking that its `service` is that
+    provider's own: a provider cannot bill in another provider's name. A service named
+    without a provider (by an admin) makes the charge that service's provider's."""
+    if code is None:
+        return provider_id
+    row = work.conn.execute(
+        select(services.c.provider_id).where(services.c.code == code)
+    ).one_or_none()
+    if row is None or (provider_id is not None and row.provider_id != provider_id):
+        raise NotFound(f"no service {code}", code="service_not_found", param="service")
+    return str(row.provider_id)
 
 
 def refund(
@@ -481,6 +508,8 @@ def refund(
         original = ledger.get_transfer(work, charge_id)
     except NotFound:
         raise NotFound(f"no charge {charge_id}", code="charge_not_found") from None
+    # A provider refunds only its own charges, which it made to its customers. It may
+    # still refund them after the user has left: a refund only gives money back.
     if principal.role == Role.PROVIDER and original.provider_id != principal.provider_id:
         raise NotFound(f"no charge {charge_id}", code="charge_not_found")
     if original.kind not in (TransferKind.CHARGE, TransferKind.CAPTURE):
@@ -512,7 +541,7 @@ def refund(
             details={"charge_id": original.id, "units": units},
         )
     account = "wallet" if user.billing_mode == BillingMode.PREPAID else "receivable"
-    return _movement(posted, payer, cur, account)
+    return _private(_movement(posted, payer, cur, account), principal)
 
 
 def _movement(

@@ -36,13 +36,17 @@ InvoiceStatus = Annotated[
 
 @router.post("/subscriptions", response_model=SubscriptionOut, status_code=201)
 def create_subscription(body: SubscriptionCreate, work: Write, who: Who) -> SubscriptionOut:
-    """Subscribes a user to a plan (admin, the plan's provider, or that user)."""
+    """Subscribes a user to a plan, or to a service's default plan.
+
+    The first subscription with a provider is the user's consent: only that user or an
+    admin may create it. The provider may then subscribe its customer to further plans."""
     return SubscriptionOut.of(
         subscriptions.create(
             work,
             who,
             user_ref=body.user,
             plan_code=body.plan,
+            service_code=body.service,
             start=body.start.isoformat() if body.start else None,
             billing_anchor=body.billing_anchor,
         )

@@ -15,7 +15,18 @@ Timing = Literal["immediate", "period_end"]
 
 class SubscriptionCreate(Request):
     user: Annotated[str, Field(max_length=255, description="User id or external id.")]
-    plan: Annotated[str, Field(max_length=64, description="Plan code.")]
+    plan: Annotated[
+        str | None,
+        Field(
+            max_length=64,
+            description="Plan code. Without one, `service` names the service whose default "
+            "plan the user gets.",
+        ),
+    ] = None
+    service: Annotated[
+        str | None,
+        Field(max_length=64, description="Service code, when no plan is named."),
+    ] = None
     start: datetime | None = Field(default=None, description="Default: now.")
     billing_anchor: Annotated[
         str | int | None,

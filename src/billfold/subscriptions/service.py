@@ -13,14 +13,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from billfold.catalog import is_customer, was_customer
 from billfold.core import audit
 from billfold.core.access import Principal, Role
 from billfold.core.context import Work
 from billfold.core.directory import user_row
 from billfold.domain.billing import Schedule, parse_anchor, period_fraction, prorate
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
+from billfold.domain.periods import calendar_period
 from billfold.domain.pricing import Plan, parse_time
 from billfold.ids import new_id
 from billfold.invoicing import (
@@ -94,6 +96,11 @@ def _view(work: Work, row: Any) -> SubscriptionView:
     service = work.conn.execute(
         select(services.c.code).where(services.c.id == row.service_id)
     ).scalar_one()
+    period = (row.current_period_start, row.current_period_end)
+    if row.interval == "none" and row.status in LIVE:
+        # No renewals move it: the current period is the calendar month of now.
+        start, end = calendar_period("none", 1, work.clock.now())
+        period = (max(start, row.started_at), end)
     return SubscriptionView(
         id=row.id,
         user=row.user_id,
@@ -105,8 +112,8 @@ def _view(work: Work, row: Any) -> SubscriptionView:
         interval_count=row.interval_count,
         started_at=row.started_at,
         trial_end=row.trial_end,
-        current_period_start=row.current_period_start,
-        current_period_end=row.current_period_end,
+        current_period_start=period[0],
+        current_period_end=period[1],
         pending_plan=codes.get(row.pending_plan_id) if row.pending_plan_id else None,
         cancel_at_period_end=bool(row.cancel_at_period_end),
         ended_at=row.ended_at,
@@ -121,21 +128,38 @@ def create(
     *,
     user_ref: str,
     plan_code: object,
+    service_code: object = None,
     start: object = None,
     billing_anchor: object = None,
 ) -> SubscriptionView:
-    """Subscribes a user to a plan: the first period opens, and its fee paid in advance is
-    taken (a prepaid wallet that cannot cover it refuses the subscription)."""
+    """Subscribes a user to a plan (or to a service's default plan): the first period
+    opens, and its fee paid in advance is taken (a prepaid wallet that cannot cover it
+    refuses the subscription). A pay-as-you-go plan opens no period: its usage is rated
+    as it comes, in calendar months."""
     now = work.clock.now()
-    plan_row = _plan_row(work, plan_code)
+    plan_row = _plan_row(work, plan_code) if plan_code is not None else None
+    if plan_row is None:
+        plan_row = _default_plan_row(work, principal, service_code)
+    elif service_code is not None and service_code != plan_row.service_code:
+        raise InvalidRequest(
+            f"plan {plan_row.code} is not a plan of service {service_code}", param="service"
+        )
     user = _subscriber(work, principal, user_ref, plan_row)
     moment = _start(start, now)
     batch = Batch(work, now)
     batch.catalog.load(work, [plan_row.id], [plan_row.provider_id])
     plan = batch.catalog.plan(plan_row.id, moment)
-    _check_plan(plan, plan_code, user)
-    anchor = parse_anchor(billing_anchor, plan.interval)
-    _check_not_subscribed(work, user.id, plan_row)
+    _check_plan(plan, plan_row.code, user)
+    if plan.interval == "none" and billing_anchor not in (None, "calendar"):
+        raise InvalidRequest(
+            "a pay-as-you-go plan has no billing periods to anchor; its usage counts in "
+            "calendar months",
+            param="billing_anchor",
+        )
+    anchor = "calendar" if plan.interval == "none" else parse_anchor(billing_anchor, plan.interval)
+    _make_room(work, user.id, plan_row, plan, moment, now)
+    if plan.interval == "none":
+        return _create_payg(work, principal, user, plan_row, moment, now)
     trial_end = moment + timedelta(days=plan.trial_days) if plan.trial_days else None
     origin = trial_end or moment
     schedule = Schedule(plan.interval, plan.interval_count, anchor, origin)
@@ -173,6 +197,18 @@ def create(
         )
     )
     _bill_first_periods(batch, work, sub_id, moment, end, now)
+    return _created(work, principal, sub_id, user.id, plan_row.code, anchor, now)
+
+
+def _created(
+    work: Work,
+    principal: Principal,
+    sub_id: str,
+    user_id: str,
+    plan: str,
+    anchor: str,
+    now: datetime,
+) -> SubscriptionView:
     audit.record(
         work,
         principal,
@@ -180,15 +216,83 @@ def create(
         "subscription",
         sub_id,
         at=now,
-        details={"user_id": user.id, "plan": plan_row.code, "anchor": anchor},
+        details={"user_id": user_id, "plan": plan, "anchor": anchor},
     )
     return get(work, principal, sub_id)
 
 
+def _create_payg(
+    work: Work, principal: Principal, user: Any, plan_row: Any, moment: datetime, now: datetime
+) -> SubscriptionView:
+    """A pay-as-you-go subscription: no fee, no renewals, no invoice of its own; it is
+    the consent under which the provider meters and charges the user's usage."""
+    sub_id = new_id("sub")
+    start, end = calendar_period("none", 1, moment)
+    work.conn.execute(
+        subscriptions.insert().values(
+            id=sub_id,
+            user_id=user.id,
+            provider_id=plan_row.provider_id,
+            service_id=plan_row.service_id,
+            plan_id=plan_row.id,
+            status="active",
+            interval="none",
+            interval_count=1,
+            billing_anchor="calendar",
+            currency=user.currency,
+            started_at=moment,
+            trial_end=None,
+            billing_origin=moment,
+            current_period_start=max(start, moment),
+            current_period_end=end,
+            pending_plan_id=None,
+            cancel_at_period_end=0,
+            ended_at=None,
+            past_due_since=None,
+            next_retry_at=None,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    work.conn.execute(
+        subscription_phases.insert().values(
+            subscription_id=sub_id, plan_id=plan_row.id, starts_at=moment, ends_at=None
+        )
+    )
+    return _created(work, principal, sub_id, user.id, plan_row.code, "calendar", now)
+
+
+def _default_plan_row(work: Work, principal: Principal, service_code: object) -> Any:
+    """The plan a user gets when subscribing to a service without naming one."""
+    if service_code is None:
+        raise InvalidRequest("give a plan, or a service to get its default plan", param="plan")
+    if not isinstance(service_code, str) or not service_code:
+        raise InvalidRequest("service must be a service code", param="service")
+    row = work.conn.execute(
+        select(services.c.default_plan_id, services.c.status).where(services.c.code == service_code)
+    ).one_or_none()
+    if row is None or row.status != "active":
+        raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
+    if row.default_plan_id is None:
+        raise InvalidRequest(
+            f"service {service_code} has no default plan; name a plan",
+            code="no_default_plan",
+            param="plan",
+        )
+    code = work.conn.execute(
+        select(plans.c.code).where(plans.c.id == row.default_plan_id)
+    ).scalar_one()
+    return _plan_row(work, code)
+
+
 def _subscriber(work: Work, principal: Principal, user_ref: str, plan_row: Any) -> Any:
-    """The user to subscribe, if the asker may subscribe them to this plan."""
+    """The user to subscribe, if the asker may subscribe them to this plan: the user
+    itself or an admin; the plan's provider only once the user is its customer (the
+    first subscription is the user's consent, never the provider's doing)."""
     user = user_row(work, user_ref)
-    if not _can_act(principal, user.id, plan_row.provider_id):
+    if not _can_act(principal, user.id, plan_row.provider_id) or (
+        principal.role == Role.PROVIDER and not is_customer(work, user.id, plan_row.provider_id)
+    ):
         raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
     if principal.role == Role.USER and plan_row.status != "active":
         raise NotFound(f"no plan {plan_row.code}", code="plan_not_found", param="plan")
@@ -208,13 +312,6 @@ def _start(start: object, now: datetime) -> datetime:
 
 
 def _check_plan(plan: Plan, plan_code: object, user: Any) -> None:
-    if plan.interval == "none":
-        raise InvalidRequest(
-            f"plan {plan_code} is pay-as-you-go (interval none); subscribe to a plan with "
-            "an interval",
-            code="plan_not_recurring",
-            param="plan",
-        )
     if plan.currency.code != user.currency:
         raise InvalidRequest(
             f"plan {plan_code} is priced in {plan.currency.code}, the user pays in {user.currency}",
@@ -225,22 +322,47 @@ def _check_plan(plan: Plan, plan_code: object, user: Any) -> None:
         raise Conflict("the user is not active", code="user_inactive", param="user")
 
 
-def _check_not_subscribed(work: Work, user_id: str, plan_row: Any) -> None:
-    """One live subscription per user and service: a second one is a plan change."""
+def _make_room(
+    work: Work, user_id: str, plan_row: Any, plan: Plan, moment: datetime, now: datetime
+) -> None:
+    """One live subscription per user and service: a second one is a plan change. A
+    pay-as-you-go subscription gives way to a recurring plan of its service, which then
+    prices the usage from its start."""
     taken = work.conn.execute(
-        select(subscriptions.c.id).where(
+        select(subscriptions).where(
             subscriptions.c.user_id == user_id,
             subscriptions.c.service_id == plan_row.service_id,
             subscriptions.c.status.in_(LIVE),
         )
     ).first()
-    if taken is not None:
-        raise Conflict(
-            f"the user already has subscription {taken.id} to service "
-            f"{plan_row.service_code}; change its plan instead",
-            code="already_subscribed",
-            param="plan",
+    if taken is None:
+        return
+    if taken.interval == "none" and plan.interval != "none":
+        _end_payg(work, taken, max(moment, taken.started_at), now)
+        return
+    raise Conflict(
+        f"the user already has subscription {taken.id} to service "
+        f"{plan_row.service_code}; change its plan instead",
+        code="already_subscribed",
+        param="plan",
+    )
+
+
+def _end_payg(work: Work, row: Any, at: datetime, now: datetime) -> None:
+    """Ends a pay-as-you-go subscription at `at`: usage after it is no longer its."""
+    work.conn.execute(
+        update(subscription_phases)
+        .where(
+            subscription_phases.c.subscription_id == row.id,
+            subscription_phases.c.ends_at.is_(None),
         )
+        .values(ends_at=at)
+    )
+    work.conn.execute(
+        update(subscriptions)
+        .where(subscriptions.c.id == row.id)
+        .values(status="canceled", ended_at=at, current_period_end=at, updated_at=now)
+    )
 
 
 def _bill_first_periods(
@@ -295,6 +417,8 @@ def list_for(
         query = query.where(subscriptions.c.user_id == principal.user_id)
     elif principal.role == Role.PROVIDER:
         query = query.where(subscriptions.c.provider_id == principal.provider_id)
+        if user_ref is not None and not was_customer(work, user_ref, principal.provider_id or ""):
+            raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
     if user_ref is not None:
         query = query.where(subscriptions.c.user_id == user_ref)
     if after is not None:
@@ -374,11 +498,16 @@ def change_plan(
         old.currency,
     ):
         raise InvalidRequest(
-            "the new plan must bill in the same interval and currency; cancel and "
-            "subscribe to switch between them",
+            "the new plan must bill in the same interval and currency; subscribe to a "
+            "recurring plan to leave pay-as-you-go, or cancel and subscribe",
             code="plan_incompatible",
             param="plan",
         )
+    if old.interval == "none":
+        # Pay-as-you-go has no period to wait for, and no fee to prorate.
+        _timing(timing, "immediate")
+        _switch_payg(work, row, new_row.id, now)
+        return _changed(work, principal, sub_id, new_row.code, "immediate", now)
     upgrade = new.fixed_fee >= old.fixed_fee
     when = _timing(timing, "immediate" if upgrade else "period_end")
     sub = load_subs(work, [row])[0]
@@ -406,6 +535,12 @@ def change_plan(
                     param="plan",
                 )
     batch.flush()
+    return _changed(work, principal, sub_id, new_row.code, when, now)
+
+
+def _changed(
+    work: Work, principal: Principal, sub_id: str, plan: str, when: str, now: datetime
+) -> SubscriptionView:
     audit.record(
         work,
         principal,
@@ -413,9 +548,31 @@ def change_plan(
         "subscription",
         sub_id,
         at=now,
-        details={"plan": new_row.code, "timing": when},
+        details={"plan": plan, "timing": when},
     )
     return _view(work, _row(work, sub_id))
+
+
+def _switch_payg(work: Work, row: Any, plan_id: str, now: datetime) -> None:
+    """Moves a pay-as-you-go subscription to another pay-as-you-go plan, now."""
+    work.conn.execute(
+        update(subscription_phases)
+        .where(
+            subscription_phases.c.subscription_id == row.id,
+            subscription_phases.c.ends_at.is_(None),
+        )
+        .values(ends_at=now)
+    )
+    work.conn.execute(
+        subscription_phases.insert().values(
+            subscription_id=row.id, plan_id=plan_id, starts_at=now, ends_at=None
+        )
+    )
+    work.conn.execute(
+        update(subscriptions)
+        .where(subscriptions.c.id == row.id)
+        .values(plan_id=plan_id, updated_at=now)
+    )
 
 
 def cancel(
@@ -426,6 +583,10 @@ def cancel(
     if row.status not in LIVE:
         raise Conflict("the subscription has already ended", code="subscription_ended")
     when = _timing(timing, "period_end")
+    if row.interval == "none":
+        # Pay-as-you-go ends now: there is no period end to wait for.
+        _end_payg(work, row, now, now)
+        return _canceled(work, principal, sub_id, "immediate", now)
     batch = Batch(work, now)
     batch.catalog.load(work, [row.plan_id], [row.provider_id])
     sub = load_subs(work, [row])[0]
@@ -447,6 +608,12 @@ def cancel(
         sub.set(status="canceled", ended_at=now, pending_plan_id=None, updated_at=now)
         batch.settle(batch.invoices.values(), {sub.user_id: sub.user})
     batch.flush()
+    return _canceled(work, principal, sub_id, when, now)
+
+
+def _canceled(
+    work: Work, principal: Principal, sub_id: str, when: str, now: datetime
+) -> SubscriptionView:
     audit.record(
         work,
         principal,

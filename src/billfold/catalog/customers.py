@@ -1,0 +1,73 @@
+"""Customers by consent: whom a provider may act on.
+
+A user becomes a provider's customer by subscribing to one of the provider's plans
+(pay-as-you-go plans included), and stays one while such a subscription is current. A
+provider key acts only on its customers: everything else about a user is, to that
+provider, as if the user did not exist, so the answer is the 404 an unknown user gets.
+
+Usage is judged by its time instead (billfold.catalog.terms): an event counts only when
+a subscription to a plan of its service was in force at the event's timestamp.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import select
+
+from billfold.core.access import Principal, Role, require_user_access
+from billfold.core.context import Work
+from billfold.domain.errors import NotFound
+from billfold.store.tables import subscriptions
+
+CURRENT: Final = ("trialing", "active", "past_due", "suspended")
+"""Subscription statuses that make (and keep) a user a customer."""
+
+
+def is_customer(
+    work: Work, user_id: str, provider_id: str, *, service_id: str | None = None
+) -> bool:
+    """Whether the user holds a current subscription with the provider (to that service)."""
+    query = select(subscriptions.c.id).where(
+        subscriptions.c.user_id == user_id,
+        subscriptions.c.provider_id == provider_id,
+        subscriptions.c.status.in_(CURRENT),
+    )
+    if service_id is not None:
+        query = query.where(subscriptions.c.service_id == service_id)
+    return work.conn.execute(query.limit(1)).first() is not None
+
+
+def was_customer(work: Work, user_id: str, provider_id: str) -> bool:
+    """Whether the user ever subscribed with the provider: the provider may read its own
+    records of a former customer (their invoices, their subscriptions), never act."""
+    query = select(subscriptions.c.id).where(
+        subscriptions.c.user_id == user_id, subscriptions.c.provider_id == provider_id
+    )
+    return work.conn.execute(query.limit(1)).first() is not None
+
+
+def require_customer(
+    work: Work,
+    principal: Principal,
+    user_id: str,
+    *,
+    asked: str | None = None,
+    service_id: str | None = None,
+) -> None:
+    """Admins act on every user, a user on itself, and a provider on its customers only.
+
+    Anyone else gets the 404 of an unknown user, named as asked: a provider learns
+    nothing about a user who has not chosen it.
+    """
+    if principal.role == Role.PROVIDER:
+        assert principal.provider_id is not None
+        if is_customer(work, user_id, principal.provider_id, service_id=service_id):
+            return
+        raise NotFound(f"no user {asked or user_id}", code="user_not_found", param="user")
+    require_user_access(principal, user_id, asked=asked)
+
+
+def hides_personal_data(principal: Principal) -> bool:
+    """Whether answers to this principal leave out names, emails and balances."""
+    return principal.role == Role.PROVIDER
