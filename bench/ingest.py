@@ -149,6 +149,12 @@ def setup(base: str, key: str) -> tuple[str, list[str]]:
                 ],
             },
         ).raise_for_status()
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as admin:
+        for user in users:  # Each user is the provider's customer (pay-as-you-go).
+            body = {"user": user, "service": "maps"}
+            admin.post("/v1/subscriptions", json=body).raise_for_status()
     return secret, users
 
 

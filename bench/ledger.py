@@ -29,10 +29,10 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from billfold import ledger, parties
+from billfold import catalog, ledger, parties
 from billfold.clock import SystemClock
 from billfold.config import Settings
-from billfold.core.access import SYSTEM
+from billfold.core.access import SYSTEM, Principal, Role
 from billfold.core.context import Context
 from billfold.crypto import Cipher
 from billfold.domain.ledger import (
@@ -208,6 +208,8 @@ def service(ctx: Context, count: int, advance: Callable[[int], None]) -> None:
         email=f"{uuid.uuid4().hex}@b.io",
         commission_rate="0.2",
     )
+    me = Principal("bench", Role.PROVIDER, provider_id=provider.id)
+    ctx.run(catalog.create_service, me, code="maps", name="Maps")
     user = ctx.run(parties.create_user, SYSTEM, name="Bench", email="u@b.io", currency_code="USD")
     ctx.run(parties.top_up, SYSTEM, user.id, amount="1000000")
     for _ in range(count):

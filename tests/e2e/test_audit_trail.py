@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
 from sqlalchemy import delete, select, update
 
+from billfold.clock import TestClock
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
 from billfold.core.keys import create_key
+from billfold.invoicing import bill_run
 from billfold.ledger.verify import verify
 from billfold.store.tables import audit_log
-from tests.conftest import LiveServer
+from tests.conftest import START, LiveServer
 
 PLAN = {
     "code": "maps-payg",
@@ -101,3 +105,45 @@ def test_verify_finds_an_edited_or_removed_entry(ctx: Context, admin: httpx.Clie
         work.conn.execute(delete(audit_log).where(audit_log.c.id == ids[2]))
         work.commit()
     assert broken()  # A removed entry.
+
+
+def test_usage_and_the_bill_run_are_audited(
+    ctx: Context, server: LiveServer, admin: httpx.Client, clock: TestClock
+) -> None:
+    """One entry per request that recorded usage (by its key, whatever the group commit
+    did with it), and one per subscription the bill run renewed, expired or suspended
+    (by the system)."""
+    _, user, key = _platform(ctx, admin)
+    monthly = {**PLAN, "code": "maps-pro", "interval": "month", "fixed_fee": "4"}
+    assert admin.post("/v1/plans", json=monthly).status_code == 201
+    with server.client(key) as me:
+        batch = [
+            {"id": f"e{n}", "user": user, "service": "maps", "metric": "calls"} for n in range(3)
+        ]
+        assert me.post("/v1/events", json={"events": batch}).json()["accepted"] == 3
+        again = me.post("/v1/events", json={"events": batch}).json()
+        assert again["duplicates"] == 3
+        mine = me.get("/v1/audit-events", params={"object": "service:maps"}).json()["data"]
+    recorded = [e for e in mine if e["action"] == "usage.recorded"]
+    # The resend recorded nothing, and is not entered.
+    assert len(recorded) == 1
+    assert recorded[0]["details"]["accepted"] == 3
+    assert recorded[0]["role"] == "provider"
+    # A monthly plan that the wallet (10, less 1.50 of usage) pays twice, not thrice.
+    sub = admin.post("/v1/subscriptions", json={"user": user, "plan": "maps-pro"}).json()
+    clock.set(START + timedelta(days=31))
+    bill_run(ctx, clock.now())
+    clock.set(START + timedelta(days=61))
+    bill_run(ctx, clock.now())
+    clock.set(START + timedelta(days=100))
+    bill_run(ctx, clock.now())
+    entries = admin.get(
+        "/v1/audit-events", params={"object": f"subscription:{sub['id']}", "limit": 100}
+    ).json()["data"]
+    actions = [e["action"] for e in reversed(entries)]
+    assert actions[0] == "subscription.created"
+    assert "subscription.renewed" in actions
+    assert "subscription.past_due" in actions and "subscription.suspended" in actions
+    system = [e for e in entries if e["action"] != "subscription.created"]
+    assert all(e["actor"] == "system" for e in system)
+    assert ctx.read(verify, SYSTEM).ok

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from billfold.domain.errors import (
     AuthenticationFailed,
@@ -119,6 +120,18 @@ def error_response(
     return JSONResponse(error_body(type_, code, message, param), status_code=status)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document gives the request's path: those of every route
+    at it. Starlette's own `Allow` names only the first route that matched the path, not
+    the others at it (a GET and a POST are two routes)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods - {"HEAD"})
+
+
 def _param(loc: tuple[Any, ...]) -> str | None:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or None
@@ -152,14 +165,15 @@ def install(app: FastAPI) -> None:
         return error_response(400, "invalid_request", "invalid_parameter", message, param)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         type_ = _STATUS_TYPES.get(exc.status_code, "invalid_request")
         code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, type_)
         message = str(exc.detail) if exc.detail else type_
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse(
-            error_body(type_, code, message),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+            error_body(type_, code, message), status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)

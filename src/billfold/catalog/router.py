@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query
@@ -35,6 +34,7 @@ from billfold.core.http import (
     get_principal,
     maybe_aware,
 )
+from billfold.core.schemas import Moment
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["catalog and pricing"])
 Ctx = Annotated[Context, Depends(get_context)]
@@ -139,7 +139,7 @@ def get_plan(
     code: str,
     work: Read,
     who: Who,
-    at: Annotated[datetime | None, Query(description="Show the version in force then.")] = None,
+    at: Annotated[Moment | None, Query(description="Show the version in force then.")] = None,
 ) -> PlanOut:
     return PlanOut.of(catalog.get_plan(work, who, code, at=maybe_aware(at, "at")))
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from billfold.catalog import MetricView, PlanView, ServiceView, VersionView
-from billfold.core.schemas import ListOf, Request, Text200
+from billfold.core.schemas import ListOf, Moment, Request, Text200
 from billfold.domain.pricing import Quote
 
 
@@ -28,7 +28,7 @@ class MetricCreate(Request):
 
 class PlanVersionCreate(Request):
     plan: dict[str, Any] = Field(description="The new PLAN; code, service and currency stay.")
-    effective_from: datetime | None = Field(default=None, description="Default: now.")
+    effective_from: Moment | None = Field(default=None, description="Default: now.")
 
 
 class QuoteCreate(Request):
@@ -36,7 +36,7 @@ class QuoteCreate(Request):
         description="A PLAN, or the code of a plan in the catalog."
     )
     usage: dict[str, Any] = Field(default_factory=dict)
-    at: datetime | None = Field(
+    at: Moment | None = Field(
         default=None,
         description="For a plan code: the version in force at this time (default now).",
     )

@@ -27,6 +27,7 @@ from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.exact_json import ExactJSONRequest
 from billfold.core.keys import authenticate
+from billfold.core.schemas import Moment
 from billfold.domain.errors import AuthenticationFailed, PermissionDenied
 from billfold.domain.periods import check_moment
 from billfold.ids import derived_id, new_id
@@ -94,8 +95,8 @@ def transfer_id_for(request: Request, principal: Principal) -> str:
     return new_id("tr")
 
 
-From = Annotated[datetime, Query(alias="from", description="Start, ISO 8601 with an offset.")]
-To = Annotated[datetime, Query(description="End (excluded).")]
+From = Annotated[Moment, Query(alias="from", description="Start, ISO 8601 with an offset.")]
+To = Annotated[Moment, Query(description="End (excluded).")]
 Window = Annotated[str, Query(pattern="^(hour|day|month)$")]
 Tz = Annotated[str | None, Query(max_length=64, description="IANA time zone, default UTC.")]
 Ref = Annotated[str | None, Query(max_length=255)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -27,6 +26,7 @@ from billfold.core.schemas import (
     HealthOut,
     ListOf,
     MeOut,
+    Moment,
 )
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["operator"])
@@ -80,8 +80,8 @@ def list_audit_events(
     object: Annotated[
         str | None, Query(max_length=300, description="TYPE or TYPE:ID, e.g. user:usr_1.")
     ] = None,
-    start: Annotated[datetime | None, Query(alias="from")] = None,
-    to: Annotated[datetime | None, Query()] = None,
+    start: Annotated[Moment | None, Query(alias="from")] = None,
+    to: Annotated[Moment | None, Query()] = None,
     limit: Limit = 100,
     starting_after: Annotated[int | None, Query(ge=1)] = None,
 ) -> ListOf[AuditEventOut]:

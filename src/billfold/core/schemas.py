@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from billfold.core.audit import AuditEntry
 from billfold.core.keys import ApiKey
@@ -25,6 +26,20 @@ AmountIn = Annotated[
     ),
 ]
 
+
+def _iso_text(value: object) -> object:
+    """Times come as ISO 8601 text; a bare number (which pydantic would read as a Unix
+    timestamp) is not one, and the OpenAPI document's `date-time` says so."""
+    if isinstance(value, bool | int | float) or (
+        isinstance(value, str) and _NUMBER.fullmatch(value.strip())
+    ):
+        raise ValueError("a time is ISO 8601 text with an offset, such as 2026-11-23T01:30:00Z")
+    return value
+
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+Moment = Annotated[datetime, BeforeValidator(_iso_text)]
+"""An instant given to the API: ISO 8601 text (checked for an offset and range later)."""
 
 Amount = Annotated[str, Field(examples=["12.50"], description="An exact decimal amount.")]
 
@@ -54,7 +69,7 @@ class ApiKeyCreate(Request):
     provider_id: Annotated[str | None, Field(max_length=40)] = None
     user_id: Annotated[str | None, Field(max_length=40)] = None
     name: Annotated[str | None, Field(max_length=200)] = None
-    expires_at: datetime | None = Field(default=None, description="When the key stops working.")
+    expires_at: Moment | None = Field(default=None, description="When the key stops working.")
     scopes: list[Literal["read_only", "gateway"]] | None = Field(
         default=None,
         max_length=2,

@@ -15,6 +15,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold import ledger
+from billfold.core import audit
+from billfold.core.access import SYSTEM
 from billfold.core.context import Work
 from billfold.domain.billing import period_fraction, prorate
 from billfold.domain.errors import BillfoldError, InsufficientFunds
@@ -60,8 +62,15 @@ class Batch:
     invoices: dict[str, Invoice] = field(default_factory=dict)
     usage_marks: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    notes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    """What the bill run did to each subscription, for the audit trail (see `note`)."""
     _numbers: dict[int, int] = field(default_factory=dict)
     _accounts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+
+    def note(self, action: str, sub: Sub, **details: Any) -> None:
+        """An audit entry, by the system, for a change the billing itself made to `sub`
+        (a renewal, an expiry, a change of standing); written with the batch."""
+        self.notes.append((action, sub.id, {"user_id": sub.user_id, **details}))
 
     def prime_accounts(self, owner_ids: Iterable[str]) -> None:
         """Looks up the accounts of many users in one statement (a bill run's chunk)."""
@@ -461,6 +470,7 @@ class Batch:
                 good = "trialing" if sub.in_trial(self.now) else "active"
                 sub.set(status=good, past_due_since=None, next_retry_at=None, updated_at=self.now)
                 self.counts["subscriptions_recovered"] += 1
+                self.note("subscription.recovered", sub, status=good)
             elif status == "trialing" and not sub.in_trial(self.now):
                 sub.set(status="active", updated_at=self.now)
             return
@@ -473,6 +483,7 @@ class Batch:
         if new_status != status or sub.next_retry_at != next_retry or sub.past_due_since is None:
             if new_status != status:
                 self.counts[f"subscriptions_{new_status}"] += 1
+                self.note(f"subscription.{new_status}", sub, since=since.isoformat())
             sub.set(
                 status=new_status,
                 past_due_since=since,
@@ -498,6 +509,11 @@ class Batch:
                 .values(last_number=last)
             )
         write_subscriptions(conn, self.subs)
+        for action, sub_id, details in self.notes:
+            audit.record(
+                self.work, SYSTEM, action, "subscription", sub_id, at=self.now, details=details
+            )
+        self.notes = []
 
 
 def usage_rows(work: Work, subs: Sequence[Sub]) -> list[Any]:

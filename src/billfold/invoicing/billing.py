@@ -64,13 +64,21 @@ def advance(batch: Batch, subs: Sequence[Sub], as_of: datetime) -> None:
                 sub.phases[-1].ends_at, sub.phases[-1].dirty = end, True
                 sub.set(status="canceled", ended_at=end, updated_at=batch.now)
                 batch.counts["subscriptions_canceled"] += 1
+                batch.note("subscription.expired", sub, ended_at=end.isoformat())
                 break
             if sub.pending_plan_id:
                 sub.phases[-1].ends_at, sub.phases[-1].dirty = end, True
                 sub.phases.append(Phase(sub.pending_plan_id, end, None))
+                batch.note("subscription.plan_changed", sub, plan_id=sub.pending_plan_id)
                 sub.set(plan_id=sub.pending_plan_id, pending_plan_id=None)
             start, next_end = sub.next_period(end)
             batch.open_period(sub, start, next_end)
+            batch.note(
+                "subscription.renewed",
+                sub,
+                period_start=start.isoformat(),
+                period_end=next_end.isoformat(),
+            )
             del invoice
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from billfold.core.schemas import Amount, AmountIn, Request
+from billfold.core.schemas import Amount, AmountIn, Moment, Request
 from billfold.domain.money import format_decimal, format_money
 from billfold.invoicing.invoices import CreditNoteView, InvoiceView
 
@@ -130,7 +130,7 @@ class CreditNoteOut(BaseModel):
 
 
 class TestClockMove(Request):
-    now: datetime
+    now: Moment
 
 
 class TestClockOut(BaseModel):

@@ -10,12 +10,15 @@ from typing import Final
 from billfold.core.context import Context
 from billfold.metering._parsing import (
     IngestResult,
+    Rejection,
     _Valid,
 )
 from billfold.metering._rating import (
+    Applied,
     _apply,
-    _rate_and_charge,
-    _store,
+    apply_isolating,
+    audit_batch,
+    too_large,
 )
 from billfold.metering._validation import (
     _merge_catalogs,
@@ -31,6 +34,7 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     result: IngestResult | None = None
     error: BaseException | None = None
+    stored: list[_Valid] = field(default_factory=list)
 
 
 class _GroupCommitter:
@@ -113,12 +117,29 @@ class _GroupCommitter:
         catalog = _merge_catalogs([job.prepared.catalog for job in group])
         now = max(job.prepared.now for job in group)
         with ctx.work() as work:
-            stored = _store(work, merged, catalog, now)
-            pairs = _rate_and_charge(work, stored, catalog, now) if stored else []
+            applied = apply_isolating(work, merged, catalog, now)
+            results = self._results(group, owner, applied)
+            for job, result in zip(group, results, strict=True):
+                audit_batch(work, job.prepared, result, job.stored)
             work.commit()
+        return results
+
+    @staticmethod
+    def _results(
+        group: list[_Job], owner: dict[tuple[str, str], int], applied: Applied
+    ) -> list[IngestResult]:
+        """Each request's part of what the group did."""
+        stored, pairs = applied.stored, applied.charges
+        for job in group:
+            job.stored.clear()
         accepted = [0] * len(group)
         for event, *_ in stored:
-            accepted[owner[(event.provider_id, event.event_id)]] += 1
+            index = owner[(event.provider_id, event.event_id)]
+            accepted[index] += 1
+            group[index].stored.append(event)
+        refused: list[list[Rejection]] = [[] for _ in group]
+        for event in applied.refused:
+            refused[owner[(event.provider_id, event.event_id)]].append(too_large(event))
         results = []
         for index, job in enumerate(group):
             # A request sees the transfers of its own users and services only: a transfer
@@ -127,8 +148,11 @@ class _GroupCommitter:
             results.append(
                 IngestResult(
                     accepted[index],
-                    job.prepared.duplicates + len(job.prepared.valid) - accepted[index],
-                    job.prepared.rejected,
+                    job.prepared.duplicates
+                    + len(job.prepared.valid)
+                    - accepted[index]
+                    - len(refused[index]),
+                    sorted(job.prepared.rejected + refused[index], key=lambda r: r.index),
                     [transfer for user, service, transfer in pairs if (user, service) in mine],
                 )
             )

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, tuple_, update
 
 from billfold import ledger
+from billfold.core import audit
 from billfold.core.context import Work
 from billfold.domain.analytics import bucket_of
 from billfold.domain.errors import BillfoldError
@@ -24,7 +26,7 @@ from billfold.domain.ledger import (
     charge_transfer,
     commission_in_force,
 )
-from billfold.domain.money import currency, format_decimal
+from billfold.domain.money import MAX_UNITS, currency, format_decimal
 from billfold.domain.pricing import Event, Plan
 from billfold.domain.rating import ChargeState, MetricState, rate, units_due
 from billfold.ids import new_id
@@ -33,6 +35,7 @@ from billfold.metering._parsing import (
     INSERT_CHUNK,
     PERIOD_COLUMNS,
     IngestResult,
+    Rejection,
     _Valid,
 )
 from billfold.metering._validation import (
@@ -54,10 +57,95 @@ def _apply(work: Work, prepared: _Prepared, capture_hold: str | None) -> IngestR
         return IngestResult(0, prepared.duplicates, prepared.rejected)
     catalog, now = prepared.catalog, prepared.now
     assert catalog is not None
-    stored = _store(work, prepared.valid, catalog, now)
-    duplicates = prepared.duplicates + len(prepared.valid) - len(stored)
-    charges = _rate_and_charge(work, stored, catalog, now, capture_hold) if stored else []
-    return IngestResult(len(stored), duplicates, prepared.rejected, [t for *_, t in charges])
+    applied = apply_isolating(work, prepared.valid, catalog, now, capture_hold)
+    refused = [too_large(event) for event in applied.refused]
+    duplicates = (
+        prepared.duplicates + len(prepared.valid) - len(applied.stored) - len(applied.refused)
+    )
+    result = IngestResult(
+        len(applied.stored),
+        duplicates,
+        sorted(prepared.rejected + refused, key=lambda r: r.index),
+        [t for *_, t in applied.charges],
+    )
+    audit_batch(work, prepared, result, [event for event, *_ in applied.stored])
+    return result
+
+
+def audit_batch(
+    work: Work, prepared: _Prepared, result: IngestResult, stored: Sequence[_Valid]
+) -> None:
+    """One audit entry per request that recorded usage: who sent it, for which services,
+    and what came of it (each event is in `usage_events`; the entry says who put it there).
+    A request that recorded nothing changed nothing, and is not entered."""
+    if not stored or prepared.principal is None:
+        return
+    services = sorted({event.service_code for event in stored})
+    audit.record(
+        work,
+        prepared.principal,
+        "usage.recorded",
+        "service",
+        services[0] if len(services) == 1 else "*",
+        at=prepared.now,
+        details={
+            "services": services,
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": len(result.rejected),
+            "users": len({event.user_id for event in stored}),
+            "first_event": stored[0].event_id,
+            "transfers": len(result.charges),
+        },
+    )
+
+
+class TooLarge(Exception):
+    """Charging these events would take an amount or a balance past the ledger's cap."""
+
+
+@dataclass(slots=True)
+class Applied:
+    stored: Stored
+    charges: list[tuple[str, str, str]]
+    refused: list[_Valid]
+
+
+def apply_isolating(
+    work: Work,
+    events: list[_Valid],
+    catalog: _Catalog,
+    now: datetime,
+    capture_hold: str | None = None,
+) -> Applied:
+    """Stores, rates and charges the events; if that would take a balance (or a usage
+    row) past the ledger's 2^62-unit cap, finds the events that do by halving the batch,
+    each half in a savepoint, and refuses only those. The common case costs one savepoint."""
+    try:
+        with work.conn.begin_nested():
+            stored = _store(work, events, catalog, now)
+            charges = _rate_and_charge(work, stored, catalog, now, capture_hold) if stored else []
+        return Applied(stored, charges, [])
+    except TooLarge:
+        if len(events) == 1:
+            return Applied([], [], list(events))
+    middle = len(events) // 2
+    first = apply_isolating(work, events[:middle], catalog, now, capture_hold)
+    second = apply_isolating(work, events[middle:], catalog, now, capture_hold)
+    return Applied(
+        first.stored + second.stored,
+        first.charges + second.charges,
+        first.refused + second.refused,
+    )
+
+
+def too_large(event: _Valid) -> Rejection:
+    return Rejection(
+        event.index,
+        "amount_too_large",
+        "charging this event would take a balance past the ledger's limit (2^62 units)",
+        "value",
+    )
 
 
 def _store(
@@ -286,6 +374,8 @@ def _rate_group(
         value = sum((e.value for e, *_ in run), Decimal(0))
         journal.add(bucket, first, currency_code, value, len(run), after - before)
         before = after
+    if abs(before) >= MAX_UNITS:
+        raise TooLarge
     values = {
         "plan_id": first.plan_id,
         "plan_version": version,
@@ -399,8 +489,10 @@ def _charge(
         )
     results = ledger.post_many(work, specs, now=now)
     failed = [r for r in results if isinstance(r, BillfoldError)]
-    # Every charge here is payable by construction (debts overflow to the receivable);
-    # a failure is a bug, and the whole batch rolls back rather than lose a charge.
+    if any(r.code == "amount_too_large" for r in failed):
+        raise TooLarge
+    # Every other charge here is payable by construction (debts overflow to the
+    # receivable); a failure is a bug, and the batch rolls back rather than lose a charge.
     assert not failed, failed
     if capture_hold is not None and not specs:
         # The usage cost nothing more (free units): the hold is captured for nothing.

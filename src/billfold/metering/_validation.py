@@ -253,6 +253,8 @@ class _Prepared:
     rejected: list[Rejection]
     duplicates: int
     catalog: _Catalog | None
+    principal: Principal | None = None
+    """Who sent the batch, for its audit entry."""
 
 
 def _prepare(
@@ -289,7 +291,7 @@ def _prepare(
         seen.add(key)
         valid.append(event)
     rejected.sort(key=lambda r: r.index)
-    return _Prepared(now, valid, rejected, duplicates, catalog)
+    return _Prepared(now, valid, rejected, duplicates, catalog, principal)
 
 
 def _merge_catalogs(catalogs: Sequence[_Catalog | None]) -> _Catalog:

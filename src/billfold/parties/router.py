@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,6 +20,7 @@ from billfold.core.http import (
     maybe_aware,
     transfer_id_for,
 )
+from billfold.core.schemas import Moment
 from billfold.parties.schemas import (
     BalanceOut,
     ChargeCreate,
@@ -116,7 +116,7 @@ def get_balance(
     user_id: str,
     work: Read,
     who: Who,
-    as_of: Annotated[datetime | None, Query(description="A past instant, with offset.")] = None,
+    as_of: Annotated[Moment | None, Query(description="A past instant, with offset.")] = None,
 ) -> BalanceOut:
     """posted, held and available (= posted - held + credit_limit), now or as of a past time."""
     as_of = maybe_aware(as_of, "as_of")

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field
 
 from billfold.core.directory import BalanceView, ProviderView, UserView
-from billfold.core.schemas import Amount, AmountIn, ListOf, Request, Text200, Text500
+from billfold.core.schemas import Amount, AmountIn, ListOf, Moment, Request, Text200, Text500
 from billfold.domain.money import format_decimal, format_money
 from billfold.parties import MoneyMovement
 
@@ -88,7 +88,7 @@ class BalanceOut(BaseModel):
     available: Amount = Field(description="posted - held + credit_limit")
     credit_limit: Amount
     receivable: Amount = Field(description="What the user owes: postpaid usage and debts.")
-    as_of: datetime | None = None
+    as_of: Moment | None = None
 
     @classmethod
     def of(cls, view: BalanceView) -> BalanceOut:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from billfold.core.schemas import Request
+from billfold.core.schemas import Moment, Request
 from billfold.subscriptions import SubscriptionView
 
 Timing = Literal["immediate", "period_end"]
@@ -27,7 +27,7 @@ class SubscriptionCreate(Request):
         str | None,
         Field(max_length=64, description="Service code, when no plan is named."),
     ] = None
-    start: datetime | None = Field(default=None, description="Default: now.")
+    start: Moment | None = Field(default=None, description="Default: now.")
     billing_anchor: Annotated[
         str | int | None,
         Field(description='"calendar" (default), "anniversary", or a day of the month 1-31.'),
