@@ -23,7 +23,7 @@ from billfold.core.keys import create_key
 from tests.conftest import LiveServer
 
 CONFIG = Path(__file__).parent.parent / "schemathesis.toml"
-SECONDS = int(os.environ.get("BILLFOLD_SCHEMATHESIS_SECONDS", "45"))
+SECONDS = int(os.environ.get("BILLFOLD_SCHEMATHESIS_SECONDS", "30"))
 
 
 def _seed(ctx: Context) -> None:
