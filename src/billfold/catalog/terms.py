@@ -128,3 +128,35 @@ def terms_at(phases: Phases | None, moment: datetime) -> Terms:
     if found is None:
         return NO_TERMS
     return Terms(found.plan_id, (found.period_start, found.period_end), found)
+
+
+class TermsFinder:
+    """`terms_at` for many moments of one user and service, as a batch of events asks.
+
+    When the phases do not overlap (the rule: one live subscription per user and
+    service), every moment inside the usage period last found has that same answer, so
+    it is given again without the search; overlapping phases are searched every time.
+    """
+
+    __slots__ = ("_disjoint", "_last", "_phases")
+
+    def __init__(self, phases: Phases | None) -> None:
+        self._phases = list(phases or ())
+        self._disjoint = all(
+            earlier.ends_at is not None and earlier.ends_at <= later.starts_at
+            for (_, earlier), (_, later) in zip(self._phases, self._phases[1:], strict=False)
+        )
+        self._last: Terms | None = None
+
+    def at(self, moment: datetime) -> Terms:
+        last = self._last
+        if (
+            self._disjoint
+            and last is not None
+            and last.period is not None
+            and last.period[0] <= moment < last.period[1]
+        ):
+            return last
+        found = terms_at(self._phases, moment)
+        self._last = found
+        return found

@@ -132,7 +132,7 @@ class _Target:
     service_id: str
     service_code: str
     metric: Any
-    phases: list[tuple[Any, Any]] | None
+    terms: terms.TermsFinder
 
 
 def _resolve(raw: _Raw, catalog: _Catalog, principal: Principal) -> _Target | tuple[str, str, str]:
@@ -155,7 +155,7 @@ def _resolve(raw: _Raw, catalog: _Catalog, principal: Principal) -> _Target | tu
         service.id,
         service.code,
         metric,
-        catalog.subscribed.get((user.id, service.id)),
+        terms.TermsFinder(catalog.subscribed.get((user.id, service.id))),
     )
 
 
@@ -173,7 +173,7 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
         )
     if raw.timestamp < catalog.oldest_allowed:
         raise _Reject("timestamp_too_old", "timestamp is more than 400 days old", "timestamp")
-    found = terms.terms_at(target.phases, raw.timestamp)
+    found = target.terms.at(raw.timestamp)
     if found.plan_id is None or found.period is None:
         raise _Reject(
             "not_subscribed",
