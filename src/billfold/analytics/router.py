@@ -45,7 +45,10 @@ def usage_series(
     to: To,
     window: Window = "day",
     tz: Tz = None,
-    group_by: Annotated[str | None, Query(max_length=100)] = None,
+    group_by: Annotated[
+        str | None,
+        Query(pattern=r"^(user|provider|service|metric)(,(user|provider|service|metric))*$"),
+    ] = None,
     user: Ref = None,
     provider: Ref = None,
     service: Ref = None,
@@ -74,7 +77,9 @@ def revenue_series(
     to: To,
     window: Window = "day",
     tz: Tz = None,
-    group_by: Annotated[str | None, Query(max_length=100)] = None,
+    group_by: Annotated[
+        str | None, Query(pattern=r"^(provider|service)(,(provider|service))*$")
+    ] = None,
     provider: Ref = None,
     service: Ref = None,
 ) -> RevenueSeriesList:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from billfold.analytics.service import Series, SubscriptionMetrics
 from billfold.analytics.simulator import Simulation
-from billfold.core.schemas import Amount, Request
+from billfold.core.schemas import MONTH, Amount, Request
 from billfold.domain.money import currency, format_decimal, format_money, from_units
 
 
@@ -171,7 +171,7 @@ class TopList(BaseModel):
 
 class SimulateRequest(Request):
     plan: dict[str, Any] = Field(description="The draft PLAN.")
-    period: str = Field(pattern=r"^\d{4}-\d{2}$", description="The month to re-price, YYYY-MM.")
+    period: str = Field(pattern=MONTH, description="The month to re-price, YYYY-MM.")
 
 
 class SimulatedUserOut(BaseModel):

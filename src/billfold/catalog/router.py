@@ -126,7 +126,7 @@ def list_plans(
     limit: Limit = 100,
     starting_after: StartingAfter = None,
     service: Annotated[str | None, Query(max_length=64)] = None,
-    status: Annotated[str | None, Query(max_length=16)] = None,
+    status: Annotated[str | None, Query(pattern="^(active|retired)$")] = None,
 ) -> PlanList:
     page = catalog.list_plans(
         work, who, service=service, status=status, limit=limit, starting_after=starting_after

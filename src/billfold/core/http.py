@@ -27,7 +27,7 @@ from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.exact_json import ExactJSONRequest
 from billfold.core.keys import authenticate
-from billfold.core.schemas import Moment
+from billfold.core.schemas import MONTH, Moment
 from billfold.domain.errors import AuthenticationFailed, PermissionDenied
 from billfold.domain.periods import check_moment
 from billfold.ids import derived_id, new_id
@@ -100,7 +100,13 @@ To = Annotated[Moment, Query(description="End (excluded).")]
 Window = Annotated[str, Query(pattern="^(hour|day|month)$")]
 Tz = Annotated[str | None, Query(max_length=64, description="IANA time zone, default UTC.")]
 Ref = Annotated[str | None, Query(max_length=255)]
-Period = Annotated[str, Query(pattern=r"^\d{4}-\d{2}$", description="A month, YYYY-MM.")]
+Period = Annotated[
+    str,
+    Query(
+        pattern=MONTH,
+        description="A month, YYYY-MM, from 1970 to 8999.",
+    ),
+]
 
 
 def aware(moment: datetime, name: str) -> datetime:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
@@ -40,6 +40,9 @@ def _iso_text(value: object) -> object:
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 Moment = Annotated[datetime, BeforeValidator(_iso_text)]
 """An instant given to the API: ISO 8601 text (checked for an offset and range later)."""
+
+MONTH: Final = r"^(19[7-9][0-9]|[2-8][0-9]{3})-(0[1-9]|1[0-2])$"
+"""A month, YYYY-MM, in the years billfold accepts (1970 to 8999)."""
 
 Amount = Annotated[str, Field(examples=["12.50"], description="An exact decimal amount.")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import StreamingResponse
 
 from billfold import settlement
@@ -66,7 +66,12 @@ def commission_report(work: Read, who: Who, period: Period) -> CommissionReport:
     response_class=StreamingResponse,
     responses={200: {"content": {"text/csv": {}}, "description": "The rows as CSV."}},
 )
-def export(ctx: Ctx, who: Who, kind: str, period: Period) -> StreamingResponse:
+def export(
+    ctx: Ctx,
+    who: Who,
+    kind: Annotated[str, Path(pattern="^(usage|charges|invoices|statements)$")],
+    period: Period,
+) -> StreamingResponse:
     """CSV of usage, charges, invoices or statements for a month, the asker's own."""
     rows = exports.export_csv(ctx, who, kind, period)
     return StreamingResponse(
