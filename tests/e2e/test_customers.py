@@ -388,3 +388,17 @@ def test_upgrading_turns_implied_relationships_into_subscriptions(
 def _execute(ctx: Context, sql: str) -> None:
     with ctx.db.engine.begin() as conn:
         conn.execute(text(sql))
+
+
+def test_a_malformed_capture_is_refused_even_after_the_capture(world: World) -> None:
+    """Found by schemathesis: capturing an already captured hold answered 200 to any body."""
+    alice = world.users["alice"]
+    with world.client("a") as a:
+        hold = a.post("/v1/authorizations", json={"user": alice, "amount": "2"}).json()
+        assert a.post(f"/v1/authorizations/{hold['id']}/capture", json={}).status_code == 200
+        for body in ({"amount": False}, {"quantity": "1e3"}, {"amount": "1", "quantity": "1"}):
+            again = a.post(f"/v1/authorizations/{hold['id']}/capture", json=body)
+            assert again.status_code == 400, (body, again.text)
+        same = a.post(f"/v1/authorizations/{hold['id']}/capture", json={})
+        assert same.status_code == 200 and same.json()["status"] == "captured"
+    assert world.balance("alice")["posted"] == "18.00"

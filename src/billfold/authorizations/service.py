@@ -386,6 +386,14 @@ def capture(
     """Turns the hold into a charge: the usage (by quantity) or an amount, up to the hold."""
     now = work.clock.now()
     hold, user = _own_hold(work, principal, auth_id, customer=True)
+    # What was asked is checked first: a malformed capture is a 400 even on a hold that
+    # is already captured.
+    if quantity is not None:
+        parse_amount(quantity, param="quantity")
+    if amount is not None:
+        parse_amount(amount, allow_zero=False)
+    if quantity is not None and amount is not None:
+        raise InvalidRequest("give a quantity or an amount, not both", param="amount")
     if hold.status == "captured":
         return _view(hold, user)  # Capturing again changes nothing.
     if hold.status != "pending" or hold.expires_at <= now:
