@@ -63,6 +63,26 @@ class Settings(BaseSettings):
         description="Lets webhooks go to http and to loopback or private addresses (local "
         "development and tests only).",
     )
+    session_ttl_s: int = Field(
+        default=7 * 86400, ge=60, le=90 * 86400, description="How long a console login lasts."
+    )
+    login_throttle: str = Field(
+        default="5/minute",
+        description="Failed logins allowed per account, and five times as many per address.",
+    )
+    smtp_url: str | None = Field(
+        default=None,
+        description="smtp://[user:password@]host[:port] for mail; without one, mail is "
+        "written as .eml files under home/mail.",
+    )
+    mail_from: str = Field(default="billfold <billing@localhost>")
+    default_commission_rate: str = Field(
+        default="0.20", description="The commission a provider who signs up starts with."
+    )
+    public_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="Where people reach the console; links in mails start with it.",
+    )
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
     webhook_concurrency: int = Field(default=8, ge=1, le=64)
 

@@ -71,6 +71,49 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok/ok", "provider": "403/403", "user": "403/403", "none": "401/401"},
     ),
+    "POST /v1/providers/{provider_id}/approve": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "403/403", "user": "403/403", "none": "401/401"},
+    ),
+    # People: open to anyone, since they come before any key or session.
+    "POST /v1/signup": (
+        {"kind": "user", "name": "N", "email": "signup{n}@s.io", "password": "long enough pw"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "ok"},
+    ),
+    "POST /v1/email-verifications": (
+        {"token": "not-a-token"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "ok"},
+    ),
+    "POST /v1/sessions": (
+        # Wrong credentials: the same 401 for whoever asks, and nothing written.
+        {"email": "nobody@s.io", "password": "not the password"},
+        "",
+        {"admin": "401", "provider": "401", "user": "401", "none": "401"},
+    ),
+    "DELETE /v1/sessions/current": (
+        None,
+        "",
+        # With a key there is no session to end: a 400, not a denial.
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
+    ),
+    "GET /v1/sessions": (
+        None,
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
+    ),
+    "POST /v1/password-resets": (
+        {"email": "nobody{n}@s.io"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "ok"},
+    ),
+    "POST /v1/password-resets/{token}": (
+        {"password": "long enough pw"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "ok"},
+    ),
     "POST /v1/users": (
         {"name": "N{n}", "email": "n{n}@u.io", "currency": "USD"},
         "",
@@ -483,6 +526,7 @@ def _side(
         "charge_id": charge.json()["id"],
         "invoice_id": invoice,
         "kind": "usage",
+        "token": "not-a-token",
         "provider_id": provider,
     }
     provider_side = Side(

@@ -25,6 +25,7 @@ from billfold.authorizations import router as authorizations_router
 from billfold.catalog import router as catalog_router
 from billfold.core import router as core_router
 from billfold.core.context import Context
+from billfold.identity import router as identity_router
 from billfold.invoicing import router as invoicing_router
 from billfold.ledger import router as ledger_router
 from billfold.metering import router as metering_router
@@ -67,6 +68,7 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
     app.openapi = openapi  # type: ignore[method-assign]
     for feature in (
         parties_router,
+        identity_router,
         catalog_router,
         metering_router,
         authorizations_router,

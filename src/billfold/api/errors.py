@@ -21,6 +21,7 @@ from billfold.domain.errors import (
     LimitExceeded,
     NotFound,
     PermissionDenied,
+    RateLimited,
 )
 
 log = structlog.get_logger("billfold.api")
@@ -48,6 +49,7 @@ _STATUS_OF_ERROR: dict[type[BillfoldError], int] = {
     PermissionDenied: 403,
     NotFound: 404,
     Conflict: 409,
+    RateLimited: 429,
 }
 
 

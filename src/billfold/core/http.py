@@ -22,7 +22,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from billfold.core import idempotency
+from billfold.core import idempotency, sessions
 from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.exact_json import ExactJSONRequest
@@ -51,9 +51,18 @@ def get_principal(
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ctx: Context = Depends(get_context),
 ) -> Principal:
+    """Who is asking: an API key (`Authorization: Bearer`), or else a console session's
+    cookie, whose state-changing requests must carry its CSRF token."""
+    if credentials is None:
+        cookie = request.cookies.get(sessions.SECURE_COOKIE) or request.cookies.get(sessions.COOKIE)
+        if cookie is not None:
+            principal = _session_principal(request, ctx, cookie)
+            request.state.principal = principal
+            return principal
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationFailed(
-            "send your API key as 'Authorization: Bearer <key>'", code="missing_api_key"
+            "send your API key as 'Authorization: Bearer <key>', or log in",
+            code="missing_api_key",
         )
     principal = authenticate(ctx, credentials.credentials)
     request.state.principal = principal
@@ -65,6 +74,27 @@ def get_principal(
             code="scope_denied",
         )
     return principal
+
+
+# What a provider whose application is pending may do with its session: look, and leave.
+_PENDING = re.compile(r"^(GET /v1/me|GET /v1/providers/[^/]+|DELETE /v1/sessions/current)$")
+
+
+def _session_principal(request: Request, ctx: Context, cookie: str) -> Principal:
+    resolved = sessions.authenticate_session(ctx, cookie)
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not sessions.csrf_matches(
+        resolved, request.headers.get(sessions.CSRF_HEADER)
+    ):
+        raise PermissionDenied(
+            "this form has expired or did not come from billfold; reload the page and try again",
+            code="csrf_failed",
+        )
+    if resolved.pending and not _PENDING.match(f"{request.method} {request.url.path}"):
+        raise PermissionDenied(
+            "your provider application is waiting for the platform's approval",
+            code="provider_pending",
+        )
+    return resolved.principal
 
 
 # What a gateway key may do: report usage and ask before using, nothing else.

@@ -36,6 +36,7 @@ ErrorCode = Literal[
     "too_many",
     "too_many_events",
     "destination_not_allowed",
+    "invalid_token",
     # Who is asking.
     "missing_api_key",
     "invalid_api_key",
@@ -44,6 +45,12 @@ ErrorCode = Literal[
     "other_provider",
     "other_user",
     "scope_denied",
+    "invalid_credentials",
+    "email_not_verified",
+    "session_ended",
+    "csrf_failed",
+    "provider_pending",
+    "not_a_session",
     # Objects that are not there (or may not be seen).
     "account_not_found",
     "api_key_not_found",
@@ -62,6 +69,7 @@ ErrorCode = Literal[
     "test_clock_disabled",
     # Conflicts with the state of things.
     "already_subscribed",
+    "email_taken",
     "not_subscribed",
     "metric_exists",
     "plan_exists",
@@ -159,3 +167,9 @@ class InsufficientFunds(BillfoldError):
 
 class LimitExceeded(BillfoldError):
     type = "limit_exceeded"
+
+
+class RateLimited(BillfoldError):
+    """Too many attempts in a while (failed logins): try again later."""
+
+    type = "rate_limited"

@@ -94,15 +94,23 @@ class MoneyMovement:
 
 
 def create_provider(
-    work: Work, principal: Principal, *, name: str, email: str, commission_rate: object
+    work: Work,
+    principal: Principal,
+    *,
+    name: str,
+    email: str,
+    commission_rate: object,
+    status: str = "active",
 ) -> ProviderView:
+    """A provider; `pending` for an application an admin has yet to approve."""
     require_admin(principal)
+    assert status in ("active", "pending")
     clean_name = clean_text(name, param="name", max_length=MAX_NAME_LENGTH)
     assert clean_name is not None
     address = clean_email(email)
     rate = parse_rate(commission_rate, param="commission_rate")
     now = work.clock.now()
-    view = ProviderView(new_id("prv"), clean_name, address, rate, "active", now)
+    view = ProviderView(new_id("prv"), clean_name, address, rate, status, now)
     try:
         work.conn.execute(
             providers.insert().values(
@@ -129,6 +137,21 @@ def create_provider(
         details={"commission_rate": str(rate)},
     )
     return view
+
+
+def approve_provider(work: Work, principal: Principal, provider_id: str) -> ProviderView:
+    """Activates a provider application; approving an active provider changes nothing."""
+    require_admin(principal)
+    found = work.conn.execute(
+        update(providers)
+        .where(providers.c.id == provider_id, providers.c.status == "pending")
+        .values(status="active")
+    )
+    if found.rowcount:
+        audit.record(
+            work, principal, "provider.approved", "provider", provider_id, at=work.clock.now()
+        )
+    return get_provider(work, principal, provider_id)
 
 
 def get_provider(work: Work, principal: Principal, provider_id: str) -> ProviderView:

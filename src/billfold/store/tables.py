@@ -521,3 +521,46 @@ webhook_messages = Table(
     Index("ix_webhook_messages_status_next_attempt_at", "status", "next_attempt_at"),
     Index("ix_webhook_messages_endpoint_id_created_at", "endpoint_id", "created_at"),
 )
+
+# People: a login (email and password) names one principal, as an API key does.
+logins = Table(
+    "logins",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("email_enc", Text, nullable=False),
+    Column("email_index", String(64), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("user_id", String(ID), nullable=True, index=True),
+    Column("provider_id", String(ID), nullable=True, index=True),
+    Column("status", String(16), nullable=False),
+    Column("locale", String(8), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("verified_at", UTCDateTime, nullable=True),
+    Column("password_changed_at", UTCDateTime, nullable=True),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("csrf_hash", String(64), nullable=False),
+    Column("login_id", String(ID), ForeignKey("logins.id"), nullable=False, index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("address", String(64), nullable=True),
+)
+
+# One-time tokens mailed to a login: email verification and password reset.
+login_tokens = Table(
+    "login_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("login_id", String(ID), ForeignKey("logins.id"), nullable=False, index=True),
+    Column("purpose", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+)
