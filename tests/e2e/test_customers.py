@@ -8,21 +8,21 @@ another provider's customer, and on a former customer, and must leave them untou
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from alembic import command
 
 from billfold.clock import TestClock
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
 from billfold.core.keys import create_key
 from billfold.invoicing import bill_run
-from billfold.store.migrate import upgrade
+from billfold.store.migrate import alembic_config, upgrade
 from tests.conftest import START, LiveServer
 
 PAYG: dict[str, Any] = {
@@ -348,14 +348,9 @@ def test_upgrading_turns_implied_relationships_into_subscriptions(
             json={"user": bob, "amount": "1", "description": "old", "provider_id": a_id},
         )
         assert response.status_code == 201
-    run: Callable[[str], None] = lambda sql: _execute(ctx, sql)  # noqa: E731
-    # Back to how an old installation looked: no pay-as-you-go subscriptions at all.
-    run(
-        "DELETE FROM subscription_phases WHERE subscription_id IN "
-        "(SELECT id FROM subscriptions WHERE interval = 'none')"
-    )
-    run("DELETE FROM subscriptions WHERE interval = 'none'")
-    run("UPDATE alembic_version SET version_num = '0007'")
+    # Back to how an old installation looked: revision 0007, whose data had no
+    # pay-as-you-go subscriptions (migration 0008's downgrade removes them all).
+    command.downgrade(alembic_config(ctx.db.engine), "0007")
     with world.client("a") as a:
         assert a.post("/v1/events", json=world.event("2", "alice")).status_code == 404
     upgrade(ctx.db.engine)
@@ -383,11 +378,6 @@ def test_upgrading_turns_implied_relationships_into_subscriptions(
             ).status_code
             == 404
         )
-
-
-def _execute(ctx: Context, sql: str) -> None:
-    with ctx.db.engine.begin() as conn:
-        conn.execute(text(sql))
 
 
 def test_a_malformed_capture_is_refused_even_after_the_capture(world: World) -> None:

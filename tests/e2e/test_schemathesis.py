@@ -24,7 +24,7 @@ from billfold.core.keys import create_key
 from tests.conftest import LiveServer
 
 CONFIG = Path(__file__).parent.parent / "schemathesis.toml"
-SECONDS = int(os.environ.get("BILLFOLD_SCHEMATHESIS_SECONDS", "30"))
+SECONDS = int(os.environ.get("BILLFOLD_SCHEMATHESIS_SECONDS", "20"))
 
 
 def _seed(ctx: Context) -> None:
