@@ -147,6 +147,8 @@ def make_context(url: str, home: Path, clock: TestClock | None = None) -> Contex
         secret_key=TEST_SECRET,
         pool_size=40,
         webhook_allow_private=True,
+        # Argon2 at full cost would spend seconds of the suite on sign-ups and logins.
+        password_hash_profile="cheapest",
     )
     return Context(
         db=Database(url, pool_size=40),

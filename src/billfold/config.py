@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,6 +70,10 @@ class Settings(BaseSettings):
     login_throttle: str = Field(
         default="5/minute",
         description="Failed logins allowed per account, and five times as many per address.",
+    )
+    password_hash_profile: Literal["rfc_9106_low_memory", "cheapest"] = Field(
+        default="rfc_9106_low_memory",
+        description="Argon2 parameters for new password hashes; cheapest is for tests only.",
     )
     smtp_url: str | None = Field(
         default=None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from limits import parse
 from limits.storage import storage_from_string
@@ -44,9 +44,18 @@ MAX_PASSWORD: Final = 200
 LOCALES: Final = ("en", "zh-CN")
 VERIFY_TTL: Final = timedelta(days=2)
 RESET_TTL: Final = timedelta(hours=1)
-_HASHER: Final = PasswordHasher()
-# A hash to verify against when the email is unknown, so that both take as long.
-_DUMMY: Final = _HASHER.hash(secrets.token_urlsafe(16))
+_HASHERS: Final = {
+    "rfc_9106_low_memory": PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY),
+    "cheapest": PasswordHasher.from_parameters(profiles.CHEAPEST),
+}
+# A hash to verify against when the email is unknown, so that both take as long: one per
+# profile, since verifying costs what the hash's own parameters say.
+_DUMMIES: Final = {name: h.hash(secrets.token_urlsafe(16)) for name, h in _HASHERS.items()}
+
+
+def _hasher(work: Work) -> PasswordHasher:
+    """New hashes use the configured parameters; a hash is verified with its own."""
+    return _HASHERS[work.settings.password_hash_profile]
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +173,7 @@ def signup(
                 id=login_id,
                 email_enc=work.cipher.encrypt(address, context="logins.email"),
                 email_index=index,
-                password_hash=_HASHER.hash(secret),
+                password_hash=_hasher(work).hash(secret),
                 status="unverified",
                 locale=language,
                 created_at=now,
@@ -262,7 +271,8 @@ def login(work: Work, *, email: object, password: object, address: str | None = 
         raise RateLimited("too many failed logins; wait a minute and try again")
     row = work.conn.execute(select(logins).where(logins.c.email_index == index)).one_or_none()
     try:
-        _HASHER.verify(row.password_hash if row is not None else _DUMMY, password[:MAX_PASSWORD])
+        dummy = _DUMMIES[work.settings.password_hash_profile]
+        _hasher(work).verify(row.password_hash if row is not None else dummy, password)
         matched = row is not None
     except (VerificationError, InvalidHashError):
         matched = False
@@ -342,7 +352,7 @@ def reset_password(work: Work, *, token: object, password: object) -> None:
         update(logins)
         .where(logins.c.id == login.id)
         .values(
-            password_hash=_HASHER.hash(secret),
+            password_hash=_hasher(work).hash(secret),
             password_changed_at=now,
             # The mailed link proves the address, as a verification would.
             status="active",
