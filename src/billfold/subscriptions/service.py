@@ -164,37 +164,20 @@ def create(
     origin = trial_end or moment
     schedule = Schedule(plan.interval, plan.interval_count, anchor, origin)
     end = trial_end or schedule.billing_period(moment)[1]
-    sub_id = new_id("sub")
-    work.conn.execute(
-        subscriptions.insert().values(
-            id=sub_id,
-            user_id=user.id,
-            provider_id=plan_row.provider_id,
-            service_id=plan_row.service_id,
-            plan_id=plan_row.id,
-            status="trialing" if trial_end else "active",
-            interval=plan.interval,
-            interval_count=plan.interval_count,
-            billing_anchor=anchor,
-            currency=user.currency,
-            started_at=moment,
-            trial_end=trial_end,
-            billing_origin=origin,
-            current_period_start=moment,
-            current_period_end=end,
-            pending_plan_id=None,
-            cancel_at_period_end=0,
-            ended_at=None,
-            past_due_since=None,
-            next_retry_at=None,
-            created_at=now,
-            updated_at=now,
-        )
-    )
-    work.conn.execute(
-        subscription_phases.insert().values(
-            subscription_id=sub_id, plan_id=plan_row.id, starts_at=moment, ends_at=None
-        )
+    sub_id = _insert(
+        work,
+        user,
+        plan_row,
+        moment,
+        now,
+        status="trialing" if trial_end else "active",
+        interval=plan.interval,
+        interval_count=plan.interval_count,
+        billing_anchor=anchor,
+        trial_end=trial_end,
+        billing_origin=origin,
+        current_period_start=moment,
+        current_period_end=end,
     )
     _bill_first_periods(batch, work, sub_id, moment, end, now)
     return _created(work, principal, sub_id, user.id, plan_row.code, anchor, now)
@@ -221,13 +204,12 @@ def _created(
     return get(work, principal, sub_id)
 
 
-def _create_payg(
-    work: Work, principal: Principal, user: Any, plan_row: Any, moment: datetime, now: datetime
-) -> SubscriptionView:
-    """A pay-as-you-go subscription: no fee, no renewals, no invoice of its own; it is
-    the consent under which the provider meters and charges the user's usage."""
+def _insert(
+    work: Work, user: Any, plan_row: Any, moment: datetime, now: datetime, **terms: Any
+) -> str:
+    """A new subscription row, with `terms` (status, interval, periods), and its first
+    phase, on `plan_row` from `moment`."""
     sub_id = new_id("sub")
-    start, end = calendar_period("none", 1, moment)
     work.conn.execute(
         subscriptions.insert().values(
             id=sub_id,
@@ -235,16 +217,8 @@ def _create_payg(
             provider_id=plan_row.provider_id,
             service_id=plan_row.service_id,
             plan_id=plan_row.id,
-            status="active",
-            interval="none",
-            interval_count=1,
-            billing_anchor="calendar",
             currency=user.currency,
             started_at=moment,
-            trial_end=None,
-            billing_origin=moment,
-            current_period_start=max(start, moment),
-            current_period_end=end,
             pending_plan_id=None,
             cancel_at_period_end=0,
             ended_at=None,
@@ -252,12 +226,49 @@ def _create_payg(
             next_retry_at=None,
             created_at=now,
             updated_at=now,
+            **terms,
         )
     )
     work.conn.execute(
         subscription_phases.insert().values(
             subscription_id=sub_id, plan_id=plan_row.id, starts_at=moment, ends_at=None
         )
+    )
+    return sub_id
+
+
+def _end_open_phase(work: Work, sub_id: str, at: datetime) -> None:
+    """Ends the subscription's phase in force at `at`."""
+    work.conn.execute(
+        update(subscription_phases)
+        .where(
+            subscription_phases.c.subscription_id == sub_id,
+            subscription_phases.c.ends_at.is_(None),
+        )
+        .values(ends_at=at)
+    )
+
+
+def _create_payg(
+    work: Work, principal: Principal, user: Any, plan_row: Any, moment: datetime, now: datetime
+) -> SubscriptionView:
+    """A pay-as-you-go subscription: no fee, no renewals, no invoice of its own; it is
+    the consent under which the provider meters and charges the user's usage."""
+    start, end = calendar_period("none", 1, moment)
+    sub_id = _insert(
+        work,
+        user,
+        plan_row,
+        moment,
+        now,
+        status="active",
+        interval="none",
+        interval_count=1,
+        billing_anchor="calendar",
+        trial_end=None,
+        billing_origin=moment,
+        current_period_start=max(start, moment),
+        current_period_end=end,
     )
     return _created(work, principal, sub_id, user.id, plan_row.code, "calendar", now)
 
@@ -350,14 +361,7 @@ def _make_room(
 
 def _end_payg(work: Work, row: Any, at: datetime, now: datetime) -> None:
     """Ends a pay-as-you-go subscription at `at`: usage after it is no longer its."""
-    work.conn.execute(
-        update(subscription_phases)
-        .where(
-            subscription_phases.c.subscription_id == row.id,
-            subscription_phases.c.ends_at.is_(None),
-        )
-        .values(ends_at=at)
-    )
+    _end_open_phase(work, row.id, at)
     work.conn.execute(
         update(subscriptions)
         .where(subscriptions.c.id == row.id)
@@ -555,14 +559,7 @@ def _changed(
 
 def _switch_payg(work: Work, row: Any, plan_id: str, now: datetime) -> None:
     """Moves a pay-as-you-go subscription to another pay-as-you-go plan, now."""
-    work.conn.execute(
-        update(subscription_phases)
-        .where(
-            subscription_phases.c.subscription_id == row.id,
-            subscription_phases.c.ends_at.is_(None),
-        )
-        .values(ends_at=now)
-    )
+    _end_open_phase(work, row.id, now)
     work.conn.execute(
         subscription_phases.insert().values(
             subscription_id=row.id, plan_id=plan_id, starts_at=now, ends_at=None
