@@ -93,6 +93,3 @@ def test_the_running_server_conforms_to_its_openapi_document(
     assert selected and tested, output[-2000:]
     # Every operation but the two left out was tested.
     assert int(tested[1]) == int(selected[1]) == int(selected[2]) - 2, output[-2000:]
-    # Only logging in with made-up credentials answers nothing but 401, as it should.
-    refused = re.search(r"401 Unauthorized \(\d+ operations?\):\n((?:  - .*\n)+)", output)
-    assert refused is None or refused[1].split() == ["-", "POST", "/v1/sessions"], output[-4000:]
