@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The suite runs on both cores; each test file stays on one worker (its fixtures and
+# servers are set up once per file).
+TEST_WORKERS ?= 2
 
 .PHONY: run test check lint format typecheck bench services clean
 
@@ -35,7 +38,7 @@ services:
 
 test: $(STAMP) services
 	$(BIN)/lint-imports --config pyproject.toml
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+admins_app = typer.Typer(help="Operator logins for the console.", no_args_is_help=True)
+app.add_typer(admins_app, name="admins")
 console = Console()
 err = Console(stderr=True)
 
@@ -172,6 +174,39 @@ def quote(
         err.print(f"billfold: {error.message}")
         raise typer.Exit(2) from None
     print(json.dumps(result.to_dict(), indent=2))
+
+
+@admins_app.command("create")
+def admins_create(
+    email: Annotated[str, typer.Option(help="The operator's email address.")],
+    password: Annotated[
+        str | None,
+        typer.Option(
+            envvar="BILLFOLD_ADMIN_PASSWORD",
+            help="Asked for when not given (or set in BILLFOLD_ADMIN_PASSWORD).",
+        ),
+    ] = None,
+) -> None:
+    """An operator login, with the TOTP second factor its logins need; prints the secret."""
+    from billfold import identity
+    from billfold.domain.errors import BillfoldError
+
+    secret = password
+    if secret is None:
+        secret = typer.prompt("password (10 characters or more)", hide_input=True,
+                              confirmation_prompt=True)  # fmt: skip
+    ctx = _context()
+    try:
+        made = ctx.run(identity.create_admin, email=email, password=secret)
+    except BillfoldError as error:
+        err.print(f"billfold: {error.message}")
+        raise typer.Exit(2) from None
+    finally:
+        ctx.db.dispose()
+    err.print(f"billfold: created operator login {made.login_id} for {email}")
+    err.print("add this secret to an authenticator app; every login asks for its code:")
+    print(made.totp.secret)
+    err.print(made.totp.uri)
 
 
 @app.command("verify")

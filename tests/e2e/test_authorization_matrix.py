@@ -114,6 +114,52 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok", "provider": "ok", "user": "ok", "none": "ok"},
     ),
+    # A person's own account: with a key there is no person, so a 400, not a denial.
+    "POST /v1/me/password": (
+        {"current_password": "not the password", "password": "long enough pw"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
+    ),
+    "POST /v1/me/email": (
+        {"password": "not the password", "email": "new{n}@s.io"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
+    ),
+    "POST /v1/me/preferences": (
+        {"locale": "zh-CN"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
+    ),
+    "POST /v1/me/totp": (
+        None,
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
+    ),
+    "POST /v1/me/totp/confirm": (
+        {"code": "123456"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
+    ),
+    "POST /v1/me/totp/disable": (
+        {"password": "not the password"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
+    ),
+    "GET /v1/providers/{provider_id}/members": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "ok/404", "user": "404/404", "none": "401/401"},
+    ),
+    "POST /v1/providers/{provider_id}/members": (
+        {"email": "member{n}@s.io"},
+        "",
+        {"admin": "ok/ok", "provider": "ok/404", "user": "404/404", "none": "401/401"},
+    ),
+    "POST /v1/invitations/{token}": (
+        {"password": "long enough pw"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "ok"},
+    ),
     "POST /v1/users": (
         {"name": "N{n}", "email": "n{n}@u.io", "currency": "USD"},
         "",

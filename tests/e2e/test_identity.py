@@ -3,64 +3,21 @@ mailed verification link, login, sessions and their CSRF token, throttling, rese
 
 from __future__ import annotations
 
-import re
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import Message
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import func, select
 
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
 from billfold.core.keys import create_key
 from billfold.store.tables import logins, providers, users
-from tests.conftest import LiveServer, _free_port
+from tests.conftest import LiveServer
+from tests.mailbox import Inbox
 
 PASSWORD = "correct horse battery"
-
-
-@dataclass
-class Inbox:
-    """What the SMTP server received."""
-
-    port: int = 0
-    messages: list[Message] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:
-        with self.lock:
-            self.messages.append(message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def to(self, address: str) -> list[Message]:
-        with self.lock:
-            return [m for m in self.messages if m["To"] == address]
-
-    def token(self, address: str, path: str) -> str:
-        mine = self.to(address)
-        assert mine, f"no mail to {address}"
-        body = mine[-1].get_payload(decode=True)
-        assert isinstance(body, bytes)
-        found = re.search(rf"/{path}\?token=([A-Za-z0-9_-]+)", body.decode())
-        assert found, body
-        return found.group(1)
-
-
-@pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    box = Inbox(port=_free_port())
-    controller = Controller(box, hostname="127.0.0.1", port=box.port)
-    controller.start()
-    try:
-        yield box
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -50,7 +50,12 @@ def with_change(path: str, value: object) -> dict[str, Any]:
     return plan
 
 
-DELETE = object()
+class _Delete:
+    def __repr__(self) -> str:
+        return "<deleted>"
+
+
+DELETE = _Delete()
 
 CASES = [
     ("charges[0].tiers[0].up_to", 0, "charges[0].tiers[0].up_to"),  # Bounds start above 0.

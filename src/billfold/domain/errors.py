@@ -37,6 +37,7 @@ ErrorCode = Literal[
     "too_many_events",
     "destination_not_allowed",
     "invalid_token",
+    "invalid_totp",
     # Who is asking.
     "missing_api_key",
     "invalid_api_key",
@@ -51,6 +52,9 @@ ErrorCode = Literal[
     "csrf_failed",
     "provider_pending",
     "not_a_session",
+    "totp_required",
+    "totp_setup_required",
+    "totp_required_for_admins",
     # Objects that are not there (or may not be seen).
     "account_not_found",
     "api_key_not_found",
@@ -70,6 +74,7 @@ ErrorCode = Literal[
     # Conflicts with the state of things.
     "already_subscribed",
     "email_taken",
+    "totp_not_started",
     "not_subscribed",
     "metric_exists",
     "plan_exists",

@@ -1,25 +1,52 @@
-"""People: sign-up, email verification, login sessions and password resets."""
+"""People: sign-up, email verification, login sessions, password resets, a second
+factor, email changes and provider teams."""
 
 from billfold.identity.service import (
     LoggedIn,
+    Member,
+    NewAdmin,
     SignedUp,
+    TotpSetup,
+    accept_invitation,
+    change_email,
+    change_password,
+    confirm_totp,
+    create_admin,
+    disable_totp,
+    invite_member,
+    list_members,
     list_sessions,
     login,
     logout,
     request_reset,
     reset_password,
+    set_locale,
     signup,
+    start_totp,
     verify_email,
 )
 
 __all__ = [
     "LoggedIn",
+    "Member",
+    "NewAdmin",
     "SignedUp",
+    "TotpSetup",
+    "accept_invitation",
+    "change_email",
+    "change_password",
+    "confirm_totp",
+    "create_admin",
+    "disable_totp",
+    "invite_member",
+    "list_members",
     "list_sessions",
     "login",
     "logout",
     "request_reset",
     "reset_password",
+    "set_locale",
     "signup",
+    "start_totp",
     "verify_email",
 ]

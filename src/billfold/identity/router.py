@@ -13,6 +13,13 @@ from billfold.core.http import Read, UnitOfWorkRoute, Write, get_principal
 from billfold.core.schemas import ListOf
 from billfold.identity.schemas import (
     Accepted,
+    EmailChange,
+    InvitationAccept,
+    MemberInvite,
+    MemberOut,
+    PasswordChange,
+    Preferences,
+    PreferencesOut,
     ResetCreate,
     ResetRequest,
     SessionCreate,
@@ -20,6 +27,9 @@ from billfold.identity.schemas import (
     SessionOut,
     SignupCreate,
     SignupOut,
+    TotpConfirm,
+    TotpDisable,
+    TotpOut,
     VerificationCreate,
     VerificationOut,
 )
@@ -56,7 +66,9 @@ def create_session(
 ) -> SessionOut:
     """Logs in: sets the HttpOnly session cookie and answers the principal."""
     address = request.client.host if request.client else None
-    done = identity.login(work, email=body.email, password=body.password, address=address)
+    done = identity.login(
+        work, email=body.email, password=body.password, totp=body.totp, address=address
+    )
     secure = request.url.scheme == "https"
     response.set_cookie(
         sessions.SECURE_COOKIE if secure else sessions.COOKIE,
@@ -116,3 +128,74 @@ def reset_password(token: Token, body: ResetCreate, work: Write) -> Accepted:
     """A new password from the mailed link; every session of the account ends."""
     identity.reset_password(work, token=token, password=body.password)
     return Accepted(message="your password is changed; log in with it")
+
+
+@router.post("/me/password", response_model=Accepted)
+def change_password(body: PasswordChange, work: Write, who: Who) -> Accepted:
+    """A new password for the logged-in person; their other sessions end."""
+    identity.change_password(
+        work, who, current_password=body.current_password, password=body.password
+    )
+    return Accepted(message="your password is changed; your other sessions have ended")
+
+
+@router.post("/me/email", response_model=Accepted, status_code=202)
+def change_email(body: EmailChange, work: Write, who: Who) -> Accepted:
+    """Mails a confirmation link to the new address; it takes effect once opened."""
+    identity.change_email(work, who, password=body.password, email=body.email)
+    return Accepted(message="open the link we mailed to the new address to confirm it")
+
+
+@router.post("/me/preferences", response_model=PreferencesOut)
+def set_preferences(body: Preferences, work: Write, who: Who) -> PreferencesOut:
+    """The person's language, for their console and mail."""
+    return PreferencesOut(locale=identity.set_locale(work, who, locale=body.locale))
+
+
+@router.post("/me/totp", response_model=TotpOut, status_code=201)
+def start_totp(work: Write, who: Who) -> TotpOut:
+    """A new second-factor secret; it is required at login once a code confirms it."""
+    setup = identity.start_totp(work, who)
+    return TotpOut(secret=setup.secret, uri=setup.uri)
+
+
+@router.post("/me/totp/confirm", response_model=Accepted)
+def confirm_totp(body: TotpConfirm, work: Write, who: Who) -> Accepted:
+    identity.confirm_totp(work, who, code=body.code)
+    return Accepted(message="your second factor is on; logins now ask for a code")
+
+
+@router.post("/me/totp/disable", response_model=Accepted)
+def disable_totp(body: TotpDisable, work: Write, who: Who) -> Accepted:
+    identity.disable_totp(work, who, password=body.password)
+    return Accepted(message="your second factor is off")
+
+
+ProviderId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+@router.get("/providers/{provider_id}/members", response_model=ListOf[MemberOut])
+def list_members(provider_id: ProviderId, work: Read, who: Who) -> ListOf[MemberOut]:
+    """The provider's team: its logins and their state."""
+    found = identity.list_members(work, who, provider_id)
+    return ListOf[MemberOut](
+        data=[
+            MemberOut(id=m.id, email=m.email, status=m.status, created_at=m.created_at)
+            for m in found
+        ],
+        has_more=False,
+    )
+
+
+@router.post("/providers/{provider_id}/members", response_model=MemberOut, status_code=201)
+def invite_member(provider_id: ProviderId, body: MemberInvite, work: Write, who: Who) -> MemberOut:
+    """Mails an invitation to join the provider's team (a week to accept)."""
+    m = identity.invite_member(work, who, provider_id, email=body.email)
+    return MemberOut(id=m.id, email=m.email, status="invited", created_at=m.created_at)
+
+
+@router.post("/invitations/{token}", response_model=Accepted)
+def accept_invitation(token: Token, body: InvitationAccept, work: Write) -> Accepted:
+    """The invited member chooses a password; then they can log in."""
+    identity.accept_invitation(work, token=token, password=body.password)
+    return Accepted(message="welcome to the team; log in with your email and password")

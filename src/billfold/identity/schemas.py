@@ -76,3 +76,52 @@ class ResetCreate(Request):
 class Accepted(BaseModel):
     object: Literal["accepted"] = "accepted"
     message: str
+
+
+class PasswordChange(Request):
+    current_password: Annotated[str, Field(min_length=1, max_length=200)]
+    password: Annotated[str, Field(min_length=10, max_length=200)]
+
+
+class EmailChange(Request):
+    password: Annotated[str, Field(min_length=1, max_length=200)]
+    email: Annotated[str, Field(min_length=3, max_length=254)]
+
+
+class Preferences(Request):
+    locale: Literal["en", "zh-CN"]
+
+
+class PreferencesOut(BaseModel):
+    object: Literal["preferences"] = "preferences"
+    locale: Literal["en", "zh-CN"]
+
+
+class TotpOut(BaseModel):
+    object: Literal["totp_setup"] = "totp_setup"
+    secret: str = Field(description="Base32; shown once, for an authenticator app.")
+    uri: str = Field(description="The same as an otpauth:// URI, for a QR code.")
+
+
+class TotpConfirm(Request):
+    code: Annotated[str, Field(min_length=6, max_length=10)]
+
+
+class TotpDisable(Request):
+    password: Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class MemberInvite(Request):
+    email: Annotated[str, Field(min_length=3, max_length=254)]
+
+
+class MemberOut(BaseModel):
+    object: Literal["member"] = "member"
+    id: str
+    email: str
+    status: Literal["invited", "active", "unverified"]
+    created_at: datetime
+
+
+class InvitationAccept(Request):
+    password: Annotated[str, Field(min_length=10, max_length=200)]

@@ -10,11 +10,13 @@ account and per address; a wrong email and a wrong password get the same answer.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
+import pyotp
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 from limits import parse
@@ -32,6 +34,7 @@ from billfold.domain.errors import (
     AuthenticationFailed,
     Conflict,
     InvalidRequest,
+    NotFound,
     PermissionDenied,
     RateLimited,
 )
@@ -44,6 +47,10 @@ MAX_PASSWORD: Final = 200
 LOCALES: Final = ("en", "zh-CN")
 VERIFY_TTL: Final = timedelta(days=2)
 RESET_TTL: Final = timedelta(hours=1)
+INVITE_TTL: Final = timedelta(days=7)
+TOTP_STEP: Final = 30
+NO_PASSWORD: Final = "!"  # noqa: S105 (not a password: a hash that nothing matches)
+"""The hash of a login that has no password yet (an invited member): nothing matches it."""
 _HASHERS: Final = {
     "rfc_9106_low_memory": PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY),
     "cheapest": PasswordHasher.from_parameters(profiles.CHEAPEST),
@@ -88,7 +95,9 @@ def _locale(value: object) -> str:
     return str(value)
 
 
-def _mail_token(work: Work, login_id: str, purpose: str, ttl: timedelta) -> str:
+def _mail_token(
+    work: Work, login_id: str, purpose: str, ttl: timedelta, payload: str | None = None
+) -> str:
     token = secrets.token_urlsafe(32)
     now = work.clock.now()
     work.conn.execute(
@@ -99,6 +108,9 @@ def _mail_token(work: Work, login_id: str, purpose: str, ttl: timedelta) -> str:
             created_at=now,
             expires_at=now + ttl,
             used_at=None,
+            payload_enc=None
+            if payload is None
+            else work.cipher.encrypt(payload, context="login_tokens.payload"),
         )
     )
     return token
@@ -111,8 +123,12 @@ def _send_at_commit(work: Work, to: str, subject: str, text: str) -> None:
     work.before_commit(f"mail:{new_id('msg')}", lambda: mail.send(settings, to, subject, text))
 
 
-def _verification_mail(work: Work, login_id: str, email: str, locale: str) -> None:
-    token = _mail_token(work, login_id, "verify", VERIFY_TTL)
+def _verification_mail(
+    work: Work, login_id: str, email: str, locale: str, *, change: bool = False
+) -> None:
+    token = _mail_token(
+        work, login_id, "email" if change else "verify", VERIFY_TTL, email if change else None
+    )
     link = f"{work.settings.public_url.rstrip('/')}/verify?token={token}"
     if locale == "zh-CN":
         subject = "确认您的 billfold 邮箱"
@@ -192,9 +208,9 @@ def signup(
     return signed
 
 
-def _use_token(work: Work, token: object, purpose: str) -> Any:
-    """The login a mailed token is for, marking the token used; expired, used and
-    unknown tokens are refused alike."""
+def _use_token(work: Work, token: object, *purposes: str) -> tuple[Any, Any]:
+    """The login a mailed token is for, and the token, marking it used; expired, used
+    and unknown tokens are refused alike."""
     if not isinstance(token, str) or not 1 <= len(token) <= 200:
         raise InvalidRequest("this link is not valid", code="invalid_token", param="token")
     now = work.clock.now()
@@ -202,7 +218,7 @@ def _use_token(work: Work, token: object, purpose: str) -> Any:
         select(login_tokens)
         .where(
             login_tokens.c.token_hash == sessions.token_hash(token),
-            login_tokens.c.purpose == purpose,
+            login_tokens.c.purpose.in_(purposes),
         )
         .with_for_update()
     ).one_or_none()
@@ -215,18 +231,29 @@ def _use_token(work: Work, token: object, purpose: str) -> Any:
     work.conn.execute(
         update(login_tokens).where(login_tokens.c.token_hash == row.token_hash).values(used_at=now)
     )
-    return work.conn.execute(select(logins).where(logins.c.id == row.login_id)).one()
+    return work.conn.execute(select(logins).where(logins.c.id == row.login_id)).one(), row
 
 
 def verify_email(work: Work, *, token: object) -> str:
-    login = _use_token(work, token, "verify")
+    """Confirms an address: a new login's, or the new one of an email change."""
+    login, row = _use_token(work, token, "verify", "email")
     now = work.clock.now()
-    work.conn.execute(
-        update(logins)
-        .where(logins.c.id == login.id)
-        .values(status="active", verified_at=login.verified_at or now)
-    )
-    audit.record(work, _principal(login), "login.verified", "login", login.id, at=now)
+    values: dict[str, Any] = {"status": "active", "verified_at": login.verified_at or now}
+    if row.purpose == "email":
+        address = work.cipher.decrypt(row.payload_enc, context="login_tokens.payload")
+        index = work.cipher.blind_index(address.lower())
+        taken = work.conn.execute(
+            select(logins.c.id).where(logins.c.email_index == index, logins.c.id != login.id)
+        ).first()
+        if taken:
+            raise Conflict("another account has this email now", code="email_taken")
+        values |= {
+            "email_enc": work.cipher.encrypt(address, context="logins.email"),
+            "email_index": index,
+        }
+    work.conn.execute(update(logins).where(logins.c.id == login.id).values(**values))
+    action = "login.email_changed" if row.purpose == "email" else "login.verified"
+    audit.record(work, _principal(login), action, "login", login.id, at=now)
     return "verified"
 
 
@@ -259,9 +286,17 @@ def _throttle_keys(work: Work, index: str, address: str | None) -> list[tuple[An
     return found
 
 
-def login(work: Work, *, email: object, password: object, address: str | None = None) -> LoggedIn:
-    """A session for the login, if the email and password match and the address is
-    confirmed. Every mismatch is the same 401; repeated failures are a 429."""
+def login(
+    work: Work,
+    *,
+    email: object,
+    password: object,
+    totp: object = None,
+    address: str | None = None,
+) -> LoggedIn:
+    """A session for the login, if the email and password match, the address is
+    confirmed and, where the login has a second factor, the code is right. Every
+    mismatch is the same 401; repeated failures are a 429."""
     if not isinstance(email, str) or not isinstance(password, str):
         raise InvalidRequest("give an email and a password", param="email")
     index = work.cipher.blind_index(email.strip().lower())
@@ -285,6 +320,25 @@ def login(work: Work, *, email: object, password: object, address: str | None = 
         raise PermissionDenied(
             "confirm your email address first: open the link we mailed you",
             code="email_not_verified",
+        )
+    if row.totp_secret_enc is not None:
+        if not isinstance(totp, str) or not totp.strip():
+            raise AuthenticationFailed(
+                "enter the 6-digit code from your authenticator app", code="totp_required"
+            )
+        step = _totp_step(work, row.totp_secret_enc, totp, row.totp_last_step)
+        if step is None:
+            for limit, key in keys:
+                limiter.hit(limit, "login", key)
+            raise AuthenticationFailed(
+                "the code from your authenticator app is wrong or was already used",
+                code="invalid_totp",
+            )
+        work.conn.execute(update(logins).where(logins.c.id == row.id).values(totp_last_step=step))
+    elif row.role == "admin":
+        raise PermissionDenied(
+            "an operator login needs a second factor: make it with 'billfold admins create'",
+            code="totp_setup_required",
         )
     opened = sessions.open_session(work, row.id, address=address)
     audit.record(
@@ -346,7 +400,7 @@ def request_reset(work: Work, *, email: object) -> None:
 def reset_password(work: Work, *, token: object, password: object) -> None:
     """A new password from a reset link; every session of the login ends."""
     secret = _password(password)
-    login = _use_token(work, token, "reset")
+    login, _row = _use_token(work, token, "reset")
     now = work.clock.now()
     work.conn.execute(
         update(logins)
@@ -361,3 +415,270 @@ def reset_password(work: Work, *, token: object, password: object) -> None:
     )
     sessions.revoke_all(work, login.id)
     audit.record(work, _principal(login), "login.password_reset", "login", login.id, at=now)
+
+
+def _totp_step(work: Work, secret_enc: str, code: str, last_step: int | None) -> int | None:
+    """The time step a code belongs to (this one or either neighbour, for clock drift),
+    or None; a step at or before the last one used is refused, so a code works once."""
+    secret = work.cipher.decrypt(secret_enc, context="logins.totp")
+    totp = pyotp.TOTP(secret, interval=TOTP_STEP)
+    now = work.clock.now().timestamp()
+    given = code.strip().replace(" ", "")
+    for offset in (0, -1, 1):
+        moment = now + offset * TOTP_STEP
+        step = int(moment // TOTP_STEP)
+        if hmac.compare_digest(totp.at(moment), given) and (last_step is None or step > last_step):
+            return step
+    return None
+
+
+def _own_login(work: Work, principal: Principal) -> Any:
+    """The login behind a session; an API key is no person, and is refused."""
+    if not principal.key_id.startswith("ses_"):
+        raise InvalidRequest(
+            "this is done by a person logged in to the console, not with an API key",
+            code="not_a_session",
+        )
+    return work.conn.execute(
+        select(logins)
+        .join(session_rows, session_rows.c.login_id == logins.c.id)
+        .where(session_rows.c.id == principal.key_id)
+    ).one()
+
+
+def _check_password(work: Work, login: Any, password: object) -> None:
+    try:
+        _hasher(work).verify(login.password_hash, password if isinstance(password, str) else "")
+    except (VerificationError, InvalidHashError):
+        raise AuthenticationFailed(
+            "the current password is wrong", code="invalid_credentials"
+        ) from None
+
+
+def change_password(
+    work: Work, principal: Principal, *, current_password: object, password: object
+) -> None:
+    """A new password; every other session of the login ends."""
+    login = _own_login(work, principal)
+    _check_password(work, login, current_password)
+    secret = _password(password)
+    now = work.clock.now()
+    work.conn.execute(
+        update(logins)
+        .where(logins.c.id == login.id)
+        .values(password_hash=_hasher(work).hash(secret), password_changed_at=now)
+    )
+    work.conn.execute(
+        update(session_rows)
+        .where(
+            session_rows.c.login_id == login.id,
+            session_rows.c.id != principal.key_id,
+            session_rows.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    )
+    audit.record(work, principal, "login.password_changed", "login", login.id, at=now)
+
+
+def change_email(work: Work, principal: Principal, *, password: object, email: object) -> None:
+    """Mails a link to the new address; the login keeps the old one until it is opened."""
+    login = _own_login(work, principal)
+    _check_password(work, login, password)
+    address = clean_email(email)
+    index = work.cipher.blind_index(address.lower())
+    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
+        raise Conflict("an account with this email exists", code="email_taken")
+    _verification_mail(work, login.id, address, login.locale, change=True)
+    audit.record(work, principal, "login.email_change_requested", "login", login.id,
+                 at=work.clock.now())  # fmt: skip
+
+
+def set_locale(work: Work, principal: Principal, *, locale: object) -> str:
+    """The language of the person's console and mail, remembered in their login."""
+    login = _own_login(work, principal)
+    language = _locale(locale)
+    work.conn.execute(update(logins).where(logins.c.id == login.id).values(locale=language))
+    return language
+
+
+@dataclass(frozen=True, slots=True)
+class TotpSetup:
+    secret: str
+    uri: str
+    """An otpauth:// URI, for an authenticator app's QR code."""
+
+
+def _totp_uri(work: Work, login: Any, secret: str) -> str:
+    email = work.cipher.decrypt(login.email_enc, context="logins.email")
+    return pyotp.TOTP(secret, interval=TOTP_STEP).provisioning_uri(
+        name=email, issuer_name="billfold"
+    )
+
+
+def start_totp(work: Work, principal: Principal) -> TotpSetup:
+    """A new secret, in force once a code from it is confirmed."""
+    login = _own_login(work, principal)
+    secret = pyotp.random_base32()
+    work.conn.execute(
+        update(logins)
+        .where(logins.c.id == login.id)
+        .values(totp_pending_enc=work.cipher.encrypt(secret, context="logins.totp"))
+    )
+    return TotpSetup(secret, _totp_uri(work, login, secret))
+
+
+def confirm_totp(work: Work, principal: Principal, *, code: object) -> None:
+    login = _own_login(work, principal)
+    if login.totp_pending_enc is None:
+        raise Conflict("start setting up the second factor first", code="totp_not_started")
+    step = _totp_step(work, login.totp_pending_enc, str(code or ""), None)
+    if step is None:
+        raise InvalidRequest("the code is wrong; try the one showing now", param="code",
+                             code="invalid_totp")  # fmt: skip
+    now = work.clock.now()
+    work.conn.execute(
+        update(logins)
+        .where(logins.c.id == login.id)
+        .values(totp_secret_enc=login.totp_pending_enc, totp_pending_enc=None, totp_last_step=step)
+    )
+    audit.record(work, principal, "login.totp_enabled", "login", login.id, at=now)
+
+
+def disable_totp(work: Work, principal: Principal, *, password: object) -> None:
+    login = _own_login(work, principal)
+    if login.role == "admin":
+        raise PermissionDenied("an operator's second factor cannot be turned off",
+                               code="totp_required_for_admins")  # fmt: skip
+    _check_password(work, login, password)
+    work.conn.execute(
+        update(logins)
+        .where(logins.c.id == login.id)
+        .values(totp_secret_enc=None, totp_pending_enc=None, totp_last_step=None)
+    )
+    audit.record(work, principal, "login.totp_disabled", "login", login.id, at=work.clock.now())
+
+
+@dataclass(frozen=True, slots=True)
+class NewAdmin:
+    login_id: str
+    totp: TotpSetup
+
+
+def create_admin(work: Work, *, email: object, password: object) -> NewAdmin:
+    """An operator login, confirmed, with a second factor that its first login needs."""
+    address = clean_email(email)
+    secret = _password(password)
+    index = work.cipher.blind_index(address.lower())
+    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
+        raise Conflict("an account with this email exists", code="email_taken")
+    now = work.clock.now()
+    login_id = new_id("lgn")
+    totp = pyotp.random_base32()
+    work.conn.execute(
+        logins.insert().values(
+            id=login_id,
+            email_enc=work.cipher.encrypt(address, context="logins.email"),
+            email_index=index,
+            password_hash=_hasher(work).hash(secret),
+            role="admin",
+            user_id=None,
+            provider_id=None,
+            status="active",
+            locale="en",
+            created_at=now,
+            verified_at=now,
+            password_changed_at=now,
+            totp_secret_enc=work.cipher.encrypt(totp, context="logins.totp"),
+        )
+    )
+    audit.record(work, SYSTEM, "login.admin_created", "login", login_id, at=now)
+    row = work.conn.execute(select(logins).where(logins.c.id == login_id)).one()
+    return NewAdmin(login_id, TotpSetup(totp, _totp_uri(work, row, totp)))
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    email: str
+    status: str
+    created_at: Any
+
+
+def _member_provider(work: Work, principal: Principal, provider_id: str) -> None:
+    if principal.role == Role.ADMIN:
+        parties.get_provider(work, principal, provider_id)
+        return
+    if principal.role != Role.PROVIDER or principal.provider_id != provider_id:
+        raise NotFound(f"no provider {provider_id}", code="provider_not_found")
+
+
+def list_members(work: Work, principal: Principal, provider_id: str) -> list[Member]:
+    """The logins of a provider's team, with their addresses: the team's own data."""
+    _member_provider(work, principal, provider_id)
+    rows = work.conn.execute(
+        select(logins).where(logins.c.provider_id == provider_id).order_by(logins.c.created_at)
+    )
+    return [
+        Member(
+            r.id, work.cipher.decrypt(r.email_enc, context="logins.email"), r.status, r.created_at
+        )
+        for r in rows
+    ]
+
+
+def invite_member(work: Work, principal: Principal, provider_id: str, *, email: object) -> Member:
+    """Mails an invitation to join the provider's team; it holds for a week."""
+    _member_provider(work, principal, provider_id)
+    address = clean_email(email)
+    index = work.cipher.blind_index(address.lower())
+    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
+        raise Conflict("an account with this email exists", code="email_taken")
+    now = work.clock.now()
+    login_id = new_id("lgn")
+    work.conn.execute(
+        logins.insert().values(
+            id=login_id,
+            email_enc=work.cipher.encrypt(address, context="logins.email"),
+            email_index=index,
+            password_hash=NO_PASSWORD,
+            role="provider",
+            user_id=None,
+            provider_id=provider_id,
+            status="invited",
+            locale="en",
+            created_at=now,
+            verified_at=None,
+            password_changed_at=None,
+        )
+    )
+    token = _mail_token(work, login_id, "invite", INVITE_TTL)
+    link = f"{work.settings.public_url.rstrip('/')}/invite?token={token}"
+    provider = parties.get_provider(work, SYSTEM, provider_id)
+    subject = f"Join {provider.name} on billfold / 加入 {provider.name}"
+    text = (
+        f"You are invited to manage {provider.name} on billfold. Open this link within a "
+        f"week to choose your password:\n\n{link}\n\n"
+        f"您被邀请在 billfold 上管理 {provider.name}。请在一周内打开上面的链接设置密码。\n"
+    )
+    _send_at_commit(work, address, subject, text)
+    audit.record(work, principal, "login.member_invited", "provider", provider_id, at=now,
+                 details={"login": login_id})  # fmt: skip
+    return Member(login_id, address, "invited", now)
+
+
+def accept_invitation(work: Work, *, token: object, password: object) -> None:
+    """The invited member's password; the mailed link proves the address."""
+    secret = _password(password)
+    login, _row = _use_token(work, token, "invite")
+    now = work.clock.now()
+    work.conn.execute(
+        update(logins)
+        .where(logins.c.id == login.id)
+        .values(
+            password_hash=_hasher(work).hash(secret),
+            password_changed_at=now,
+            status="active",
+            verified_at=now,
+        )
+    )
+    audit.record(work, _principal(login), "login.member_joined", "login", login.id, at=now)

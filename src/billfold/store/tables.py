@@ -538,6 +538,11 @@ logins = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("verified_at", UTCDateTime, nullable=True),
     Column("password_changed_at", UTCDateTime, nullable=True),
+    # A TOTP second factor (encrypted): the confirmed secret, one being set up, and the
+    # last time step used, so that a code works once.
+    Column("totp_secret_enc", Text, nullable=True),
+    Column("totp_pending_enc", Text, nullable=True),
+    Column("totp_last_step", BigInteger, nullable=True),
 )
 
 sessions = Table(
@@ -563,4 +568,6 @@ login_tokens = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime, nullable=True),
+    # What the token carries besides its login (an email change's new address), encrypted.
+    Column("payload_enc", Text, nullable=True),
 )

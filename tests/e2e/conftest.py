@@ -1,0 +1,3 @@
+from tests.mailbox import inbox
+
+__all__ = ["inbox"]
