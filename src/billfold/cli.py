@@ -209,6 +209,49 @@ def admins_create(
     err.print(made.totp.uri)
 
 
+@app.command("demo")
+def demo_command() -> None:
+    """Loads a demo platform (providers, plans, 50 users, 60 days of usage) and prints
+    its logins; a database that already has it is left alone."""
+    import time
+
+    from billfold import demo
+
+    started = time.monotonic()
+    with Progress(
+        TextColumn("living through the demo's {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        try:
+            loaded = demo.load(Settings(), progress)
+        except RuntimeError as error:
+            err.print(f"billfold: {error}")
+            raise typer.Exit(0) from None
+    table = Table(title=f"billfold demo: {len(loaded.providers)} providers, "
+                  f"{len(loaded.users)} users, {loaded.events:,} events, "
+                  f"in {time.monotonic() - started:.1f} s")  # fmt: skip
+    table.add_column("log in as")
+    table.add_column("email")
+    table.add_column("password")
+    for who, email, password in loaded.logins:
+        table.add_row(who, email, password)
+    console.print(table)
+    console.print(
+        "The operator's login also asks for a code from an authenticator app with this "
+        f"secret: [bold]{loaded.admin_totp}[/bold]"
+    )
+
+
 @app.command("verify")
 def verify_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,

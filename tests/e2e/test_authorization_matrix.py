@@ -99,6 +99,12 @@ MATRIX: dict[str, Entry] = {
         # With a key there is no session to end: a 400, not a denial.
         {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
     ),
+    "DELETE /v1/sessions/{session_id}": (
+        # Only the asker's own sessions can be ended; anyone else's is not found.
+        None,
+        "",
+        {"admin": "404", "provider": "404", "user": "404", "none": "401"},
+    ),
     "GET /v1/sessions": (
         None,
         "",
@@ -422,6 +428,11 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
     ),
+    "GET /v1/users/{user_id}/alert-settings": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
     "POST /v1/users/{user_id}/alert-settings": (
         {"monthly_budget": "50"},
         "",
@@ -573,6 +584,7 @@ def _side(
         "invoice_id": invoice,
         "kind": "usage",
         "token": "not-a-token",
+        "session_id": "ses_not_one_of_theirs",
         "provider_id": provider,
     }
     provider_side = Side(

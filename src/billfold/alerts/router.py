@@ -42,6 +42,12 @@ def forecast(
     return ForecastOut.of(user_id, code, available, fc)
 
 
+@router.get("/users/{user_id}/alert-settings", response_model=AlertSettingsOut)
+def get_alert_settings(work: Read, who: Who, user_id: str) -> AlertSettingsOut:
+    """The user's budget, thresholds and low-balance level (defaults until set)."""
+    return AlertSettingsOut.of(alerts.get_settings(work, who, user_id))
+
+
 @router.post("/users/{user_id}/alert-settings", response_model=AlertSettingsOut)
 def set_alert_settings(
     work: Write, who: Who, user_id: str, body: AlertSettingsIn

@@ -107,6 +107,25 @@ def set_settings(
     return AlertSettings(user.id, cur.code, budget, marks, low)
 
 
+def get_settings(work: Work, principal: Principal, user_ref: str) -> AlertSettings:
+    """A user's budget and alert levels (the defaults until set)."""
+    user = load_user(work, user_ref)
+    require_user_access(principal, user.id, asked=user_ref)
+    cur = user.currency
+    row = work.conn.execute(
+        select(alert_settings).where(alert_settings.c.user_id == user.id)
+    ).one_or_none()
+    if row is None:
+        return AlertSettings(user.id, cur.code, None, tuple(DEFAULT_THRESHOLDS), None)
+    return AlertSettings(
+        user.id,
+        cur.code,
+        None if row.monthly_budget is None else from_units(row.monthly_budget, cur),
+        tuple(int(t) for t in row.budget_thresholds.split(",") if t),
+        None if row.low_balance is None else from_units(row.low_balance, cur),
+    )
+
+
 def _accounts_of(work: Work, user_ids: list[str]) -> dict[str, list[int]]:
     found: dict[str, list[int]] = defaultdict(list)
     kinds = (AccountKind.WALLET, AccountKind.RECEIVABLE)

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from billfold import __version__
+from billfold import __version__, web
 from billfold.alerts import router as alerts_router
 from billfold.analytics import router as analytics_router
 from billfold.api import errors
@@ -51,6 +51,9 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
 
     app = FastAPI(
         lifespan=lifespan,
+        # Served by the console from local npm packages (billfold.web), never a CDN.
+        docs_url=None,
+        redoc_url=None,
         title="billfold",
         version=__version__,
         description="Billing for open platforms: metering, pricing, an exact double-entry "
@@ -82,6 +85,7 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
     ):
         app.include_router(feature.router)
     app.include_router(core_router.health)
+    web.install(app, errors.status_of)
     # Middleware runs outermost-last: the request id and log wrap everything, then the
     # body limit, then idempotency (which reads the body, already bounded).
     app.add_middleware(IdempotencyMiddleware, ctx=ctx)

@@ -327,7 +327,11 @@ class SecurityHeadersMiddleware:
                 headers.append((b"x-content-type-options", b"nosniff"))
                 headers.append((b"referrer-policy", b"no-referrer"))
                 content_type = dict(headers).get(b"content-type", b"")
-                if content_type.startswith(b"text/html") and not exempt:
+                if (
+                    content_type.startswith(b"text/html")
+                    and not exempt
+                    and b"content-security-policy" not in names
+                ):
                     headers.append((b"content-security-policy", CSP.encode()))
                 if secure and b"strict-transport-security" not in names:
                     headers.append((b"strict-transport-security", b"max-age=31536000"))

@@ -35,6 +35,12 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def csrf_for(token: str) -> str:
+    """A session's CSRF token, derived from its secret cookie: the console's own pages
+    can put it in their forms without storing it, and no other site can know it."""
+    return hashlib.sha256(b"billfold/csrf:" + token.encode()).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class SessionView:
     id: str
@@ -57,11 +63,14 @@ class Resolved:
     csrf_hash: str
     pending: bool
     """A provider still waiting for the operator's approval: it may only look."""
+    login_id: str = ""
+    locale: str = "en"
 
 
 def open_session(work: Work, login_id: str, *, address: str | None) -> NewSession:
     now = work.clock.now()
-    token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+    token = secrets.token_urlsafe(32)
+    csrf = csrf_for(token)
     view = SessionView(
         new_id("ses"), now, now + timedelta(seconds=work.settings.session_ttl_s), address
     )
@@ -108,6 +117,8 @@ def authenticate_session(ctx: Context, token: str) -> Resolved:
                 sessions.c.csrf_hash,
                 sessions.c.expires_at,
                 sessions.c.revoked_at,
+                logins.c.id.label("login_id"),
+                logins.c.locale,
                 logins.c.role,
                 logins.c.user_id,
                 logins.c.provider_id,
@@ -126,7 +137,9 @@ def authenticate_session(ctx: Context, token: str) -> Resolved:
         provider_id=row.provider_id,
         user_id=row.user_id,
     )
-    return Resolved(principal, row.csrf_hash, row.provider_status == "pending")
+    return Resolved(
+        principal, row.csrf_hash, row.provider_status == "pending", row.login_id, row.locale
+    )
 
 
 def csrf_matches(resolved: Resolved, given: str | None) -> bool:

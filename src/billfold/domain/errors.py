@@ -67,6 +67,7 @@ ErrorCode = Literal[
     "plan_not_found",
     "provider_not_found",
     "service_not_found",
+    "session_not_found",
     "subscription_not_found",
     "transfer_not_found",
     "user_not_found",

@@ -101,6 +101,14 @@ def delete_session(request: Request, response: Response, work: Write, who: Who) 
     )
 
 
+@router.delete("/sessions/{session_id}", status_code=204)
+def revoke_session(
+    session_id: Annotated[str, Path(min_length=1, max_length=64)], work: Write, who: Who
+) -> None:
+    """Ends one of the asker's own open sessions (as listed by GET /v1/sessions)."""
+    identity.revoke_session(work, who, session_id)
+
+
 @router.get("/sessions", response_model=ListOf[SessionItem])
 def list_sessions(work: Read, who: Who) -> ListOf[SessionItem]:
     """The asker's party's open sessions."""

@@ -682,3 +682,75 @@ def accept_invitation(work: Work, *, token: object, password: object) -> None:
         )
     )
     audit.record(work, _principal(login), "login.member_joined", "login", login.id, at=now)
+
+
+def grant_login(
+    work: Work,
+    principal: Principal,
+    *,
+    email: object,
+    password: object,
+    user_id: str | None = None,
+    provider_id: str | None = None,
+    locale: object = None,
+) -> str:
+    """A confirmed login for an existing user or provider (an operator's act, as when
+    loading the demo); the person logs in with it at once."""
+    if principal.role != Role.ADMIN:
+        raise PermissionDenied("only the operator grants logins", code="admin_only")
+    if (user_id is None) == (provider_id is None):
+        raise InvalidRequest("give a user or a provider", param="user_id")
+    address = clean_email(email)
+    index = work.cipher.blind_index(address.lower())
+    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
+        raise Conflict("an account with this email exists", code="email_taken")
+    now = work.clock.now()
+    login_id = new_id("lgn")
+    work.conn.execute(
+        logins.insert().values(
+            id=login_id,
+            email_enc=work.cipher.encrypt(address, context="logins.email"),
+            email_index=index,
+            password_hash=_hasher(work).hash(_password(password)),
+            role="user" if user_id else "provider",
+            user_id=user_id,
+            provider_id=provider_id,
+            status="active",
+            locale=_locale(locale),
+            created_at=now,
+            verified_at=now,
+            password_changed_at=now,
+        )
+    )
+    audit.record(work, principal, "login.granted", "login", login_id, at=now)
+    return login_id
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    login_id: str
+    email: str
+    locale: str
+    totp_enabled: bool
+    session_id: str
+
+
+def account_of(work: Work, principal: Principal) -> AccountView:
+    """The logged-in person's own login: address, language, second factor."""
+    login = _own_login(work, principal)
+    return AccountView(
+        login.id,
+        work.cipher.decrypt(login.email_enc, context="logins.email"),
+        login.locale,
+        login.totp_secret_enc is not None,
+        principal.key_id,
+    )
+
+
+def revoke_session(work: Work, principal: Principal, session_id: str) -> None:
+    """Ends one of the asker's party's sessions (another device, say); others' are not
+    found."""
+    if not any(s.id == session_id for s in list_sessions(work, principal)):
+        raise NotFound(f"no open session {session_id}", code="session_not_found")
+    sessions.revoke(work, session_id)
+    audit.record(work, principal, "session.revoked", "session", session_id, at=work.clock.now())

@@ -1,0 +1,295 @@
+"""What every console page shares: who is looking, in which language, the unit of work,
+rendering, forms and their CSRF token, and errors told in words.
+
+Pages are server-rendered over the same handlers the API answers with (docs/DECISIONS.md,
+"The console renders the API's own answers"): a page calls the API's route function in
+its own unit of work, in process, and renders the answer model. So a page can never show
+more than the API would show the same principal, and every service rule applies.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import quote, urlencode
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from billfold.core import sessions
+from billfold.core.access import Principal, Role
+from billfold.core.context import Context, Work
+from billfold.domain.errors import AuthenticationFailed, BillfoldError
+from billfold.ids import derived_id
+from billfold.web.i18n import LOCALES, Formats, negotiate, translations
+
+TEMPLATES: Final = Path(__file__).resolve().parent / "templates"
+LANGUAGE_COOKIE: Final = "billfold_lang"
+FLASH_COOKIE: Final = "billfold_flash"
+CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def _environment(locale: str) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(default=True),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    fmt = Formats(locale)
+    env.globals.update(money=fmt.money, number=fmt.number, date=fmt.date, when=fmt.datetime)
+    return env
+
+
+_ENVIRONMENTS: Final = {locale: _environment(locale) for locale in LOCALES}
+
+
+def N_(message: str) -> str:
+    """Marks a message for the catalog whose text is chosen at run time."""
+    return message
+
+
+# Words the pages show from data (states, kinds, alert types), in words, and in the catalog.
+WORDS: Final = {
+    "active": N_("active"), "pending": N_("pending"), "trialing": N_("trialing"),
+    "past_due": N_("past due"), "suspended": N_("suspended"), "canceled": N_("canceled"),
+    "ended": N_("ended"), "invited": N_("invited"), "unverified": N_("unverified"),
+    "open": N_("open"), "paid": N_("paid"), "void": N_("void"), "draft": N_("draft"),
+    "retired": N_("retired"), "prepaid": N_("prepaid"), "postpaid": N_("postpaid"),
+    "top_up": N_("top-up"), "charge": N_("charge"), "usage": N_("usage"), "refund": N_("refund"),
+    "payment": N_("payment"), "payout": N_("payout"), "fee": N_("fee"),
+    "credit_note": N_("credit note"), "adjustment": N_("adjustment"),
+    "usage.spike": N_("Usage spike"), "balance.low": N_("Low balance"),
+    "budget.threshold": N_("Budget threshold reached"), "charges": N_("charges"),
+    "invoices": N_("invoices"), "statements": N_("statements"),
+}  # fmt: skip
+
+
+def gettext(locale: str, message: str) -> str:
+    return str(translations(locale).gettext(message))
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """The person looking at a page: their principal (None before login), language and
+    the CSRF token their forms carry."""
+
+    principal: Principal | None
+    locale: str
+    csrf: str | None = None
+    login_id: str | None = None
+    ended: bool = False
+    """A session cookie was sent, but its session has ended."""
+    pending: bool = False
+    """A provider whose application waits for approval: it may look, not act."""
+
+    @property
+    def who(self) -> Principal:
+        """The principal of a page that needs a login (`person` made sure of it)."""
+        assert self.principal is not None
+        return self.principal
+
+    @property
+    def role(self) -> str | None:
+        return None if self.principal is None else str(self.principal.role)
+
+    def t(self, message: str) -> str:
+        return gettext(self.locale, message)
+
+    def word(self, value: object) -> str:
+        """A state, kind or type from data, in words."""
+        text = str(value)
+        return self.t(WORDS[text]) if text in WORDS else text.replace("_", " ")
+
+
+class Redirect(Exception):
+    """Answer with a redirect (see `install`): to log in, or after a form."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+
+
+class NotHere(Exception):
+    """A page this person may not see: answered as a 404 page, in their language."""
+
+
+PENDING_MAY: Final = (
+    "/logout", "/account/language", "/account/password", "/account/email", "/account/totp",
+    "/account/session-end",
+)  # fmt: skip
+"""What a pending provider's forms may do: leave, and look after its own login; nothing
+that acts for the provider (the API, likewise, lets it only look and log out)."""
+
+
+def _cookie(request: Request) -> str | None:
+    return request.cookies.get(sessions.SECURE_COOKIE) or request.cookies.get(sessions.COOKIE)
+
+
+def context_of(request: Request) -> Context:
+    ctx: Context = request.app.state.ctx
+    return ctx
+
+
+def viewer(request: Request) -> Viewer:
+    """Who is looking: the session's person (their account's language), or a visitor
+    (the language they chose, or their browser's)."""
+    chosen = request.query_params.get("lang") or request.cookies.get(LANGUAGE_COOKIE)
+    locale = chosen if chosen in LOCALES else negotiate(request.headers.get("accept-language"))
+    token = _cookie(request)
+    if token is None:
+        return Viewer(None, locale)
+    try:
+        resolved = sessions.authenticate_session(context_of(request), token)
+    except AuthenticationFailed:
+        return Viewer(None, locale, ended=True)
+    return Viewer(
+        resolved.principal,
+        resolved.locale,
+        sessions.csrf_for(token),
+        resolved.login_id,
+        pending=resolved.pending,
+    )
+
+
+def person(request: Request, *roles: Role) -> Viewer:
+    """The logged-in viewer of a page for `roles`; others are sent to log in, or told
+    the page is not theirs."""
+    seen = viewer(request)
+    if seen.principal is None:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        reason = "ended" if seen.ended else "login"
+        raise Redirect(f"/login?{urlencode({'next': target, 'why': reason})}")
+    if roles and seen.principal.role not in roles:
+        raise NotHere
+    return seen
+
+
+def render(
+    request: Request, seen: Viewer, template: str, status: int = 200, **values: Any
+) -> HTMLResponse:
+    env = _ENVIRONMENTS[seen.locale]
+    flash = request.cookies.get(FLASH_COOKIE)
+    from billfold.web.words import detail_table
+
+    body = env.get_template(template).render(
+        viewer=seen,
+        request=request,
+        path=request.url.path,
+        flash=flash,
+        details=lambda steps: detail_table(steps, seen),
+        word=seen.word,
+        **values,
+    )
+    response = HTMLResponse(body, status_code=status)
+    response.headers["content-security-policy"] = CSP
+    response.headers["cache-control"] = "no-store"
+    if flash is not None:
+        response.delete_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def redirect(location: str, message: str | None = None) -> RedirectResponse:
+    """After a form: back to a page (303, so a reload does not post again), with a note."""
+    response = RedirectResponse(location, status_code=303)
+    if message is not None:
+        response.set_cookie(
+            FLASH_COOKIE, quote(message), max_age=60, httponly=True, samesite="lax", path="/"
+        )
+    return response
+
+
+async def form_of(request: Request, seen: Viewer) -> dict[str, str]:
+    """The form's fields, once its CSRF token is checked; a form without the viewer's
+    token (another site's, or an old page's) is refused and changes nothing."""
+    raw = await request.form()
+    fields = {k: v for k, v in raw.items() if isinstance(v, str)}
+    given = fields.pop("csrf_token", "")
+    if seen.pending and not request.url.path.startswith(PENDING_MAY):
+        raise FormRefused(seen.t(_FRIENDLY["provider_pending"]))
+    if seen.csrf is None or not secrets.compare_digest(given, seen.csrf):
+        raise FormRefused(
+            seen.t("This form has expired or did not come from billfold. Reload and try again.")
+        )
+    return fields
+
+
+class FormRefused(Exception):
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+@contextmanager
+def unit(request: Request, *, write: bool = False, commit: bool = True) -> Iterator[Work]:
+    """The page's one unit of work; a form's is committed when the page is done (a dry
+    run's, with `commit=False`, is rolled back: it shows what would happen)."""
+    ctx = context_of(request)
+    with ctx.work(read_only=not write) as work:
+        yield work
+        if write and commit:
+            work.commit()
+
+
+def transfer_id(seen: Viewer, request: Request, nonce: str) -> str:
+    """A form's money movement id, from the nonce the page put in it: the same form sent
+    twice moves the money once."""
+    assert seen.principal is not None
+    return derived_id(
+        "tr", seen.principal.key_id, request.url.path, nonce[:64] or secrets.token_hex(8)
+    )
+
+
+# Error codes whose meaning a person can act on, in their words.
+_FRIENDLY: Final = {
+    "invalid_credentials": N_("The email or the password is wrong."),
+    "email_not_verified": N_("Confirm your email address first: open the link we mailed you."),
+    "email_taken": N_("An account with this email exists. Log in instead."),
+    "rate_limited": N_("Too many attempts. Wait a minute and try again."),
+    "totp_required": N_("Enter the 6-digit code from your authenticator app."),
+    "invalid_totp": N_("The code from your authenticator app is wrong or was already used."),
+    "invalid_token": N_("This link has expired or was already used. Ask for a new one."),
+    "insufficient_funds": N_("Your balance is too low for this. Top up first."),
+    "limit_exceeded": N_("This would go past the account's credit limit."),
+    "already_subscribed": N_("You already subscribe to this service."),
+    "provider_pending": N_("Your provider application is waiting for the platform's approval."),
+    "session_ended": N_("Your session has ended. Log in again."),
+}
+
+
+def say(seen: Viewer, error: BillfoldError) -> str:
+    """An error in the viewer's words: a known code in their language, else the
+    service's own sentence (which names the field and what it needs)."""
+    known = _FRIENDLY.get(error.code)
+    if known is not None:
+        return seen.t(known)
+    text = error.message
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+def handle_form(
+    request: Request,
+    seen: Viewer,
+    back: str,
+    action: Callable[[Work], str | None],
+) -> Response:
+    """Runs a form's action in one committed unit of work; back to `back` with its note,
+    or with the error in words and nothing changed."""
+    try:
+        with unit(request, write=True) as work:
+            note = action(work)
+    except BillfoldError as error:
+        return redirect(back, "!" + say(seen, error))
+    return redirect(back, note)
+
+
+def nonce() -> str:
+    return secrets.token_urlsafe(12)
