@@ -4,8 +4,8 @@ in Chinese."""
 from __future__ import annotations
 
 import re
-from email.header import decode_header, make_header
 from datetime import timedelta
+from email.header import decode_header, make_header
 from typing import Any
 
 import pytest
