@@ -125,14 +125,15 @@ def site(ctx: Context, inbox: Inbox, browser: Any) -> Iterator[Site]:
     assert not problems, "\n".join(problems)
 
 
-def shoot(page: Any, name: str) -> None:
-    """The page as it is now, at desktop and phone width, into tests/screenshots/."""
+def shoot(page: Any, name: str, *, full: bool = True) -> None:
+    """The page as it is now, at desktop and phone width, into tests/screenshots/ (the
+    whole page, or what the first screen shows)."""
     SHOTS.mkdir(exist_ok=True)
     lang = page.evaluate("document.documentElement.lang") or "en"
     size = page.viewport_size
     for width in WIDTHS:
         page.set_viewport_size({"width": width, "height": 900})
-        page.screenshot(path=str(SHOTS / f"{name}-{width}-{lang}.png"), full_page=True)
+        page.screenshot(path=str(SHOTS / f"{name}-{width}-{lang}.png"), full_page=full)
     page.set_viewport_size(size)
 
 
@@ -145,5 +146,5 @@ def log_in(
     if totp is not None:
         page.locator("details summary").first.click()
         page.fill("#f-totp", totp)
-    page.locator("main form button[type=submit]").click()
-    page.wait_for_load_state("networkidle")
+    with page.expect_navigation():
+        page.locator("main form button[type=submit]").click()

@@ -308,7 +308,7 @@ async def preview(request: Request) -> Response:
                 names.get(str(plan.get("service") or "")),
             ),
             quote=priced,
-            metric=metric,
+            metric=names.get(str(plan.get("service") or ""), {}).get(metric, metric),
             quantity=fields.get("quantity") or "0",
         )
 

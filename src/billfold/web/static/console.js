@@ -10,6 +10,15 @@ document.addEventListener("DOMContentLoaded", () => {
       menu.setAttribute("aria-expanded", String(open));
     });
   }
+  // On a phone, a table's rows read as cards: each cell is labeled with its column.
+  document.querySelectorAll(".scroll table").forEach((table) => {
+    const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    if (!heads.length) return;
+    table.classList.add("cards");
+    table.querySelectorAll("tbody tr").forEach((row) => {
+      [...row.children].forEach((cell, i) => { if (heads[i]) cell.dataset.label = heads[i]; });
+    });
+  });
   const palette = ["#1d5fd1", "#e07b00", "#1b7a3d", "#8e44ad", "#b3261e", "#00838f"];
   document.querySelectorAll("canvas[data-chart]").forEach((canvas) => {
     if (typeof Chart === "undefined") return;
