@@ -40,7 +40,7 @@ WORDS = {
         "confirm": "确认",
         "subscribed": "订阅成功",
         "metric": "API calls",
-        "explain": "查看计算过程",
+        "explain": "计算过程",
         "came_about": "是怎么来的",
         "saved": "预算和提醒已保存",
         "pay_now": "现在需支付",

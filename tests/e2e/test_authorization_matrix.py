@@ -76,6 +76,12 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok/ok", "provider": "403/403", "user": "403/403", "none": "401/401"},
     ),
+    "POST /v1/providers/{provider_id}/reject": (
+        # An active provider is no application: the admin gets a 409, and nothing changes.
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "403/403", "user": "403/403", "none": "401/401"},
+    ),
     # People: open to anyone, since they come before any key or session.
     "POST /v1/signup": (
         {"kind": "user", "name": "N", "email": "signup{n}@s.io", "password": "long enough pw"},

@@ -213,3 +213,27 @@ def test_without_smtp_mail_is_written_as_eml_files(ctx: Context) -> None:
     written = list((ctx.settings.home / "mail").glob("*.eml"))
     assert len(written) == 1
     assert "To: fay@example.com" in written[0].read_text()
+
+
+def test_a_rejected_application_can_only_look(ctx: Context, live: LiveServer, inbox: Inbox) -> None:
+    admin_key = ctx.run(create_key, SYSTEM, role=Role.ADMIN)[1]
+    with _client(live) as browser:
+        provider_id = _signup(browser, "provider", "no@example.com").json()["id"]
+        browser.post(
+            "/v1/email-verifications", json={"token": inbox.token("no@example.com", "verify")}
+        )
+        csrf = {"X-CSRF-Token": _login(browser, "no@example.com").json()["csrf_token"]}
+        with live.client(admin_key) as admin:
+            rejected = admin.post(f"/v1/providers/{provider_id}/reject")
+            assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+            # Neither approved afterwards, nor rejected twice into anything else.
+            assert admin.post(f"/v1/providers/{provider_id}/approve").json()["status"] == "rejected"
+            assert admin.post(f"/v1/providers/{provider_id}/reject").status_code == 200
+        assert browser.get(f"/v1/providers/{provider_id}").json()["status"] == "rejected"
+        refused = browser.post("/v1/services", json={"code": "no", "name": "N"}, headers=csrf)
+        assert refused.status_code == 403
+    with live.client(admin_key) as admin:
+        active = admin.post(
+            "/v1/providers", json={"name": "A", "email": "a@p.io", "commission_rate": "0.1"}
+        ).json()["id"]
+        assert admin.post(f"/v1/providers/{active}/reject").status_code == 409

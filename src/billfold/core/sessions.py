@@ -138,7 +138,11 @@ def authenticate_session(ctx: Context, token: str) -> Resolved:
         user_id=row.user_id,
     )
     return Resolved(
-        principal, row.csrf_hash, row.provider_status == "pending", row.login_id, row.locale
+        principal,
+        row.csrf_hash,
+        row.provider_status in ("pending", "rejected"),
+        row.login_id,
+        row.locale,
     )
 
 

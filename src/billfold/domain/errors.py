@@ -76,6 +76,7 @@ ErrorCode = Literal[
     "already_subscribed",
     "email_taken",
     "totp_not_started",
+    "provider_not_pending",
     "not_subscribed",
     "metric_exists",
     "plan_exists",

@@ -154,6 +154,25 @@ def approve_provider(work: Work, principal: Principal, provider_id: str) -> Prov
     return get_provider(work, principal, provider_id)
 
 
+def reject_provider(work: Work, principal: Principal, provider_id: str) -> ProviderView:
+    """Turns down a provider application: it stays visible to the applicant, who can act
+    on nothing. Only a pending application can be rejected."""
+    require_admin(principal)
+    current = get_provider(work, principal, provider_id)
+    if current.status not in ("pending", "rejected"):
+        raise Conflict("only a pending application can be rejected", code="provider_not_pending")
+    found = work.conn.execute(
+        update(providers)
+        .where(providers.c.id == provider_id, providers.c.status == "pending")
+        .values(status="rejected")
+    )
+    if found.rowcount:
+        audit.record(
+            work, principal, "provider.rejected", "provider", provider_id, at=work.clock.now()
+        )
+    return get_provider(work, principal, provider_id)
+
+
 def get_provider(work: Work, principal: Principal, provider_id: str) -> ProviderView:
     require_provider_access(principal, provider_id)
     return load_provider(work, provider_id)

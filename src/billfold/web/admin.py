@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from billfold import parties
+from billfold import parties, settlement
 from billfold.analytics import router as analytics_api
 from billfold.core import router as core_api
 from billfold.core.access import SYSTEM, Role
@@ -24,6 +24,7 @@ from billfold.settlement import router as settlement_api
 from billfold.subscriptions import router as subscriptions_api
 from billfold.web.console import (
     Viewer,
+    context_of,
     form_of,
     handle_form,
     nonce,
@@ -99,7 +100,7 @@ def providers(request: Request) -> Response:
         ).data
     order = {"pending": 0, "active": 1}
     found.sort(key=lambda p: (order.get(p.status, 2), p.created_at))
-    return render(request, seen, "console/admin_providers.html", providers=found)
+    return render(request, seen, "console/admin_providers.html", providers=found, nonce=nonce())
 
 
 @router.post("/providers/{provider_id}/{what}")
@@ -112,6 +113,16 @@ async def provider_action(request: Request, provider_id: str, what: str) -> Resp
         if what == "approve":
             parties_api.approve_provider(provider_id, work=work, who=who)
             return seen.t("The provider is approved and can sell now.")
+        if what == "reject":
+            parties_api.reject_provider(provider_id, work=work, who=who)
+            return seen.t("The application is rejected.")
+        if what == "payout":
+            settlement.payout(
+                work, who, provider_id=provider_id, amount=fields.get("amount", ""),
+                reference=fields.get("reference") or None,
+                transfer_id=transfer_id(seen, request, fields.get("nonce", "")),
+            )  # fmt: skip
+            return seen.t("The payout is recorded.")
         if what == "commission":
             body = ProviderUpdate(commission_rate=fields.get("commission_rate", ""))
             parties_api.update_provider(provider_id, body, work=work, who=who)
@@ -223,6 +234,19 @@ async def run_operation(request: Request, what: str) -> Response:
             if what == "verify":
                 with unit(request) as work:
                     report = verify(work, SYSTEM)
+            elif what == "bill-run":
+                from billfold.invoicing.billing import bill_run
+
+                billed = bill_run(context_of(request))
+                return render(
+                    request,
+                    seen,
+                    "console/admin_operations.html",
+                    period=period,
+                    report=None,
+                    reconciliation=None,
+                    billed=billed,
+                )
             elif what == "reconcile":
                 with unit(request) as work:
                     reconciliation = reconcile(work, period)

@@ -65,7 +65,8 @@ WORDS: Final = {
     "past_due": N_("past due"), "suspended": N_("suspended"), "canceled": N_("canceled"),
     "ended": N_("ended"), "invited": N_("invited"), "unverified": N_("unverified"),
     "open": N_("open"), "paid": N_("paid"), "void": N_("void"), "draft": N_("draft"),
-    "retired": N_("retired"), "prepaid": N_("prepaid"), "postpaid": N_("postpaid"),
+    "retired": N_("retired"), "rejected": N_("rejected"), "prepaid": N_("prepaid"),
+    "postpaid": N_("postpaid"),
     "top_up": N_("top-up"), "charge": N_("charge"), "usage": N_("usage"), "refund": N_("refund"),
     "payment": N_("payment"), "payout": N_("payout"), "fee": N_("fee"),
     "credit_note": N_("credit note"), "adjustment": N_("adjustment"),
@@ -195,6 +196,10 @@ def render(
     response.headers["cache-control"] = "no-store"
     if flash is not None:
         response.delete_cookie(FLASH_COOKIE, path="/")
+    if seen.principal is None and request.query_params.get("lang") in LOCALES:
+        # A visitor's choice of language holds on the next pages too.
+        response.set_cookie(LANGUAGE_COOKIE, seen.locale, max_age=365 * 86400, samesite="lax",
+                            path="/")  # fmt: skip
     return response
 
 

@@ -385,6 +385,25 @@ def invoices(request: Request) -> Response:
     return render(request, seen, "console/invoices.html", invoices=found.data)
 
 
+@router.get("/invoices/{invoice_id}")
+def invoice_page(request: Request, invoice_id: str) -> Response:
+    """An invoice's lines, each usage line opening to how its amount came about."""
+    seen = person(request, Role.USER, Role.PROVIDER, Role.ADMIN)
+    who = seen.who
+    with unit(request) as work:
+        invoice = invoicing_api.get_invoice(invoice_id, work=work, who=who)
+        found = records.list_records(
+            work, who, user_id=invoice.user, since=invoice.period.start,
+            until=invoice.period.end, limit=1000,
+        )  # fmt: skip
+    explained = {
+        n: next((r.id for r in found if r.metric == line.metric), None)
+        for n, line in enumerate(invoice.lines)
+        if line.metric
+    }
+    return render(request, seen, "console/invoice.html", invoice=invoice, explained=explained)
+
+
 @router.post("/invoices/{invoice_id}/pay")
 async def pay(request: Request, invoice_id: str) -> Response:
     seen = person(request, Role.USER)
@@ -457,7 +476,42 @@ def keys(request: Request) -> Response:
     assert who is not None
     with unit(request) as work:
         found = core_api.list_api_keys(limit=100, work=work, who=who).data
-    return render(request, seen, "console/keys.html", keys=found, secret=None)
+        hooks = alerts_api.list_endpoints(work=work, who=who).data
+    return render(
+        request, seen, "console/keys.html", keys=found, secret=None, hooks=hooks, hook_secret=None
+    )
+
+
+@router.post("/webhooks")
+async def new_webhook(request: Request) -> Response:
+    """A webhook endpoint for the asker's alerts; its signing secret is shown once."""
+    seen = person(request, Role.USER, Role.PROVIDER, Role.ADMIN)
+    fields = await form_of(request, seen)
+    who = seen.who
+    from billfold.alerts.schemas import EndpointCreate
+
+    def make() -> Response:
+        try:
+            with unit(request, write=True) as work:
+                made = alerts_api.create_endpoint(
+                    work=work, who=who, body=EndpointCreate(url=fields.get("url", ""))
+                )
+        except BillfoldError as error:
+            return redirect("/keys", "!" + say(seen, error))
+        with unit(request) as work:
+            found = core_api.list_api_keys(limit=100, work=work, who=who).data
+            hooks = alerts_api.list_endpoints(work=work, who=who).data
+        return render(
+            request,
+            seen,
+            "console/keys.html",
+            keys=found,
+            secret=None,
+            hooks=hooks,
+            hook_secret=made.secret,
+        )
+
+    return await run_in_threadpool(make)
 
 
 @router.post("/keys")
@@ -482,6 +536,15 @@ async def new_key(request: Request) -> Response:
             return redirect("/keys", "!" + say(seen, error))
         with unit(request) as work:
             found = core_api.list_api_keys(limit=100, work=work, who=who).data
-        return render(request, seen, "console/keys.html", keys=found, secret=secret)
+            hooks = alerts_api.list_endpoints(work=work, who=who).data
+        return render(
+            request,
+            seen,
+            "console/keys.html",
+            keys=found,
+            secret=secret,
+            hooks=hooks,
+            hook_secret=None,
+        )
 
     return await run_in_threadpool(make)
