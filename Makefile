@@ -12,8 +12,7 @@ BILLFOLD_HOME ?= .billfold
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
-# The suite runs on both cores; each test file stays on one worker (its fixtures and
-# servers are set up once per file).
+# The suite runs on both cores; an idle worker takes tests still queued on the other.
 TEST_WORKERS ?= 2
 
 .PHONY: run test check lint format typecheck bench services browser messages clean
@@ -62,7 +61,7 @@ services:
 
 test: $(STAMP) $(NODE_STAMP) browser services
 	$(BIN)/lint-imports --config pyproject.toml
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -77,12 +76,13 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-bench: $(STAMP) services
+bench: $(STAMP) $(NODE_STAMP) services
 	$(BIN)/python bench/ledger.py
 	$(BIN)/python bench/pricing.py
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/billrun.py
 	$(BIN)/python bench/analytics.py
+	$(BIN)/python bench/console.py
 
 clean:
 	rm -rf $(VENV) node_modules .billfold .pytest_cache .mypy_cache .ruff_cache .hypothesis tests/screenshots
