@@ -68,7 +68,10 @@ def serve(
     ctx = _context()
     scheme = "https" if tls_cert else "http"
     err.print(f"billfold: database {_redacted(ctx.db.url)}")
-    err.print(f"billfold: listening on {scheme}://{host}:{port}  (OpenAPI at /openapi.json)")
+    err.print(
+        f"billfold: listening on {scheme}://{host}:{port}  "
+        "(the console at /, API docs at /docs, OpenAPI at /openapi.json)"
+    )
     options = {
         "host": host,
         "port": port,
@@ -248,8 +251,9 @@ def demo_command() -> None:
     console.print(table)
     console.print(
         "The operator's login also asks for a code from an authenticator app with this "
-        f"secret: [bold]{loaded.admin_totp}[/bold]"
+        f"secret: [bold]{loaded.admin_totp}[/bold]; or print the current code with:"
     )
+    print(f"  .venv/bin/python -c \"import pyotp; print(pyotp.TOTP('{loaded.admin_totp}').now())\"")
 
 
 @app.command("verify")
