@@ -334,7 +334,20 @@ def login(
                 "the code from your authenticator app is wrong or was already used",
                 code="invalid_totp",
             )
-        work.conn.execute(update(logins).where(logins.c.id == row.id).values(totp_last_step=step))
+        # Claimed by a conditional update: of two logins racing with one code, one wins.
+        claimed = work.conn.execute(
+            update(logins)
+            .where(
+                logins.c.id == row.id,
+                (logins.c.totp_last_step.is_(None)) | (logins.c.totp_last_step < step),
+            )
+            .values(totp_last_step=step)
+        )
+        if claimed.rowcount != 1:
+            raise AuthenticationFailed(
+                "the code from your authenticator app is wrong or was already used",
+                code="invalid_totp",
+            )
     elif row.role == "admin":
         raise PermissionDenied(
             "an operator login needs a second factor: make it with 'billfold admins create'",

@@ -73,6 +73,10 @@ WORDS: Final = {
     "usage.spike": N_("Usage spike"), "balance.low": N_("Low balance"),
     "budget.threshold": N_("Budget threshold reached"), "charges": N_("charges"),
     "invoices": N_("invoices"), "statements": N_("statements"),
+    "per_unit": N_("Per unit"), "graduated": N_("Graduated"), "volume": N_("Volume"),
+    "package": N_("Package"), "percentage": N_("Percentage"), "time_of_day": N_("Time of day"),
+    "graduated_percentage": N_("Graduated percentage"), "fixed_fee": N_("fee"),
+    "minimum": N_("Minimum"),
 }  # fmt: skip
 
 
