@@ -4,8 +4,8 @@ at once, a mailed link used once however many open it at once, a TOTP code accep
 from __future__ import annotations
 
 import threading
-from email import message_from_bytes
 from concurrent.futures import ThreadPoolExecutor
+from email import message_from_bytes
 
 import pyotp
 import pytest
