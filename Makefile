@@ -46,7 +46,7 @@ browser:
 
 # Re-extracts the console's messages and updates the Chinese catalog (then translate).
 messages: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg -k t -k _ -k N_ --no-location --omit-header -o .messages.pot .
+	$(BIN)/pybabel extract -F babel.cfg -k t -k _ -k N_ --project=billfold --no-location --omit-header -o .messages.pot .
 	$(BIN)/pybabel update -i .messages.pot -d src/billfold/web/locale -l zh_CN --no-fuzzy-matching --omit-header
 	rm -f .messages.pot
 

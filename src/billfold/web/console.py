@@ -271,17 +271,37 @@ _FRIENDLY: Final = {
     "already_subscribed": N_("You already subscribe to this service."),
     "provider_pending": N_("Your provider application is waiting for the platform's approval."),
     "session_ended": N_("Your session has ended. Log in again."),
+    "plan_exists": N_("A plan with this code exists. Choose another code."),
+    "service_exists": N_("A service with this code exists. Choose another code."),
+    "metric_exists": N_("This service has a metric with this code. Choose another code."),
+    "payout_exceeds_balance": N_("The provider's balance is smaller than this payout."),
+    "provider_not_pending": N_("Only a pending application can be approved or rejected."),
+    "subscription_ended": N_("This subscription has already ended."),
+}
+
+
+# What kind of problem it is, before the service's own sentence (which names the field and
+# what it needs) where no sentence of the console's fits.
+_KINDS: Final = {
+    "invalid_request": N_("Check what you entered: %(detail)s"),
+    "not_found": N_("Not found: %(detail)s"),
+    "conflict": N_("This cannot be done now: %(detail)s"),
+    "permission": N_("You may not do this: %(detail)s"),
+    "insufficient_funds": N_("Your balance is too low for this. Top up first."),
+    "limit_exceeded": N_("This would go past a limit: %(detail)s"),
 }
 
 
 def say(seen: Viewer, error: BillfoldError) -> str:
-    """An error in the viewer's words: a known code in their language, else the
-    service's own sentence (which names the field and what it needs)."""
+    """An error in the viewer's words: a known code in their language; else what kind
+    of problem it is, in their language, with the service's own sentence."""
     known = _FRIENDLY.get(error.code)
     if known is not None:
         return seen.t(known)
     text = error.message
-    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+    detail = text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+    kind = _KINDS.get(error.type)
+    return seen.t(kind) % {"detail": detail} if kind is not None else detail
 
 
 def handle_form(
