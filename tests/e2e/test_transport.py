@@ -88,6 +88,18 @@ def _env(home: Path, url: str, **extra: str) -> dict[str, str]:
 
 
 def test_serve_speaks_https_with_hsts(sqlite_database_url: str, tmp_path: Path) -> None:
+    from billfold import identity, parties
+    from billfold.core.access import SYSTEM
+    from tests.conftest import make_context
+
+    people = make_context(sqlite_database_url, tmp_path)
+    with people.work() as work:
+        user = parties.create_user(work, SYSTEM, name="Ana", email="ana@example.com",
+                                   currency_code="USD")  # fmt: skip
+        identity.grant_login(work, SYSTEM, email="ana@example.com",
+                             password="correct horse battery", user_id=user.id)  # fmt: skip
+        work.commit()
+    people.db.dispose()
     cert, key = _certificate(tmp_path)
     port = _free_port()
     tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
@@ -110,6 +122,17 @@ def test_serve_speaks_https_with_hsts(sqlite_database_url: str, tmp_path: Path) 
                 time.sleep(0.2)
         assert answer.status_code == 200
         assert answer.headers["strict-transport-security"].startswith("max-age=")
+        # Over TLS the console's session cookie is Secure and __Host- prefixed.
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=trusted) as browser:
+            login = browser.post(
+                "/login", data={"email": "ana@example.com", "password": "correct horse battery"}
+            )
+            assert login.status_code == 303, login.text
+            cookie = login.headers["set-cookie"]
+            assert cookie.startswith("__Host-billfold_session=")
+            assert "Secure" in cookie and "HttpOnly" in cookie and "Path=/" in cookie
+            assert "Domain" not in cookie
+            assert browser.get("/wallet").status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=10)
