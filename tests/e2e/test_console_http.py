@@ -125,3 +125,27 @@ def test_the_api_documentation_loads_only_from_the_server(live: LiveServer) -> N
         assert "cdn.redoc.ly" not in bundle
         assert anyone.get("/assets/chart.js/chart.umd.js").status_code == 200
         assert "fonts.googleapis" not in anyone.get("/redoc").text
+
+
+def test_a_form_from_another_site_is_refused_even_a_login(ctx: Context, live: LiveServer) -> None:
+    _person(ctx, "ed@example.com")
+    form = {"email": "ed@example.com", "password": PASSWORD}
+    with httpx.Client(base_url=live.url, timeout=30) as browser:
+        # Another site cannot log a visitor in (to an account of its choosing).
+        forged = browser.post("/login", data=form, headers={"Origin": "https://evil.example"})
+        assert forged.status_code == 403 and "set-cookie" not in forged.headers
+        signup = browser.post(
+            "/signup",
+            data={"name": "X", "email": "x@example.com", "password": PASSWORD},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert signup.status_code == 403
+        own = browser.post("/login", data=form, headers={"Origin": live.url})
+        assert own.status_code == 303
+        page = browser.get("/alerts").text
+        hostile = browser.post(
+            "/alerts",
+            data={"monthly_budget": "5", "csrf_token": _csrf(page)},
+            headers={"Origin": "https://evil.example"},
+        )
+        assert hostile.status_code == 403

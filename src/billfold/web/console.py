@@ -217,9 +217,25 @@ def redirect(location: str, message: str | None = None) -> RedirectResponse:
     return response
 
 
+def same_origin(request: Request, seen: Viewer) -> None:
+    """A form sent from another site is refused, whoever is logged in: the browser names
+    the page's origin, and it must be this server's. This is what stops a site from
+    logging a visitor in to an account of its own (login CSRF), where no session exists
+    yet to hold a token."""
+    origin = request.headers.get("origin")
+    if origin is None or (origin == "null" and request.headers.get("sec-fetch-site") is None):
+        return  # Not a browser's cross-site form (a browser sends Origin with every POST).
+    host = request.headers.get("host", "")
+    if origin.split("://", 1)[-1] != host:
+        raise FormRefused(
+            seen.t("This form has expired or did not come from billfold. Reload and try again.")
+        )
+
+
 async def form_of(request: Request, seen: Viewer) -> dict[str, str]:
     """The form's fields, once its CSRF token is checked; a form without the viewer's
     token (another site's, or an old page's) is refused and changes nothing."""
+    same_origin(request, seen)
     raw = await request.form()
     fields = {k: v for k, v in raw.items() if isinstance(v, str)}
     given = fields.pop("csrf_token", "")

@@ -21,6 +21,7 @@ from billfold.web.console import (
     person,
     redirect,
     render,
+    same_origin,
     say,
     unit,
     viewer,
@@ -69,6 +70,7 @@ def login_page(request: Request) -> Response:
 @router.post("/login")
 async def login_submit(request: Request) -> Response:
     seen = viewer(request)
+    same_origin(request, seen)
     raw = await request.form()
     fields = {k: v for k, v in raw.items() if isinstance(v, str)}
     address = request.client.host if request.client else None
@@ -132,6 +134,7 @@ def signup_page(request: Request) -> Response:
 @router.post("/signup")
 async def signup_submit(request: Request) -> Response:
     seen = viewer(request)
+    same_origin(request, seen)
     raw = await request.form()
     fields = {k: v for k, v in raw.items() if isinstance(v, str)}
 
@@ -169,6 +172,7 @@ def verify_page(request: Request) -> Response:
 @router.post("/verify")
 async def verify_submit(request: Request) -> Response:
     seen = viewer(request)
+    same_origin(request, seen)
     raw = await request.form()
     token = str(raw.get("token", ""))
     try:
@@ -192,6 +196,7 @@ def reset_page(request: Request) -> Response:
 @router.post("/reset")
 async def reset_submit(request: Request) -> Response:
     seen = viewer(request)
+    same_origin(request, seen)
     raw = await request.form()
     fields = {k: v for k, v in raw.items() if isinstance(v, str)}
     token = fields.get("token", "")
@@ -228,6 +233,7 @@ def invite_page(request: Request) -> Response:
 @router.post("/invite")
 async def invite_submit(request: Request) -> Response:
     seen = viewer(request)
+    same_origin(request, seen)
     raw = await request.form()
     token, password = str(raw.get("token", "")), str(raw.get("password", ""))
     try:
