@@ -149,3 +149,29 @@ def test_a_form_from_another_site_is_refused_even_a_login(ctx: Context, live: Li
             headers={"Origin": "https://evil.example"},
         )
         assert hostile.status_code == 403
+
+
+def test_the_event_debugger_shows_a_providers_own_refused_events(
+    ctx: Context, live: LiveServer
+) -> None:
+    from billfold.core.access import Role
+    from billfold.core.keys import create_key
+
+    pages: dict[str, str] = {}
+    for name in ("maps", "sms"):
+        with ctx.work() as work:
+            made = parties.create_provider(work, SYSTEM, name=name, email=f"{name}@p.io",
+                                           commission_rate="0.1")  # fmt: skip
+            identity.grant_login(work, SYSTEM, email=f"{name}@p.io", password=PASSWORD,
+                                 provider_id=made.id)  # fmt: skip
+            work.commit()
+        key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=made.id)[1]
+        bad = [{"id": f"{name}-bad-1", "user": "usr_nobody", "service": name, "metric": "x",
+                "timestamp": "2026-11-01T11:00:00Z"}, {"id": f"{name}-bad-2"}]  # fmt: skip
+        answer = httpx.post(f"{live.url}/v1/events", json={"events": bad},
+                            headers={"Authorization": f"Bearer {key}"}, timeout=30)  # fmt: skip
+        assert answer.status_code == 200 and len(answer.json()["rejected"]) == 2
+        with closing(_log_in(live, f"{name}@p.io")) as browser:
+            pages[name] = browser.get("/provider/events").text
+    assert "maps-bad-1" in pages["maps"] and "maps-bad-2" in pages["maps"]
+    assert "sms-bad-1" not in pages["maps"] and "maps-bad-1" not in pages["sms"]

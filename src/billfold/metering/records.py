@@ -23,6 +23,7 @@ from billfold.domain.errors import NotFound
 from billfold.domain.pricing.quote import Quote, quote
 from billfold.domain.pricing.usage import parse_usage
 from billfold.store.tables import (
+    event_rejections,
     metrics,
     plan_versions,
     plans,
@@ -256,3 +257,28 @@ def recent_events(work: Work, principal: Principal, *, limit: int = 100) -> list
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class RecentRejection:
+    at: datetime
+    position: int
+    event_id: str | None
+    code: str
+    message: str
+    param: str | None
+
+
+def recent_rejections(
+    work: Work, principal: Principal, *, limit: int = 100
+) -> list[RecentRejection]:
+    """The events lately refused, the asker's own (a provider's), newest first."""
+    query = select(event_rejections)
+    if principal.role == Role.PROVIDER:
+        query = query.where(event_rejections.c.provider_id == principal.provider_id)
+    elif principal.role != Role.ADMIN:
+        return []
+    rows = work.conn.execute(
+        query.order_by(event_rejections.c.id.desc()).limit(max(1, min(limit, 1000)))
+    )
+    return [RecentRejection(r.at, r.position, r.event_id, r.code, r.message, r.param) for r in rows]

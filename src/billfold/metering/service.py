@@ -5,8 +5,11 @@ unit of work, for captures) and default plans; the steps are the package's `_` m
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Final
 
-from sqlalchemy import select, update
+import structlog
+from sqlalchemy import delete, select, update
 
 from billfold.catalog import load_service
 from billfold.core import audit
@@ -19,6 +22,7 @@ from billfold.metering._group_commit import (
 from billfold.metering._parsing import (
     MAX_EVENTS_PER_REQUEST,
     IngestResult,
+    Rejection,
 )
 from billfold.metering._rating import (
     _apply,
@@ -27,9 +31,12 @@ from billfold.metering._validation import (
     _prepare,
 )
 from billfold.store.tables import (
+    event_rejections,
     plans,
     services,
 )
+
+log = structlog.get_logger("billfold.metering")
 
 # --- the batch ------------------------------------------------------------------------
 
@@ -53,8 +60,57 @@ def ingest(
     with ctx.work(read_only=True) as work:
         prepared = _prepare(work, principal, items, cloudevents, now)
     if not prepared.valid:
-        return IngestResult(0, prepared.duplicates, prepared.rejected)
-    return _committer(ctx).submit(prepared)
+        result = IngestResult(0, prepared.duplicates, prepared.rejected)
+    else:
+        result = _committer(ctx).submit(prepared)
+    if result.rejected:
+        note_rejections(ctx, principal, items, result.rejected, now)
+    return result
+
+
+REJECTIONS_KEPT: Final = timedelta(days=7)
+MAX_NOTED: Final = 100
+"""At most this many of one request's rejections are kept: enough to see what is wrong."""
+
+
+def note_rejections(
+    ctx: Context,
+    principal: Principal,
+    items: Sequence[object],
+    rejected: Sequence[Rejection],
+    now: datetime,
+) -> None:
+    """Keeps a request's refused events, with their reasons, for the provider's debugger:
+    in a unit of work of its own, after the accepted events are stored. Losing a note
+    loses no usage, so a failure here is logged, never answered."""
+
+    def event_id(index: int) -> str | None:
+        item = items[index] if 0 <= index < len(items) else None
+        found = item.get("id") if isinstance(item, dict) else None
+        return str(found)[:255] if found is not None else None
+
+    rows = [
+        {
+            "provider_id": principal.provider_id,
+            "key_id": principal.key_id[:64],
+            "at": now,
+            "position": r.index,
+            "event_id": event_id(r.index),
+            "code": r.code[:64],
+            "message": r.message[:500],
+            "param": None if r.param is None else r.param[:200],
+        }
+        for r in rejected[:MAX_NOTED]
+    ]
+    try:
+        with ctx.work() as work:
+            work.conn.execute(
+                delete(event_rejections).where(event_rejections.c.at < now - REJECTIONS_KEPT)
+            )
+            work.conn.execute(event_rejections.insert(), rows)
+            work.commit()
+    except Exception:
+        log.warning("rejections_not_noted", count=len(rows), exc_info=True)
 
 
 def ingest_in(

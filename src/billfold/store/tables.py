@@ -215,6 +215,26 @@ usage_events = Table(
     Index("ix_usage_events_user_id_metric_id_occurred_at", "user_id", "metric_id", "occurred_at"),
 )
 
+# Events a provider sent that were refused, each with its reason, for a week: what the
+# provider's event debugger shows. Accepted events are in usage_events.
+event_rejections = Table(
+    "event_rejections",
+    metadata,
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column("provider_id", String(ID), nullable=True),
+    Column("key_id", String(64), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("event_id", String(255), nullable=True),
+    Column("code", String(64), nullable=False),
+    Column("message", String(500), nullable=False),
+    Column("param", String(200), nullable=True),
+    Index("ix_event_rejections_provider_id_at", "provider_id", "at"),
+    Index("ix_event_rejections_at", "at"),
+)
+
 # One metric's usage by one user in one period: the aggregated quantity, the rating state
 # of the plan's charges, the exact amount so far and the ledger units charged for it.
 usage_periods = Table(

@@ -469,4 +469,5 @@ def events(request: Request) -> Response:
     assert who is not None
     with unit(request) as work:
         found = records.recent_events(work, who, limit=100)
-    return render(request, seen, "console/provider_events.html", events=found)
+        refused = records.recent_rejections(work, who, limit=100)
+    return render(request, seen, "console/provider_events.html", events=found, refused=refused)
