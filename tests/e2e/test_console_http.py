@@ -149,6 +149,14 @@ def test_a_form_from_another_site_is_refused_even_a_login(ctx: Context, live: Li
             headers={"Origin": "https://evil.example"},
         )
         assert hostile.status_code == 403
+        # A browser that says where the form came from is believed over Origin.
+        for site, status in (("cross-site", 403), ("same-site", 403), ("same-origin", 303)):
+            sent = browser.post(
+                "/alerts",
+                data={"monthly_budget": "5", "csrf_token": _csrf(page)},
+                headers={"Sec-Fetch-Site": site, "Origin": "null"},
+            )
+            assert sent.status_code == status, site
 
 
 def test_the_event_debugger_shows_a_providers_own_refused_events(

@@ -218,18 +218,24 @@ def redirect(location: str, message: str | None = None) -> RedirectResponse:
 
 
 def same_origin(request: Request, seen: Viewer) -> None:
-    """A form sent from another site is refused, whoever is logged in: the browser names
-    the page's origin, and it must be this server's. This is what stops a site from
-    logging a visitor in to an account of its own (login CSRF), where no session exists
-    yet to hold a token."""
-    origin = request.headers.get("origin")
-    if origin is None or (origin == "null" and request.headers.get("sec-fetch-site") is None):
-        return  # Not a browser's cross-site form (a browser sends Origin with every POST).
-    host = request.headers.get("host", "")
-    if origin.split("://", 1)[-1] != host:
-        raise FormRefused(
-            seen.t("This form has expired or did not come from billfold. Reload and try again.")
-        )
+    """A form sent from another site is refused, whoever is logged in. This is what stops
+    a site from logging a visitor in to an account of its own (login CSRF), where no
+    session exists yet to hold a token. A browser says where a request comes from in
+    Sec-Fetch-Site; an older one only in Origin (which, under billfold's no-referrer
+    policy, a browser may send as "null" even for billfold's own pages)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site in ("same-origin", "none"):
+            return
+    else:
+        origin = request.headers.get("origin")
+        if origin is None or origin == "null":
+            return
+        if origin.split("://", 1)[-1] == request.headers.get("host", ""):
+            return
+    raise FormRefused(
+        seen.t("This form has expired or did not come from billfold. Reload and try again.")
+    )
 
 
 async def form_of(request: Request, seen: Viewer) -> dict[str, str]:
