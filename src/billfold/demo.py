@@ -283,3 +283,14 @@ def _live(
             bill_run(ctx, as_of=clock.now())
         report("days", day_index + 1, DAYS)
     clock.set(max(clock.now(), until))
+    # A careless client's last batch, so the event debugger has refusals to show.
+    user = uses[0][0] if uses else "usr_unknown"
+    careless = [
+        {"id": "demo-bad-metric", "user": user, "service": "maps", "metric": "tiles",
+         "timestamp": until.isoformat()},
+        {"id": "demo-bad-user", "user": "usr_nobody", "service": "maps", "metric": "calls",
+         "timestamp": until.isoformat()},
+        {"id": "demo-bad-time", "user": user, "service": "maps", "metric": "calls",
+         "timestamp": "yesterday"},
+    ]  # fmt: skip
+    metering.ingest(ctx, keys["maps"], careless)

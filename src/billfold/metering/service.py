@@ -71,6 +71,9 @@ def ingest(
 REJECTIONS_KEPT: Final = timedelta(days=7)
 MAX_NOTED: Final = 100
 """At most this many of one request's rejections are kept: enough to see what is wrong."""
+KEEP_PER_SENDER = 1000
+"""And at most this many per provider: a client that floods billfold with bad events
+cannot fill the database with notes of them."""
 
 
 def note_rejections(
@@ -102,14 +105,27 @@ def note_rejections(
         }
         for r in rejected[:MAX_NOTED]
     ]
+    table = event_rejections
+    mine = (
+        table.c.provider_id.is_(None)
+        if principal.provider_id is None
+        else table.c.provider_id == principal.provider_id
+    )
     try:
         with ctx.work() as work:
-            work.conn.execute(
-                delete(event_rejections).where(event_rejections.c.at < now - REJECTIONS_KEPT)
-            )
-            work.conn.execute(event_rejections.insert(), rows)
+            work.conn.execute(delete(table).where(table.c.at < now - REJECTIONS_KEPT))
+            work.conn.execute(table.insert(), rows)
+            oldest_kept = work.conn.execute(
+                select(table.c.id)
+                .where(mine)
+                .order_by(table.c.id.desc())
+                .offset(KEEP_PER_SENDER - 1)
+                .limit(1)
+            ).scalar()
+            if oldest_kept is not None:
+                work.conn.execute(delete(table).where(mine, table.c.id < oldest_kept))
             work.commit()
-    except Exception:
+    except Exception:  # A note must never fail the request it is about, already answered.
         log.warning("rejections_not_noted", count=len(rows), exc_info=True)
 
 
