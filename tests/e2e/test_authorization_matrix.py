@@ -167,6 +167,12 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok/ok", "provider": "ok/404", "user": "404/404", "none": "401/401"},
     ),
+    "DELETE /v1/providers/{provider_id}/members/{member_id}": (
+        # No such member in either team: the provider's own is a 404 like the foreign one.
+        None,
+        "",
+        {"admin": "404/404", "provider": "404/404", "user": "404/404", "none": "401/401"},
+    ),
     "POST /v1/invitations/{token}": (
         {"password": "long enough pw"},
         "",
@@ -591,6 +597,7 @@ def _side(
         "kind": "usage",
         "token": "not-a-token",
         "session_id": "ses_not_one_of_theirs",
+        "member_id": "lgn_not_a_member",
         "provider_id": provider,
     }
     provider_side = Side(

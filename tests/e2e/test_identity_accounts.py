@@ -217,3 +217,44 @@ def test_a_provider_invites_a_member_and_no_one_else_can(
             ("m@example.com", "active"),
             ("owner@example.com", "active"),
         ]
+
+
+def test_a_removed_member_is_logged_out_and_cannot_come_back(
+    ctx: Context, live: LiveServer, inbox: Inbox
+) -> None:
+    admin_key = ctx.run(create_key, SYSTEM, role=Role.ADMIN)[1]
+    owner = _person(live, inbox, "lead@example.com", kind="provider")
+    provider_id = owner.get("/v1/me").json()["provider_id"]
+    with live.client(admin_key) as admin:
+        assert admin.post(f"/v1/providers/{provider_id}/approve").status_code == 200
+    with closing(owner):
+        invited = owner.post(
+            f"/v1/providers/{provider_id}/members", json={"email": "ex@example.com"}
+        )
+        member_id = invited.json()["id"]
+        token = inbox.token("ex@example.com", "invite")
+        assert (
+            owner.post(f"/v1/invitations/{token}", json={"password": PASSWORD}).status_code == 200
+        )
+        with httpx.Client(base_url=live.url, timeout=30) as member:
+            assert (
+                member.post(
+                    "/v1/sessions", json={"email": "ex@example.com", "password": PASSWORD}
+                ).status_code
+                == 201
+            )
+            assert member.get("/v1/me").status_code == 200
+            removed = owner.delete(f"/v1/providers/{provider_id}/members/{member_id}")
+            assert removed.status_code == 204, removed.text
+            assert member.get("/v1/me").status_code == 401  # Its session ended at once,
+            assert _login(member, "ex@example.com").status_code == 401  # and it cannot log in.
+        team = owner.get(f"/v1/providers/{provider_id}/members").json()["data"]
+        assert [m["email"] for m in team] == ["lead@example.com"]
+        # The last active member stays: a provider cannot lock itself out.
+        me = team[0]["id"]
+        last = owner.delete(f"/v1/providers/{provider_id}/members/{me}")
+        assert last.status_code == 409 and last.json()["error"]["code"] == "last_member"
+        assert owner.delete(f"/v1/providers/{provider_id}/members/lgn_nobody").status_code == 404
+        # The address can be invited again.
+        again = owner.post(f"/v1/providers/{provider_id}/members", json={"email": "ex@example.com"})
+        assert again.status_code == 201

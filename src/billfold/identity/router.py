@@ -202,6 +202,17 @@ def invite_member(provider_id: ProviderId, body: MemberInvite, work: Write, who:
     return MemberOut(id=m.id, email=m.email, status="invited", created_at=m.created_at)
 
 
+@router.delete("/providers/{provider_id}/members/{member_id}", status_code=204)
+def remove_member(
+    provider_id: ProviderId,
+    member_id: Annotated[str, Path(min_length=1, max_length=64)],
+    work: Write,
+    who: Who,
+) -> None:
+    """Takes a member off the team: its sessions end, it can no longer log in."""
+    identity.remove_member(work, who, provider_id, member_id)
+
+
 @router.post("/invitations/{token}", response_model=Accepted)
 def accept_invitation(token: Token, body: InvitationAccept, work: Write) -> Accepted:
     """The invited member chooses a password; then they can log in."""

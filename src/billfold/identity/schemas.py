@@ -119,7 +119,7 @@ class MemberOut(BaseModel):
     object: Literal["member"] = "member"
     id: str
     email: str
-    status: Literal["invited", "active", "unverified"]
+    status: Literal["invited", "active", "unverified", "removed"]
     created_at: datetime
 
 

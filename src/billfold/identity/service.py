@@ -629,7 +629,9 @@ def list_members(work: Work, principal: Principal, provider_id: str) -> list[Mem
     """The logins of a provider's team, with their addresses: the team's own data."""
     _member_provider(work, principal, provider_id)
     rows = work.conn.execute(
-        select(logins).where(logins.c.provider_id == provider_id).order_by(logins.c.created_at)
+        select(logins)
+        .where(logins.c.provider_id == provider_id, logins.c.status != "removed")
+        .order_by(logins.c.created_at)
     )
     return [
         Member(
@@ -637,6 +639,39 @@ def list_members(work: Work, principal: Principal, provider_id: str) -> list[Mem
         )
         for r in rows
     ]
+
+
+def remove_member(work: Work, principal: Principal, provider_id: str, member_id: str) -> None:
+    """Takes a login off the provider's team: its sessions end at once, it can no longer
+    log in, and its address is free to be invited again. The team keeps at least one
+    active member, so a provider cannot lock itself out."""
+    _member_provider(work, principal, provider_id)
+    team = work.conn.execute(
+        select(logins)
+        .where(logins.c.provider_id == provider_id, logins.c.status != "removed")
+        .with_for_update()
+    ).all()
+    member = next((m for m in team if m.id == member_id), None)
+    if member is None:
+        raise NotFound(f"no member {member_id}", code="member_not_found")
+    if member.status == "active" and sum(m.status == "active" for m in team) == 1:
+        raise Conflict("the team needs at least one active member", code="last_member")
+    now = work.clock.now()
+    work.conn.execute(
+        update(logins)
+        .where(logins.c.id == member.id)
+        .values(
+            status="removed",
+            # The address is free again; the row stays for the audit trail.
+            email_index=hashlib.sha256(f"removed:{member.id}".encode()).hexdigest(),
+            password_hash=NO_PASSWORD,
+            totp_secret_enc=None,
+            totp_pending_enc=None,
+        )
+    )
+    sessions.revoke_all(work, member.id)
+    audit.record(work, principal, "login.member_removed", "provider", provider_id, at=now,
+                 details={"login": member.id})  # fmt: skip
 
 
 def invite_member(work: Work, principal: Principal, provider_id: str, *, email: object) -> Member:

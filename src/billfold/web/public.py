@@ -308,6 +308,9 @@ async def account_submit(request: Request, what: str) -> Response:
         if what == "session-end":
             identity.revoke_session(work, principal, fields.get("session", ""))
             return seen.t("Ended the session.")
+        if what == "member-remove" and principal.provider_id:
+            identity.remove_member(work, principal, principal.provider_id, fields.get("member", ""))
+            return seen.t("The member is removed; their sessions have ended.")
         if what == "member" and principal.provider_id:
             identity.invite_member(
                 work, principal, principal.provider_id, email=fields.get("email")
