@@ -468,6 +468,6 @@ def events(request: Request) -> Response:
     who = seen.who
     assert who is not None
     with unit(request) as work:
-        found = records.recent_events(work, who, limit=100)
+        found = records.recent_events(work, who, limit=30)
         refused = records.recent_rejections(work, who, limit=100)
     return render(request, seen, "console/provider_events.html", events=found, refused=refused)
