@@ -161,6 +161,10 @@ def test_a_provider_applies_and_waits_for_approval(
         with live.client(admin_key) as admin:
             approved = admin.post(f"/v1/providers/{provider_id}/approve")
             assert approved.status_code == 200 and approved.json()["status"] == "active"
+            # The applicant is told, once: approving again mails nothing.
+            assert admin.post(f"/v1/providers/{provider_id}/approve").status_code == 200
+        decisions = [m for m in inbox.to("shop@example.com") if "approved" in str(m["Subject"])]
+        assert len(decisions) == 1
         made_service = browser.post(
             "/v1/services", json={"code": "shop", "name": "S"}, headers=csrf
         )
@@ -226,6 +230,8 @@ def test_a_rejected_application_can_only_look(ctx: Context, live: LiveServer, in
         with live.client(admin_key) as admin:
             rejected = admin.post(f"/v1/providers/{provider_id}/reject")
             assert rejected.status_code == 200 and rejected.json()["status"] == "rejected"
+            (told,) = [m for m in inbox.to("no@example.com") if "verify" not in m.as_string()]
+            assert "turned down" in told.get_payload(decode=True).decode()
             # Neither approved afterwards, nor rejected twice into anything else.
             assert admin.post(f"/v1/providers/{provider_id}/approve").json()["status"] == "rejected"
             assert admin.post(f"/v1/providers/{provider_id}/reject").status_code == 200

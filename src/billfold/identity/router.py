@@ -33,10 +33,12 @@ from billfold.identity.schemas import (
     VerificationCreate,
     VerificationOut,
 )
+from billfold.parties.schemas import ProviderOut
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["identity"])
 Who = Annotated[Principal, Depends(get_principal)]
 Token = Annotated[str, Path(min_length=1, max_length=200)]
+ProviderId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.post("/signup", response_model=SignupOut, status_code=201)
@@ -138,6 +140,19 @@ def reset_password(token: Token, body: ResetCreate, work: Write) -> Accepted:
     return Accepted(message="your password is changed; log in with it")
 
 
+@router.post("/providers/{provider_id}/approve", response_model=ProviderOut)
+def approve_provider(provider_id: ProviderId, work: Write, who: Who) -> ProviderOut:
+    """Activates a provider application (admin), and mails the applicant."""
+    return ProviderOut.of(identity.decide_application(work, who, provider_id, approve=True))
+
+
+@router.post("/providers/{provider_id}/reject", response_model=ProviderOut)
+def reject_provider(provider_id: ProviderId, work: Write, who: Who) -> ProviderOut:
+    """Turns down a provider application (admin), and mails the applicant; it can then
+    look, and act on nothing."""
+    return ProviderOut.of(identity.decide_application(work, who, provider_id, approve=False))
+
+
 @router.post("/me/password", response_model=Accepted)
 def change_password(body: PasswordChange, work: Write, who: Who) -> Accepted:
     """A new password for the logged-in person; their other sessions end."""
@@ -177,9 +192,6 @@ def confirm_totp(body: TotpConfirm, work: Write, who: Who) -> Accepted:
 def disable_totp(body: TotpDisable, work: Write, who: Who) -> Accepted:
     identity.disable_totp(work, who, password=body.password)
     return Accepted(message="your second factor is off")
-
-
-ProviderId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 @router.get("/providers/{provider_id}/members", response_model=ListOf[MemberOut])

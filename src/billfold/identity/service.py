@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from billfold import parties
 from billfold.core import audit, mail, sessions
-from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.access import SYSTEM, Principal, Role, require_admin
 from billfold.core.context import Work
 from billfold.core.text import clean_email, clean_text
 from billfold.domain.errors import (
@@ -802,3 +802,38 @@ def revoke_session(work: Work, principal: Principal, session_id: str) -> None:
         raise NotFound(f"no open session {session_id}", code="session_not_found")
     sessions.revoke(work, session_id)
     audit.record(work, principal, "session.revoked", "session", session_id, at=work.clock.now())
+
+
+_DECISIONS: Final = {
+    ("active", "en"): ("Your billfold provider application is approved",
+                       "{name} is approved: log in to publish your services and plans."),
+    ("active", "zh-CN"): ("您的 billfold 服务商申请已获批准",
+                          "{name} 已获批准：请登录发布您的服务和套餐。"),
+    ("rejected", "en"): ("Your billfold provider application",
+                         "The platform has turned down the application of {name}. "
+                         "Reply to this mail to ask why."),
+    ("rejected", "zh-CN"): ("您的 billfold 服务商申请",
+                            "平台未批准 {name} 的申请。如有疑问，请回复此邮件。"),
+}  # fmt: skip
+
+
+def decide_application(work: Work, principal: Principal, provider_id: str, *, approve: bool) -> Any:
+    """Approves or rejects a provider application, and tells the applicant by mail (in
+    the language of each of its logins). Deciding again changes and mails nothing."""
+    require_admin(principal)
+    before = parties.get_provider(work, principal, provider_id)
+    after = (
+        parties.approve_provider(work, principal, provider_id)
+        if approve
+        else parties.reject_provider(work, principal, provider_id)
+    )
+    if before.status == "pending" and after.status != "pending":
+        for login in work.conn.execute(
+            select(logins).where(
+                logins.c.provider_id == provider_id, logins.c.status.in_(("active", "unverified"))
+            )
+        ):
+            subject, text = _DECISIONS[(after.status, login.locale)]
+            address = work.cipher.decrypt(login.email_enc, context="logins.email")
+            _send_at_commit(work, address, subject, text.format(name=after.name) + "\n")
+    return after

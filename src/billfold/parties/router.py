@@ -66,18 +66,6 @@ def get_provider(provider_id: str, work: Read, who: Who) -> ProviderOut:
     return ProviderOut.of(parties.get_provider(work, who, provider_id))
 
 
-@router.post("/providers/{provider_id}/approve", response_model=ProviderOut)
-def approve_provider(provider_id: str, work: Write, who: Who) -> ProviderOut:
-    """Activates a provider application (admin)."""
-    return ProviderOut.of(parties.approve_provider(work, who, provider_id))
-
-
-@router.post("/providers/{provider_id}/reject", response_model=ProviderOut)
-def reject_provider(provider_id: str, work: Write, who: Who) -> ProviderOut:
-    """Turns down a provider application (admin); the applicant can act on nothing."""
-    return ProviderOut.of(parties.reject_provider(work, who, provider_id))
-
-
 @router.post("/providers/{provider_id}", response_model=ProviderOut)
 def update_provider(provider_id: str, body: ProviderUpdate, work: Write, who: Who) -> ProviderOut:
     """Changes the provider's commission rate for charges from now on (admin)."""

@@ -16,6 +16,7 @@ from billfold.core import router as core_api
 from billfold.core.access import SYSTEM, Role
 from billfold.core.http import maybe_aware
 from billfold.domain.errors import BillfoldError, InvalidRequest
+from billfold.identity import router as identity_api
 from billfold.ledger.verify import verify
 from billfold.parties import router as parties_api
 from billfold.parties.schemas import CreditLimitUpdate, ProviderUpdate
@@ -111,10 +112,10 @@ async def provider_action(request: Request, provider_id: str, what: str) -> Resp
 
     def act(work: Any) -> str | None:
         if what == "approve":
-            parties_api.approve_provider(provider_id, work=work, who=who)
+            identity_api.approve_provider(provider_id, work=work, who=who)
             return seen.t("The provider is approved and can sell now.")
         if what == "reject":
-            parties_api.reject_provider(provider_id, work=work, who=who)
+            identity_api.reject_provider(provider_id, work=work, who=who)
             return seen.t("The application is rejected.")
         if what == "payout":
             settlement.payout(
