@@ -95,6 +95,59 @@ def _locale(value: object) -> str:
     return str(value)
 
 
+def _free_address(work: Work, email: object) -> tuple[str, str]:
+    """The cleaned address and its blind index, when no login has it yet (else a 409)."""
+    address = clean_email(email)
+    index = work.cipher.blind_index(address.lower())
+    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
+        raise Conflict("an account with this email exists; log in instead", code="email_taken")
+    return address, index
+
+
+def _insert_login(
+    work: Work,
+    address: str,
+    index: str,
+    *,
+    role: str,
+    status: str,
+    password_hash: str,
+    user_id: str | None = None,
+    provider_id: str | None = None,
+    locale: str = "en",
+    totp_secret: str | None = None,
+) -> str:
+    """A new login row; an address taken meanwhile (a concurrent sign-up) is a 409."""
+    now = work.clock.now()
+    login_id = new_id("lgn")
+    confirmed = status == "active"
+    try:
+        work.conn.execute(
+            logins.insert().values(
+                id=login_id,
+                email_enc=work.cipher.encrypt(address, context="logins.email"),
+                email_index=index,
+                password_hash=password_hash,
+                role=role,
+                user_id=user_id,
+                provider_id=provider_id,
+                status=status,
+                locale=locale,
+                created_at=now,
+                verified_at=now if confirmed else None,
+                password_changed_at=None if password_hash == NO_PASSWORD else now,
+                totp_secret_enc=None
+                if totp_secret is None
+                else work.cipher.encrypt(totp_secret, context="logins.totp"),
+            )
+        )
+    except IntegrityError:
+        raise Conflict(
+            "an account with this email exists; log in instead", code="email_taken"
+        ) from None
+    return login_id
+
+
 def _mail_token(
     work: Work, login_id: str, purpose: str, ttl: timedelta, payload: str | None = None
 ) -> str:
@@ -152,14 +205,11 @@ def signup(
     """A user (prepaid) or a provider application, and its login, to be verified."""
     if kind not in ("user", "provider"):
         raise InvalidRequest('kind is "user" or "provider"', param="kind")
-    address = clean_email(email)
     secret = _password(password)
     language = _locale(locale)
     display = clean_text(name, param="name", max_length=200)
     assert display is not None
-    index = work.cipher.blind_index(address.lower())
-    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
-        raise Conflict("an account with this email exists; log in instead", code="email_taken")
+    address, index = _free_address(work, email)
     now = work.clock.now()
     if kind == "user":
         user = parties.create_user(
@@ -182,26 +232,15 @@ def signup(
         )
         party = {"role": "provider", "user_id": None, "provider_id": provider.id}
         signed = SignedUp(provider.id, "provider", "pending")
-    login_id = new_id("lgn")
-    try:
-        work.conn.execute(
-            logins.insert().values(
-                id=login_id,
-                email_enc=work.cipher.encrypt(address, context="logins.email"),
-                email_index=index,
-                password_hash=_hasher(work).hash(secret),
-                status="unverified",
-                locale=language,
-                created_at=now,
-                verified_at=None,
-                password_changed_at=now,
-                **party,
-            )
-        )
-    except IntegrityError:
-        raise Conflict(
-            "an account with this email exists; log in instead", code="email_taken"
-        ) from None
+    login_id = _insert_login(
+        work,
+        address,
+        index,
+        status="unverified",
+        password_hash=_hasher(work).hash(secret),
+        locale=language,
+        **party,
+    )
     _verification_mail(work, login_id, address, language)
     actor = Principal(login_id, Role(party["role"]), party["provider_id"], party["user_id"])
     audit.record(work, actor, "login.signed_up", signed.kind, signed.id, at=now)
@@ -410,10 +449,11 @@ def request_reset(work: Work, *, email: object) -> None:
     _send_at_commit(work, address, subject, text)
 
 
-def reset_password(work: Work, *, token: object, password: object) -> None:
-    """A new password from a reset link; every session of the login ends."""
+def _password_from_link(work: Work, token: object, password: object, purpose: str) -> Any:
+    """Sets the password of the login a mailed link is for; the link proves the address,
+    as a verification would. Answers the login as it was."""
     secret = _password(password)
-    login, _row = _use_token(work, token, "reset")
+    login, _row = _use_token(work, token, purpose)
     now = work.clock.now()
     work.conn.execute(
         update(logins)
@@ -421,13 +461,19 @@ def reset_password(work: Work, *, token: object, password: object) -> None:
         .values(
             password_hash=_hasher(work).hash(secret),
             password_changed_at=now,
-            # The mailed link proves the address, as a verification would.
             status="active",
             verified_at=login.verified_at or now,
         )
     )
+    return login
+
+
+def reset_password(work: Work, *, token: object, password: object) -> None:
+    """A new password from a reset link; every session of the login ends."""
+    login = _password_from_link(work, token, password, "reset")
     sessions.revoke_all(work, login.id)
-    audit.record(work, _principal(login), "login.password_reset", "login", login.id, at=now)
+    audit.record(work, _principal(login), "login.password_reset", "login", login.id,
+                 at=work.clock.now())  # fmt: skip
 
 
 def _totp_step(work: Work, secret_enc: str, code: str, last_step: int | None) -> int | None:
@@ -497,10 +543,7 @@ def change_email(work: Work, principal: Principal, *, password: object, email: o
     """Mails a link to the new address; the login keeps the old one until it is opened."""
     login = _own_login(work, principal)
     _check_password(work, login, password)
-    address = clean_email(email)
-    index = work.cipher.blind_index(address.lower())
-    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
-        raise Conflict("an account with this email exists", code="email_taken")
+    address, _index = _free_address(work, email)
     _verification_mail(work, login.id, address, login.locale, change=True)
     audit.record(work, principal, "login.email_change_requested", "login", login.id,
                  at=work.clock.now())  # fmt: skip
@@ -579,30 +622,18 @@ class NewAdmin:
 
 def create_admin(work: Work, *, email: object, password: object) -> NewAdmin:
     """An operator login, confirmed, with a second factor that its first login needs."""
-    address = clean_email(email)
     secret = _password(password)
-    index = work.cipher.blind_index(address.lower())
-    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
-        raise Conflict("an account with this email exists", code="email_taken")
+    address, index = _free_address(work, email)
     now = work.clock.now()
-    login_id = new_id("lgn")
     totp = pyotp.random_base32()
-    work.conn.execute(
-        logins.insert().values(
-            id=login_id,
-            email_enc=work.cipher.encrypt(address, context="logins.email"),
-            email_index=index,
-            password_hash=_hasher(work).hash(secret),
-            role="admin",
-            user_id=None,
-            provider_id=None,
-            status="active",
-            locale="en",
-            created_at=now,
-            verified_at=now,
-            password_changed_at=now,
-            totp_secret_enc=work.cipher.encrypt(totp, context="logins.totp"),
-        )
+    login_id = _insert_login(
+        work,
+        address,
+        index,
+        role="admin",
+        status="active",
+        password_hash=_hasher(work).hash(secret),
+        totp_secret=totp,
     )
     audit.record(work, SYSTEM, "login.admin_created", "login", login_id, at=now)
     row = work.conn.execute(select(logins).where(logins.c.id == login_id)).one()
@@ -677,27 +708,16 @@ def remove_member(work: Work, principal: Principal, provider_id: str, member_id:
 def invite_member(work: Work, principal: Principal, provider_id: str, *, email: object) -> Member:
     """Mails an invitation to join the provider's team; it holds for a week."""
     _member_provider(work, principal, provider_id)
-    address = clean_email(email)
-    index = work.cipher.blind_index(address.lower())
-    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
-        raise Conflict("an account with this email exists", code="email_taken")
+    address, index = _free_address(work, email)
     now = work.clock.now()
-    login_id = new_id("lgn")
-    work.conn.execute(
-        logins.insert().values(
-            id=login_id,
-            email_enc=work.cipher.encrypt(address, context="logins.email"),
-            email_index=index,
-            password_hash=NO_PASSWORD,
-            role="provider",
-            user_id=None,
-            provider_id=provider_id,
-            status="invited",
-            locale="en",
-            created_at=now,
-            verified_at=None,
-            password_changed_at=None,
-        )
+    login_id = _insert_login(
+        work,
+        address,
+        index,
+        role="provider",
+        status="invited",
+        password_hash=NO_PASSWORD,
+        provider_id=provider_id,
     )
     token = _mail_token(work, login_id, "invite", INVITE_TTL)
     link = f"{work.settings.public_url.rstrip('/')}/invite?token={token}"
@@ -715,21 +735,10 @@ def invite_member(work: Work, principal: Principal, provider_id: str, *, email: 
 
 
 def accept_invitation(work: Work, *, token: object, password: object) -> None:
-    """The invited member's password; the mailed link proves the address."""
-    secret = _password(password)
-    login, _row = _use_token(work, token, "invite")
-    now = work.clock.now()
-    work.conn.execute(
-        update(logins)
-        .where(logins.c.id == login.id)
-        .values(
-            password_hash=_hasher(work).hash(secret),
-            password_changed_at=now,
-            status="active",
-            verified_at=now,
-        )
-    )
-    audit.record(work, _principal(login), "login.member_joined", "login", login.id, at=now)
+    """The invited member's password; then they can log in."""
+    login = _password_from_link(work, token, password, "invite")
+    audit.record(work, _principal(login), "login.member_joined", "login", login.id,
+                 at=work.clock.now())  # fmt: skip
 
 
 def grant_login(
@@ -748,27 +757,18 @@ def grant_login(
         raise PermissionDenied("only the operator grants logins", code="admin_only")
     if (user_id is None) == (provider_id is None):
         raise InvalidRequest("give a user or a provider", param="user_id")
-    address = clean_email(email)
-    index = work.cipher.blind_index(address.lower())
-    if work.conn.execute(select(logins.c.id).where(logins.c.email_index == index)).first():
-        raise Conflict("an account with this email exists", code="email_taken")
+    address, index = _free_address(work, email)
     now = work.clock.now()
-    login_id = new_id("lgn")
-    work.conn.execute(
-        logins.insert().values(
-            id=login_id,
-            email_enc=work.cipher.encrypt(address, context="logins.email"),
-            email_index=index,
-            password_hash=_hasher(work).hash(_password(password)),
-            role="user" if user_id else "provider",
-            user_id=user_id,
-            provider_id=provider_id,
-            status="active",
-            locale=_locale(locale),
-            created_at=now,
-            verified_at=now,
-            password_changed_at=now,
-        )
+    login_id = _insert_login(
+        work,
+        address,
+        index,
+        role="user" if user_id else "provider",
+        status="active",
+        password_hash=_hasher(work).hash(_password(password)),
+        user_id=user_id,
+        provider_id=provider_id,
+        locale=_locale(locale),
     )
     audit.record(work, principal, "login.granted", "login", login_id, at=now)
     return login_id
