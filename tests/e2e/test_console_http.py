@@ -183,3 +183,16 @@ def test_the_event_debugger_shows_a_providers_own_refused_events(
             pages[name] = browser.get("/provider/events").text
     assert "maps-bad-1" in pages["maps"] and "maps-bad-2" in pages["maps"]
     assert "sms-bad-1" not in pages["maps"] and "maps-bad-1" not in pages["sms"]
+
+
+def test_a_webhook_form_with_a_bad_address_is_refused_in_words(
+    ctx: Context, live: LiveServer
+) -> None:
+    _person(ctx, "fy@example.com")
+    with closing(_log_in(live, "fy@example.com")) as browser:
+        token = _csrf(browser.get("/keys").text)
+        for url in ("https://" + "x" * 3000 + ".example", "nonsense", "ftp://example.com/x"):
+            sent = browser.post("/webhooks", data={"url": url, "csrf_token": token})
+            assert sent.status_code == 303 and sent.headers["location"] == "/keys", url
+            assert "billfold_flash=" in sent.headers.get("set-cookie", ""), url
+        assert "No endpoints yet" in browser.get("/keys").text

@@ -46,7 +46,6 @@ def _admin(request: Request) -> Viewer:
 
 def admin_home(request: Request, seen: Viewer) -> Response:
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         now = work.clock.now()
         day_end = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
@@ -175,7 +174,6 @@ async def user_action(request: Request, user_id: str, what: str) -> Response:
     seen = _admin(request)
     fields = await form_of(request, seen)
     who = seen.who
-    assert who is not None
 
     def act(work: Any) -> str | None:
         if what == "credit-limit":

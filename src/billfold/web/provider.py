@@ -102,7 +102,7 @@ def _provider(request: Request) -> Viewer:
 
 def provider_home(request: Request, seen: Viewer) -> Response:
     who = seen.who
-    assert who is not None and who.provider_id is not None
+    assert who.provider_id is not None
     with unit(request) as work:
         now = work.clock.now()
         me = parties_api.get_provider(who.provider_id, work=work, who=who)
@@ -148,7 +148,6 @@ def provider_home(request: Request, seen: Viewer) -> Response:
 def services_page(request: Request) -> Response:
     seen = _provider(request)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         found = catalog_api.list_services(limit=100, starting_after=None, work=work, who=who).data
         metrics = {s.code: catalog_api.list_metrics(s.code, work=work, who=who).data for s in found}
@@ -217,7 +216,6 @@ def _guarded(request: Request, seen: Viewer, back: str, act: Any) -> Response:
 def plans_page(request: Request) -> Response:
     seen = _provider(request)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         found = catalog_api.list_plans(
             limit=500, starting_after=None, service=None, status=None, work=work, who=who
@@ -280,7 +278,6 @@ async def preview(request: Request) -> Response:
     seen = _provider(request)
     fields = await form_of(request, seen)
     who = seen.who
-    assert who is not None
 
     def quote() -> Response:
         try:
@@ -428,7 +425,6 @@ async def plan_action(request: Request, code: str, what: str) -> Response:
 def customers(request: Request) -> Response:
     seen = _provider(request)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         now = work.clock.now()
         end = now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
@@ -446,7 +442,7 @@ def customers(request: Request) -> Response:
 def statements(request: Request) -> Response:
     seen = _provider(request)
     who = seen.who
-    assert who is not None and who.provider_id is not None
+    assert who.provider_id is not None
     with unit(request) as work:
         now = work.clock.now()
         period = request.query_params.get("period") or now.strftime("%Y-%m")
@@ -466,7 +462,6 @@ def statements(request: Request) -> Response:
 def events(request: Request) -> Response:
     seen = _provider(request)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         found = records.recent_events(work, who, limit=30)
         refused = records.recent_rejections(work, who, limit=100)

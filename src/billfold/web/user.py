@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from billfold import subscriptions
 from billfold.alerts import router as alerts_api
+from billfold.alerts.schemas import EndpointCreate
 from billfold.analytics import router as analytics_api
 from billfold.catalog import router as catalog_api
 from billfold.core import router as core_api
@@ -69,7 +70,7 @@ def _days(now: datetime, count: int) -> tuple[datetime, datetime]:
 
 def user_home(request: Request, seen: Viewer) -> Response:
     who = seen.who
-    assert who is not None and who.user_id is not None
+    assert who.user_id is not None
     with unit(request) as work:
         now = work.clock.now()
         user = parties_api.get_user(who.user_id, work=work, who=who)
@@ -125,7 +126,6 @@ def user_home(request: Request, seen: Viewer) -> Response:
 def catalog(request: Request) -> Response:
     seen = person(request, Role.USER)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         services = catalog_api.list_services(limit=100, starting_after=None, work=work, who=who)
         plans = catalog_api.list_plans(
@@ -163,7 +163,6 @@ def subscribe_preview(request: Request, plan_code: str) -> Response:
     """What subscribing (or switching) to a plan costs now, shown before confirming."""
     seen = person(request, Role.USER)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         plan = catalog_api.get_plan(plan_code, at=None, work=work, who=who)
         subs = subscriptions_api.list_subscriptions(
@@ -247,7 +246,7 @@ async def subscribe(request: Request, plan_code: str) -> Response:
     seen = person(request, Role.USER)
     fields = await form_of(request, seen)
     who = seen.who
-    assert who is not None and who.user_id is not None
+    assert who.user_id is not None
     user_id = who.user_id
 
     def act(work: Any) -> str:
@@ -267,7 +266,6 @@ async def subscribe(request: Request, plan_code: str) -> Response:
 def subscriptions_page(request: Request) -> Response:
     seen = person(request, Role.USER)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         subs = subscriptions_api.list_subscriptions(
             user=None, limit=100, starting_after=None, work=work, who=who
@@ -280,7 +278,6 @@ async def cancel(request: Request, sub_id: str) -> Response:
     seen = person(request, Role.USER)
     fields = await form_of(request, seen)
     who = seen.who
-    assert who is not None
 
     def act(work: Any) -> str:
         subscriptions.cancel(work, who, sub_id, timing=fields.get("timing") or "period_end")
@@ -293,7 +290,6 @@ async def cancel(request: Request, sub_id: str) -> Response:
 def usage(request: Request) -> Response:
     seen = person(request, Role.USER, Role.PROVIDER, Role.ADMIN)
     who = seen.who
-    assert who is not None
     service = request.query_params.get("service") or None
     days = (
         30
@@ -339,7 +335,6 @@ def usage(request: Request) -> Response:
 def explain(request: Request, record_id: int) -> Response:
     seen = person(request, Role.USER, Role.PROVIDER, Role.ADMIN)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         found = records.explain(work, who, record_id)
     return render(request, seen, "console/explain.html", x=found)
@@ -349,7 +344,7 @@ def explain(request: Request, record_id: int) -> Response:
 def wallet(request: Request) -> Response:
     seen = person(request, Role.USER)
     who = seen.who
-    assert who is not None and who.user_id is not None
+    assert who.user_id is not None
     after = request.query_params.get("after") or None
     with unit(request) as work:
         balance = parties_api.get_balance(who.user_id, as_of=None, work=work, who=who)
@@ -371,7 +366,6 @@ def wallet(request: Request) -> Response:
 def invoices(request: Request) -> Response:
     seen = person(request, Role.USER, Role.PROVIDER, Role.ADMIN)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         found = invoicing_api.list_invoices(
             user=None,
@@ -409,7 +403,6 @@ async def pay(request: Request, invoice_id: str) -> Response:
     seen = person(request, Role.USER)
     await form_of(request, seen)
     who = seen.who
-    assert who is not None
 
     def act(work: Any) -> str:
         invoicing_api.pay_invoice(invoice_id, work=work, who=who)
@@ -422,7 +415,6 @@ async def pay(request: Request, invoice_id: str) -> Response:
 def alerts(request: Request) -> Response:
     seen = person(request, Role.USER)
     who = seen.who
-    assert who is not None
     with unit(request) as work:
         found = alerts_api.list_alerts(limit=100, work=work, who=who).data
         settings = alerts_api.get_alert_settings(work=work, who=who, user_id=who.user_id or "")
@@ -442,7 +434,7 @@ async def save_alerts(request: Request) -> Response:
     seen = person(request, Role.USER)
     fields = await form_of(request, seen)
     who = seen.who
-    assert who is not None and who.user_id is not None
+    assert who.user_id is not None
     user_id = who.user_id
     from billfold.alerts.schemas import AlertSettingsIn
 
@@ -469,49 +461,20 @@ async def save_alerts(request: Request) -> Response:
         )
 
 
+def _keys_page(
+    request: Request, seen: Viewer, secret: str | None = None, hook_secret: str | None = None
+) -> Response:
+    """The keys and webhook endpoints, with a new secret shown once if there is one."""
+    with unit(request) as work:
+        found = core_api.list_api_keys(limit=100, work=work, who=seen.who).data
+        hooks = alerts_api.list_endpoints(work=work, who=seen.who).data
+    return render(request, seen, "console/keys.html", keys=found, hooks=hooks, secret=secret,
+                  hook_secret=hook_secret)  # fmt: skip
+
+
 @router.get("/keys")
 def keys(request: Request) -> Response:
-    seen = person(request, Role.USER, Role.PROVIDER, Role.ADMIN)
-    who = seen.who
-    assert who is not None
-    with unit(request) as work:
-        found = core_api.list_api_keys(limit=100, work=work, who=who).data
-        hooks = alerts_api.list_endpoints(work=work, who=who).data
-    return render(
-        request, seen, "console/keys.html", keys=found, secret=None, hooks=hooks, hook_secret=None
-    )
-
-
-@router.post("/webhooks")
-async def new_webhook(request: Request) -> Response:
-    """A webhook endpoint for the asker's alerts; its signing secret is shown once."""
-    seen = person(request, Role.USER, Role.PROVIDER, Role.ADMIN)
-    fields = await form_of(request, seen)
-    who = seen.who
-    from billfold.alerts.schemas import EndpointCreate
-
-    def make() -> Response:
-        try:
-            with unit(request, write=True) as work:
-                made = alerts_api.create_endpoint(
-                    work=work, who=who, body=EndpointCreate(url=fields.get("url", ""))
-                )
-        except BillfoldError as error:
-            return redirect("/keys", "!" + say(seen, error))
-        with unit(request) as work:
-            found = core_api.list_api_keys(limit=100, work=work, who=who).data
-            hooks = alerts_api.list_endpoints(work=work, who=who).data
-        return render(
-            request,
-            seen,
-            "console/keys.html",
-            keys=found,
-            secret=None,
-            hooks=hooks,
-            hook_secret=made.secret,
-        )
-
-    return await run_in_threadpool(make)
+    return _keys_page(request, person(request, Role.USER, Role.PROVIDER, Role.ADMIN))
 
 
 @router.post("/keys")
@@ -519,32 +482,38 @@ async def new_key(request: Request) -> Response:
     seen = person(request, Role.USER, Role.PROVIDER, Role.ADMIN)
     fields = await form_of(request, seen)
     who = seen.who
-    assert who is not None
 
     def make() -> Response:
         try:
             with unit(request, write=True) as work:
                 _key, secret = create_key(
-                    work,
-                    who,
-                    role=who.role,
-                    provider_id=who.provider_id,
-                    user_id=who.user_id,
+                    work, who, role=who.role, provider_id=who.provider_id, user_id=who.user_id,
                     name=fields.get("name") or None,
-                )
+                )  # fmt: skip
         except BillfoldError as error:
             return redirect("/keys", "!" + say(seen, error))
-        with unit(request) as work:
-            found = core_api.list_api_keys(limit=100, work=work, who=who).data
-            hooks = alerts_api.list_endpoints(work=work, who=who).data
-        return render(
-            request,
-            seen,
-            "console/keys.html",
-            keys=found,
-            secret=secret,
-            hooks=hooks,
-            hook_secret=None,
-        )
+        return _keys_page(request, seen, secret=secret)
+
+    return await run_in_threadpool(make)
+
+
+@router.post("/webhooks")
+async def new_webhook(request: Request) -> Response:
+    """A webhook endpoint for the asker's alerts; its signing secret is shown once."""
+    seen = person(request, Role.USER, Role.PROVIDER, Role.ADMIN)
+    fields = await form_of(request, seen)
+    try:
+        body = EndpointCreate(url=fields.get("url", ""))
+    except ValueError:  # The API's own schema refuses it (too long).
+        return redirect("/keys", "!" + seen.t("Check what you entered: %(detail)s") % {
+            "detail": "url"})  # fmt: skip
+
+    def make() -> Response:
+        try:
+            with unit(request, write=True) as work:
+                made = alerts_api.create_endpoint(work=work, who=seen.who, body=body)
+        except BillfoldError as error:
+            return redirect("/keys", "!" + say(seen, error))
+        return _keys_page(request, seen, hook_secret=made.secret)
 
     return await run_in_threadpool(make)
