@@ -440,6 +440,70 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
     ),
+    "POST /v1/packages": (
+        {
+            "code": "pk{n}",
+            "name": "P",
+            "service": "{service}",
+            "currency": "USD",
+            "price": "1",
+            "quantities": {"calls": "10"},
+            "validity_days": 30,
+        },
+        "",
+        {"admin": "ok/ok", "provider": "ok/404", "user": "403/403", "none": "401/401"},
+    ),  # fmt: skip
+    "GET /v1/packages": (
+        None,
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
+    ),
+    "GET /v1/packages/{package_id}": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "ok/ok", "user": "ok/ok", "none": "401/401"},
+    ),
+    "POST /v1/users/{user_id}/packages": (
+        {"package": "{package_id}"},
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "GET /v1/users/{user_id}/packages": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "ok/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "POST /v1/coupons": (
+        {
+            "code": "CPN{n}",
+            "kind": "amount",
+            "currency": "USD",
+            "amount": "1",
+            "services": ["{service}"],
+        },
+        "",
+        {"admin": "ok/ok", "provider": "ok/404", "user": "403/403", "none": "401/401"},
+    ),  # fmt: skip
+    "GET /v1/coupons": (
+        None,
+        "",
+        {"admin": "ok", "provider": "ok", "user": "403", "none": "401"},
+    ),
+    "POST /v1/users/{user_id}/coupons": (
+        {"code": "{coupon_code}"},
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "POST /v1/users/{user_id}/credits": (
+        {"amount": "1", "reason": "welcome"},
+        "",
+        {"admin": "ok/ok", "provider": "403/403", "user": "403/403", "none": "401/401"},
+    ),
+    "GET /v1/users/{user_id}/grants": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
     "GET /v1/users/{user_id}/alert-settings": (
         None,
         "",
@@ -583,6 +647,12 @@ def _side(
     ) as u:
         user_endpoint = u.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/u"}).json()
     invoice = admin.get("/v1/invoices", params={"user": user}).json()["data"][0]["id"]
+    package = made(
+        "/v1/packages",
+        {"provider_id": provider, "code": f"pk-{tag}", "name": "Pack", "service": service,
+         "currency": "USD", "price": "1", "quantities": {"calls": "10"}, "validity_days": 30},
+    )["id"]  # fmt: skip
+    made("/v1/coupons", {"code": f"GIFT-{tag}", "kind": "amount", "currency": "USD", "amount": "1"})
     shared = {
         "user_id": user,
         "service": service,
@@ -599,6 +669,8 @@ def _side(
         "session_id": "ses_not_one_of_theirs",
         "member_id": "lgn_not_a_member",
         "provider_id": provider,
+        "package_id": package,
+        "coupon_code": f"GIFT-{tag}",
     }
     provider_side = Side(
         {

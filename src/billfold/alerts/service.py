@@ -27,7 +27,7 @@ import httpx
 import structlog
 from sqlalchemy import and_, or_, select, update
 
-from billfold import ledger
+from billfold import ledger, prepaid
 from billfold.alerts._destinations import check_destination
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_user_access
@@ -160,7 +160,7 @@ def balance_forecast(
     require_user_access(principal, user.id, asked=user_ref)
     own = _accounts_of(work, [user.id])[user.id]
     spent = spent_since(work, own, now - timedelta(days=days))
-    available = ledger.user_balance(work, user).available
+    available = prepaid.user_balance(work, user).available
     cur = user.currency
     return (
         cur.code,
@@ -299,7 +299,7 @@ def _budgets_and_balances(
             if wallet is None:
                 continue
             limit = int(user_row(work, row.user_id).credit_limit)
-            available = ledger.user_standing(work, row.user_id, cur.code, limit).available
+            available = prepaid.spendable(work, row.user_id, cur.code, limit)
             if available >= row.low_balance:
                 continue
             # One alert per time the balance ran low: a top-up starts a new episode.

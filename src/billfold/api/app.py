@@ -30,6 +30,7 @@ from billfold.invoicing import router as invoicing_router
 from billfold.ledger import router as ledger_router
 from billfold.metering import router as metering_router
 from billfold.parties import router as parties_router
+from billfold.prepaid import router as prepaid_router
 from billfold.settlement import router as settlement_router
 from billfold.subscriptions import router as subscriptions_router
 from billfold.workers.housekeeping import Housekeeper
@@ -75,6 +76,7 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
         catalog_router,
         metering_router,
         authorizations_router,
+        prepaid_router,
         subscriptions_router,
         invoicing_router,
         analytics_router,

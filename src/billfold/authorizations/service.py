@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from billfold import ledger, metering
+from billfold import ledger, metering, prepaid
 from billfold.catalog import (
     hides_personal_data,
     is_customer,
@@ -75,11 +75,10 @@ class Authorization:
 
 def _standing(work: Work, user: UserView) -> tuple[int, int]:
     """(available units, debt units) of a user now."""
-    standing = ledger.user_standing(
-        work, user.id, user.currency.code, to_units(user.credit_limit, user.currency)
-    )
+    limit = to_units(user.credit_limit, user.currency)
+    standing = ledger.user_standing(work, user.id, user.currency.code, limit)
     debt = max(standing.owed, 0) if user.billing_mode == BillingMode.PREPAID else 0
-    return standing.available, debt
+    return prepaid.spendable(work, user.id, user.currency.code, limit), debt
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +225,8 @@ def authorize(
     available, debt = _standing(work, user)
     if debt > 0:
         return _declined(auth_id, "suspended", user, service_code, metric_code, asked, units)
-    prepaid = user.billing_mode == BillingMode.PREPAID
-    if prepaid and units > available:
+    is_prepaid = user.billing_mode == BillingMode.PREPAID
+    if is_prepaid and units > available:
         return _declined(
             auth_id, "insufficient_funds", user, service_code, metric_code, asked, units
         )
@@ -242,7 +241,7 @@ def authorize(
             work,
             hold_id=auth_id,
             account_id=wallet,
-            amount=units if prepaid else 0,
+            amount=_cash_part(work, user, units) if is_prepaid else 0,
             expires_at=now + timedelta(seconds=ttl),
             now=now,
             user_id=user.id,
@@ -261,6 +260,14 @@ def authorize(
         details={"user_id": user.id, "units": units},
     )  # fmt: skip
     return _view(hold, user, from_units(units, cur))
+
+
+def _cash_part(work: Work, user: UserView, units: int) -> int:
+    """What a hold reserves of the wallet: the part of `units` the user's vouchers and
+    credit do not cover (they count towards the decision, and pay first when the usage
+    is charged, but a hold reserves cash only)."""
+    parts = prepaid.balance_parts(work, user.id, user.currency.code)
+    return max(units - parts.vouchers - parts.credits, 0)
 
 
 def _lifetime(work: Work, expires_in_s: int | None) -> int:

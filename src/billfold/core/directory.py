@@ -44,6 +44,13 @@ class BalanceView:
     credit_limit: Decimal
     receivable: Decimal
     as_of: datetime | None = None
+    vouchers: Decimal = Decimal(0)
+    credits: Decimal = Decimal(0)
+
+    @property
+    def cash(self) -> Decimal:
+        """The money the user paid in (the wallet): only it can be paid out or refunded."""
+        return self.posted
 
 
 @dataclass(frozen=True, slots=True)

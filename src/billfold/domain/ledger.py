@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from enum import StrEnum
@@ -38,6 +38,9 @@ class AccountKind(StrEnum):
     PLATFORM_REVENUE = "platform_revenue"
     EXTERNAL_CASH = "external_cash"
     PROMOTIONAL_CREDITS = "promotional_credits"
+    """A grant of promotional credit (owner: the grant), or the platform's cost of them."""
+    VOUCHER = "voucher"
+    """A redeemed voucher's sum (owner: the grant)."""
     TAXES = "taxes"
 
 
@@ -45,6 +48,9 @@ class OwnerType(StrEnum):
     USER = "user"
     PROVIDER = "provider"
     PLATFORM = "platform"
+    GRANT = "grant"
+    """A voucher or a promotional credit held by a user: one account per grant, so that
+    each keeps its own scope and expiry."""
 
 
 PLATFORM_OWNER_ID: Final = "platform"
@@ -59,6 +65,10 @@ class TransferKind(StrEnum):
     PAYOUT = "payout"
     INVOICE_PAYMENT = "invoice_payment"
     ADJUSTMENT = "adjustment"
+    GRANT = "grant"
+    """Promotional credit granted or a voucher redeemed: from its funder to the grant."""
+    EXPIRY = "expiry"
+    """What an expired grant had left, back to its funder."""
 
 
 class HoldStatus(StrEnum):
@@ -102,6 +112,11 @@ class TransferSpec:
     # Accounts this transfer may not take below zero, whatever their floor (a payout may
     # pay out only what a provider has earned, though refunds may later take it lower).
     covered_accounts: frozenset[int] = field(default_factory=frozenset)
+    # Accounts that pay the payer's debit before the payer does, in order, each as far as
+    # it can (a user's vouchers in scope, then its promotional credits). How much each
+    # pays is decided under the ledger's locks; the posted transfer names the parts.
+    sources: tuple[int, ...] = ()
+    payer: int | None = None
 
     def content(self) -> tuple[object, ...]:
         """The fields that make two requests for the same transfer id the same transfer."""
@@ -240,6 +255,8 @@ class ChargeAccounts:
     overflow: int | None = None
     """Where the part the payer cannot cover goes (a prepaid user's receivable), for
     usage that already happened; None: a charge the payer cannot cover is refused."""
+    sources: tuple[int, ...] = ()
+    """Accounts that pay before the payer, in order (vouchers in scope, then credits)."""
 
 
 def charge_transfer(
@@ -259,15 +276,27 @@ def charge_transfer(
     description: str | None = None,
     reference: str | None = None,
     hold_id: str | None = None,
+    discount: tuple[int, int] | None = None,
 ) -> TransferSpec:
     """Every charge's transfer: the payer pays `amount + tax`; the provider's share and
     the platform's commission split `amount` (split_charge), and the tax goes to taxes.
 
     A negative amount (a correction, a credit) gives back in the same proportions. Usage,
     captures, subscription fees, invoice settlement and one-off charges all use this.
+
+    `discount` is (the account that funds it, units): a coupon's discount, paid by the
+    platform's promotions or by the provider's earnings, so that the payer pays that
+    much less while the provider's share and the commission stay those of `amount`.
+    What the payer still owes is drawn first from `accounts.sources`, under the locks.
     """
     assert tax == 0 or accounts.taxes is not None, "a taxed charge needs a taxes account"
-    postings = [Posting(accounts.payer, currency, -(amount + tax))]
+    off = 0
+    postings = []
+    if discount is not None and amount > 0:
+        funder, off = discount
+        assert 0 <= off <= amount
+        postings.append(Posting(funder, currency, -off))
+    postings.append(Posting(accounts.payer, currency, -(amount + tax - off)))
     if accounts.earnings is not None:
         share, commission = split_charge(abs(amount), commission_rate)
         sign = 1 if amount >= 0 else -1
@@ -290,6 +319,8 @@ def charge_transfer(
         reference=reference,
         hold_id=hold_id,
         overflow_account=accounts.overflow,
+        sources=accounts.sources if amount + tax - off > 0 else (),
+        payer=accounts.payer,
     )
 
 
@@ -381,3 +412,70 @@ def _canonical(value: tuple[object, ...]) -> bytes:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def draw_from_sources(spec: TransferSpec, balances: Mapping[int, Balance]) -> TransferSpec:
+    """The transfer with its payer's debit paid first by its sources, in order, each as far
+    as its available balance goes; the payer pays the rest. Called under the locks."""
+    if not spec.sources or spec.payer is None:
+        return spec
+    debit = -spec_amount(spec, spec.payer)
+    moved: list[Posting] = []
+    currency = next(p.currency for p in spec.postings if p.account_id == spec.payer)
+    for source in spec.sources:
+        if debit <= 0:
+            break
+        available = balances[source].available
+        take = min(debit, max(available or 0, 0))
+        if take:
+            moved += [Posting(source, currency, -take), Posting(spec.payer, currency, take)]
+            debit -= take
+    postings = validate_postings([*spec.postings, *moved]) if moved else spec.postings
+    return replace(spec, postings=postings, sources=())
+
+
+def refund_postings(
+    original: Sequence[Posting],
+    left: Mapping[int, int],
+    payers: frozenset[int],
+    amount: int,
+) -> tuple[Posting, ...]:
+    """The postings that give `amount` back to the payers of a transfer, each in proportion
+    to what it still has to get back (`left`, per account, of the original's postings),
+    and take it back from the other accounts in the same proportion.
+
+    A refund of everything left gives back exactly what is left on every account. The
+    parts are rounded half-up; the rounding remainder goes to the part with the most room,
+    so no account ever gets back more than it paid or gives back more than it received.
+    """
+    total = sum(-left[p.account_id] for p in original if p.account_id in payers)
+    assert 0 < amount <= total
+    if amount == total:
+        return tuple(
+            Posting(p.account_id, p.currency, -left[p.account_id])
+            for p in original
+            if left[p.account_id]
+        )
+    parts = {p.account_id: divide_half_up(-left[p.account_id] * amount, total) for p in original}
+    for group, target in ((payers, amount), (None, None)):
+        ids = [
+            p.account_id
+            for p in original
+            if (p.account_id in payers) == (group is payers) and left[p.account_id]
+        ]
+        want = target if target is not None else -sum(parts[i] for i in payers if i in parts)
+        remainder = want - sum(parts[i] for i in ids)
+        while remainder:
+            step = 1 if remainder > 0 else -1
+            room = [
+                i
+                for i in ids
+                if abs(parts[i] + step) <= abs(left[i])
+                and (parts[i] + step == 0 or (parts[i] + step > 0) == (-left[i] > 0))
+            ]
+            assert room, "a refund that cannot be split"
+            best = max(room, key=lambda i: abs(left[i]) - abs(parts[i]))
+            parts[best] += step
+            remainder -= step
+    currency = {p.account_id: p.currency for p in original}
+    return tuple(Posting(i, currency[i], v) for i, v in parts.items() if v)

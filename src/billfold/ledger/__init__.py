@@ -56,6 +56,7 @@ from billfold.ledger._records import (
     load_transfers_by_seq,
 )
 from billfold.ledger._reversals import (
+    refund_spec,
     reversal_spec,
     reversed_so_far,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "post",
     "post_many",
     "postings_on",
+    "refund_spec",
     "release_hold",
     "reversal_spec",
     "reversed_so_far",

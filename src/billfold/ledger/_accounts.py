@@ -128,6 +128,7 @@ def charge_accounts(
     now: datetime,
     taxes: bool = False,
     overflow: bool = False,
+    sources: tuple[int, ...] = (),
 ) -> ChargeAccounts:
     """The accounts a charge to the user moves: a prepaid user pays from the wallet (and,
     with `overflow`, what it cannot cover becomes debt on the receivable), a postpaid user
@@ -153,4 +154,5 @@ def charge_accounts(
         if taxes
         else None,
         overflow=receivable if overflow and prepaid else None,
+        sources=sources,
     )

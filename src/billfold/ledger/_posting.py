@@ -24,6 +24,7 @@ from billfold.domain.ledger import (
     TransferSpec,
     apply_postings,
     chain_hash,
+    draw_from_sources,
     validate_postings,
 )
 from billfold.ledger._holds import (
@@ -118,6 +119,7 @@ def _lock(uow: UnitOfWork, specs: Sequence[TransferSpec]) -> _Batch:
     account_ids = sorted(
         {p.account_id for spec in specs for p in spec.postings}
         | {spec.overflow_account for spec in specs if spec.overflow_account is not None}
+        | {source for spec in specs for source in spec.sources}
     )
     rows = uow.conn.execute(
         select(
@@ -172,6 +174,8 @@ def _apply(
     if spec.hold_id:
         released = _release_for_capture(spec, batch.hold_rows, batch.balances, now)
     current = ChainMap(released, batch.balances)
+    if spec.sources:
+        spec = draw_from_sources(spec, current)
     bounds = {"unbounded": spec.unbounded_accounts, "covered": spec.covered_accounts}
     try:
         changes = apply_postings(current, spec.postings, **bounds)

@@ -11,6 +11,7 @@ from billfold.domain.ledger import (
     Posting,
     TransferKind,
     TransferSpec,
+    refund_postings,
     reversal_postings,
 )
 from billfold.ledger._records import PostedTransfer
@@ -74,6 +75,46 @@ def reversal_spec(
         id=transfer_id,
         kind=kind,
         postings=result,
+        user_id=original.user_id,
+        provider_id=original.provider_id,
+        service=original.service,
+        metric=original.metric,
+        description=description,
+        reference=reference,
+        reverses=original.id,
+    )
+
+
+def refund_spec(
+    uow: UnitOfWork,
+    *,
+    original: PostedTransfer,
+    transfer_id: str,
+    payers: frozenset[int],
+    amount: int,
+    description: str | None,
+    reference: str | None = None,
+) -> TransferSpec:
+    """A refund of `amount` to the accounts that paid a charge (`payers`: the wallet, the
+    receivable, the vouchers and credit it was drawn from), each in proportion to what it
+    still has to get back; the provider, the platform and a discount's funder give back in
+    the same proportion. Refunding all that is left gives back exactly what is left."""
+    if amount <= 0:
+        raise InvalidRequest("the amount must be greater than zero", param="amount")
+    done = reversed_so_far(uow, original.id)
+    left = {p.account_id: p.amount + done.get(p.account_id, 0) for p in original.postings}
+    total = -sum(left[a] for a in payers)
+    if amount > total:
+        raise InvalidRequest(
+            "the amount is more than is left to refund on this transfer",
+            code="refund_exceeds_original",
+            param="amount",
+        )
+    originals = [Posting(p.account_id, p.currency, p.amount) for p in original.postings]
+    return TransferSpec(
+        id=transfer_id,
+        kind=TransferKind.REFUND,
+        postings=refund_postings(originals, left, payers, amount),
         user_id=original.user_id,
         provider_id=original.provider_id,
         service=original.service,

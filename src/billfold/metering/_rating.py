@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select, tuple_, update
 
-from billfold import ledger
+from billfold import ledger, prepaid
 from billfold.core import audit
 from billfold.core.context import Work
 from billfold.domain.analytics import bucket_of
@@ -252,6 +252,9 @@ def _rate_and_charge(
         groups[(event.user_id, event.metric_id, start)].append((event, end, version, plan))
     existing = _lock_usage_rows(work, groups, now)
     new_counts = _new_uniques(work, groups)
+    # Resource packages cover usage before the plan prices it; their cycles are locked
+    # after the usage rows and before the ledger, always in that order.
+    draws = prepaid.load_draws(work, _moments(groups), now)
     journal = UsageJournal()
     updates: list[dict[str, Any]] = []
     deltas: Deltas = {}
@@ -266,7 +269,9 @@ def _rate_and_charge(
             journal,
             updates,
             deltas,
+            draws,
         )
+    draws.write(work, now)
     if updates:
         work.conn.execute(
             update(usage_periods)
@@ -348,9 +353,11 @@ def _rate_group(
     journal: UsageJournal,
     updates: list[dict[str, Any]],
     deltas: Deltas,
+    draws: prepaid.Draws,
 ) -> None:
     """Rates one user's, metric's and period's new events on top of its usage row; adds
-    the row's update and what the group now owes (its delta) to the batch's."""
+    the row's update and what the group now owes (its delta) to the batch's. What the
+    user's packages cover of each event is taken off it before the plan prices the rest."""
     first = items[0][0]
     # Events of one period under a newer plan version are rated with that version.
     items.sort(key=lambda item: (item[2], item[0].timestamp))
@@ -360,13 +367,23 @@ def _rate_group(
     # Rated one quarter-hour at a time (rating is incremental), so that analytics know
     # what each quarter-hour's usage cost; the parts add up to the charge exactly.
     before = charged
+    covered = Decimal(0)
+    drawing = bool(draws) and first.aggregation in ("count", "sum")
     for bucket, run in _bucket_runs(items, first.aggregation):
+        priced = []
+        for e, *_ in run:
+            value = e.value
+            if drawing:
+                part = draws.take(first.user_id, first.metric_id, e.timestamp, value)
+                covered += part
+                value -= part
+            priced.append(Event(first.metric_code, value, e.timestamp))
         state = rate(
             plan,
             first.metric_code,
             first.aggregation,
             state,
-            [Event(first.metric_code, e.value, e.timestamp) for e, *_ in run],
+            priced,
             new_unique=new_unique,
         )
         after = units_due(state.amount, scale)
@@ -386,13 +403,23 @@ def _rate_group(
         "amount": format_decimal(state.amount),
         "charged_units": before,
         "updated_at": now,
+        "covered": format_decimal(Decimal(current.covered) + covered),
     }
     updates.append({"b_id": current.id, **{f"b_{k}": v for k, v in values.items()}})
-    quantity = sum((e.value for e, *_ in items), Decimal(0))
+    quantity = sum((e.value for e, *_ in items), Decimal(0)) - covered
     charge_key = (first.user_id, first.service_code, first.metric_code, key[2])
     previous = deltas.get(charge_key)
     total = before - charged + (previous[0] if previous else 0)
     deltas[charge_key] = (total, plan, quantity + (previous[2] if previous else 0))
+
+
+def _moments(groups: Mapping[GroupKey, Group]) -> dict[tuple[str, str], list[datetime]]:
+    """{(user, metric): the moments of its events} of the counted and summed metrics."""
+    moments: dict[tuple[str, str], list[datetime]] = defaultdict(list)
+    for (user_id, metric_id, _start), items in groups.items():
+        if items[0][0].aggregation in ("count", "sum"):
+            moments[(user_id, metric_id)].extend(e.timestamp for e, *_ in items)
+    return moments
 
 
 def _bucket_runs(
@@ -446,6 +473,7 @@ def _charge(
     capture_hold: str | None = None,
 ) -> list[tuple[str, str, str]]:
     specs: list[TransferSpec] = []
+    sources = prepaid.load_sources(work, sorted({key[0] for key in deltas}))
     for (user_id, service_code, metric_code, period_start), (
         units,
         plan,
@@ -464,6 +492,7 @@ def _charge(
             provider_id=provider_id,
             now=now,
             overflow=True,
+            sources=sources.accounts(user_id, cur.code, service_code, provider_id, now),
         )
         specs.append(
             charge_transfer(

@@ -55,6 +55,8 @@ class Record:
     amount: str
     currency: str
     latest_at: datetime | None
+    covered: str = "0"
+    """What resource packages covered (not in `quantity`, which the plan priced)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,7 @@ def _record(row: Any) -> Record:
         amount=row.amount,
         currency=row.currency,
         latest_at=row.latest_at,
+        covered=row.covered,
     )
 
 

@@ -16,7 +16,7 @@ from decimal import Decimal
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from billfold import ledger
+from billfold import ledger, prepaid
 from billfold.catalog import hides_personal_data, require_customer
 from billfold.core import audit
 from billfold.core.access import (
@@ -300,7 +300,7 @@ def _with_balance(work: Work, user: UserView, as_of: datetime | None = None) -> 
     return UserView(
         **{
             **{n: getattr(user, n) for n in UserView.__slots__},
-            "balance": ledger.user_balance(work, user, as_of=as_of),
+            "balance": prepaid.user_balance(work, user, as_of=as_of),
         }
     )
 
@@ -378,7 +378,7 @@ def get_balance(
     require_user_access(principal, user.id, asked=user_ref)
     if as_of is not None and as_of > work.clock.now():
         raise InvalidRequest("as_of must not be in the future", param="as_of")
-    return ledger.user_balance(work, user, as_of=as_of)
+    return prepaid.user_balance(work, user, as_of=as_of)
 
 
 # --- money movements ------------------------------------------------------------------
@@ -474,6 +474,9 @@ def charge(
         prepaid=user.billing_mode == BillingMode.PREPAID,
         provider_id=provider_ref,
         now=now,
+        sources=prepaid.funding_sources(
+            work, user.id, cur.code, service_code, provider_ref, now=now
+        ),
     )
     spec = charge_transfer(
         accounts,
@@ -558,17 +561,23 @@ def refund(
         raise InvalidRequest("only charges can be refunded", code="not_a_charge")
     assert original.user_id is not None
     user = load_user(work, original.user_id)
-    payer = next(p.account_id for p in original.postings if p.amount < 0)
     cur = user.currency
-    left = -original.amount_on(payer) - ledger.reversed_so_far(work, original.id).get(payer, 0)
+    own = {a.id: a.kind for a in ledger.accounts_of(work, OwnerType.USER, [user.id])}
+    grant_accounts = prepaid.grant_accounts(work, user.id)
+    payers = frozenset(
+        p.account_id
+        for p in original.postings
+        if p.amount < 0 and (p.account_id in own or p.account_id in grant_accounts)
+    )
+    done = ledger.reversed_so_far(work, original.id)
+    left = -sum(original.amount_on(a) + done.get(a, 0) for a in payers)
     units = left if amount is None else to_units(parse_amount(amount, allow_zero=False), cur)
-    spec = ledger.reversal_spec(
+    spec = ledger.refund_spec(
         work,
         original=original,
         transfer_id=transfer_id or new_id("tr"),
-        anchor_account_id=payer,
-        anchor_amount=units,
-        kind=TransferKind.REFUND,
+        payers=payers,
+        amount=units,
         description=text or f"Refund of {original.id}",
     )
     posted = ledger.post(work, spec, now=now)
@@ -582,8 +591,14 @@ def refund(
             at=now,
             details={"charge_id": original.id, "units": units},
         )
+        # A refunded package sale ends the package; money refunded to a grant that has
+        # ended meanwhile goes on to its funder, as its expiry would have sent it.
+        prepaid.end_holding_for_refund(work, original.id, now=now)
+        prepaid.sweep_ended(work, sorted(payers & set(grant_accounts)), now=now)
     account = "wallet" if user.billing_mode == BillingMode.PREPAID else "receivable"
-    return _private(_movement(posted, payer, cur, account), principal)
+    kinds = own | grant_accounts
+    movement = _user_movement(posted, {a: kinds[a] for a in payers}, cur)
+    return _private(replace(movement, account=account), principal)
 
 
 def _movement(
@@ -619,6 +634,7 @@ def transactions(
     user = load_user(work, user_ref)
     require_user_access(principal, user.id, asked=user_ref)
     kinds = {a.id: a.kind for a in ledger.accounts_of(work, OwnerType.USER, [user.id])}
+    kinds |= prepaid.grant_accounts(work, user.id)
     before = None
     if starting_after:
         before = ledger.seq_of(work, starting_after, ledger.TransferFilter(user_id=user.id))

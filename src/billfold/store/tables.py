@@ -191,6 +191,117 @@ plan_versions = Table(
     Index("ix_plan_versions_plan_id_effective_from", "plan_id", "effective_from"),
 )
 
+# --- prepaid products -----------------------------------------------------------------
+
+# A resource package (资源包) a provider sells: prepaid quantities of its service's
+# metrics (by metric id, exact decimal text), valid `validity_days` from its purchase,
+# refilled each day or month from then when `reset` says so.
+packages = Table(
+    "packages",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("provider_id", String(ID), ForeignKey("providers.id"), nullable=False),
+    Column("service_id", String(ID), ForeignKey("services.id"), nullable=False, index=True),
+    Column("code", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("quantities", Text, nullable=False),
+    Column("validity_days", Integer, nullable=False),
+    Column("reset", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("provider_id", "code"),
+)
+
+# A package a user bought: what it holds (copied from the package at the sale), from
+# when to when, and the sale's transfer.
+package_holdings = Table(
+    "package_holdings",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id"), nullable=False),
+    Column("package_id", String(ID), ForeignKey("packages.id"), nullable=False),
+    Column("provider_id", String(ID), nullable=False, index=True),
+    Column("service_id", String(ID), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("quantities", Text, nullable=False),
+    Column("reset", String(8), nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("transfer_id", String(TRANSFER_ID), nullable=False),
+    # active, refunded.
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_package_holdings_user_id_expires_at", "user_id", "expires_at"),
+    Index("ix_package_holdings_expires_at", "expires_at"),
+)
+
+# How much of a holding's metric one reset cycle has used (the whole validity when it does
+# not reset). A new cycle is a new row, so a reset refills without rolling anything over.
+package_usage = Table(
+    "package_usage",
+    metadata,
+    Column("holding_id", String(ID), ForeignKey("package_holdings.id"), primary_key=True),
+    Column("metric_id", String(ID), primary_key=True),
+    Column("cycle_start", UTCDateTime, primary_key=True),
+    Column("used", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# A voucher (代金券, kind "amount") or a discount coupon (折扣券, kind "percent"). An
+# admin's (provider_id NULL) is funded by the platform; a provider's by its earnings and
+# only for its own services. `services` is a JSON list of service codes, or NULL for all.
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("code", String(64), nullable=False, unique=True),
+    Column("provider_id", String(ID), ForeignKey("providers.id"), nullable=True, index=True),
+    Column("kind", String(8), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=True),
+    Column("percent", String(16), nullable=True),
+    Column("max_discount", BigInteger, nullable=True),
+    Column("min_spend", BigInteger, nullable=True),
+    Column("services", Text, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("max_redemptions", Integer, nullable=True),
+    Column("redeemed", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# What a user holds of promotions: promotional credit (赠送金), a redeemed voucher (each
+# with its own ledger account, owned by the grant), or a redeemed discount coupon waiting
+# for the purchase or invoice it takes its percentage off. One redemption per coupon and
+# user, by the unique key.
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id"), nullable=False),
+    # credit, voucher, discount.
+    Column("kind", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("account_id", BigInteger, nullable=True),
+    Column("coupon_id", String(ID), ForeignKey("coupons.id"), nullable=True),
+    # Who pays for it: "platform", or the provider's id.
+    Column("funder", String(ID), nullable=False),
+    Column("services", Text, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+    # active, used, expired.
+    Column("status", String(16), nullable=False),
+    Column("reason", String(500), nullable=True),
+    Column("used_transfer_id", String(TRANSFER_ID), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+    UniqueConstraint("coupon_id", "user_id"),
+    Index("ix_grants_user_id_status", "user_id", "status"),
+    Index("ix_grants_status_expires_at", "status", "expires_at"),
+)
+
 # --- metering -------------------------------------------------------------------------
 
 # Every accepted usage event, once: the unique index on (provider_id, event_id) is what
@@ -256,6 +367,9 @@ usage_periods = Table(
     Column("amount", String(80), nullable=False),
     Column("charged_units", BigInteger, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # What resource packages covered of this period's usage (not in `quantity`, which
+    # is what the plan priced).
+    Column("covered", String(64), nullable=False, server_default="0"),
     UniqueConstraint("user_id", "metric_id", "period_start"),
 )
 
