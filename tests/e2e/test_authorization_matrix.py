@@ -452,7 +452,7 @@ MATRIX: dict[str, Entry] = {
         },
         "",
         {"admin": "ok/ok", "provider": "ok/404", "user": "403/403", "none": "401/401"},
-    ),  # fmt: skip
+    ),
     "GET /v1/packages": (
         None,
         "",
@@ -483,7 +483,7 @@ MATRIX: dict[str, Entry] = {
         },
         "",
         {"admin": "ok/ok", "provider": "ok/404", "user": "403/403", "none": "401/401"},
-    ),  # fmt: skip
+    ),
     "GET /v1/coupons": (
         None,
         "",
