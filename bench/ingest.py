@@ -8,10 +8,13 @@ provider, a service, a graduated pay-as-you-go plan and 100 prepaid users. Then:
   charged through the ledger before its response;
 - raw insert/s: the same number of rows INSERTed into usage_events of the same database
   with executemany, 1,000 per transaction, with nothing else done (the floor);
-- latency: p50 and p99 of single-event requests and of authorizations, with 8 clients.
+- latency: p50 and p99 of single-event requests and of authorizations, with 8 clients;
+- with --packages: the same ingestion again on a second fresh database where every user
+  holds a resource package covering half of its events (the rest priced by the plan),
+  and its events/s as a ratio of the figure without packages (target >= 0.90).
 
 Usage: python bench/ingest.py [--events 100000] [--clients 8] [--workers 1]
-                              [--backends sqlite,postgres]
+                              [--backends sqlite,postgres] [--packages]
 """
 
 from __future__ import annotations
@@ -103,6 +106,26 @@ def server(url: str, home: Path, workers: int) -> Iterator[tuple[str, str]]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def hold_packages(base: str, key: str, secret: str, users: list[str], calls: int) -> None:
+    """Every user buys a resource package of `calls` calls of the bench's metric."""
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {secret}"}, timeout=60
+    ) as p:
+        package = p.post(
+            "/v1/packages",
+            json={"code": "half", "name": "Half", "service": "maps", "currency": "USD",
+                  "price": "1", "quantities": {"calls": str(calls)}, "validity_days": 30},
+        )  # fmt: skip
+        package.raise_for_status()
+    with httpx.Client(
+        base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=60
+    ) as admin:
+        for user in users:
+            admin.post(
+                f"/v1/users/{user}/packages", json={"package": package.json()["id"]}
+            ).raise_for_status()
 
 
 def setup(base: str, key: str) -> tuple[str, list[str]]:
@@ -264,7 +287,22 @@ def latencies(base: str, secret: str, users: list[str], kind: str) -> tuple[floa
     return cut[49] * 1000, cut[98] * 1000
 
 
-def run(backend: str, total: int, clients: int, workers: int) -> dict[str, float]:
+def with_packages(backend: str, total: int, clients: int, workers: int) -> float:
+    """events/s of the same ingestion when every user holds a package covering half."""
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        database(backend, Path(folder)) as url,
+        server(url, Path(folder), workers) as (base, key),
+    ):
+        secret, users = setup(base, key)
+        hold_packages(base, key, secret, users, max(total // USERS // 2, 1))
+        work = batches(users, total, uuid.uuid4().hex[:6])
+        return total / ingest(base, secret, work, clients)
+
+
+def run(
+    backend: str, total: int, clients: int, workers: int, packages: bool = False
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder, database(backend, Path(folder)) as url:
         with server(url, Path(folder), workers) as (base, key):
             secret, users = setup(base, key)
@@ -273,7 +311,11 @@ def run(backend: str, total: int, clients: int, workers: int) -> dict[str, float
             event_p50, event_p99 = latencies(base, secret, users, "event")
             auth_p50, auth_p99 = latencies(base, secret, users, "authorization")
         raw_seconds = raw_insert(url, total)
+    extra = {}
+    if packages:
+        extra["packages_events_per_s"] = with_packages(backend, total, clients, workers)
     return {
+        **extra,
         "events_per_s": total / seconds,
         "raw_insert_per_s": total / raw_seconds,
         "event_p50_ms": event_p50,
@@ -289,6 +331,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1, help="billfold serve --workers")
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument(
+        "--packages", action="store_true", help="also ingest with every user holding a package"
+    )
     args = parser.parse_args()
     table = Table(
         title=f"billfold ingestion: {args.events:,} events in batches of {BATCH}, "
@@ -301,11 +346,13 @@ def main() -> None:
         "ratio",
         "event p50/p99 ms",
         "authorization p50/p99 ms",
+        *(("events/s with packages", "ratio to without") if args.packages else ()),
     ):
         table.add_column(column, justify="right")
     results = {}
     for backend in args.backends.split(","):
-        figures = run(backend, args.events, args.clients, args.workers)
+        figures = run(backend, args.events, args.clients, args.workers, args.packages)
+        packaged = figures.get("packages_events_per_s")
         results[backend] = figures
         table.add_row(
             backend,
@@ -314,9 +361,16 @@ def main() -> None:
             f"{figures['events_per_s'] / figures['raw_insert_per_s']:.2f}",
             f"{figures['event_p50_ms']:.1f} / {figures['event_p99_ms']:.1f}",
             f"{figures['authorization_p50_ms']:.1f} / {figures['authorization_p99_ms']:.1f}",
+            *(
+                (f"{packaged:,.0f}", f"{packaged / figures['events_per_s']:.2f}")
+                if packaged is not None
+                else ()
+            ),
         )
     console.print(table)
     console.print("target: >= 20,000 events/s on SQLite, ratio >= 0.15")
+    if args.packages:
+        console.print("target: events/s with packages >= 0.90 of the figure without")
     print(json.dumps({b: {k: round(v, 1) for k, v in f.items()} for b, f in results.items()}))
 
 

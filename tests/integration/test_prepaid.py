@@ -327,3 +327,65 @@ def test_only_an_admin_grants_credit(ctx: Context) -> None:
         with pytest.raises(PermissionDenied):
             ctx.run(prepaid.grant_credit, who, user, amount="5", expires_at=None, reason="x")
     assert _balance(ctx, user)[2] == 0
+
+
+def test_package_alerts_at_80_and_100_percent_and_3_days_before_expiry(
+    ctx: Context, clock: TestClock
+) -> None:
+    from billfold import alerts
+
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 1, "20")
+    ctx.run(prepaid.buy_package, SYSTEM, user, _package(ctx, me, quantities={"calls": "10"},
+                                                        validity_days=5))  # fmt: skip
+
+    def seen() -> list[tuple[str, str | None]]:
+        found = ctx.run(alerts.list_alerts, SYSTEM)
+        return sorted((a.type, a.data.get("level")) for a in found if a.type.startswith("package"))
+
+    _events(ctx, me, user, 7, "a")
+    alerts.evaluate(ctx)
+    assert seen() == []
+    _events(ctx, me, user, 1, "b")
+    alerts.evaluate(ctx)
+    assert seen() == [("package.used", "0.8")]
+    _events(ctx, me, user, 5, "c")
+    alerts.evaluate(ctx)
+    alerts.evaluate(ctx)  # Each once.
+    assert seen() == [("package.used", "0.8"), ("package.used", "1")]
+    clock.advance(days=2, hours=1)
+    alerts.evaluate(ctx)
+    assert ("package.expiring", None) in seen()
+
+
+def test_statements_and_reconcile_agree_with_the_ledger_with_every_promotion_in_play(
+    ctx: Context, clock: TestClock
+) -> None:
+    from billfold import analytics, settlement
+
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 1, "30")
+    package = _package(ctx, me, price="10", quantities={"calls": "100"})
+    ctx.run(prepaid.create_coupon, SYSTEM, code="TENOFF", kind="percent", currency_code="USD",
+            percent="10")  # fmt: skip
+    ctx.run(prepaid.create_coupon, me, code="OWNFIVE", kind="amount", currency_code="USD",
+            amount="5", expires_at=clock.now() + timedelta(days=5))  # fmt: skip
+    ctx.run(prepaid.create_coupon, SYSTEM, code="PLAT2", kind="amount", currency_code="USD",
+            amount="2")  # fmt: skip
+    for code in ("TENOFF", "OWNFIVE", "PLAT2"):
+        ctx.run(prepaid.redeem, SYSTEM, user, code)
+    ctx.run(prepaid.grant_credit, SYSTEM, user, amount="1", expires_at=None, reason="hello")
+    holding = ctx.run(
+        prepaid.buy_package, SYSTEM, user, package
+    )  # 9.00: vouchers 7, credit 1, cash 1
+    _events(ctx, me, user, 300, "a")  # 100 covered, 2.00 from cash.
+    ctx.run(parties.refund, me, holding.transfer_id, amount="4.5")
+    clock.advance(days=6)
+    ctx.run(lambda w: prepaid.expire_due(w, now=clock.now()))
+    analytics.fold(ctx)
+    report = ctx.run(settlement.reconcile, "2026-11")
+    assert report.differences == []
+    [statement] = ctx.run(settlement.statements, me, str(me.provider_id), "2026-11")
+    assert statement.promotions == int(Decimal("2.5") * USD)  # 5 funded, 2.50 came back.
+    assert statement.opening + statement.net - statement.payouts == statement.closing
+    _verified(ctx)

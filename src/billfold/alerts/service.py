@@ -36,7 +36,14 @@ from billfold.core.directory import load_user, user_row
 from billfold.domain.analytics import Forecast, forecast, is_spike
 from billfold.domain.errors import InvalidRequest, NotFound
 from billfold.domain.ledger import AccountKind, OwnerType, TransferKind
-from billfold.domain.money import currency, format_money, from_units, parse_amount, to_units
+from billfold.domain.money import (
+    currency,
+    format_decimal,
+    format_money,
+    from_units,
+    parse_amount,
+    to_units,
+)
 from billfold.ids import new_id
 from billfold.store.bulk import upsert
 from billfold.store.tables import (
@@ -52,7 +59,15 @@ from billfold.store.tables import (
 log = structlog.get_logger("billfold.webhooks")
 
 DEFAULT_THRESHOLDS: Final = (50, 80, 100)
-EVENT_TYPES: Final = ("budget.threshold", "balance.low", "usage.spike")
+EVENT_TYPES: Final = (
+    "budget.threshold",
+    "balance.low",
+    "usage.spike",
+    "package.used",
+    "package.expiring",
+)
+PACKAGE_LEVELS: Final = (Decimal("0.8"), Decimal(1))
+PACKAGE_NOTICE: Final = timedelta(days=3)
 # Standard Webhooks recommends retrying with growing delays for about a day.
 BACKOFF_S: Final = (5, 300, 1800, 7200, 18000, 36000, 36000)
 SPIKE_FACTOR: Final = Decimal(3)
@@ -248,13 +263,49 @@ def _raise(
 def evaluate(ctx: Context) -> dict[str, int]:
     """Raises the alerts the facts now call for: budgets, low balances and spikes."""
     now = ctx.clock.now()
-    raised = {"budget": 0, "low_balance": 0, "spike": 0}
+    raised = {"budget": 0, "low_balance": 0, "spike": 0, "package": 0}
     with ctx.work() as work:
         settings_rows = list(work.conn.execute(select(alert_settings)))
         if settings_rows:
             _budgets_and_balances(work, settings_rows, now, raised)
         raised["spike"] = _spikes(work, now)
+        raised["package"] = _packages(work, now)
         work.commit()
+    return raised
+
+
+def _packages(work: Work, now: datetime) -> int:
+    """A resource package 80% and 100% used in its cycle, and 3 days before it expires:
+    each once per holding, metric and cycle (a reset starts the count again)."""
+    raised = 0
+    for holding, metric, share in prepaid.usage_levels(work, now):
+        for level in PACKAGE_LEVELS:
+            if share < level:
+                continue
+            data: dict[str, Any] = {
+                "holding_id": holding.id,
+                "package": holding.package_code,
+                "metric": metric,
+                "level": format_decimal(level),
+                "used": format_decimal(holding.used[metric]),
+                "quantity": format_decimal(holding.quantities[metric]),
+                "cycle_end": holding.cycle_end.isoformat(),
+            }
+            key = f"package:{holding.id}:{metric}:{holding.cycle_start.isoformat()}:{level}"
+            raised += _raise(
+                work, key, "package.used", data, now=now, user_id=holding.user_id, provider_id=None
+            )
+    for holding in prepaid.expiring(work, now, PACKAGE_NOTICE):
+        data = {
+            "holding_id": holding.id,
+            "package": holding.package_code,
+            "expires_at": holding.expires_at.isoformat(),
+            "remaining": {m: format_decimal(q) for m, q in holding.remaining.items()},
+        }
+        raised += _raise(
+            work, f"package_expiring:{holding.id}", "package.expiring", data,
+            now=now, user_id=holding.user_id, provider_id=None,
+        )  # fmt: skip
     return raised
 
 

@@ -51,7 +51,8 @@ REVENUE_MARK: Final = "revenue_seq"
 USAGE_GROUPS: Final = ("user", "provider", "service", "metric")
 REVENUE_GROUPS: Final = ("provider", "service")
 # Transfers that move a provider's earnings without being revenue.
-NOT_REVENUE: Final = (TransferKind.PAYOUT,)
+# Payouts, and the funding and expiry of promotions (statements show those apart).
+NOT_REVENUE: Final = (TransferKind.PAYOUT, TransferKind.GRANT, TransferKind.EXPIRY)
 
 
 # --- folding --------------------------------------------------------------------------

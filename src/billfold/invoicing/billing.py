@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select
 
-from billfold import ledger
+from billfold import ledger, prepaid
 from billfold.core.context import Context, Work
 from billfold.domain.errors import BillfoldError
 from billfold.invoicing.batch import Batch, usage_rows
@@ -299,7 +299,20 @@ def bill_run(
     with ctx.work() as work:
         totals["holds_expired"] = ledger.expire_holds(work, now=now)
         work.commit()
+    totals["grants_expired"] = expire_grants(ctx, now)
     return dict(totals)
+
+
+def expire_grants(ctx: Context, now: datetime) -> int:
+    """Ends every voucher and credit past its expiry, 500 to a transaction."""
+    total = 0
+    while True:
+        with ctx.work() as work:
+            ended = prepaid.expire_due(work, now=now)
+            work.commit()
+        total += ended
+        if ended < 500:
+            return total
 
 
 def collect_for_user(work: Work, user_id: str) -> dict[str, int]:

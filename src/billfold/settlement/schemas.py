@@ -32,7 +32,12 @@ class StatementOut(BaseModel):
     gross: Amount
     commission: Amount
     refunds: Amount
-    net: Amount = Field(description="gross - refunds - commission.")
+    promotions: Amount = Field(
+        default="0",
+        description="What the provider's own vouchers cost it: redeemed, less what "
+        "expired unspent went back (its discount coupons are already out of gross).",
+    )
+    net: Amount = Field(description="gross - refunds - commission - promotions.")
     payouts: Amount
     opening_balance: Amount
     closing_balance: Amount = Field(description="opening_balance + net - payouts.")
@@ -49,6 +54,7 @@ class StatementOut(BaseModel):
             gross=_money(st.gross, cur),
             commission=_money(st.commission, cur),
             refunds=_money(st.refunds, cur),
+            promotions=_money(st.promotions, cur),
             net=_money(st.net, cur),
             payouts=_money(st.payouts, cur),
             opening_balance=_money(st.opening, cur),

@@ -59,11 +59,13 @@ class Statement:
     payouts: int = 0
     opening: int = 0
     closing: int = 0
+    promotions: int = 0
+    """What the provider's vouchers cost it in the period (funded less expired back)."""
     by_service: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def net(self) -> int:
-        return self.gross - self.refunds - self.commission
+        return self.gross - self.refunds - self.commission - self.promotions
 
     def money(self, units: int) -> Decimal:
         return from_units(units, self.currency)
@@ -157,7 +159,19 @@ def _statements(
         st.opening = ledger.balance(work, account, as_of=start - TICK).posted
         st.closing = ledger.balance(work, account, as_of=end - TICK).posted
         st.payouts = _payouts(work, account, start, end)
+        st.promotions = -_moved(
+            work, account, start, end, (TransferKind.GRANT, TransferKind.EXPIRY)
+        )
     return [found[code] for code in sorted(found)]
+
+
+def _moved(
+    work: Work, account: int, start: datetime, end: datetime, kinds: tuple[TransferKind, ...]
+) -> int:
+    """What transfers of these kinds posted on the account in [start, end)."""
+    which = ledger.TransferFilter(posted_from=start, posted_to=end, kinds=kinds)
+    rows = ledger.sum_postings(work, which, account_ids=[account])
+    return int(rows[0][-1]) if rows else 0
 
 
 # --- payouts --------------------------------------------------------------------------

@@ -23,6 +23,8 @@ def run_once(ctx: Context) -> dict[str, int]:
     with ctx.db.unit_of_work() as uow:
         expired = ledger.expire_holds(uow, now=now)
         uow.commit()
+    # What expired vouchers and credit had left goes back to their funders.
+    grants_ended = billing.expire_grants(ctx, now)
     with ctx.db.unit_of_work() as uow:
         purged = idempotency.purge(uow, now, timedelta(seconds=ctx.settings.idempotency_ttl_s))
         uow.commit()
@@ -36,6 +38,7 @@ def run_once(ctx: Context) -> dict[str, int]:
         "webhooks_retried": sent["retried"],
         "webhooks_failed": sent["failed"],
         "holds_expired": expired,
+        "grants_expired": grants_ended,
         "idempotency_keys_purged": int(purged),
         "usage_deltas_folded": folded["usage_deltas"],
         "transfers_folded": folded["transfers"],
