@@ -360,9 +360,9 @@ def reconcile_command(
     period: Annotated[str, typer.Option("--period", help="The month, YYYY-MM.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Proves that statements, invoices and the ledger agree for a month; names every
-    difference and exits non-zero if there is one."""
-    from billfold.settlement import reconcile
+    """Proves that statements, invoices, gateway payments and the ledger agree for a
+    month; names every difference and exits non-zero if there is one."""
+    from billfold.payments import reconcile
 
     ctx = _context()
     with Progress(

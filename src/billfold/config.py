@@ -88,6 +88,25 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="Where people reach the console; links in mails start with it.",
     )
+    # Payment gateways: each is on when its keys are set.
+    stripe_api_key: str | None = Field(default=None, description="sk_... of the platform.")
+    stripe_webhook_secret: str | None = Field(
+        default=None, description="whsec_...: the signing secret of the webhook endpoint."
+    )
+    stripe_api_base: str | None = Field(
+        default=None, description="Another API base (localstripe in tests)."
+    )
+    alipay_app_id: str | None = None
+    alipay_private_key: str | None = Field(
+        default=None, description="The application's RSA private key (PEM, or base64 of it)."
+    )
+    alipay_public_key: str | None = Field(
+        default=None, description="Alipay's RSA public key (PEM, or base64 of it)."
+    )
+    alipay_gateway_url: str = "https://openapi.alipay.com/gateway.do"
+    auto_recharge_daily_cap: str = Field(
+        default="1000", description="The most auto-recharge may charge a user in a day."
+    )
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
     webhook_concurrency: int = Field(default=8, ge=1, le=64)
 

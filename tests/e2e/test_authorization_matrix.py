@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
 from billfold.core.keys import create_key
-from billfold.store.tables import metadata
+from billfold.store.tables import metadata, payments
 from tests.conftest import LiveServer
 
 ROLES = ("admin", "provider", "user", "none")
@@ -504,6 +504,51 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
     ),
+    "POST /v1/users/{user_id}/checkouts": (
+        {"gateway": "stripe", "amount": "5"},
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "POST /v1/gateways/{gateway}/webhook": (
+        {"id": "evt_1", "type": "payment_intent.succeeded"},
+        "",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "ok"},
+    ),
+    "GET /v1/users/{user_id}/payments": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "GET /v1/payments/{payment_id}": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "POST /v1/payments/{payment_id}/sync": (
+        {},
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "POST /v1/payments/{payment_id}/refunds": (
+        {"amount": "1"},
+        "",
+        {"admin": "ok/ok", "provider": "403/403", "user": "403/403", "none": "401/401"},
+    ),
+    "POST /v1/users/{user_id}/payment-methods": (
+        {"payment_method": "pm_card_visa"},
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "GET /v1/users/{user_id}/auto-recharge": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "POST /v1/users/{user_id}/auto-recharge": (
+        {"threshold": "1", "amount": "5"},
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
     "GET /v1/users/{user_id}/alert-settings": (
         None,
         "",
@@ -653,6 +698,12 @@ def _side(
          "currency": "USD", "price": "1", "quantities": {"calls": "10"}, "validity_days": 30},
     )["id"]  # fmt: skip
     made("/v1/coupons", {"code": f"GIFT-{tag}", "kind": "amount", "currency": "USD", "amount": "1"})
+    payment = f"pay_{tag}_seeded"
+    ctx.run(lambda work: work.conn.execute(payments.insert().values(
+        id=payment, user_id=user, gateway="stripe", purpose="top_up", currency="USD",
+        amount=10**9, status="succeeded", gateway_ref=f"pi_{tag}", refunded=0,
+        created_at=ctx.clock.now(), updated_at=ctx.clock.now(),
+    )))  # fmt: skip
     shared = {
         "user_id": user,
         "service": service,
@@ -671,6 +722,8 @@ def _side(
         "provider_id": provider,
         "package_id": package,
         "coupon_code": f"GIFT-{tag}",
+        "payment_id": payment,
+        "gateway": "stripe",
     }
     provider_side = Side(
         {
@@ -695,6 +748,7 @@ def _side(
             spare_user_key.id,
             f"{name.lower()}@private.io",
             f"{name} Secretname",
+            payment,
         },
     )
     user_side = Side(

@@ -30,6 +30,7 @@ from billfold.invoicing import router as invoicing_router
 from billfold.ledger import router as ledger_router
 from billfold.metering import router as metering_router
 from billfold.parties import router as parties_router
+from billfold.payments import router as payments_router
 from billfold.prepaid import router as prepaid_router
 from billfold.settlement import router as settlement_router
 from billfold.subscriptions import router as subscriptions_router
@@ -77,6 +78,7 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
         metering_router,
         authorizations_router,
         prepaid_router,
+        payments_router,
         subscriptions_router,
         invoicing_router,
         analytics_router,

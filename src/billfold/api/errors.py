@@ -16,6 +16,7 @@ from billfold.domain.errors import (
     AuthenticationFailed,
     BillfoldError,
     Conflict,
+    GatewayUnavailable,
     InsufficientFunds,
     InvalidRequest,
     LimitExceeded,
@@ -50,6 +51,7 @@ _STATUS_OF_ERROR: dict[type[BillfoldError], int] = {
     NotFound: 404,
     Conflict: 409,
     RateLimited: 429,
+    GatewayUnavailable: 502,
 }
 
 

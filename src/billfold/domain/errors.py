@@ -196,3 +196,13 @@ class RateLimited(BillfoldError):
     """Too many attempts in a while (failed logins): try again later."""
 
     type = "rate_limited"
+
+
+class GatewayUnavailable(BillfoldError):
+    """A payment gateway refused or could not be reached: nothing was changed here."""
+
+    type = "internal"
+
+    @classmethod
+    def default_code(cls) -> ErrorCode:
+        return "gateway_error"

@@ -85,9 +85,14 @@ class BalanceOut(BaseModel):
     currency: str
     posted: Amount
     held: Amount
-    available: Amount = Field(description="posted - held + credit_limit")
+    available: Amount = Field(
+        description="cash - held + credit_limit + vouchers + credits (posted is the cash)"
+    )
     credit_limit: Amount
     receivable: Amount = Field(description="What the user owes: postpaid usage and debts.")
+    cash: Amount = Field(description="The money paid in: the only part paid out or withdrawn.")
+    vouchers: Amount = Field(description="Redeemed vouchers not spent yet.")
+    credits: Amount = Field(description="Promotional credit not spent yet.")
     as_of: Moment | None = None
 
     @classmethod
@@ -100,6 +105,9 @@ class BalanceOut(BaseModel):
             available=format_money(view.available, cur),
             credit_limit=format_money(view.credit_limit, cur),
             receivable=format_money(view.receivable, cur),
+            cash=format_money(view.cash, cur),
+            vouchers=format_money(view.vouchers, cur),
+            credits=format_money(view.credits, cur),
             as_of=view.as_of,
         )
 

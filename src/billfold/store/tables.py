@@ -302,6 +302,60 @@ grants = Table(
     Index("ix_grants_status_expires_at", "status", "expires_at"),
 )
 
+# --- payments -------------------------------------------------------------------------
+
+# A payment through a gateway: started here, confirmed by the gateway's signed
+# notification. A success credits the wallet once, with a transfer whose id is derived
+# from the gateway's payment id; `refunded` is what went back to the card.
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("user_id", String(ID), ForeignKey("users.id"), nullable=False),
+    Column("gateway", String(16), nullable=False),
+    # top_up, invoice, recharge.
+    Column("purpose", String(16), nullable=False),
+    Column("invoice_id", String(ID), nullable=True),
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    # pending, succeeded, failed, canceled.
+    Column("status", String(16), nullable=False),
+    Column("gateway_ref", String(255), nullable=True),
+    Column("gateway_payment_id", String(255), nullable=True),
+    Column("transfer_id", String(TRANSFER_ID), nullable=True),
+    Column("refunded", BigInteger, nullable=False),
+    Column("failure", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("gateway", "gateway_ref"),
+    Index("ix_payments_user_id_created_at", "user_id", "created_at"),
+    Index("ix_payments_status_purpose", "status", "purpose"),
+)
+
+# A card saved at a gateway for auto-recharge (its references there, never the card).
+payment_methods = Table(
+    "payment_methods",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id"), primary_key=True),
+    Column("gateway", String(16), primary_key=True),
+    Column("customer_ref", String(255), nullable=False),
+    Column("method_ref", String(255), nullable=False),
+    Column("label", String(100), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# Auto-recharge: below `threshold` available, one payment of `amount` on the saved card.
+recharge_settings = Table(
+    "recharge_settings",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id"), primary_key=True),
+    Column("threshold", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("daily_cap", BigInteger, nullable=False),
+    Column("enabled", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 # --- metering -------------------------------------------------------------------------
 
 # Every accepted usage event, once: the unique index on (provider_id, event_id) is what

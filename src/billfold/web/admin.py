@@ -20,7 +20,7 @@ from billfold.identity import router as identity_api
 from billfold.ledger.verify import verify
 from billfold.parties import router as parties_api
 from billfold.parties.schemas import CreditLimitUpdate, ProviderUpdate
-from billfold.settlement import reconcile
+from billfold.payments import reconcile
 from billfold.settlement import router as settlement_api
 from billfold.subscriptions import router as subscriptions_api
 from billfold.web.console import (

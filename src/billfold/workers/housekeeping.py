@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import structlog
 
-from billfold import alerts, analytics, ledger
+from billfold import alerts, analytics, ledger, payments
 from billfold.core import idempotency, keys
 from billfold.core.context import Context
 from billfold.invoicing import billing
@@ -31,6 +31,7 @@ def run_once(ctx: Context) -> dict[str, int]:
     keys.flush_last_used(ctx)
     folded = analytics.fold(ctx)
     raised = alerts.evaluate(ctx)
+    recharged = payments.recharge_due(ctx)
     sent = alerts.deliver_due(ctx)
     return {
         "alerts_raised": sum(raised.values()),
@@ -38,6 +39,7 @@ def run_once(ctx: Context) -> dict[str, int]:
         "webhooks_retried": sent["retried"],
         "webhooks_failed": sent["failed"],
         "holds_expired": expired,
+        "recharges_started": recharged,
         "grants_expired": grants_ended,
         "idempotency_keys_purged": int(purged),
         "usage_deltas_folded": folded["usage_deltas"],

@@ -2,7 +2,7 @@
 
 Revision ID: 0012
 Revises: 0011
-Create Date: 2026-12-01 18:17:19.609825
+Create Date: 2026-12-01 18:40:00.000000
 """
 
 from collections.abc import Sequence
