@@ -88,6 +88,13 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000",
         description="Where people reach the console; links in mails start with it.",
     )
+    # Graded arrears of prepaid debt (a plan's "arrears" overrides them for its service).
+    arrears_grace_hours: int = Field(
+        default=0, ge=0, le=2160, description="Usage goes on this long after a debt arises."
+    )
+    arrears_terminate_days: int = Field(
+        default=15, ge=1, le=365, description="Days from suspension to termination."
+    )
     # Payment gateways: each is on when its keys are set.
     stripe_api_key: str | None = Field(default=None, description="sk_... of the platform.")
     stripe_webhook_secret: str | None = Field(

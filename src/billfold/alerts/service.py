@@ -65,6 +65,10 @@ EVENT_TYPES: Final = (
     "usage.spike",
     "package.used",
     "package.expiring",
+    "arrears.grace",
+    "arrears.suspended",
+    "arrears.terminated",
+    "arrears.cleared",
 )
 PACKAGE_LEVELS: Final = (Decimal("0.8"), Decimal(1))
 PACKAGE_NOTICE: Final = timedelta(days=3)
@@ -195,6 +199,21 @@ class AlertView:
     provider_id: str | None
     data: dict[str, Any]
     created_at: datetime
+
+
+def announce(
+    work: Work,
+    key: str,
+    type_: str,
+    data: dict[str, Any],
+    *,
+    now: datetime,
+    user_id: str | None,
+    provider_id: str | None = None,
+) -> bool:
+    """Raises an alert of another feature (an arrears step), once per `key`, and queues
+    its webhook for every endpoint of the user's and the platform's that listens."""
+    return _raise(work, key, type_, data, now=now, user_id=user_id, provider_id=provider_id)
 
 
 def _raise(

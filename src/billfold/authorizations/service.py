@@ -28,7 +28,15 @@ from billfold.catalog import (
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_role, require_user_access
 from billfold.core.context import Work
-from billfold.core.directory import BillingMode, UserView, load_provider, load_user
+from billfold.core.directory import (
+    BillingMode,
+    UserView,
+    arrears_terms,
+    debt_stage,
+    load_provider,
+    load_user,
+)
+from billfold.domain.arrears import GRACE, ArrearsTerms
 from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import (
     AccountKind,
@@ -160,8 +168,12 @@ def entitlements(
         reason = "user_inactive"
     elif plan is None:
         reason = "not_subscribed"
-    elif debt > 0 or pricing.subscription_status == "suspended":
+    elif pricing.subscription_status == "suspended" or (
+        debt > 0 and debt_stage(work, user.id, debt, arrears_terms(work, plan.arrears)) != GRACE
+    ):
         reason = "suspended"
+    elif debt > 0:
+        reason = "arrears_grace"  # Usage goes on while the grace period lasts.
     elif (
         user.billing_mode == BillingMode.PREPAID and available <= 0 and not any(remaining.values())
     ):
@@ -173,7 +185,7 @@ def entitlements(
     return Entitlements(
         user.id,
         service.code,
-        reason == "ok",
+        reason in ("ok", "arrears_grace"),
         reason,
         user.currency,
         None if hidden else from_units(available, user.currency),
@@ -206,7 +218,7 @@ def authorize(
     auth_id = authorization_id or new_id("auth")
     user = load_user(work, user_ref)
     cur = user.currency
-    service, asked = None, None
+    service, asked, service_terms = None, None, None
     if by_quantity:
         if not service_code or not metric_code or quantity is None:
             raise InvalidRequest(
@@ -217,13 +229,14 @@ def authorize(
         priced = _price_use(work, principal, user, user_ref, service_code, metric_code, asked, now)
         if isinstance(priced, str):
             return _declined(auth_id, priced, user, service_code, metric_code, asked)
-        service, units = priced
+        service, units, service_terms = priced
     else:
         # A hold by amount is on no service: the user must be a customer of the provider.
         require_customer(work, principal, user.id, asked=user_ref)
         units = to_units(parse_amount(amount, allow_zero=False), cur)
     available, debt = _standing(work, user)
-    if debt > 0:
+    terms = arrears_terms(work, service_terms)
+    if debt > 0 and debt_stage(work, user.id, debt, terms) != GRACE:
         return _declined(auth_id, "suspended", user, service_code, metric_code, asked, units)
     is_prepaid = user.billing_mode == BillingMode.PREPAID
     if is_prepaid and units > available:
@@ -290,8 +303,9 @@ def _price_use(
     metric_code: str,
     asked: Decimal,
     now: datetime,
-) -> tuple[Any, int] | str:
-    """(the service, what `asked` more of the metric costs now in ledger units), priced on
+) -> tuple[Any, int, ArrearsTerms | None] | str:
+    """(the service, what `asked` more of the metric costs now in ledger units, the plan's
+    arrears terms), priced on
     top of the period's usage so far under the terms metering will charge it under; or the
     reason to decline (not subscribed, suspended)."""
     pricing = _service_plan(work, principal, service_code, now, user.id, user_ref)
@@ -314,7 +328,8 @@ def _price_use(
     value = Decimal(1) if metric.aggregation in ("count", "unique_count") else asked
     events = [Event(metric_code, value, now)] * (int(asked) if metric.aggregation == "count" else 1)
     after = rate(plan, metric_code, metric.aggregation, state, events)
-    return service, max(units_due(after.amount, user.currency.ledger_scale) - charged, 0)
+    due = max(units_due(after.amount, user.currency.ledger_scale) - charged, 0)
+    return service, due, plan.arrears
 
 
 def _declined(

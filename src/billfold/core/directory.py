@@ -7,7 +7,7 @@ lookup, the decryption of personal data and the not-found answer are the same fo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import select
 
 from billfold.core.context import Work
+from billfold.domain.arrears import ArrearsTerms, stage_at
 from billfold.domain.errors import NotFound
 from billfold.domain.money import Currency, currency, from_units
-from billfold.store.tables import providers, users
+from billfold.store.tables import arrears, providers, users
 
 
 class BillingMode(StrEnum):
@@ -115,3 +116,26 @@ def user_row(work: Work, user_ref: str, *, lock: bool = False) -> Any:
 def load_user(work: Work, user_ref: str) -> UserView:
     """A user by id or by external id."""
     return user_view(work, user_row(work, user_ref))
+
+
+def arrears_terms(work: Work, own: ArrearsTerms | None = None) -> ArrearsTerms:
+    """A plan's own arrears terms, or the platform's (BILLFOLD_ARREARS_*)."""
+    if own is not None:
+        return own
+    settings = work.settings
+    return ArrearsTerms(
+        timedelta(hours=settings.arrears_grace_hours),
+        timedelta(days=settings.arrears_terminate_days),
+    )
+
+
+def debt_stage(work: Work, user_id: str, debt: int, terms: ArrearsTerms) -> str | None:
+    """The stage of a prepaid user's debt now (None: no debt). It counts from when the
+    debt arose (the arrears row), or from now for a debt the review has not seen yet."""
+    if debt <= 0:
+        return None
+    now = work.clock.now()
+    since = work.conn.execute(
+        select(arrears.c.since).where(arrears.c.user_id == user_id)
+    ).scalar_one_or_none()
+    return stage_at(since or now, now, terms)

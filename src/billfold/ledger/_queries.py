@@ -72,6 +72,18 @@ class AccountRef:
     currency: str
 
 
+def debtors(uow: UnitOfWork) -> list[tuple[str, str, int]]:
+    """(user id, currency, units owed) of every user whose receivable shows a debt."""
+    rows = uow.conn.execute(
+        select(accounts.c.owner_id, accounts.c.currency, accounts.c.posted).where(
+            accounts.c.owner_type == str(OwnerType.USER),
+            accounts.c.kind == str(AccountKind.RECEIVABLE),
+            accounts.c.posted < 0,
+        )
+    ).all()
+    return [(str(r.owner_id), str(r.currency), -int(r.posted)) for r in rows]
+
+
 def accounts_of(
     uow: UnitOfWork,
     owner_type: OwnerType,

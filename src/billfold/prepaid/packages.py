@@ -24,8 +24,16 @@ from billfold.catalog import is_customer, load_service
 from billfold.core import audit
 from billfold.core.access import Principal, Role, acting_provider, require_user_access
 from billfold.core.context import Work
-from billfold.core.directory import BillingMode, UserView, load_provider, load_user
+from billfold.core.directory import (
+    BillingMode,
+    UserView,
+    arrears_terms,
+    debt_stage,
+    load_provider,
+    load_user,
+)
 from billfold.core.text import Page, check_limit, required_text
+from billfold.domain.arrears import GRACE
 from billfold.domain.errors import Conflict, InvalidRequest, NotFound
 from billfold.domain.ledger import TransferKind, charge_transfer, commission_in_force
 from billfold.domain.money import (
@@ -302,7 +310,9 @@ def buy_package(
             code="currency_mismatch",
             param="package",
         )
-    if user.status != "active":
+    owed = ledger.user_standing(work, user.id, cur.code, 0).owed
+    stage = debt_stage(work, user.id, owed, arrears_terms(work)) if owed > 0 else None
+    if user.status != "active" or stage not in (None, GRACE):
         raise InvalidRequest(
             "the account is suspended: settle what it owes first", code="account_suspended"
         )

@@ -356,6 +356,19 @@ recharge_settings = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# A prepaid user's debt and its stage (grace, suspended, terminated): since when it is
+# owed, and which steps were announced. Access is judged from the debt itself, so paying
+# it restores access at once; the row is how each step is announced once.
+arrears = Table(
+    "arrears",
+    metadata,
+    Column("user_id", String(ID), ForeignKey("users.id"), primary_key=True),
+    Column("since", UTCDateTime, nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("stage_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
 # --- metering -------------------------------------------------------------------------
 
 # Every accepted usage event, once: the unique index on (provider_id, event_id) is what

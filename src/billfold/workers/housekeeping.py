@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import structlog
 
-from billfold import alerts, analytics, ledger, payments
+from billfold import alerts, analytics, arrears, ledger, payments
 from billfold.core import idempotency, keys
 from billfold.core.context import Context
 from billfold.invoicing import billing
@@ -32,6 +32,7 @@ def run_once(ctx: Context) -> dict[str, int]:
     folded = analytics.fold(ctx)
     raised = alerts.evaluate(ctx)
     recharged = payments.recharge_due(ctx)
+    in_arrears = arrears.review(ctx)
     sent = alerts.deliver_due(ctx)
     return {
         "alerts_raised": sum(raised.values()),
@@ -40,6 +41,7 @@ def run_once(ctx: Context) -> dict[str, int]:
         "webhooks_failed": sent["failed"],
         "holds_expired": expired,
         "recharges_started": recharged,
+        "arrears_steps": sum(in_arrears.values()),
         "grants_expired": grants_ended,
         "idempotency_keys_purged": int(purged),
         "usage_deltas_folded": folded["usage_deltas"],

@@ -5,10 +5,12 @@ from __future__ import annotations
 import decimal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from billfold.domain.arrears import ArrearsTerms
 from billfold.domain.errors import InvalidRequest
 from billfold.domain.money import Currency, currency
 from billfold.domain.pricing.core import (
@@ -208,6 +210,8 @@ class Plan:
     minimum: Decimal
     commission_rate: Decimal | None
     charges: tuple[Charge, ...]
+    arrears: ArrearsTerms | None = None
+    """This plan's own grace and termination periods, instead of the platform's."""
 
     def to_dict(self) -> dict[str, Any]:
         """The plan in its canonical JSON form (amounts as decimal strings)."""
@@ -224,7 +228,16 @@ class Plan:
             "minimum": _d(self.minimum),
             "commission_rate": None if self.commission_rate is None else _d(self.commission_rate),
             "charges": [c.to_dict() for c in self.charges],
-        }
+        } | (
+            {}
+            if self.arrears is None
+            else {
+                "arrears": {
+                    "grace_hours": self.arrears.grace // timedelta(hours=1),
+                    "terminate_after_days": self.arrears.terminate_after.days,
+                }
+            }
+        )
 
     @property
     def metrics(self) -> set[str]:
@@ -244,7 +257,29 @@ PLAN_FIELDS: Final = (
     "minimum",
     "commission_rate",
     "charges",
+    "arrears",
 )
+MAX_GRACE_HOURS = 24 * 90
+MAX_TERMINATE_DAYS = 365
+
+
+def _arrears(value: object) -> ArrearsTerms | None:
+    """A plan's `arrears`: {"grace_hours": 0-2160, "terminate_after_days": 1-365}."""
+    if value is None:
+        return None
+    data = _mapping(value, "arrears")
+    _allowed(data, ("grace_hours", "terminate_after_days"), "arrears")
+    hours = _count(
+        data.get("grace_hours"), "arrears.grace_hours", default=0, low=0, high=MAX_GRACE_HOURS
+    )
+    days = _count(
+        data.get("terminate_after_days"),
+        "arrears.terminate_after_days",
+        default=15,
+        low=1,
+        high=MAX_TERMINATE_DAYS,
+    )
+    return ArrearsTerms(timedelta(hours=hours), timedelta(days=days))
 
 
 def parse_plan(value: object) -> Plan:
@@ -292,4 +327,5 @@ def parse_plan(value: object) -> Plan:
             minimum,
             commission_rate,
             charges,
+            _arrears(data.get("arrears")),
         )
