@@ -5,7 +5,6 @@ own periods."""
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
