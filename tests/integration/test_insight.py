@@ -126,7 +126,12 @@ def test_alerts_are_signed_retried_and_delivered_once_with_one_id(
     analytics.fold(ctx)
     raised = alerts.evaluate(ctx)
     assert raised == {"budget": 2, "low_balance": 1, "spike": 1, "package": 0}
-    assert alerts.evaluate(ctx) == {"budget": 0, "low_balance": 0, "spike": 0, "package": 0}  # Once each.
+    assert alerts.evaluate(ctx) == {
+        "budget": 0,
+        "low_balance": 0,
+        "spike": 0,
+        "package": 0,
+    }  # Once each.
     kinds = {a.type for a in ctx.run(alerts.list_alerts, SYSTEM)}
     assert kinds == {"budget.threshold", "balance.low", "usage.spike"}
     spike = next(a for a in ctx.run(alerts.list_alerts, me) if a.type == "usage.spike")
