@@ -48,6 +48,7 @@ def start_checkout(user_id: str, body: CheckoutCreate, work: Write, who: Who) ->
             amount=body.amount,
             invoice_id=body.invoice,
             return_url=body.return_url,
+            saved_card=body.saved_card,
         )
     )
 

@@ -21,6 +21,7 @@ class CheckoutCreate(Request):
     )
     invoice: Annotated[str | None, Field(max_length=40)] = None
     return_url: Annotated[str | None, Field(max_length=2000)] = None
+    saved_card: bool = Field(default=False, description="Charge the saved card now (Stripe).")
 
 
 class PaymentOut(BaseModel):

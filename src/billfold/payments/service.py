@@ -114,9 +114,11 @@ def start_checkout(
     amount: object = None,
     invoice_id: str | None = None,
     return_url: str | None = None,
+    saved_card: bool = False,
 ) -> PaymentView:
     """Starts a payment of `amount` (a top-up) or of an invoice's amount due (that user,
-    admin): the answer carries the gateway's redirect URL or client secret."""
+    admin): the answer carries the gateway's redirect URL or client secret. With
+    `saved_card`, the user's saved card is charged at once (Stripe)."""
     user = load_user(work, user_ref)
     require_user_access(principal, user.id, asked=user_ref)
     gw = gateway_for(work.settings, gateway)
@@ -138,8 +140,26 @@ def start_checkout(
             raise InvalidRequest("a top-up needs an amount", param="amount")
         value = parse_amount(amount, allow_zero=False, max_amount=MAX_CHECKOUT)
     require_minor_units(value, cur)
+    saved = None
+    if saved_card:
+        saved = _saved(work, user.id)
+        if saved is None or gw.name != "stripe":
+            raise InvalidRequest(
+                "no card is saved for this account",
+                code="gateway_not_configured",
+                param="saved_card",
+            )
     return _begin(
-        work, principal, user.id, cur, to_units(value, cur), gw, purpose, invoice_id, return_url
+        work,
+        principal,
+        user.id,
+        cur,
+        to_units(value, cur),
+        gw,
+        purpose,
+        invoice_id,
+        return_url,
+        saved,
     )
 
 

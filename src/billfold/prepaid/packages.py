@@ -320,6 +320,13 @@ def buy_package(
         select(services.c.code).where(services.c.id == row.service_id)
     ).scalar_one()
     now = work.clock.now()
+    if transfer_id is not None:
+        # The same purchase again (a retried request, a form sent twice): the same holding.
+        done = work.conn.execute(
+            select(package_holdings.c.id).where(package_holdings.c.transfer_id == transfer_id)
+        ).scalar_one_or_none()
+        if done is not None:
+            return _holdings(work, [done], now)[0]
     holding_id = new_id("hold")
     sale_id = transfer_id or new_id("tr")
     if row.price > 0:

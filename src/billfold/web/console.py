@@ -77,6 +77,14 @@ WORDS: Final = {
     "package": N_("Package"), "percentage": N_("Percentage"), "time_of_day": N_("Time of day"),
     "graduated_percentage": N_("Graduated percentage"), "fixed_fee": N_("fee"),
     "minimum": N_("Minimum"),
+    "voucher": N_("voucher"), "credit": N_("promotional credit"), "discount": N_("discount coupon"),
+    "succeeded": N_("succeeded"), "failed": N_("failed"), "recharge": N_("auto-recharge"),
+    "invoice": N_("invoice"), "expired": N_("expired"), "refunded": N_("refunded"),
+    "used": N_("used"), "day": N_("day"), "month": N_("month"), "grant": N_("promotion"),
+    "expiry": N_("expiry"), "package.used": N_("Package nearly used"),
+    "package.expiring": N_("Package expiring"), "arrears.grace": N_("Overdrawn: grace period"),
+    "arrears.suspended": N_("Suspended for arrears"),
+    "arrears.terminated": N_("Terminated for arrears"), "arrears.cleared": N_("Arrears settled"),
 }  # fmt: skip
 
 
@@ -299,6 +307,15 @@ _FRIENDLY: Final = {
     "payout_exceeds_balance": N_("The provider's balance is smaller than this payout."),
     "provider_not_pending": N_("Only a pending application can be approved or rejected."),
     "subscription_ended": N_("This subscription has already ended."),
+    "coupon_not_found": N_("There is no such code. Check how it is spelled."),
+    "coupon_expired": N_("This code has expired."),
+    "coupon_used_up": N_("This code has been used up."),
+    "already_redeemed": N_("You have redeemed this code already."),
+    "account_suspended": N_("Your account is suspended for what it owes. Top up first."),
+    "gateway_not_configured": N_("This way of paying is not available. Choose another."),
+    "gateway_error": N_("The payment service did not answer. Nothing was charged; try again."),
+    "package_exists": N_("A package with this code exists. Choose another code."),
+    "coupon_code_taken": N_("This code is taken. Choose another."),
 }
 
 

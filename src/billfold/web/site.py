@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from billfold.domain.errors import BillfoldError
-from billfold.web import admin, provider, public, user
+from billfold.web import admin, prepaid, provider, public, user
 from billfold.web.console import (
     _ENVIRONMENTS,
     FormRefused,
@@ -52,6 +52,7 @@ def nav_items(seen: Viewer) -> list[tuple[str, str]]:
             ("/subscriptions", t("Subscriptions")),
             ("/usage", t("Usage")),
             ("/wallet", t("Wallet")),
+            ("/packages", t("Resource packages")),
             ("/invoices", t("Invoices")),
             ("/alerts", t("Budget")),
             ("/keys", t("API keys")),
@@ -62,6 +63,7 @@ def nav_items(seen: Viewer) -> list[tuple[str, str]]:
             ("/", t("Home")),
             ("/provider/services", t("Services")),
             ("/provider/plans", t("Plans")),
+            ("/provider/packages", t("Resource packages")),
             ("/provider/customers", t("Customers")),
             ("/usage", t("Usage")),
             ("/provider/statements", t("Statements")),
@@ -73,6 +75,7 @@ def nav_items(seen: Viewer) -> list[tuple[str, str]]:
         ("/", t("Platform")),
         ("/admin/providers", t("Providers")),
         ("/admin/users", t("Users")),
+        ("/admin/coupons", t("Coupons")),
         ("/invoices", t("Invoices")),
         ("/admin/dunning", t("Dunning")),
         ("/admin/operations", t("Checks")),
@@ -101,7 +104,7 @@ def install(app: FastAPI, status_of: Callable[[BillfoldError], int]) -> None:
             return provider.provider_home(request, seen)
         return admin.admin_home(request, seen)
 
-    for module in (public, user, provider, admin):
+    for module in (public, user, provider, prepaid, admin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     for prefix, folder in ASSETS.items():

@@ -34,6 +34,7 @@ from billfold.web.console import (
     say,
     unit,
 )
+from billfold.web.prepaid import wallet_extras
 from billfold.web.words import describe_plan, usage_chart
 
 router = APIRouter(include_in_schema=False)
@@ -351,10 +352,12 @@ def wallet(request: Request) -> Response:
         moves = parties_api.list_transactions(
             who.user_id, limit=PAGE, starting_after=after, work=work, who=who
         )
+        extras = wallet_extras(work, seen)
     return render(
         request,
         seen,
         "console/wallet.html",
+        **extras,
         balance=balance,
         moves=moves.data,
         more=moves.has_more,
