@@ -14,9 +14,21 @@ from tests.browser.conftest import PASSWORD, Site, log_in, shoot
 from tests.browser.world import maps_provider
 
 WORDS = {
-    "en-US": {"bought": "You bought", "redeemed": "Code accepted", "on_sale": "is on sale", "ready": "ready to hand out", "used_up": "redeemed this code"},
-    "zh-CN": {"bought": "您已购买", "redeemed": "兑换成功", "on_sale": "已上架", "ready": "已可发放", "used_up": "已兑换过"},
-}  # fmt: skip
+    "en-US": {
+        "bought": "You bought",
+        "redeemed": "Code accepted",
+        "on_sale": "is on sale",
+        "ready": "ready to hand out",
+        "used_up": "redeemed this code",
+    },
+    "zh-CN": {
+        "bought": "您已购买",
+        "redeemed": "兑换成功",
+        "on_sale": "已上架",
+        "ready": "已可发放",
+        "used_up": "已兑换过",
+    },
+}
 
 
 def _logins(site: Site, lang: str) -> tuple[str, str, str]:

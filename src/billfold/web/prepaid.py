@@ -129,8 +129,10 @@ async def pay(request: Request) -> Response:
         if started.redirect_url:
             return RedirectResponse(started.redirect_url, status_code=303)
         if started.status == "succeeded":
-            return redirect("/wallet", seen.t("Paid: %(amount)s is in your wallet.") % {
-                "amount": Formats(seen.locale).money(started.amount, started.currency.code)})  # fmt: skip
+            paid = Formats(seen.locale).money(started.amount, started.currency.code)
+            return redirect(
+                "/wallet", seen.t("Paid: %(amount)s is in your wallet.") % {"amount": paid}
+            )
         return redirect(
             "/wallet",
             seen.t("The payment is on its way; it appears here once the card is charged."),
