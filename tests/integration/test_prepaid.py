@@ -387,5 +387,32 @@ def test_statements_and_reconcile_agree_with_the_ledger_with_every_promotion_in_
     assert report.differences == []
     [statement] = ctx.run(settlement.statements, me, str(me.provider_id), "2026-11")
     assert statement.promotions == int(Decimal("2.5") * USD)  # 5 funded, 2.50 came back.
+    # The platform's own: 3 granted (a 2 voucher, 1 credit), 1 off the sale, 0.50 of it
+    # back with the half refund.
+    [platform] = ctx.run(settlement.promotion_costs, SYSTEM, "2026-11")
+    assert (platform.granted, platform.discounts, platform.returned) == (3 * USD, 1 * USD, USD // 2)
+    assert platform.cost == int(Decimal("3.5") * USD)
     assert statement.opening + statement.net - statement.payouts == statement.closing
     _verified(ctx)
+
+
+def test_an_invoice_line_says_what_packages_covered(ctx: Context, clock: TestClock) -> None:
+    from billfold import invoicing
+    from billfold.invoicing import invoices
+
+    monthly = {**PLAN, "code": "maps-month", "interval": "month", "fixed_fee": "1"}
+    me = metered_catalog(ctx, monthly)
+    user = funded_user(ctx, 1, "20", customer_of=None)
+    from billfold import subscriptions
+
+    ctx.run(subscriptions.create, SYSTEM, user_ref=user, plan_code="maps-month",
+            service_code=None, start=None)  # fmt: skip
+    ctx.run(prepaid.buy_package, SYSTEM, user, _package(ctx, me, quantities={"calls": "30"}))
+    _events(ctx, me, user, 50, "a")  # 30 covered, 20 priced.
+    clock.set(clock.now().replace(month=12, day=1, hour=1))
+    invoicing.bill_run(ctx)
+    found, _more = ctx.run(invoices.list_for, SYSTEM, user=user)
+    lines = [line for inv in found for line in inv.lines if line.kind == "usage"]
+    assert lines, found
+    assert any("30 covered by resource packages" in line.description for line in lines)
+    assert any(Decimal(line.quantity) == 20 for line in lines)

@@ -222,6 +222,10 @@ class Batch:
     ) -> int:
         charged = 0
         quantity = Decimal(0)
+        covered = sum((Decimal(row.covered) for row in rows), Decimal(0))
+        if covered:
+            # The line's quantity is what the plan priced; packages covered the rest.
+            text += f" ({format_decimal(covered)} covered by resource packages)"
         for row in rows:
             before = int(row.invoiced_units or 0)
             charged += int(row.charged_units) - before
@@ -531,6 +535,7 @@ def usage_rows(work: Work, subs: Sequence[Sub]) -> list[Any]:
             usage_periods.c.plan_id,
             usage_periods.c.quantity,
             usage_periods.c.charged_units,
+            usage_periods.c.covered,
             usage_invoiced.c.invoiced_units,
             usage_invoiced.c.quantity.label("invoiced_quantity"),
         )

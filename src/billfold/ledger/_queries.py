@@ -122,6 +122,7 @@ GROUPS: Final = {
     "service": transfers.c.service,
     "account_kind": accounts.c.kind,
     "account_id": postings.c.account_id,
+    "kind": transfers.c.kind,
 }
 
 

@@ -9,6 +9,7 @@ from billfold.settlement.service import (
     Statement,
     commission_report,
     payout,
+    promotion_costs,
     reconcile,
     statements,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "Statement",
     "commission_report",
     "payout",
+    "promotion_costs",
     "reconcile",
     "statements",
 ]

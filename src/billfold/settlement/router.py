@@ -25,6 +25,7 @@ from billfold.settlement.schemas import (
     CommissionReport,
     PayoutCreate,
     PayoutOut,
+    PromotionsOut,
     StatementsOut,
 )
 
@@ -58,7 +59,12 @@ def create_payout(body: PayoutCreate, request: Request, work: Write, who: Who) -
 def commission_report(work: Read, who: Who, period: Period) -> CommissionReport:
     """The platform's commission per provider for a month (admin)."""
     rows = settlement.commission_report(work, who, period)
-    return CommissionReport(period=period, data=[CommissionOut.of(row) for row in rows])
+    costs = settlement.promotion_costs(work, who, period)
+    return CommissionReport(
+        period=period,
+        data=[CommissionOut.of(row) for row in rows],
+        promotions=[PromotionsOut.of(cost) for cost in costs],
+    )
 
 
 @router.get(

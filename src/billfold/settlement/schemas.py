@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from billfold.core.schemas import Amount, AmountIn, Request
 from billfold.domain.money import Currency, format_money, from_units
-from billfold.settlement.service import CommissionRow, Payout, Statement
+from billfold.settlement.service import CommissionRow, Payout, PromotionCost, Statement
 
 
 def _money(units: int, cur: Currency) -> str:
@@ -151,7 +151,29 @@ class CommissionOut(BaseModel):
         )
 
 
+class PromotionsOut(BaseModel):
+    currency: str
+    granted: Amount = Field(description="Credit granted and platform vouchers redeemed.")
+    discounts: Amount = Field(description="What the platform's discount coupons took off.")
+    returned: Amount = Field(description="What expired unspent, or came back with refunds.")
+    cost: Amount = Field(description="granted + discounts - returned")
+
+    @classmethod
+    def of(cls, row: PromotionCost) -> PromotionsOut:
+        cur = row.currency
+        return cls(
+            currency=cur.code,
+            granted=_money(row.granted, cur),
+            discounts=_money(row.discounts, cur),
+            returned=_money(row.returned, cur),
+            cost=_money(row.cost, cur),
+        )
+
+
 class CommissionReport(BaseModel):
     object: Literal["list"] = "list"
     period: str
     data: list[CommissionOut]
+    promotions: list[PromotionsOut] = Field(
+        default=[], description="What the platform's own promotions cost it in the month."
+    )

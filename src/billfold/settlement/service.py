@@ -305,6 +305,50 @@ def commission_report(work: Work, principal: Principal, period: str) -> list[Com
 
 
 @dataclass
+class PromotionCost:
+    """What the platform's own promotions cost it in a month, in ledger units: credit
+    granted and platform vouchers redeemed, discounts of its coupons, less what expired
+    unspent or came back with refunds."""
+
+    currency: Currency
+    granted: int = 0
+    discounts: int = 0
+    returned: int = 0
+
+    @property
+    def cost(self) -> int:
+        return self.granted + self.discounts - self.returned
+
+
+def promotion_costs(work: Work, principal: Principal, period: str) -> list[PromotionCost]:
+    """The platform promotions account's movements in the month, by what moved it."""
+    require_admin(principal)
+    start, end = parse_period(period)
+    ids = {
+        a.id: a.currency
+        for a in ledger.accounts_of(
+            work, OwnerType.PLATFORM, [PLATFORM_OWNER_ID], [AccountKind.PROMOTIONAL_CREDITS]
+        )
+    }
+    if not ids:
+        return []
+    found: dict[str, PromotionCost] = {}
+    which = ledger.TransferFilter(posted_from=start, posted_to=end)
+    for code, kind, total in ledger.sum_postings(
+        work, which, account_ids=list(ids), group_by=("currency", "kind")
+    ):
+        row = found.setdefault(code, PromotionCost(currency(code)))
+        amount = int(total)
+        if kind == str(TransferKind.GRANT):
+            row.granted -= amount
+        elif kind == str(TransferKind.CHARGE):
+            row.discounts -= amount
+        else:  # Expiries, and refunds of discounted sales.
+            row.returned += amount
+    return [found[code] for code in sorted(found)]
+
+
+@dataclass
 class Difference:
     check: str
     subject: str

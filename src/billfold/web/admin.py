@@ -65,7 +65,8 @@ def admin_home(request: Request, seen: Viewer) -> Response:
         period = request.query_params.get("period") or months[0]
         if period not in months:
             period = months[0]
-        commission = settlement_api.commission_report(period=period, work=work, who=who).data
+        report = settlement_api.commission_report(period=period, work=work, who=who)
+        commission, promotions = report.data, report.promotions
         everyone = parties_api.list_providers(
             limit=1000, starting_after=None, work=work, who=who
         ).data
@@ -83,6 +84,7 @@ def admin_home(request: Request, seen: Viewer) -> Response:
         labels=labels,
         series=series,
         commission=commission,
+        promotions=promotions,
         period=period,
         months=months,
         names={p.id: p.name for p in everyone},
