@@ -416,3 +416,20 @@ def test_an_invoice_line_says_what_packages_covered(ctx: Context, clock: TestClo
     assert lines, found
     assert any("30 covered by resource packages" in line.description for line in lines)
     assert any(Decimal(line.quantity) == 20 for line in lines)
+
+
+def test_entitlements_and_authorizations_count_what_packages_have_left(ctx: Context) -> None:
+    from billfold import authorizations
+
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 1, "5")
+    ctx.run(prepaid.buy_package, SYSTEM, user, _package(ctx, me, quantities={"calls": "100"}))
+    assert _balance(ctx, user)[0] == 0  # All the cash went on the package.
+    found = ctx.run(authorizations.entitlements, SYSTEM, user, "maps")
+    assert found.has_access and found.remaining["calls"] == 100
+    inside = ctx.run(authorizations.authorize, me, user_ref=user, service_code="maps",
+                     metric_code="calls", quantity="100")  # fmt: skip
+    assert inside.status == "approved" and inside.amount == 0
+    beyond = ctx.run(authorizations.authorize, me, user_ref=user, service_code="maps",
+                     metric_code="calls", quantity="101")  # fmt: skip
+    assert beyond.status == "declined" and beyond.reason == "insufficient_funds"

@@ -164,6 +164,9 @@ def entitlements(
                 continue
             state, _ = pricing.state(work, user.id, metric_ids[charge.metric])
             remaining[charge.metric] = max(free - state.quantity, Decimal(0))
+    # What the user's resource packages have left is usage that costs nothing more.
+    for metric, left in prepaid.remaining_now(work, user.id, service.id).items():
+        remaining[metric] = remaining.get(metric, Decimal(0)) + left
     if user.status != "active":
         reason = "user_inactive"
     elif plan is None:
@@ -325,6 +328,12 @@ def _price_use(
         return "suspended"
     assert pricing.period_start is not None
     state, charged = pricing.state(work, user.id, metric.id)
+    if metric.aggregation in ("count", "sum"):
+        # What the user's packages cover is not priced (metering will draw on them).
+        covered = prepaid.remaining_now(work, user.id, service.id).get(metric_code, Decimal(0))
+        asked = max(asked - covered, Decimal(0))
+        if asked == 0:
+            return service, 0, plan.arrears
     value = Decimal(1) if metric.aggregation in ("count", "unique_count") else asked
     events = [Event(metric_code, value, now)] * (int(asked) if metric.aggregation == "count" else 1)
     after = rate(plan, metric_code, metric.aggregation, state, events)

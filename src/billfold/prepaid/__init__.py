@@ -12,6 +12,7 @@ from billfold.prepaid.packages import (
     list_holdings,
     list_packages,
     load_draws,
+    remaining_now,
     usage_levels,
 )
 from billfold.prepaid.promotions import (
@@ -61,6 +62,7 @@ __all__ = [
     "load_draws",
     "load_sources",
     "redeem",
+    "remaining_now",
     "spendable",
     "sweep_ended",
     "take_discount",

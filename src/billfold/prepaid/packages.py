@@ -648,3 +648,25 @@ def expiring(work: Work, now: datetime, within: timedelta) -> list[HoldingView]:
         ).scalars()
     )
     return _holdings(work, ids, now)
+
+
+def remaining_now(work: Work, user_id: str, service_id: str) -> dict[str, Decimal]:
+    """{metric code: what the user's valid packages of the service have left now}: what
+    entitlements show and authorizations do not need to price."""
+    now = work.clock.now()
+    ids = list(
+        work.conn.execute(
+            select(package_holdings.c.id).where(
+                package_holdings.c.user_id == user_id,
+                package_holdings.c.service_id == service_id,
+                package_holdings.c.status == "active",
+                package_holdings.c.starts_at <= now,
+                package_holdings.c.expires_at > now,
+            )
+        ).scalars()
+    )
+    left: dict[str, Decimal] = {}
+    for holding in _holdings(work, ids, now):
+        for metric, quantity in holding.remaining.items():
+            left[metric] = left.get(metric, Decimal(0)) + quantity
+    return left
