@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import structlog
 
-from billfold import analytics, catalog, identity, metering, parties, subscriptions
+from billfold import analytics, catalog, identity, metering, parties, prepaid, subscriptions
 from billfold.alerts import evaluate, set_settings
 from billfold.clock import TestClock
 from billfold.config import Settings
@@ -150,6 +150,7 @@ def load(settings: Settings, progress: Callable[[str, int, int], None] | None = 
         rng = random.Random(20261201)  # noqa: S311 (made-up usage, not secrets)
         _catalog(ctx, loaded)
         _people(ctx, loaded, rng)
+        _promotions(ctx, loaded)
         _live(ctx, loaded, rng, now, report)
         loaded.invoices = int(bill_run(ctx, as_of=clock.now()).get("invoices_finalized", 0))
         analytics.fold(ctx)
@@ -223,6 +224,33 @@ def _people(ctx: Context, loaded: Loaded, rng: random.Random) -> None:
         ("provider (Atlas Maps)", "provider@demo.billfold.test", PASSWORD),
         ("user", "user@demo.billfold.test", PASSWORD),
     ]
+
+
+def _promotions(ctx: Context, loaded: Loaded) -> None:
+    """A resource package and a voucher of the maps provider's, a platform discount code
+    and welcome credit: the demo user holds one of each."""
+    maps = Principal("demo-maps", Role.PROVIDER, provider_id=loaded.providers["maps"])
+    user = loaded.users[0]
+    with ctx.work() as work:
+        package = prepaid.create_package(
+            work, maps, code="maps-100k", name="100,000 map calls", service="maps",
+            currency_code="USD", price="40", quantities={"calls": "100000"}, validity_days=90,
+        )  # fmt: skip
+        prepaid.create_package(
+            work, maps, code="maps-daily", name="2,000 calls a day", service="maps",
+            currency_code="USD", price="15", quantities={"calls": "2000"}, validity_days=30,
+            reset="day",
+        )  # fmt: skip
+        prepaid.create_coupon(work, maps, code="ATLAS5", kind="amount", currency_code="USD",
+                              amount="5", services=["maps"])  # fmt: skip
+        prepaid.create_coupon(work, SYSTEM, code="WELCOME10", kind="percent",
+                              currency_code="USD", percent="10", max_discount="20")  # fmt: skip
+        prepaid.redeem(work, SYSTEM, user, "WELCOME10")
+        prepaid.redeem(work, SYSTEM, user, "ATLAS5")
+        prepaid.grant_credit(work, SYSTEM, user, amount="10", expires_at=None,
+                             reason="welcome to the demo")  # fmt: skip
+        prepaid.buy_package(work, SYSTEM, user, package.id)
+        work.commit()
 
 
 def _events_for(

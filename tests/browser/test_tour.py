@@ -15,11 +15,13 @@ from tests.browser.conftest import Site, log_in, shoot
 
 PAGES = {
     "user": ["/", "/catalog", "/catalog/storage-200/subscribe", "/subscriptions", "/usage",
-             "/wallet", "/invoices", "/alerts", "/keys", "/account"],
+             "/wallet", "/packages", "/invoices", "/alerts", "/keys", "/account"],
     "provider": ["/", "/provider/services", "/provider/plans", "/provider/plans/maps-payg",
-                 "/provider/customers", "/usage", "/provider/statements", "/provider/events",
+                 "/provider/packages", "/provider/customers", "/usage", "/provider/statements",
+                 "/provider/events",
                  "/keys", "/account"],
-    "admin": ["/", "/admin/providers", "/admin/users", "/invoices", "/admin/dunning",
+    "admin": ["/", "/admin/providers", "/admin/users", "/admin/coupons", "/invoices",
+              "/admin/dunning",
               "/admin/operations", "/admin/audit", "/account"],
 }  # fmt: skip
 

@@ -416,6 +416,9 @@ def test_balance_transactions_and_pagination(world: World) -> None:
             "available": "100.40",
             "credit_limit": "10.00",
             "receivable": "0.00",
+            "cash": "90.40",
+            "vouchers": "0.00",
+            "credits": "0.00",
             "as_of": None,
         }
         page = me.get(f"/v1/users/{world.user_x}/transactions", params={"limit": 2}).json()

@@ -433,3 +433,38 @@ def test_entitlements_and_authorizations_count_what_packages_have_left(ctx: Cont
     beyond = ctx.run(authorizations.authorize, me, user_ref=user, service_code="maps",
                      metric_code="calls", quantity="101")  # fmt: skip
     assert beyond.status == "declined" and beyond.reason == "insufficient_funds"
+
+
+@pytest.mark.parametrize("funded_by", ["platform", "provider"])
+def test_a_discount_coupon_takes_its_part_off_an_invoice_and_its_funder_pays_it(
+    ctx: Context, funded_by: str
+) -> None:
+    from billfold import analytics, settlement, subscriptions
+    from billfold.invoicing import invoices
+
+    monthly = {**PLAN, "code": "maps-month", "interval": "month", "fixed_fee": "10"}
+    me = metered_catalog(ctx, monthly)
+    user = funded_user(ctx, 1, "20", customer_of=None)
+    ctx.run(prepaid.create_coupon, SYSTEM if funded_by == "platform" else me, code="HALFFEE",
+            kind="percent", currency_code="USD", percent="50")  # fmt: skip
+    ctx.run(prepaid.redeem, SYSTEM, user, "HALFFEE")
+    ctx.run(subscriptions.create, SYSTEM, user_ref=user, plan_code="maps-month",
+            service_code=None, start=None)  # fmt: skip
+    [invoice], _more = ctx.run(invoices.list_for, SYSTEM, user=user)
+    kinds = {line.kind: line.amount for line in invoice.lines}
+    assert kinds["discount"] == -kinds["fixed_fee"] / 2
+    assert _balance(ctx, user)[0] == 20 - kinds["fixed_fee"] / 2
+    earnings = ctx.read(
+        ledger.find_account,
+        ledger_owner("provider"),
+        me.provider_id,
+        ledger_kind("earnings"),
+        "USD",
+    )
+    share = ctx.read(ledger.balance, earnings).posted
+    fee = int(kinds["fixed_fee"] * USD)
+    # The provider earns 80% of the whole fee; its own coupon's discount comes out of it.
+    assert share == fee * 8 // 10 - (fee // 2 if funded_by == "provider" else 0)
+    analytics.fold(ctx)
+    assert ctx.run(settlement.reconcile, "2026-11").differences == []
+    _verified(ctx)

@@ -25,7 +25,7 @@ from billfold import catalog, ledger, metering, parties, prepaid, subscriptions
 from billfold.clock import TestClock
 from billfold.core.access import SYSTEM, Principal, Role
 from billfold.core.context import Context
-from billfold.domain.errors import InsufficientFunds
+from billfold.domain.errors import InsufficientFunds, InvalidRequest
 from billfold.domain.ledger import TransferKind
 from billfold.ledger.verify import verify_in
 from tests.conftest import START, make_context
@@ -122,6 +122,10 @@ class PrepaidMachine(RuleBasedStateMachine):
             holding = self.ctx.run(prepaid.buy_package, SYSTEM, self.user, self.package)
         except InsufficientFunds:
             assert self._available() < 2
+            return
+        except InvalidRequest as refused:  # In arrears (no grace by default): suspended.
+            assert refused.code == "account_suspended"
+            assert self.ctx.run(parties.get_balance, SYSTEM, self.user).receivable > 0
             return
         self.total -= 2
         self.packages.append(Held(holding.expires_at, 50))

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from billfold import ledger
+from billfold import ledger, prepaid
 from billfold.core import audit
 from billfold.core.access import SYSTEM
 from billfold.core.context import Work
@@ -124,7 +124,8 @@ class Batch:
         sub.invoice = invoice
         sub.set(current_period_start=start, current_period_end=end, updated_at=self.now)
         if not sub.in_trial(start) and plan.fee_timing == "advance" and plan.fixed_fee:
-            invoice.add(self.fee_line(sub, plan, start, end, "fixed_fee"))
+            fee = invoice.add(self.fee_line(sub, plan, start, end, "fixed_fee"))
+            self.discount(invoice, sub, plan, fee)
         self.counts["periods_opened"] += 1
         return invoice
 
@@ -142,6 +143,30 @@ class Batch:
             period_end=end,
         )
 
+    def discount(self, invoice: Invoice, sub: Sub, plan: Plan, fee: Line) -> None:
+        """A waiting discount coupon in scope takes its part off the fee: a `discount`
+        line, paid at settlement by the coupon's funder (the provider still earns its
+        share of the whole fee)."""
+        found = prepaid.claim_discount(
+            self.work, sub.user_id, invoice.cur.code, plan.service, sub.provider_id,
+            fee.amount, invoice.id, now=self.now,
+        )  # fmt: skip
+        if found is None:
+            return
+        cur = invoice.cur
+        off = min(money(round_to_minor(Decimal(found.units).scaleb(-cur.ledger_scale), cur), cur),
+                  fee.amount)  # fmt: skip
+        if off > 0:
+            invoice.add(
+                Line(
+                    "discount",
+                    f"Coupon {found.code}: {format_decimal(found.percent)}% off",
+                    -off,
+                    period_start=fee.period_start,
+                    period_end=fee.period_end,
+                )
+            )
+
     def close_period(self, sub: Sub, rows: Sequence[Any]) -> Invoice:
         """Finishes the current period's invoice: arrears fees, usage, minimum, number."""
         start, end = sub.current_period_start, sub.current_period_end
@@ -154,7 +179,8 @@ class Batch:
         if not trial:
             for seg_start, seg_end, plan in segments:
                 if plan.fee_timing == "arrears" and plan.fixed_fee:
-                    invoice.add(self.fee_line(sub, plan, seg_start, seg_end, "fixed_fee"))
+                    fee = invoice.add(self.fee_line(sub, plan, seg_start, seg_end, "fixed_fee"))
+                    self.discount(invoice, sub, plan, fee)
         usage_total = self.usage_lines(sub, invoice, rows, start, end)
         last_plan = segments[-1][2]
         if not trial and last_plan.minimum:
@@ -344,9 +370,13 @@ class Batch:
         payer: str,
         overflow: bool = False,
         kind: TransferKind = TransferKind.CHARGE,
+        discount: tuple[int, int] | None = None,
     ) -> TransferSpec | None:
-        """The payer pays `net + tax`: the net split by commission, the tax to taxes."""
-        if net == 0 and tax == 0:
+        """The payer pays `net + tax`: the net split by commission, the tax to taxes.
+        With a `discount` (its funder's account, units), the net before it is split and
+        the funder pays that part."""
+        off = 0 if discount is None else discount[1]
+        if net + off == 0 and tax == 0:
             return None
         ids = self.accounts(user, invoice.provider_id, invoice.cur)
         accounts = ChargeAccounts(
@@ -361,14 +391,23 @@ class Batch:
             transfer_id=new_id("tr"),
             kind=kind if net + tax >= 0 else TransferKind.REFUND,
             currency=invoice.cur.code,
-            amount=net,
+            amount=net + off,
             commission_rate=invoice.commission_rate,
             tax=tax,
+            discount=discount,
             user_id=invoice.user_id,
             provider_id=invoice.provider_id,
             description=description,
             reference=invoice.id,
         )
+
+    def discount_of(self, invoice: Invoice, group: list[Line]) -> tuple[int, int] | None:
+        """(the funder's account, units) of the discount lines among `group`."""
+        off = -sum(line.amount for line in group if line.kind == "discount")
+        if off <= 0:
+            return None
+        funder = prepaid.discount_funder(self.work, invoice.id, invoice.cur.code)
+        return None if funder is None else (funder, off)
 
     def settle(self, invoices_: Iterable[Invoice], users_: dict[str, Any]) -> None:
         """Moves the money of every unsettled line; what a wallet can't cover stays so."""
@@ -388,6 +427,7 @@ class Batch:
                     continue
                 net = sum(line.amount - line.prepaid for line in group)
                 tax = sum(line.tax for line in group)
+                discount = self.discount_of(invoice, group)
                 label = "Invoice " + (invoice.number or f"for {invoice.period_start:%Y-%m-%d}")
                 spec = self.charge_spec(
                     invoice,
@@ -397,6 +437,7 @@ class Batch:
                     f"{label}: {', '.join(sorted({line.kind for line in group}))}",
                     payer=payer,
                     overflow=overflow,
+                    discount=discount,
                 )
                 if spec is None:
                     for line in group:

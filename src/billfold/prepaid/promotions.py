@@ -583,21 +583,37 @@ def funding_sources(
     )
 
 
-def take_discount(
+@dataclass(frozen=True, slots=True)
+class Discount:
+    """A discount coupon claimed by one charge: who pays it, how much, and its words."""
+
+    funder_account: int
+    units: int
+    code: str
+    percent: Decimal
+
+
+def claim_discount(
     work: Work,
     user_id: str,
     currency_code: str,
     service_code: str | None,
     provider_id: str | None,
     base_units: int,
-    transfer_id: str,
+    reference: str,
     *,
     now: datetime,
-) -> tuple[int, int] | None:
+) -> Discount | None:
     """The best waiting discount coupon in scope for a charge of `base_units`, used up by
-    it: (the account that funds it, the units it takes off), or None."""
+    it (its grant names `reference`, the sale's transfer or the invoice), or None."""
     rows = work.conn.execute(
-        select(grants, coupons.c.percent, coupons.c.max_discount, coupons.c.min_spend)
+        select(
+            grants,
+            coupons.c.code.label("code"),
+            coupons.c.percent,
+            coupons.c.max_discount,
+            coupons.c.min_spend,
+        )  # fmt: skip
         .join(coupons, coupons.c.id == grants.c.coupon_id)
         .where(
             grants.c.user_id == user_id,
@@ -621,11 +637,43 @@ def take_discount(
     claimed = work.conn.execute(
         update(grants)
         .where(grants.c.id == row.id, grants.c.status == "active")
-        .values(status="used", used_transfer_id=transfer_id, closed_at=now)
+        .values(status="used", used_transfer_id=reference, closed_at=now)
     ).rowcount
     if claimed != 1:
         return None
-    return funder_account(work, row.funder, currency_code, now), off
+    account = funder_account(work, row.funder, currency_code, now)
+    return Discount(account, off, str(row.code), Decimal(row.percent))
+
+
+def take_discount(
+    work: Work,
+    user_id: str,
+    currency_code: str,
+    service_code: str | None,
+    provider_id: str | None,
+    base_units: int,
+    transfer_id: str,
+    *,
+    now: datetime,
+) -> tuple[int, int] | None:
+    """`claim_discount` as the charge transfer takes it: (funder account, units)."""
+    found = claim_discount(
+        work, user_id, currency_code, service_code, provider_id, base_units, transfer_id, now=now
+    )
+    return None if found is None else (found.funder_account, found.units)
+
+
+def discount_funder(work: Work, reference: str, currency_code: str) -> int | None:
+    """The account that pays the discount a coupon gave the charge `reference` (an
+    invoice), or None when no coupon applied to it."""
+    row = work.conn.execute(
+        select(grants.c.funder).where(
+            grants.c.used_transfer_id == reference, grants.c.kind == "discount"
+        )
+    ).first()
+    if row is None:
+        return None
+    return funder_account(work, row.funder, currency_code, work.clock.now())
 
 
 # --- balances, expiry ---------------------------------------------------------------
