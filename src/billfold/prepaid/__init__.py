@@ -17,10 +17,10 @@ from billfold.prepaid.packages import (
 )
 from billfold.prepaid.promotions import (
     CouponView,
+    Discount,
     GrantView,
     Parts,
     Sources,
-    Discount,
     balance_parts,
     claim_discount,
     create_coupon,

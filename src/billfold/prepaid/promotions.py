@@ -613,7 +613,7 @@ def claim_discount(
             coupons.c.percent,
             coupons.c.max_discount,
             coupons.c.min_spend,
-        )  # fmt: skip
+        )
         .join(coupons, coupons.c.id == grants.c.coupon_id)
         .where(
             grants.c.user_id == user_id,
