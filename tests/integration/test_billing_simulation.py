@@ -74,6 +74,8 @@ def expected_periods(sub: subscriptions.SubscriptionView, until: datetime) -> li
         starts.append(end)
 
 
+# About 3 minutes on a slow 2-core machine: room beyond the suite's 300 s per test.
+@pytest.mark.timeout(900)
 @pytest.mark.slow
 def test_two_years_of_a_thousand_subscriptions(sqlite_ctx: Context, clock: TestClock) -> None:
     # On SQLite only, to keep `make test` short; tests/integration/test_subscriptions.py
