@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -159,3 +160,17 @@ def make_customer(ctx: Context, provider_id: str, user_id: str, service: str = "
         }
         ctx.run(catalog.create_plan, me, plan)
     return subscribe(ctx, user_id, service)
+
+
+def run_machine(machine: type, url: str, home: Path, *, examples: int, steps: int) -> None:
+    """Runs a Hypothesis state machine whose instances open `url` (their files in `home`)."""
+    from hypothesis import HealthCheck, settings
+
+    bound = type("Machine", (machine,), {"database_url": url, "home": home})
+    bound.TestCase.settings = settings(  # type: ignore[attr-defined]
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
+    bound.TestCase().runTest()  # type: ignore[attr-defined]

@@ -13,7 +13,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, rule
 
@@ -24,7 +23,7 @@ from billfold.domain.errors import BillfoldError, Conflict, InsufficientFunds, N
 from billfold.domain.ledger import TransferKind
 from billfold.ledger.verify import verify_in
 from tests.conftest import START, make_context
-from tests.integration.helpers import Books, charge_spec, open_books, top_up_spec
+from tests.integration.helpers import Books, charge_spec, open_books, run_machine, top_up_spec
 
 FLOOR = -50
 amounts = st.integers(min_value=1, max_value=400)
@@ -186,14 +185,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 def _run(url: str, home: Path, examples: int) -> None:
-    machine = type("Machine", (LedgerMachine,), {"database_url": url, "home": home})
-    machine.TestCase.settings = settings(
-        max_examples=examples,
-        stateful_step_count=25,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    machine.TestCase().runTest()
+    run_machine(LedgerMachine, url, home, examples=examples, steps=25)
 
 
 @pytest.fixture

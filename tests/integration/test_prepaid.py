@@ -228,6 +228,8 @@ def test_a_refunded_sale_ends_the_package(ctx: Context) -> None:
     holding = ctx.run(prepaid.buy_package, SYSTEM, user, _package(ctx, me))
     ctx.run(parties.refund, me, holding.transfer_id)
     assert ctx.run(prepaid.list_holdings, SYSTEM, user) == []
+    [ended] = ctx.run(prepaid.list_holdings, SYSTEM, user, include_ended=True)
+    assert ended.status == "refunded"
     assert _balance(ctx, user)[0] == 10
     cash = _balance(ctx, user)[0]
     _events(ctx, me, user, 5, "after")
@@ -468,3 +470,15 @@ def test_a_discount_coupon_takes_its_part_off_an_invoice_and_its_funder_pays_it(
     analytics.fold(ctx)
     assert ctx.run(settlement.reconcile, "2026-11").differences == []
     _verified(ctx)
+
+
+def test_a_purchase_sent_twice_buys_one_package(ctx: Context) -> None:
+    """A broken client (or a form sent twice) retries with the same transfer id."""
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 1, "12")
+    package = _package(ctx, me)
+    first = ctx.run(prepaid.buy_package, SYSTEM, user, package, transfer_id="tr_retry")
+    again = ctx.run(prepaid.buy_package, SYSTEM, user, package, transfer_id="tr_retry")
+    assert first.id == again.id
+    assert len(ctx.run(prepaid.list_holdings, SYSTEM, user)) == 1
+    assert _balance(ctx, user)[0] == 7

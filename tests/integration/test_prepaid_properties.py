@@ -10,14 +10,11 @@ full `verify` report passes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
@@ -29,6 +26,7 @@ from billfold.domain.errors import InsufficientFunds, InvalidRequest
 from billfold.domain.ledger import TransferKind
 from billfold.ledger.verify import verify_in
 from tests.conftest import START, make_context
+from tests.integration.helpers import run_machine
 
 CENT = Decimal("0.01")
 cents = st.integers(min_value=1, max_value=2_000).map(lambda n: n * CENT)
@@ -233,22 +231,10 @@ def _expiry_transfer_ids(work: object, user_id: str) -> set[str]:
 
 
 def _run(url: str, home: Path, examples: int) -> None:
-    machine = type("Machine", (PrepaidMachine,), {"database_url": url, "home": home})
-    machine.TestCase.settings = settings(
-        max_examples=examples,
-        stateful_step_count=20,
-        deadline=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    )
-    machine.TestCase().runTest()
-
-
-@pytest.fixture
-def fresh_url(database_url: str) -> Iterator[str]:
-    yield database_url
+    run_machine(PrepaidMachine, url, home, examples=examples, steps=20)
 
 
 def test_random_prepaid_operations_keep_every_invariant(
-    fresh_url: str, tmp_path: Path, backend: str
+    database_url: str, tmp_path: Path, backend: str
 ) -> None:
-    _run(fresh_url, tmp_path, examples=20 if backend == "sqlite" else 8)
+    _run(database_url, tmp_path, examples=20 if backend == "sqlite" else 8)

@@ -81,12 +81,24 @@ class Authorization:
     captured: Decimal = Decimal(0)
 
 
-def _standing(work: Work, user: UserView) -> tuple[int, int]:
-    """(available units, debt units) of a user now."""
+@dataclass(frozen=True, slots=True)
+class _Means:
+    """What a user may spend now, in ledger units, read once per request."""
+
+    available: int
+    """Cash less holds, plus the credit limit, vouchers and credit."""
+    debt: int
+    promotions: int
+    """Vouchers and credit: counted towards the decision, paid first, never held (a hold
+    reserves cash only)."""
+
+
+def _standing(work: Work, user: UserView) -> _Means:
     limit = to_units(user.credit_limit, user.currency)
-    standing = ledger.user_standing(work, user.id, user.currency.code, limit)
+    standing, parts = prepaid.standing_with_parts(work, user.id, user.currency.code, limit)
     debt = max(standing.owed, 0) if user.billing_mode == BillingMode.PREPAID else 0
-    return prepaid.spendable(work, user.id, user.currency.code, limit), debt
+    promotions = parts.vouchers + parts.credits
+    return _Means(standing.available + promotions, debt, promotions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +161,8 @@ def entitlements(
         require_role(principal, Role.ADMIN, Role.PROVIDER)
     pricing = _service_plan(work, principal, service_code, now, user.id, user_ref)
     service, plan = pricing.service, pricing.plan
-    available, debt = _standing(work, user)
+    means = _standing(work, user)
+    available, debt = means.available, means.debt
     remaining: dict[str, Decimal] = {}
     if plan is not None:
         metric_ids = {
@@ -237,7 +250,8 @@ def authorize(
         # A hold by amount is on no service: the user must be a customer of the provider.
         require_customer(work, principal, user.id, asked=user_ref)
         units = to_units(parse_amount(amount, allow_zero=False), cur)
-    available, debt = _standing(work, user)
+    means = _standing(work, user)
+    available, debt = means.available, means.debt
     terms = arrears_terms(work, service_terms)
     if debt > 0 and debt_stage(work, user.id, debt, terms) != GRACE:
         return _declined(auth_id, "suspended", user, service_code, metric_code, asked, units)
@@ -257,7 +271,7 @@ def authorize(
             work,
             hold_id=auth_id,
             account_id=wallet,
-            amount=_cash_part(work, user, units) if is_prepaid else 0,
+            amount=max(units - means.promotions, 0) if is_prepaid else 0,
             expires_at=now + timedelta(seconds=ttl),
             now=now,
             user_id=user.id,
@@ -276,14 +290,6 @@ def authorize(
         details={"user_id": user.id, "units": units},
     )  # fmt: skip
     return _view(hold, user, from_units(units, cur))
-
-
-def _cash_part(work: Work, user: UserView, units: int) -> int:
-    """What a hold reserves of the wallet: the part of `units` the user's vouchers and
-    credit do not cover (they count towards the decision, and pay first when the usage
-    is charged, but a hold reserves cash only)."""
-    parts = prepaid.balance_parts(work, user.id, user.currency.code)
-    return max(units - parts.vouchers - parts.credits, 0)
 
 
 def _lifetime(work: Work, expires_in_s: int | None) -> int:

@@ -12,6 +12,7 @@ transfers share one head lock and one commit (`post_many`)."""
 
 from billfold.ledger._accounts import (
     balance,
+    balances,
     charge_accounts,
     ensure_account,
     find_account,
@@ -82,6 +83,7 @@ __all__ = [
     "account_kinds",
     "accounts_of",
     "balance",
+    "balances",
     "charge_accounts",
     "create_hold",
     "debtors",

@@ -4,6 +4,7 @@ accounts a charge moves.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from weakref import WeakKeyDictionary
 
@@ -111,6 +112,18 @@ def balance(uow: UnitOfWork, account_id: int, *, as_of: datetime | None = None) 
         )
     ).scalar_one()
     return Balance(int(posted), int(held), row.floor)
+
+
+def balances(uow: UnitOfWork, account_ids: Sequence[int]) -> dict[int, Balance]:
+    """Several accounts' cached balances, in one query."""
+    if not account_ids:
+        return {}
+    rows = uow.conn.execute(
+        select(accounts.c.id, accounts.c.posted, accounts.c.held, accounts.c.floor).where(
+            accounts.c.id.in_(list(account_ids))
+        )
+    ).all()
+    return {int(r.id): Balance(r.posted, r.held, r.floor) for r in rows}
 
 
 def set_floor(uow: UnitOfWork, account_id: int, floor: int | None) -> None:

@@ -597,10 +597,10 @@ def reconcile(work: Work, period: str) -> Reconciliation:
                 Difference("payment_vs_ledger", subject, "a top-up", "no top-up")
             )
             continue
+        credited_to = [p.account_id for p in transfer.postings if p.amount > 0]
         credited = sum(p.amount for p in transfer.postings if p.amount > 0)
-        back = -sum(ledger.reversed_so_far(work, transfer.id).get(a, 0) for a in [
-            p.account_id for p in transfer.postings if p.amount > 0
-        ])  # fmt: skip
+        reversed_ = ledger.reversed_so_far(work, transfer.id)
+        back = -sum(reversed_.get(account, 0) for account in credited_to)
         if credited != row.amount or back != row.refunded:
             report.differences.append(
                 Difference(
@@ -610,7 +610,8 @@ def reconcile(work: Work, period: str) -> Reconciliation:
                     f"credited {credited}, refunded {back}",
                 )
             )
-    known = {r.transfer_id for r in succeeded} | set(
+    # Any month's success may be the payment of a top-up posted this month.
+    known = set(
         work.conn.execute(
             select(payments.c.transfer_id).where(payments.c.status == "succeeded")
         ).scalars()

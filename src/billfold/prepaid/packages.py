@@ -450,6 +450,7 @@ def _holdings(work: Work, ids: Sequence[str], now: datetime) -> list[HoldingView
     for row in rows:
         cur = currency(row.currency)
         start = cycles[row.id]
+        held = {m: Decimal(q) for m, q in json.loads(row.quantities).items()}
         views.append(
             HoldingView(
                 id=row.id,
@@ -464,12 +465,13 @@ def _holdings(work: Work, ids: Sequence[str], now: datetime) -> list[HoldingView
                 reset=row.reset,
                 starts_at=row.starts_at,
                 expires_at=row.expires_at,
-                status=row.status if row.expires_at > now else "expired",
+                # A refunded sale ends its holding at once: it says refunded, not expired.
+                status="expired"
+                if row.status == "active" and row.expires_at <= now
+                else row.status,
                 transfer_id=row.transfer_id,
-                quantities={codes[m]: Decimal(q) for m, q in json.loads(row.quantities).items()},
-                used={
-                    codes[m]: used.get((row.id, m), Decimal(0)) for m in json.loads(row.quantities)
-                },
+                quantities={codes[m]: q for m, q in held.items()},
+                used={codes[m]: used.get((row.id, m), Decimal(0)) for m in held},
                 cycle_start=start,
                 cycle_end=cycle_end(row.starts_at, row.reset, start, row.expires_at),
             )
@@ -503,8 +505,9 @@ def end_holding_for_refund(work: Work, sale_transfer_id: str, *, now: datetime) 
 class Draws:
     """The package cycles a batch of usage may draw on, locked, and what it drew."""
 
-    lots: dict[tuple[str, str], list[tuple[Any, str]]] = field(default_factory=dict)
-    """(user id, metric id) -> [(holding row, metric id)], expiring first first."""
+    lots: dict[tuple[str, str], list[tuple[Any, Decimal]]] = field(default_factory=dict)
+    """(user id, metric id) -> [(holding row, its quantity of the metric)], expiring first
+    first; the quantities are parsed once per batch, not once per event."""
     used: dict[tuple[str, str, datetime], Decimal] = field(default_factory=dict)
     changed: set[tuple[str, str, datetime]] = field(default_factory=set)
 
@@ -517,11 +520,10 @@ class Draws:
         if not candidates or value <= 0:
             return Decimal(0)
         lots = []
-        for holding, _m in candidates:
+        for holding, quantity in candidates:
             if not holding.starts_at <= at < holding.expires_at:
                 continue
             start = cycle_start(holding.starts_at, holding.reset, at)
-            quantity = Decimal(json.loads(holding.quantities)[metric_id])
             key = (holding.id, metric_id, start)
             lots.append(Lot(holding.id, start, quantity - self.used.get(key, Decimal(0))))
         covered, taken = draw(lots, value)
@@ -579,11 +581,11 @@ def load_draws(work: Work, moments: dict[tuple[str, str], list[datetime]], now: 
         return draws
     cycles: set[tuple[str, str, datetime]] = set()
     for row in sorted(rows, key=lambda r: (r.expires_at, r.id)):
-        for metric_id in json.loads(row.quantities):
+        for metric_id, quantity in json.loads(row.quantities).items():
             times = moments.get((row.user_id, metric_id))
             if not times:
                 continue
-            draws.lots.setdefault((row.user_id, metric_id), []).append((row, metric_id))
+            draws.lots.setdefault((row.user_id, metric_id), []).append((row, Decimal(quantity)))
             for t in times:
                 if row.starts_at <= t < row.expires_at:
                     cycles.add((row.id, metric_id, cycle_start(row.starts_at, row.reset, t)))

@@ -699,15 +699,17 @@ def balance_parts(
     )
     if as_of is None:
         query = query.where(grants.c.status == "active")
-    vouchers = credits = 0
-    for row in work.conn.execute(query):
-        if row.expires_at is not None and row.expires_at <= moment:
-            continue
-        posted = ledger.balance(work, row.account_id, as_of=as_of).posted
-        if row.kind == "voucher":
-            vouchers += posted
-        else:
-            credits += posted
+    live = [
+        row for row in work.conn.execute(query) if row.expires_at is None or row.expires_at > moment
+    ]
+    if as_of is None:
+        now = ledger.balances(work, [row.account_id for row in live])
+        posted = {account: b.posted for account, b in now.items()}
+    else:
+        posted = {row.account_id: ledger.balance(work, row.account_id, as_of=as_of).posted
+                  for row in live}  # fmt: skip
+    vouchers = sum(posted[row.account_id] for row in live if row.kind == "voucher")
+    credits = sum(posted[row.account_id] for row in live if row.kind == "credit")
     return Parts(vouchers, credits)
 
 
@@ -795,9 +797,18 @@ def user_balance(work: Work, user: UserView, *, as_of: datetime | None = None) -
     )
 
 
+def standing_with_parts(
+    work: Work, user_id: str, currency_code: str, credit_limit: int
+) -> tuple[ledger.Standing, Parts]:
+    """The user's standing (cash, holds, debt) and what vouchers and credit add to it."""
+    return (
+        ledger.user_standing(work, user_id, currency_code, credit_limit),
+        balance_parts(work, user_id, currency_code),
+    )
+
+
 def spendable(work: Work, user_id: str, currency_code: str, credit_limit: int) -> int:
     """What the user may still spend now, in ledger units: cash less holds, plus the
     credit limit, vouchers and credit (the `available` of the balance)."""
-    standing = ledger.user_standing(work, user_id, currency_code, credit_limit)
-    parts = balance_parts(work, user_id, currency_code)
+    standing, parts = standing_with_parts(work, user_id, currency_code, credit_limit)
     return standing.available + parts.vouchers + parts.credits

@@ -244,7 +244,12 @@ def _day(text: str | None) -> datetime | None:
 
 @router.post("/provider/coupons")
 async def new_provider_coupon(request: Request) -> Response:
-    seen = person(request, Role.PROVIDER)
+    return await _new_coupon(request, Role.PROVIDER, "/provider/packages")
+
+
+async def _new_coupon(request: Request, role: Role, back: str) -> Response:
+    """A provider's code (its services, its earnings) or the platform's, from the form."""
+    seen = person(request, role)
     fields = await form_of(request, seen)
     who = seen.who
 
@@ -252,7 +257,7 @@ async def new_provider_coupon(request: Request) -> Response:
         coupon = _coupon(work, who, fields)
         return seen.t("The code %(code)s is ready to hand out.") % {"code": coupon.code}
 
-    return await run_in_threadpool(_guarded, request, seen, "/provider/packages", act)
+    return await run_in_threadpool(_guarded, request, seen, back, act)
 
 
 def _guarded(request: Request, seen: Any, back: str, act: Any) -> Response:
@@ -276,15 +281,7 @@ def admin_coupons(request: Request) -> Response:
 
 @router.post("/admin/coupons")
 async def new_platform_coupon(request: Request) -> Response:
-    seen = person(request, Role.ADMIN)
-    fields = await form_of(request, seen)
-    who = seen.who
-
-    def act(work: Any) -> str:
-        coupon = _coupon(work, who, fields)
-        return seen.t("The code %(code)s is ready to hand out.") % {"code": coupon.code}
-
-    return await run_in_threadpool(_guarded, request, seen, "/admin/coupons", act)
+    return await _new_coupon(request, Role.ADMIN, "/admin/coupons")
 
 
 @router.post("/admin/users/{user_id}/credits")
