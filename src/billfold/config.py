@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         description="Lets webhooks go to http and to loopback or private addresses (local "
         "development and tests only).",
     )
+    auth_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="How long a process trusts an API key or session it looked up (0: never).",
+    )
     session_ttl_s: int = Field(
         default=7 * 86400, ge=60, le=90 * 86400, description="How long a console login lasts."
     )

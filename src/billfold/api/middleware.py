@@ -209,7 +209,9 @@ class IdempotencyMiddleware:
         if not key or len(key) > idempotency.MAX_KEY_LENGTH:
             await _send_json(send, 400, INVALID_KEY)
             return
-        key_id = await run_in_threadpool(_key_of, self.ctx, _header(scope, b"authorization"))
+        key_id = _remembered_key(self.ctx, _header(scope, b"authorization"))
+        if key_id is None:
+            key_id = await run_in_threadpool(_key_of, self.ctx, _header(scope, b"authorization"))
         if key_id is None:
             # Not authenticated: the route answers 401, and nothing is reserved, stored or
             # replayed for a key that is revoked, unknown or missing.
@@ -287,6 +289,18 @@ async def _replay(send: Send, decision: idempotency.Replay) -> None:
     else:
         headers = [(b"idempotent-replayed", b"true")] if decision.replayed else []
         await _send_json(send, decision.status, decision.body, headers)
+
+
+def _remembered_key(ctx: Context, authorization: str | None) -> str | None:
+    """The id of a key looked up less than a second ago, without a thread or a query."""
+    scheme, _, secret = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not secret:
+        return None
+    try:
+        principal = keys.remembered(ctx, secret.strip())
+    except AuthenticationFailed:
+        return None
+    return None if principal is None else principal.key_id
 
 
 def _key_of(ctx: Context, authorization: str | None) -> str | None:

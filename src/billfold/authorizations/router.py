@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from billfold import authorizations
 from billfold.authorizations.schemas import (
@@ -15,8 +14,15 @@ from billfold.authorizations.schemas import (
     EntitlementsOut,
 )
 from billfold.core.access import Principal
-from billfold.core.context import Context
-from billfold.core.http import Read, UnitOfWorkRoute, Write, get_context, get_principal
+from billfold.core.context import Context, Work
+from billfold.core.http import (
+    Read,
+    UnitOfWorkRoute,
+    get_context,
+    get_principal,
+    grouped,
+    json_answer,
+)
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["authorizations"])
 Ctx = Annotated[Context, Depends(get_context)]
@@ -34,20 +40,24 @@ EVENT_EXAMPLE = {
 @router.post(
     "/authorizations", response_model=AuthorizationOut, responses={201: {"model": AuthorizationOut}}
 )
-def authorize(body: AuthorizationCreate, work: Write, who: Who) -> JSONResponse:
+def authorize(body: AuthorizationCreate, request: Request, who: Who) -> Response:
     """May this user use this much now? An approval (201) holds the funds; a decline is 200."""
-    result = authorizations.authorize(
-        work,
-        who,
-        user_ref=body.user,
-        service_code=body.service,
-        metric_code=body.metric,
-        quantity=body.quantity,
-        amount=body.amount,
-        expires_in_s=body.expires_in,
-    )
-    status = 201 if result.status == "approved" else 200
-    return JSONResponse(AuthorizationOut.of(result).model_dump(mode="json"), status_code=status)
+
+    def run(work: Work) -> Response:
+        result = authorizations.authorize(
+            work,
+            who,
+            user_ref=body.user,
+            service_code=body.service,
+            metric_code=body.metric,
+            quantity=body.quantity,
+            amount=body.amount,
+            expires_in_s=body.expires_in,
+        )
+        status = 201 if result.status == "approved" else 200
+        return json_answer(AuthorizationOut.of(result), status)
+
+    return grouped(request, run)
 
 
 @router.get("/authorizations/{auth_id}", response_model=AuthorizationOut)
@@ -57,19 +67,32 @@ def get_authorization(auth_id: str, work: Read, who: Who) -> AuthorizationOut:
 
 @router.post("/authorizations/{auth_id}/capture", response_model=AuthorizationOut)
 def capture(
-    auth_id: str, work: Write, who: Who, body: Annotated[AuthorizationCapture | None, Body()] = None
-) -> AuthorizationOut:
+    auth_id: str,
+    request: Request,
+    who: Who,
+    body: Annotated[AuthorizationCapture | None, Body()] = None,
+) -> Response:
     """Charges the authorized use: the quantity used (default: as authorized) or an amount."""
-    body = body or AuthorizationCapture()
-    return AuthorizationOut.of(
-        authorizations.capture(work, who, auth_id, quantity=body.quantity, amount=body.amount)
+    asked = body or AuthorizationCapture()
+    return grouped(
+        request,
+        lambda work: json_answer(
+            AuthorizationOut.of(
+                authorizations.capture(
+                    work, who, auth_id, quantity=asked.quantity, amount=asked.amount
+                )
+            )
+        ),
     )
 
 
 @router.post("/authorizations/{auth_id}/void", response_model=AuthorizationOut)
-def void(auth_id: str, work: Write, who: Who) -> AuthorizationOut:
+def void(auth_id: str, request: Request, who: Who) -> Response:
     """Releases the held funds."""
-    return AuthorizationOut.of(authorizations.void(work, who, auth_id))
+    return grouped(
+        request,
+        lambda work: json_answer(AuthorizationOut.of(authorizations.void(work, who, auth_id))),
+    )
 
 
 @router.get("/users/{user_id}/entitlements", response_model=EntitlementsOut)

@@ -16,6 +16,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from billfold.clock import Clock, SystemClock, TestClock
 from billfold.config import Settings
+from billfold.core.credentials import Credentials
 from billfold.crypto import Cipher, load_or_create_secret
 from billfold.store.db import Database, UnitOfWork
 from billfold.store.migrate import upgrade
@@ -32,6 +33,13 @@ class Context:
     clock: Clock = field(default_factory=SystemClock)
     # Metering's group committer, made on first use (billfold.metering).
     ingest_committer: object = None
+    # The group committer of money writes, made on first use (billfold.core.group_commit).
+    money_committer: object = None
+    # API keys and sessions looked up lately (billfold.core.credentials).
+    credentials: Credentials = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.credentials = Credentials(self.settings.auth_cache_s)
 
     def work(self, *, read_only: bool = False) -> Work:
         """A new unit of work; use it in a `with` block, and commit it once."""
@@ -67,6 +75,11 @@ class Work(UnitOfWork):
         self.cipher = ctx.cipher
         self.settings = ctx.settings
         self.committed = False
+
+    def credentials_changed(self) -> None:
+        """An API key, session or login changed: once this commits, the process looks up
+        every credential again (billfold.core.credentials)."""
+        self.after_commit(self.ctx.credentials.clear)
 
     def commit(self) -> None:
         # Once: a second commit would mean that a service committed part of a request.

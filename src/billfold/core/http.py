@@ -20,13 +20,15 @@ from fastapi import Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from billfold.core import idempotency, sessions
 from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.exact_json import ExactJSONRequest
-from billfold.core.keys import authenticate
+from billfold.core.group_commit import committer
+from billfold.core.keys import authenticate, remembered
 from billfold.core.schemas import MONTH, Moment
 from billfold.domain.errors import AuthenticationFailed, PermissionDenied
 from billfold.domain.periods import check_moment
@@ -41,12 +43,12 @@ WORK_STATE = "work"
 _bearer = HTTPBearer(auto_error=False, description="An API key: admin, provider or user.")
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
     ctx: Context = request.app.state.ctx
     return ctx
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
     ctx: Context = Depends(get_context),
@@ -56,15 +58,21 @@ def get_principal(
     if credentials is None:
         cookie = request.cookies.get(sessions.SECURE_COOKIE) or request.cookies.get(sessions.COOKIE)
         if cookie is not None:
-            principal = _session_principal(request, ctx, cookie)
-            request.state.principal = principal
-            return principal
+            person = await _session_principal(request, ctx, cookie)
+            request.state.principal = person
+            return person
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise AuthenticationFailed(
             "send your API key as 'Authorization: Bearer <key>', or log in",
             code="missing_api_key",
         )
-    principal = authenticate(ctx, credentials.credentials)
+    # A key seen in the last second costs no trip to a thread or the database.
+    principal: Principal
+    seen = remembered(ctx, credentials.credentials)
+    if seen is not None:
+        principal = seen
+    else:
+        principal = await run_in_threadpool(authenticate, ctx, credentials.credentials)
     request.state.principal = principal
     if principal.scopes is not None and not _in_scope(
         principal.scopes, request.method, request.url.path
@@ -80,8 +88,13 @@ def get_principal(
 _PENDING = re.compile(r"^(GET /v1/me|GET /v1/providers/[^/]+|DELETE /v1/sessions/current)$")
 
 
-def _session_principal(request: Request, ctx: Context, cookie: str) -> Principal:
-    resolved = sessions.authenticate_session(ctx, cookie)
+async def _session_principal(request: Request, ctx: Context, cookie: str) -> Principal:
+    seen = sessions.remembered(ctx, cookie)
+    resolved: sessions.Resolved
+    if seen is not None:
+        resolved = seen
+    else:
+        resolved = await run_in_threadpool(sessions.authenticate_session, ctx, cookie)
     if request.method not in ("GET", "HEAD", "OPTIONS") and not sessions.csrf_matches(
         resolved, request.headers.get(sessions.CSRF_HEADER)
     ):
@@ -190,6 +203,36 @@ def _finish(request: Request, response: Response) -> None:
     work.close()
     if reservation is not None:
         state[IDEMPOTENCY_RECORDED] = True
+
+
+def json_answer(model: BaseModel, status: int = 200) -> Response:
+    """`model` as the answer, encoded once (by pydantic-core), not validated again."""
+    return Response(
+        model.model_dump_json(by_alias=True), status_code=status, media_type="application/json"
+    )
+
+
+def grouped(request: Request, run: Callable[[Work], Response]) -> Response:
+    """The answer of `run(work)`, run in the group commit of money writes
+    (billfold.core.group_commit) instead of a unit of work of the request's own: many
+    concurrent requests share one transaction and one commit, each still all or nothing.
+    The answer is recorded under the request's Idempotency-Key in the same savepoint, so
+    the change and its record commit together. A route that uses this takes no `Write`."""
+    state = request.scope.setdefault("state", {})
+    reservation = state.get(IDEMPOTENCY_STATE)
+
+    def job(work: Work) -> Response:
+        response = run(work)
+        if reservation is not None and response.status_code < 400:
+            idempotency.record(
+                work, work.cipher, reservation, response.status_code, bytes(response.body)
+            )
+        return response
+
+    response = committer(request.app.state.ctx).submit(job)
+    if reservation is not None and response.status_code < 400:
+        state[IDEMPOTENCY_RECORDED] = True
+    return response
 
 
 class UnitOfWorkRoute(APIRoute):

@@ -230,6 +230,7 @@ def rotate_key(
     if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
         raise Conflict("the key no longer works; create a new one", code="api_key_not_found")
     ends = now + timedelta(seconds=grace_s)
+    work.credentials_changed()
     if old.expires_at is None or old.expires_at > ends:
         work.conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(expires_at=ends))
     return create_key(
@@ -252,10 +253,42 @@ _LAST_USED_LOCK = threading.Lock()
 
 
 def authenticate(ctx: Context, secret: str) -> Principal:
-    """The principal a secret stands for; refuses unknown, revoked and expired keys alike."""
+    """The principal a secret stands for; refuses unknown, revoked and expired keys alike.
+
+    What the database said is kept for at most `BILLFOLD_AUTH_CACHE_S` (a second), and
+    forgotten in this process as soon as a key is revoked or rotated here."""
+    principal = remembered(ctx, secret)
+    if principal is not None:
+        return principal
+    now = ctx.clock.now()
+    digest = _hash(secret)
+    found = _look_up(ctx, digest, now)
+    ctx.credentials.put("key:" + digest, found)
+    return _used(found[0], now)
+
+
+def remembered(ctx: Context, secret: str) -> Principal | None:
+    """The principal of a secret looked up less than a cache lifetime ago, without
+    touching the database; None if it must be looked up. Refuses what is known bad."""
     if not secret or len(secret) > MAX_KEY_LENGTH:
         raise AuthenticationFailed("invalid API key", code="invalid_api_key")
+    found: tuple[Principal, datetime | None] | None = ctx.credentials.get("key:" + _hash(secret))
+    if found is None:
+        return None
     now = ctx.clock.now()
+    principal, expires_at = found
+    if expires_at is not None and expires_at <= now:
+        raise AuthenticationFailed("invalid API key", code="invalid_api_key")
+    return _used(principal, now)
+
+
+def _used(principal: Principal, now: datetime) -> Principal:
+    with _LAST_USED_LOCK:
+        _LAST_USED[principal.key_id] = now
+    return principal
+
+
+def _look_up(ctx: Context, digest: str, now: datetime) -> tuple[Principal, datetime | None]:
     with ctx.db.unit_of_work(read_only=True) as uow:
         row = uow.conn.execute(
             select(
@@ -266,7 +299,7 @@ def authenticate(ctx: Context, secret: str) -> Principal:
                 api_keys.c.revoked_at,
                 api_keys.c.expires_at,
                 api_keys.c.scopes,
-            ).where(api_keys.c.secret_hash == _hash(secret))
+            ).where(api_keys.c.secret_hash == digest)
         ).one_or_none()
     if (
         row is None
@@ -274,15 +307,14 @@ def authenticate(ctx: Context, secret: str) -> Principal:
         or (row.expires_at is not None and row.expires_at <= now)
     ):
         raise AuthenticationFailed("invalid API key", code="invalid_api_key")
-    with _LAST_USED_LOCK:
-        _LAST_USED[row.id] = now
-    return Principal(
+    principal = Principal(
         key_id=row.id,
         role=Role(row.role),
         provider_id=row.provider_id,
         user_id=row.user_id,
         scopes=frozenset(row.scopes.split(",")) if row.scopes else None,
     )
+    return principal, row.expires_at
 
 
 def flush_last_used(ctx: Context) -> int:
@@ -317,4 +349,5 @@ def revoke_key(work: Work, principal: Principal, key_id: str) -> None:
     )
     if result.rowcount == 0:
         raise NotFound(f"no active key {key_id}", code="api_key_not_found")
+    work.credentials_changed()
     audit.record(work, principal, "api_key.revoked", "api_key", key_id, at=now)

@@ -105,7 +105,7 @@ def list_audit_events(
 
 
 @router.get("/me", response_model=MeOut)
-def whoami(who: Who) -> MeOut:
+async def whoami(who: Who) -> MeOut:
     """The role and party of the API key in use."""
     return MeOut(
         key_id=who.key_id, role=str(who.role), provider_id=who.provider_id, user_id=who.user_id

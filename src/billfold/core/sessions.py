@@ -90,6 +90,7 @@ def open_session(work: Work, login_id: str, *, address: str | None) -> NewSessio
 
 
 def revoke(work: Work, session_id: str) -> None:
+    work.credentials_changed()
     work.conn.execute(
         update(sessions)
         .where(sessions.c.id == session_id, sessions.c.revoked_at.is_(None))
@@ -98,6 +99,7 @@ def revoke(work: Work, session_id: str) -> None:
 
 
 def revoke_all(work: Work, login_id: str) -> None:
+    work.credentials_changed()
     work.conn.execute(
         update(sessions)
         .where(sessions.c.login_id == login_id, sessions.c.revoked_at.is_(None))
@@ -106,10 +108,30 @@ def revoke_all(work: Work, login_id: str) -> None:
 
 
 def authenticate_session(ctx: Context, token: str) -> Resolved:
-    """The principal of a session cookie; refuses unknown, revoked and expired ones alike."""
+    """The principal of a session cookie; refuses unknown, revoked and expired ones alike.
+
+    Kept, as API keys are, for at most `BILLFOLD_AUTH_CACHE_S` (billfold.core.credentials)."""
+    resolved = remembered(ctx, token)
+    if resolved is not None:
+        return resolved
+    found = _look_up(ctx, token, ctx.clock.now())
+    ctx.credentials.put("session:" + token_hash(token), found)
+    return found[0]
+
+
+def remembered(ctx: Context, token: str) -> Resolved | None:
+    """The session looked up less than a cache lifetime ago, or None to look it up."""
     if not token or len(token) > 200:
         raise AuthenticationFailed("your session has ended; log in again", code="session_ended")
-    now = ctx.clock.now()
+    found: tuple[Resolved, datetime] | None = ctx.credentials.get("session:" + token_hash(token))
+    if found is None:
+        return None
+    if found[1] <= ctx.clock.now():
+        raise AuthenticationFailed("your session has ended; log in again", code="session_ended")
+    return found[0]
+
+
+def _look_up(ctx: Context, token: str, now: datetime) -> tuple[Resolved, datetime]:
     with ctx.db.unit_of_work(read_only=True) as uow:
         row: Any = uow.conn.execute(
             select(
@@ -137,13 +159,14 @@ def authenticate_session(ctx: Context, token: str) -> Resolved:
         provider_id=row.provider_id,
         user_id=row.user_id,
     )
-    return Resolved(
+    resolved = Resolved(
         principal,
         row.csrf_hash,
         row.provider_status in ("pending", "rejected"),
         row.login_id,
         row.locale,
     )
+    return resolved, row.expires_at
 
 
 def csrf_matches(resolved: Resolved, given: str | None) -> bool:

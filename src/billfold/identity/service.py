@@ -527,6 +527,7 @@ def change_password(
         .where(logins.c.id == login.id)
         .values(password_hash=_hasher(work).hash(secret), password_changed_at=now)
     )
+    work.credentials_changed()
     work.conn.execute(
         update(session_rows)
         .where(
@@ -554,6 +555,7 @@ def set_locale(work: Work, principal: Principal, *, locale: object) -> str:
     login = _own_login(work, principal)
     language = _locale(locale)
     work.conn.execute(update(logins).where(logins.c.id == login.id).values(locale=language))
+    work.credentials_changed()
     return language
 
 

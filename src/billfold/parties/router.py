@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from billfold import parties
 from billfold.core.access import Principal
-from billfold.core.context import Context
+from billfold.core.context import Context, Work
 from billfold.core.http import (
     Limit,
     Read,
@@ -17,6 +17,8 @@ from billfold.core.http import (
     Write,
     get_context,
     get_principal,
+    grouped,
+    json_answer,
     maybe_aware,
     transfer_id_for,
 )
@@ -124,20 +126,22 @@ def get_balance(
 
 
 @router.post("/users/{user_id}/top-ups", status_code=201, response_model=TransactionOut)
-def top_up(
-    user_id: str, body: TopUpCreate, request: Request, work: Write, who: Who
-) -> TransactionOut:
+def top_up(user_id: str, body: TopUpCreate, request: Request, who: Who) -> Response:
     """Credits the user's wallet (admin); idempotent with an Idempotency-Key."""
-    return TransactionOut.of(
-        parties.top_up(
+    transfer_id = transfer_id_for(request, who)
+
+    def run(work: Work) -> Response:
+        movement = parties.top_up(
             work,
             who,
             user_id,
             amount=body.amount,
             reference=body.reference,
-            transfer_id=transfer_id_for(request, who),
+            transfer_id=transfer_id,
         )
-    )
+        return json_answer(TransactionOut.of(movement), 201)
+
+    return grouped(request, run)
 
 
 @router.get("/users/{user_id}/transactions", response_model=TransactionList)
@@ -150,10 +154,12 @@ def list_transactions(
 
 
 @router.post("/charges", status_code=201, response_model=TransactionOut)
-def create_charge(body: ChargeCreate, request: Request, work: Write, who: Who) -> TransactionOut:
+def create_charge(body: ChargeCreate, request: Request, who: Who) -> Response:
     """A one-off charge, split between the provider and the platform (provider: own; admin)."""
-    return TransactionOut.of(
-        parties.charge(
+    transfer_id = transfer_id_for(request, who)
+
+    def run(work: Work) -> Response:
+        movement = parties.charge(
             work,
             who,
             user_ref=body.user,
@@ -161,23 +167,22 @@ def create_charge(body: ChargeCreate, request: Request, work: Write, who: Who) -
             description=body.description,
             provider_id=body.provider_id,
             service=body.service,
-            transfer_id=transfer_id_for(request, who),
+            transfer_id=transfer_id,
         )
-    )
+        return json_answer(TransactionOut.of(movement), 201)
+
+    return grouped(request, run)
 
 
 @router.post("/charges/{charge_id}/refunds", status_code=201, response_model=TransactionOut)
-def refund_charge(
-    charge_id: str, body: RefundCreate, request: Request, work: Write, who: Who
-) -> TransactionOut:
+def refund_charge(charge_id: str, body: RefundCreate, request: Request, who: Who) -> Response:
     """Refunds all or part of a charge (admin; provider: its own charges)."""
-    return TransactionOut.of(
-        parties.refund(
-            work,
-            who,
-            charge_id,
-            amount=body.amount,
-            reason=body.reason,
-            transfer_id=transfer_id_for(request, who),
+    transfer_id = transfer_id_for(request, who)
+
+    def run(work: Work) -> Response:
+        movement = parties.refund(
+            work, who, charge_id, amount=body.amount, reason=body.reason, transfer_id=transfer_id
         )
-    )
+        return json_answer(TransactionOut.of(movement), 201)
+
+    return grouped(request, run)

@@ -148,6 +148,7 @@ def approve_provider(work: Work, principal: Principal, provider_id: str) -> Prov
         .values(status="active")
     )
     if found.rowcount:
+        work.credentials_changed()  # Its logins' sessions may now act (or not).
         audit.record(
             work, principal, "provider.approved", "provider", provider_id, at=work.clock.now()
         )
@@ -167,6 +168,7 @@ def reject_provider(work: Work, principal: Principal, provider_id: str) -> Provi
         .values(status="rejected")
     )
     if found.rowcount:
+        work.credentials_changed()  # Its logins' sessions may now act (or not).
         audit.record(
             work, principal, "provider.rejected", "provider", provider_id, at=work.clock.now()
         )

@@ -14,7 +14,8 @@ from __future__ import annotations
 import fcntl
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -209,6 +210,31 @@ class UnitOfWork:
         """Runs `callback` (once per name) just before the transaction commits, last of
         all its writes: the audit trail chains its entries there, under its head lock."""
         self._before_commit.setdefault(name, callback)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the unit that is undone alone if it raises: its writes, and what it
+        gathered for the commit (pending writes, hooks, after-commit callbacks). The group
+        commit runs each request of a group in one of these."""
+        pending = {name: len(items) for name, items in self.pending.items()}
+        hooks = set(self._before_commit)
+        callbacks = len(self._after_commit)
+        nested = self.conn.begin_nested()
+        try:
+            yield
+        except BaseException:
+            nested.rollback()
+            for name in list(self.pending):
+                if name in pending:
+                    del self.pending[name][pending[name] :]
+                else:
+                    del self.pending[name]
+            for name in list(self._before_commit):
+                if name not in hooks:
+                    del self._before_commit[name]
+            del self._after_commit[callbacks:]
+            raise
+        nested.commit()
 
     def commit(self) -> None:
         assert not self._read_only, "a read-only unit of work cannot commit"
