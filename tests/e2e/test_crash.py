@@ -236,3 +236,80 @@ def test_several_server_processes_share_one_sqlite_database(
     report = after.read(verify, SYSTEM)
     assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
     after.db.dispose()
+
+
+CHARGES = 600
+
+
+@pytest.mark.slow
+def test_sigkill_during_group_commits_of_charges_loses_and_doubles_nothing(
+    sqlite_database_url: str, tmp_path: Path
+) -> None:
+    """Four clients send one-off charges (each with its Idempotency-Key), which the server
+    writes in group commits; it is killed mid-stream. Every acknowledged charge is in the
+    ledger; retried with its key, each request gets its original answer, and none is
+    charged twice."""
+    ctx = make_context(sqlite_database_url, tmp_path)
+    ctx.clock = SystemClock()
+    me = metered_catalog(ctx, PLAN)
+    user_id = funded_user(ctx, 0, "1000")
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    ctx.db.dispose()
+    body = {"user": user_id, "amount": "0.01", "service": "maps", "description": "call"}
+    acknowledged: dict[int, dict[str, object]] = {}
+    lock = threading.Lock()
+
+    with serve(sqlite_database_url, tmp_path) as (process, base):
+        stop = threading.Event()
+
+        def send(offset: int) -> None:
+            with httpx.Client(
+                base_url=base, timeout=30, headers={"Authorization": f"Bearer {key}"}
+            ) as client:
+                for n in range(offset, CHARGES, 4):
+                    if stop.is_set():
+                        return
+                    try:
+                        response = client.post(
+                            "/v1/charges", json=body, headers={"Idempotency-Key": f"charge-{n}"}
+                        )
+                    except httpx.HTTPError:
+                        return  # The server died under this request: not acknowledged.
+                    assert response.status_code == 201, response.text
+                    with lock:
+                        acknowledged[n] = response.json()
+
+        senders = [threading.Thread(target=send, args=(offset,)) for offset in range(4)]
+        for sender in senders:
+            sender.start()
+        while True:
+            with lock:
+                if len(acknowledged) >= 100:
+                    break
+            time.sleep(0.002)
+        os.kill(process.pid, signal.SIGKILL)
+        stop.set()
+        for sender in senders:
+            sender.join(timeout=30)
+    assert 100 <= len(acknowledged) < CHARGES
+
+    with (
+        serve(sqlite_database_url, tmp_path) as (_process, base),
+        httpx.Client(
+            base_url=base, timeout=60, headers={"Authorization": f"Bearer {key}"}
+        ) as client,
+    ):
+        again = {
+            n: client.post("/v1/charges", json=body, headers={"Idempotency-Key": f"charge-{n}"})
+            for n in range(CHARGES)
+        }
+    for n, answer in acknowledged.items():
+        assert again[n].headers.get("idempotent-replayed") == "true", n
+        assert again[n].json() == answer, "a retried charge did not get its first answer"
+    assert all(response.status_code == 201 for response in again.values())
+    after = make_context(sqlite_database_url, tmp_path)
+    balance = after.read(parties.get_balance, SYSTEM, user_id)
+    assert balance.posted == Decimal(1000) - Decimal("0.01") * CHARGES  # Each charged once.
+    report = after.read(verify, SYSTEM)
+    assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
+    after.db.dispose()

@@ -8,6 +8,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from functools import partial
 from typing import Any
 
 import structlog
@@ -19,7 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from billfold.api.errors import error_body
 from billfold.core import idempotency, keys
 from billfold.core.context import Context
-from billfold.core.http import IDEMPOTENCY_RECORDED, IDEMPOTENCY_STATE
+from billfold.core.http import (
+    GROUPED_WRITES,
+    IDEMPOTENCY_CLAIM,
+    IDEMPOTENCY_RECORDED,
+    IDEMPOTENCY_STATE,
+)
 from billfold.domain.errors import AuthenticationFailed
 from billfold.ids import new_id
 
@@ -29,21 +35,11 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-KEY_IN_USE = error_body(
-    "conflict",
-    "idempotency_key_in_use",
-    "a request with this Idempotency-Key is still being processed; retry later",
-    "Idempotency-Key",
-)
+KEY_IN_USE = idempotency.KEY_IN_USE
 NUL_IN_URL = error_body(
     "invalid_request", "invalid_parameter", "the URL must not contain NUL (%00) characters"
 )
-KEY_REUSED = error_body(
-    "conflict",
-    "idempotency_key_reused",
-    "this Idempotency-Key was used with a different request; use a new key",
-    "Idempotency-Key",
-)
+KEY_REUSED = idempotency.KEY_REUSED
 INVALID_KEY = error_body(
     "invalid_request",
     "invalid_idempotency_key",
@@ -229,13 +225,18 @@ class IdempotencyMiddleware:
         digest = idempotency.request_hash(
             scope["path"], scope.get("query_string", b"").decode("latin-1"), body
         )
-        decision = await run_in_threadpool(
-            idempotency.reserve, self.ctx, reservation, scope["path"], digest
-        )
-        if decision is not None:
-            await _replay(send, decision)
-            return
         state = scope.setdefault("state", {})
+        grouped = bool(GROUPED_WRITES.match(scope["path"]))
+        if grouped:
+            # The group commit claims the key in the transaction that does the work.
+            state[IDEMPOTENCY_CLAIM] = (scope["path"], digest)
+        else:
+            decision = await run_in_threadpool(
+                idempotency.reserve, self.ctx, reservation, scope["path"], digest
+            )
+            if decision is not None:
+                await _replay(send, decision)
+                return
         state[IDEMPOTENCY_STATE] = reservation
         sent_body = False
 
@@ -265,7 +266,15 @@ class IdempotencyMiddleware:
         finally:
             if not state.get(IDEMPOTENCY_RECORDED):
                 await run_in_threadpool(
-                    idempotency.finish, self.ctx, reservation, response_status, b"".join(chunks)
+                    partial(
+                        idempotency.finish,
+                        path=scope["path"],
+                        digest=digest if grouped else None,
+                    ),
+                    self.ctx,
+                    reservation,
+                    response_status,
+                    b"".join(chunks),
                 )
         for message in held:
             await send(message)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from billfold import authorizations
+from billfold import authorizations, ledger
 from billfold.authorizations.schemas import (
     AuthorizationCapture,
     AuthorizationCreate,
@@ -57,7 +57,7 @@ def authorize(body: AuthorizationCreate, request: Request, who: Who) -> Response
         status = 201 if result.status == "approved" else 200
         return json_answer(AuthorizationOut.of(result), status)
 
-    return grouped(request, run)
+    return grouped(request, run, opening=ledger.lock_journal)
 
 
 @router.get("/authorizations/{auth_id}", response_model=AuthorizationOut)
@@ -83,6 +83,7 @@ def capture(
                 )
             )
         ),
+        opening=ledger.lock_journal,
     )
 
 
@@ -92,6 +93,7 @@ def void(auth_id: str, request: Request, who: Who) -> Response:
     return grouped(
         request,
         lambda work: json_answer(AuthorizationOut.of(authorizations.void(work, who, auth_id))),
+        opening=ledger.lock_journal,
     )
 
 

@@ -35,6 +35,7 @@ MAX_GROUP: Final = 64
 @dataclass(slots=True)
 class _Job(Generic[R]):
     run: Callable[[Work], R]
+    opening: Callable[[Work], None] | None = None
     done: threading.Event = field(default_factory=threading.Event)
     result: R | None = None
     error: BaseException | None = None
@@ -54,9 +55,15 @@ class GroupCommitter:
         self.groups = 0
         """Groups committed so far (for tests and metrics)."""
 
-    def submit(self, run: Callable[[Work], R]) -> R:
-        """`run(work)`'s result, once committed with whatever group it joined; or its error."""
-        job: _Job[R] = _Job(run)
+    def submit(
+        self, run: Callable[[Work], R], *, opening: Callable[[Work], None] | None = None
+    ) -> R:
+        """`run(work)`'s result, once committed with whatever group it joined; or its error.
+
+        `opening(work)` runs once at the start of a group that holds this request, before
+        any request of it: where the requests of a group must take their locks in one
+        order (the ledger's journal head before any account), it takes the first."""
+        job: _Job[R] = _Job(run, opening)
         with self._lock:
             self._pending.append(job)
             lead = not self._leading
@@ -98,6 +105,8 @@ class GroupCommitter:
             return
         try:
             with self._ctx.work() as work:
+                for opening in dict.fromkeys(job.opening for job in group if job.opening):
+                    opening(work)
                 for job in group:
                     self._part(work, job)
                 work.commit()

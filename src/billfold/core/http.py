@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -38,6 +38,13 @@ from billfold.ids import derived_id, new_id
 # the middleware), whether the route recorded its answer, and the request's unit of work.
 IDEMPOTENCY_STATE = "idempotency"
 IDEMPOTENCY_RECORDED = "idempotency_recorded"
+IDEMPOTENCY_CLAIM = "idempotency_claim"
+# The POSTs whose work runs in the group commit (`grouped`): the middleware leaves the
+# Idempotency-Key to be claimed in their group's transaction (a test checks the list).
+GROUPED_WRITES = re.compile(
+    r"^/v1/(authorizations(/[^/]+/(capture|void))?|charges(/[^/]+/refunds)?"
+    r"|users/[^/]+/top-ups)$"
+)
 WORK_STATE = "work"
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: admin, provider or user.")
@@ -212,16 +219,34 @@ def json_answer(model: BaseModel, status: int = 200) -> Response:
     )
 
 
-def grouped(request: Request, run: Callable[[Work], Response]) -> Response:
+def grouped(
+    request: Request,
+    run: Callable[[Work], Response],
+    *,
+    opening: Callable[[Work], None] | None = None,
+) -> Response:
     """The answer of `run(work)`, run in the group commit of money writes
     (billfold.core.group_commit) instead of a unit of work of the request's own: many
     concurrent requests share one transaction and one commit, each still all or nothing.
-    The answer is recorded under the request's Idempotency-Key in the same savepoint, so
-    the change and its record commit together. A route that uses this takes no `Write`."""
+    The request's Idempotency-Key is claimed, and its answer recorded, in the same
+    savepoint as its work: the change and its record commit together, in one commit.
+    A route that uses this takes no `Write`, and its path is in `GROUPED_WRITES`;
+    `opening` is what its group must lock first (`GroupCommitter.submit`)."""
     state = request.scope.setdefault("state", {})
-    reservation = state.get(IDEMPOTENCY_STATE)
+    reservation: idempotency.Reservation | None = state.get(IDEMPOTENCY_STATE)
+    claim: tuple[str, str] | None = state.get(IDEMPOTENCY_CLAIM)
+    replayed = False
 
     def job(work: Work) -> Response:
+        nonlocal replayed
+        replayed = False
+        if reservation is not None and claim is not None:
+            earlier = idempotency.claim(
+                work, work.cipher, reservation, claim[0], claim[1], work.clock.now()
+            )
+            if earlier is not None:
+                replayed = True
+                return replay_answer(earlier)
         response = run(work)
         if reservation is not None and response.status_code < 400:
             idempotency.record(
@@ -229,10 +254,26 @@ def grouped(request: Request, run: Callable[[Work], Response]) -> Response:
             )
         return response
 
-    response = committer(request.app.state.ctx).submit(job)
-    if reservation is not None and response.status_code < 400:
+    response = committer(request.app.state.ctx).submit(job, opening=opening)
+    if reservation is not None and (response.status_code < 400 or replayed):
+        # Recorded with the work, or answered from the record: nothing left to record.
         state[IDEMPOTENCY_RECORDED] = True
     return response
+
+
+def replay_answer(decision: idempotency.Replay) -> Response:
+    """What a request answers instead of running, its Idempotency-Key having been used."""
+    if decision.conflict is not None:
+        body = (
+            idempotency.KEY_REUSED
+            if decision.conflict == "idempotency_key_reused"
+            else idempotency.KEY_IN_USE
+        )
+        return JSONResponse(body, status_code=409)
+    headers = {"idempotent-replayed": "true"} if decision.replayed else {}
+    if decision.status == 204:
+        return Response(status_code=204, headers=headers)
+    return JSONResponse(decision.body, status_code=decision.status, headers=headers)
 
 
 class UnitOfWorkRoute(APIRoute):

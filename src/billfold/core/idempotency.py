@@ -53,6 +53,22 @@ class Replay:
 
 
 BODY_CONTEXT = "idempotency_keys.response_body"
+KEY_IN_USE = {
+    "error": {
+        "type": "conflict",
+        "code": "idempotency_key_in_use",
+        "message": "a request with this Idempotency-Key is still being processed; retry later",
+        "param": "Idempotency-Key",
+    }
+}
+KEY_REUSED = {
+    "error": {
+        "type": "conflict",
+        "code": "idempotency_key_reused",
+        "message": "this Idempotency-Key was used with a different request; use a new key",
+        "param": "Idempotency-Key",
+    }
+}
 
 
 def principal_of(key_id: str) -> str:
@@ -65,14 +81,32 @@ def request_hash(path: str, query: str, body: bytes) -> str:
 
 
 def reserve(ctx: Context, reservation: Reservation, path: str, digest: str) -> Replay | None:
-    """None if this request now holds the key; else what to answer instead."""
-    now = ctx.clock.now()
+    """None if this request now holds the key; else what to answer instead. In a
+    transaction of its own, committed before the request runs."""
+    with ctx.db.unit_of_work() as uow:
+        decision = claim(uow, ctx.cipher, reservation, path, digest, ctx.clock.now())
+        uow.commit()
+        return decision
+
+
+def claim(
+    uow: UnitOfWork,
+    cipher: Cipher,
+    reservation: Reservation,
+    path: str,
+    digest: str,
+    now: datetime,
+) -> Replay | None:
+    """`reserve` in the caller's transaction: the group commit claims the keys of its
+    requests in the transaction that does their work and records their answers, so a
+    request costs one commit, not two. A key claimed by an earlier request of the same
+    group is seen as that request left it (its answer is then replayed)."""
     where = (
         idempotency_keys.c.principal == reservation.principal,
         idempotency_keys.c.key == reservation.key,
     )
-    with ctx.db.unit_of_work() as uow:
-        try:
+    try:
+        with uow.savepoint():
             uow.conn.execute(
                 idempotency_keys.insert().values(
                     principal=reservation.principal,
@@ -87,32 +121,30 @@ def reserve(ctx: Context, reservation: Reservation, path: str, digest: str) -> R
                     locked_until=now + IN_PROGRESS_LEASE,
                 )
             )
-            uow.commit()
-            return None
-        except IntegrityError:
-            uow.rollback()
-        row = uow.conn.execute(select(idempotency_keys).where(*where)).one()
-        if row.request_hash != digest:
-            return Replay(409, None, False, conflict="idempotency_key_reused")
-        if row.state == "done":
-            body = json.loads(ctx.cipher.decrypt(row.response_body, context=BODY_CONTEXT))
-            return Replay(int(row.response_status), body, True)
-        if row.locked_until > now:
-            return Replay(409, None, False, conflict="idempotency_key_in_use")
-        # The earlier attempt died without an answer: this one takes the key over.
-        taken = uow.conn.execute(
-            update(idempotency_keys)
-            .where(
-                *where,
-                idempotency_keys.c.state == "in_progress",
-                idempotency_keys.c.locked_until == row.locked_until,
-            )
-            .values(locked_until=now + IN_PROGRESS_LEASE)
-        ).rowcount
-        uow.commit()
-        if taken != 1:
-            return Replay(409, None, False, conflict="idempotency_key_in_use")
         return None
+    except IntegrityError:
+        pass
+    row = uow.conn.execute(select(idempotency_keys).where(*where)).one()
+    if row.request_hash != digest:
+        return Replay(409, None, False, conflict="idempotency_key_reused")
+    if row.state == "done":
+        body = json.loads(cipher.decrypt(row.response_body, context=BODY_CONTEXT))
+        return Replay(int(row.response_status), body, True)
+    if row.locked_until > now:
+        return Replay(409, None, False, conflict="idempotency_key_in_use")
+    # The earlier attempt died without an answer: this one takes the key over.
+    taken = uow.conn.execute(
+        update(idempotency_keys)
+        .where(
+            *where,
+            idempotency_keys.c.state == "in_progress",
+            idempotency_keys.c.locked_until == row.locked_until,
+        )
+        .values(locked_until=now + IN_PROGRESS_LEASE)
+    ).rowcount
+    if taken != 1:
+        return Replay(409, None, False, conflict="idempotency_key_in_use")
+    return None
 
 
 def record(
@@ -137,9 +169,19 @@ def record(
     )
 
 
-def finish(ctx: Context, reservation: Reservation, status: int, body: bytes) -> None:
+def finish(
+    ctx: Context,
+    reservation: Reservation,
+    status: int,
+    body: bytes,
+    *,
+    path: str = "",
+    digest: str | None = None,
+) -> None:
     """After a request whose answer was not recorded with it: records an error answer
-    (the request changed nothing), or frees the key after a server error."""
+    (the request changed nothing), or frees the key after a server error. With `digest`,
+    a key that was never claimed (a request of the group commit refused) is claimed and
+    answered at once."""
     with ctx.db.unit_of_work() as uow:
         if status >= 500:
             uow.conn.execute(
@@ -148,6 +190,9 @@ def finish(ctx: Context, reservation: Reservation, status: int, body: bytes) -> 
                     idempotency_keys.c.key == reservation.key,
                 )
             )
+        elif digest is not None:
+            if claim(uow, ctx.cipher, reservation, path, digest, ctx.clock.now()) is None:
+                record(uow, ctx.cipher, reservation, status, body)
         else:
             record(uow, ctx.cipher, reservation, status, body)
         uow.commit()

@@ -29,6 +29,7 @@ from billfold.ledger._posting import (
     MAX_BATCH,
     POSTING_COLUMNS,
     TRANSFER_COLUMNS,
+    lock_journal,
     post,
     post_many,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "last_seq_on",
     "load_transfers",
     "load_transfers_by_seq",
+    "lock_journal",
     "post",
     "post_many",
     "postings_on",

@@ -110,6 +110,18 @@ def post_many(
     return [_replayed(loaded[r]) if isinstance(r, str) else r for r in results]
 
 
+def lock_journal(uow: UnitOfWork) -> None:
+    """Takes the journal head's lock now, first of the transaction's locks (PostgreSQL;
+    SQLite's writer holds the whole database already). A group of money writes does this
+    before its requests: a hold locks only its account, so a hold then a transfer in one
+    transaction would otherwise lock an account before the head, against the ledger's
+    order, and deadlock with a transfer in another process."""
+    if uow.dialect == "postgresql":
+        uow.conn.execute(
+            select(ledger_head.c.seq).where(ledger_head.c.id == 1).with_for_update()
+        ).one()
+
+
 def _lock(uow: UnitOfWork, specs: Sequence[TransferSpec]) -> _Batch:
     """Locks in the ledger's order: the journal head, the accounts by id, then the holds."""
     head = uow.conn.execute(

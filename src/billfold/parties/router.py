@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from billfold import parties
+from billfold import ledger, parties
 from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.http import (
@@ -141,7 +141,7 @@ def top_up(user_id: str, body: TopUpCreate, request: Request, who: Who) -> Respo
         )
         return json_answer(TransactionOut.of(movement), 201)
 
-    return grouped(request, run)
+    return grouped(request, run, opening=ledger.lock_journal)
 
 
 @router.get("/users/{user_id}/transactions", response_model=TransactionList)
@@ -171,7 +171,7 @@ def create_charge(body: ChargeCreate, request: Request, who: Who) -> Response:
         )
         return json_answer(TransactionOut.of(movement), 201)
 
-    return grouped(request, run)
+    return grouped(request, run, opening=ledger.lock_journal)
 
 
 @router.post("/charges/{charge_id}/refunds", status_code=201, response_model=TransactionOut)
@@ -185,4 +185,4 @@ def refund_charge(charge_id: str, body: RefundCreate, request: Request, who: Who
         )
         return json_answer(TransactionOut.of(movement), 201)
 
-    return grouped(request, run)
+    return grouped(request, run, opening=ledger.lock_journal)

@@ -1,0 +1,93 @@
+"""Money writes over HTTP in the group commit: 32 clients on one wallet, across two server
+processes on the same database, never take it below its bound; every approved request is
+in the ledger once, and every retry with its Idempotency-Key gets the original answer."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from billfold import parties
+from billfold.core.access import SYSTEM, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
+from billfold.ledger.verify import verify
+from billfold.store.ledger_tables import transfers
+from tests.conftest import LiveServer, make_context
+from tests.integration.helpers import funded_user, metered_catalog
+
+PLAN = {
+    "code": "payg",
+    "service": "maps",
+    "currency": "USD",
+    "interval": "none",
+    "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.1"}],
+}
+CLIENTS = 32
+
+
+def test_32_clients_on_one_wallet_across_two_processes(
+    ctx: Context, server: LiveServer, tmp_path: Path
+) -> None:
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 0, "10")
+    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    second = make_context(ctx.db.url, tmp_path / "second", ctx.clock)  # type: ignore[arg-type]
+
+    def one(args: tuple[int, str]) -> tuple[int, httpx.Response, httpx.Response]:
+        n, url = args
+        headers = {"Authorization": f"Bearer {secret}", "Idempotency-Key": f"key-{n}"}
+        if n % 2:
+            path, body = "/v1/charges", {"user": user, "amount": "1", "service": "maps",
+                                         "description": f"add-on {n}"}  # fmt: skip
+        else:
+            path, body = "/v1/authorizations", {"user": user, "service": "maps", "amount": "1"}
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            first = client.post(path, json=body)
+            again = client.post(path, json=body)
+        return n, first, again
+
+    try:
+        with LiveServer(second) as other:
+            urls = [server.url, other.url]
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                # Charges and authorizations alike go to both processes.
+                work = [(n, urls[(n // 2) % 2]) for n in range(CLIENTS)]
+                answers = list(pool.map(one, work))
+    finally:
+        second.db.dispose()
+
+    charged: list[dict[str, Any]] = []
+    held: list[dict[str, Any]] = []
+    for n, first, again in answers:
+        assert first.status_code in (200, 201, 402), first.text
+        # The retry is the first answer again, whatever it was.
+        assert (again.status_code, again.json()) == (first.status_code, first.json()), n
+        assert again.headers.get("idempotent-replayed") == "true"
+        if n % 2 and first.status_code == 201:
+            charged.append(first.json())
+        elif n % 2:
+            assert first.json()["error"]["code"] == "insufficient_funds"
+        elif first.status_code == 201:
+            assert first.json()["status"] == "approved"
+            held.append(first.json())
+        else:
+            assert first.json()["status"] == "declined"
+    # Ten units of money, one each: exactly ten requests got one, whichever they were.
+    assert len(charged) + len(held) == 10
+    balance = ctx.read(parties.get_balance, SYSTEM, user)
+    assert balance.posted == Decimal(10 - len(charged))
+    assert balance.held == Decimal(len(held))
+    assert balance.available == 0
+    with ctx.work(read_only=True) as work:
+        ids = list(
+            work.conn.execute(select(transfers.c.id).where(transfers.c.kind == "charge")).scalars()
+        )
+    assert sorted(ids) == sorted(c["id"] for c in charged)
+    report = ctx.read(verify, SYSTEM)
+    assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
