@@ -36,7 +36,7 @@ from billfold.config import Settings
 from billfold.core.access import SYSTEM, Principal, Role
 from billfold.core.context import Context
 from billfold.crypto import Cipher
-from billfold.invoicing import billing
+from billfold.invoicing import billing, billing_key
 from billfold.store.bulk import db_datetime, insert_rows
 from billfold.store.db import Database
 from billfold.store.ledger_tables import accounts
@@ -212,7 +212,7 @@ def populate(ctx: Context, count: int) -> None:
                 [
                     (
                         f"in_{n:08d}",
-                        billing.billing_key(f"sub_{n:08d}", START),
+                        billing_key(f"sub_{n:08d}", START),
                         f"usr_{n:08d}",
                         f"sub_{n:08d}",
                         provider.id,

@@ -40,7 +40,7 @@ EVENT_EXAMPLE = {
 @router.post(
     "/authorizations", response_model=AuthorizationOut, responses={201: {"model": AuthorizationOut}}
 )
-def authorize(body: AuthorizationCreate, request: Request, who: Who) -> Response:
+async def authorize(body: AuthorizationCreate, request: Request, who: Who) -> Response:
     """May this user use this much now? An approval (201) holds the funds; a decline is 200."""
 
     def run(work: Work) -> Response:
@@ -57,7 +57,7 @@ def authorize(body: AuthorizationCreate, request: Request, who: Who) -> Response
         status = 201 if result.status == "approved" else 200
         return json_answer(AuthorizationOut.of(result), status)
 
-    return grouped(request, run, opening=ledger.lock_journal)
+    return await grouped(request, run, opening=ledger.lock_journal)
 
 
 @router.get("/authorizations/{auth_id}", response_model=AuthorizationOut)
@@ -66,7 +66,7 @@ def get_authorization(auth_id: str, work: Read, who: Who) -> AuthorizationOut:
 
 
 @router.post("/authorizations/{auth_id}/capture", response_model=AuthorizationOut)
-def capture(
+async def capture(
     auth_id: str,
     request: Request,
     who: Who,
@@ -74,7 +74,7 @@ def capture(
 ) -> Response:
     """Charges the authorized use: the quantity used (default: as authorized) or an amount."""
     asked = body or AuthorizationCapture()
-    return grouped(
+    return await grouped(
         request,
         lambda work: json_answer(
             AuthorizationOut.of(
@@ -88,9 +88,9 @@ def capture(
 
 
 @router.post("/authorizations/{auth_id}/void", response_model=AuthorizationOut)
-def void(auth_id: str, request: Request, who: Who) -> Response:
+async def void(auth_id: str, request: Request, who: Who) -> Response:
     """Releases the held funds."""
-    return grouped(
+    return await grouped(
         request,
         lambda work: json_answer(AuthorizationOut.of(authorizations.void(work, who, auth_id))),
         opening=ledger.lock_journal,

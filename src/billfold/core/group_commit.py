@@ -1,12 +1,12 @@
 """Group commit of money writes: many requests, one transaction, one fsync.
 
 Concurrent authorizations, captures, voids, one-off charges, top-ups and refunds are
-each a function of a unit of work. Whoever submits one while no group is being written
-becomes the leader: it opens one unit of work and runs every request waiting (its own
-first), each in a savepoint of its own, then commits once, and goes on with those that
-queued meanwhile until none is left. The others wait for their answer. A request alone
-is not slowed: the group is whatever is queued when the writer is free, and nobody waits
-for a group to fill (docs/DECISIONS.md, 99).
+each a function of a unit of work. They queue for one writer thread per process and
+database, which takes every request waiting, opens one unit of work, runs each in a
+savepoint of its own and commits once; then it takes those that queued meanwhile, until
+none is left. A request alone is not slowed: the group is whatever is queued when the
+writer is free, and nobody waits for a group to fill (docs/DECISIONS.md, 99). A route
+awaits its answer on the event loop (`run`), so it holds no thread while it waits.
 
 Each request stays all or nothing. A refusal (a domain error: insufficient funds, not
 found, ...) undoes its savepoint alone and is that request's answer; the others commit.
@@ -19,6 +19,7 @@ still locks the journal head and its accounts, in the same order, in the one tra
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,68 +37,92 @@ MAX_GROUP: Final = 64
 class _Job(Generic[R]):
     run: Callable[[Work], R]
     opening: Callable[[Work], None] | None = None
+    # How the waiter learns its answer: an asyncio future on its loop, or an event.
+    future: asyncio.Future[Any] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
     done: threading.Event = field(default_factory=threading.Event)
     result: R | None = None
     error: BaseException | None = None
     again: bool = False  # To be run again in a unit of work of its own.
-    leads: bool = False  # Woken to write the next group, its own first.
+
+    def finish(self) -> None:
+        if self.future is None or self.loop is None:
+            self.done.set()
+            return
+        future, error, result = self.future, self.error, self.result
+
+        def resolve() -> None:
+            if future.done():  # The waiter went away (its client disconnected).
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+        self.loop.call_soon_threadsafe(resolve)
 
 
 class GroupCommitter:
-    """One per process and database (`committer`)."""
+    """One per process and database (`committer`); its writer thread starts on first use."""
 
     def __init__(self, ctx: Context, *, max_group: int = MAX_GROUP) -> None:
         self._ctx = ctx
         self._max = max_group
-        self._lock = threading.Lock()
+        self._ready = threading.Condition()
         self._pending: list[_Job[Any]] = []
-        self._leading = False
+        self._writer: threading.Thread | None = None
         self.groups = 0
-        """Groups committed so far (for tests and metrics)."""
+        """Groups of more than one request committed so far (for tests and metrics)."""
+
+    async def run(
+        self, run: Callable[[Work], R], *, opening: Callable[[Work], None] | None = None
+    ) -> R:
+        """`run(work)`'s result, once committed with whatever group it joined; or its
+        error. `opening(work)` runs once at the start of a group that holds this request,
+        before any request of it: where the requests of a group must take their locks in
+        one order (the ledger's journal head before any account), it takes the first."""
+        loop = asyncio.get_running_loop()
+        job: _Job[R] = _Job(run, opening, loop.create_future(), loop)
+        self._queue(job)
+        result: R = await job.future  # type: ignore[misc]
+        return result
 
     def submit(
         self, run: Callable[[Work], R], *, opening: Callable[[Work], None] | None = None
     ) -> R:
-        """`run(work)`'s result, once committed with whatever group it joined; or its error.
-
-        `opening(work)` runs once at the start of a group that holds this request, before
-        any request of it: where the requests of a group must take their locks in one
-        order (the ledger's journal head before any account), it takes the first."""
+        """`run`, from a thread: blocks until it is committed (tests, the CLI)."""
         job: _Job[R] = _Job(run, opening)
-        with self._lock:
-            self._pending.append(job)
-            lead = not self._leading
-            self._leading = True
-        if lead:
-            self._lead()
+        self._queue(job)
         job.done.wait()
-        while job.leads:
-            job.leads = False
-            job.done.clear()
-            self._lead()
-            job.done.wait()
         if job.error is not None:
             raise job.error
         return job.result  # type: ignore[return-value]
 
-    def _lead(self) -> None:
-        """Writes one group (the leader's own request is the first of it), then hands the
-        lead to the first request that queued meanwhile: no request waits behind more
-        than the group being written."""
-        with self._lock:
-            group, self._pending = self._pending[: self._max], self._pending[self._max :]
-        try:
-            self._write(group)
-        finally:
-            for job in group:
-                job.done.set()
-            with self._lock:
-                if self._pending:
-                    successor = self._pending[0]
-                    successor.leads = True
-                    successor.done.set()
-                else:
-                    self._leading = False
+    def _queue(self, job: _Job[Any]) -> None:
+        with self._ready:
+            self._pending.append(job)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_forever, name="billfold-money-writer", daemon=True
+                )
+                self._writer.start()
+            self._ready.notify()
+
+    def _write_forever(self) -> None:
+        while True:
+            with self._ready:
+                while not self._pending:
+                    self._ready.wait()
+                group, self._pending = self._pending[: self._max], self._pending[self._max :]
+            try:
+                self._write(group)
+            except BaseException as error:  # Never lose a waiter, whatever happened.
+                for job in group:
+                    if job.error is None and job.result is None:
+                        job.error = error
+            finally:
+                for job in group:
+                    job.finish()
 
     def _write(self, group: list[_Job[Any]]) -> None:
         if len(group) == 1:
@@ -134,7 +159,7 @@ class GroupCommitter:
             with self._ctx.work() as work:
                 job.result = job.run(work)
                 work.commit()
-        except BaseException as error:
+        except Exception as error:
             job.error = error
 
 

@@ -219,7 +219,7 @@ def json_answer(model: BaseModel, status: int = 200) -> Response:
     )
 
 
-def grouped(
+async def grouped(
     request: Request,
     run: Callable[[Work], Response],
     *,
@@ -254,7 +254,7 @@ def grouped(
             )
         return response
 
-    response = committer(request.app.state.ctx).submit(job, opening=opening)
+    response = await committer(request.app.state.ctx).run(job, opening=opening)
     if reservation is not None and (response.status_code < 400 or replayed):
         # Recorded with the work, or answered from the record: nothing left to record.
         state[IDEMPOTENCY_RECORDED] = True

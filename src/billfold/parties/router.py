@@ -126,7 +126,7 @@ def get_balance(
 
 
 @router.post("/users/{user_id}/top-ups", status_code=201, response_model=TransactionOut)
-def top_up(user_id: str, body: TopUpCreate, request: Request, who: Who) -> Response:
+async def top_up(user_id: str, body: TopUpCreate, request: Request, who: Who) -> Response:
     """Credits the user's wallet (admin); idempotent with an Idempotency-Key."""
     transfer_id = transfer_id_for(request, who)
 
@@ -141,7 +141,7 @@ def top_up(user_id: str, body: TopUpCreate, request: Request, who: Who) -> Respo
         )
         return json_answer(TransactionOut.of(movement), 201)
 
-    return grouped(request, run, opening=ledger.lock_journal)
+    return await grouped(request, run, opening=ledger.lock_journal)
 
 
 @router.get("/users/{user_id}/transactions", response_model=TransactionList)
@@ -154,7 +154,7 @@ def list_transactions(
 
 
 @router.post("/charges", status_code=201, response_model=TransactionOut)
-def create_charge(body: ChargeCreate, request: Request, who: Who) -> Response:
+async def create_charge(body: ChargeCreate, request: Request, who: Who) -> Response:
     """A one-off charge, split between the provider and the platform (provider: own; admin)."""
     transfer_id = transfer_id_for(request, who)
 
@@ -171,11 +171,11 @@ def create_charge(body: ChargeCreate, request: Request, who: Who) -> Response:
         )
         return json_answer(TransactionOut.of(movement), 201)
 
-    return grouped(request, run, opening=ledger.lock_journal)
+    return await grouped(request, run, opening=ledger.lock_journal)
 
 
 @router.post("/charges/{charge_id}/refunds", status_code=201, response_model=TransactionOut)
-def refund_charge(charge_id: str, body: RefundCreate, request: Request, who: Who) -> Response:
+async def refund_charge(charge_id: str, body: RefundCreate, request: Request, who: Who) -> Response:
     """Refunds all or part of a charge (admin; provider: its own charges)."""
     transfer_id = transfer_id_for(request, who)
 
@@ -185,4 +185,4 @@ def refund_charge(charge_id: str, body: RefundCreate, request: Request, who: Who
         )
         return json_answer(TransactionOut.of(movement), 201)
 
-    return grouped(request, run, opening=ledger.lock_journal)
+    return await grouped(request, run, opening=ledger.lock_journal)
