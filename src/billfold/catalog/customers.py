@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from billfold.core.access import Principal, Role, require_user_access
 from billfold.core.context import Work
@@ -24,18 +24,27 @@ CURRENT: Final = ("trialing", "active", "past_due", "suspended")
 """Subscription statuses that make (and keep) a user a customer."""
 
 
+_CURRENT_WITH = (
+    select(subscriptions.c.id)
+    .where(
+        subscriptions.c.user_id == bindparam("user_id"),
+        subscriptions.c.provider_id == bindparam("provider_id"),
+        subscriptions.c.status.in_(CURRENT),
+    )
+    .limit(1)
+)
+_CURRENT_TO = _CURRENT_WITH.where(subscriptions.c.service_id == bindparam("service_id"))
+
+
 def is_customer(
     work: Work, user_id: str, provider_id: str, *, service_id: str | None = None
 ) -> bool:
     """Whether the user holds a current subscription with the provider (to that service)."""
-    query = select(subscriptions.c.id).where(
-        subscriptions.c.user_id == user_id,
-        subscriptions.c.provider_id == provider_id,
-        subscriptions.c.status.in_(CURRENT),
-    )
-    if service_id is not None:
-        query = query.where(subscriptions.c.service_id == service_id)
-    return work.conn.execute(query.limit(1)).first() is not None
+    values = {"user_id": user_id, "provider_id": provider_id}
+    if service_id is None:
+        return work.conn.execute(_CURRENT_WITH, values).first() is not None
+    values["service_id"] = service_id
+    return work.conn.execute(_CURRENT_TO, values).first() is not None
 
 
 def was_customer(work: Work, user_id: str, provider_id: str) -> bool:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, bindparam, or_, select, update
 
 from billfold.core.access import Principal, Role
 from billfold.domain.audit import GENESIS, at_text, entry_hash
@@ -68,14 +68,16 @@ def record(
     uow.before_commit("audit", lambda: _write(uow))
 
 
+_HEAD_FOR_UPDATE = select(audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+_MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("head_hash"))
+
+
 def _write(uow: UnitOfWork) -> None:
     """Chains and inserts the unit's entries under the head's lock."""
     entries = uow.pending.get("audit", [])
     if not entries:
         return
-    head = uow.conn.execute(
-        select(audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-    ).scalar_one_or_none()
+    head = uow.conn.execute(_HEAD_FOR_UPDATE).scalar_one_or_none()
     prev = head or GENESIS
     rows = []
     for entry in entries:
@@ -87,7 +89,7 @@ def _write(uow: UnitOfWork) -> None:
     if head is None:
         uow.conn.execute(audit_head.insert().values(id=1, hash=prev))
     else:
-        uow.conn.execute(update(audit_head).where(audit_head.c.id == 1).values(hash=prev))
+        uow.conn.execute(_MOVE_HEAD, {"head_hash": prev})
 
 
 def entries(

@@ -12,7 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from billfold.core.context import Work
 from billfold.domain.arrears import ArrearsTerms, stage_at
@@ -79,8 +79,22 @@ def provider_view(work: Work, row: Any) -> ProviderView:
     )
 
 
+# Statements of the hot path are built once, with bind parameters: building one costs
+# SQLAlchemy more than SQLite takes to run it (docs/DECISIONS.md, 102).
+_PROVIDER_BY_ID = select(providers).where(providers.c.id == bindparam("id"))
+_USER_BY = {
+    (column.name, lock): (
+        select(users).where(column == bindparam("ref")).with_for_update()
+        if lock
+        else select(users).where(column == bindparam("ref"))
+    )
+    for column in (users.c.id, users.c.external_id)
+    for lock in (False, True)
+}
+
+
 def load_provider(work: Work, provider_id: str) -> ProviderView:
-    row = work.conn.execute(select(providers).where(providers.c.id == provider_id)).one_or_none()
+    row = work.conn.execute(_PROVIDER_BY_ID, {"id": provider_id}).one_or_none()
     if row is None:
         raise NotFound(f"no provider {provider_id}", code="provider_not_found", param="provider_id")
     return provider_view(work, row)
@@ -103,11 +117,8 @@ def user_view(work: Work, row: Any) -> UserView:
 
 def user_row(work: Work, user_ref: str, *, lock: bool = False) -> Any:
     """The stored row of a user, by id or by external id; a 404 if there is none."""
-    for column in (users.c.id, users.c.external_id):
-        query = select(users).where(column == user_ref)
-        if lock:
-            query = query.with_for_update()
-        row = work.conn.execute(query).one_or_none()
+    for column in ("id", "external_id"):
+        row = work.conn.execute(_USER_BY[column, lock], {"ref": user_ref}).one_or_none()
         if row is not None:
             return row
     raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")

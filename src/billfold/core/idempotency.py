@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from billfold.core.context import Context
@@ -71,6 +71,22 @@ KEY_REUSED = {
 }
 
 
+# Built once: the group commit claims and records a key for every money write.
+_INSERT = idempotency_keys.insert()
+_RECORD = (
+    update(idempotency_keys)
+    .where(
+        idempotency_keys.c.principal == bindparam("b_principal"),
+        idempotency_keys.c.key == bindparam("b_key"),
+    )
+    .values(
+        state="done",
+        response_status=bindparam("b_status"),
+        response_body=bindparam("b_body"),
+    )
+)
+
+
 def principal_of(key_id: str) -> str:
     """The scope of an Idempotency-Key: the API key (its id) that sent it."""
     return hashlib.sha256(key_id.encode()).hexdigest()
@@ -108,18 +124,19 @@ def claim(
     try:
         with uow.savepoint():
             uow.conn.execute(
-                idempotency_keys.insert().values(
-                    principal=reservation.principal,
-                    key=reservation.key,
-                    method="POST",
-                    path=path[:500],
-                    request_hash=digest,
-                    state="in_progress",
-                    response_status=None,
-                    response_body=None,
-                    created_at=now,
-                    locked_until=now + IN_PROGRESS_LEASE,
-                )
+                _INSERT,
+                {
+                    "principal": reservation.principal,
+                    "key": reservation.key,
+                    "method": "POST",
+                    "path": path[:500],
+                    "request_hash": digest,
+                    "state": "in_progress",
+                    "response_status": None,
+                    "response_body": None,
+                    "created_at": now,
+                    "locked_until": now + IN_PROGRESS_LEASE,
+                },
             )
         return None
     except IntegrityError:
@@ -156,16 +173,13 @@ def record(
     except ValueError:
         text = json.dumps(None)
     uow.conn.execute(
-        update(idempotency_keys)
-        .where(
-            idempotency_keys.c.principal == reservation.principal,
-            idempotency_keys.c.key == reservation.key,
-        )
-        .values(
-            state="done",
-            response_status=status,
-            response_body=cipher.encrypt(text, context=BODY_CONTEXT),
-        )
+        _RECORD,
+        {
+            "b_principal": reservation.principal,
+            "b_key": reservation.key,
+            "b_status": status,
+            "b_body": cipher.encrypt(text, context=BODY_CONTEXT),
+        },
     )
 
 

@@ -78,6 +78,10 @@ def ensure_account(
 def find_account(
     uow: UnitOfWork, owner_type: OwnerType, owner_id: str, kind: AccountKind, currency: str
 ) -> int | None:
+    """The account's id, or None if it was never made (ids are cached once committed)."""
+    cached = _ACCOUNT_IDS.get(uow.engine, {}).get((str(owner_type), owner_id, str(kind), currency))
+    if cached is not None:
+        return cached
     return uow.conn.execute(
         select(accounts.c.id).where(
             accounts.c.owner_type == str(owner_type),

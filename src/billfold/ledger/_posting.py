@@ -110,6 +110,26 @@ def post_many(
     return [_replayed(loaded[r]) if isinstance(r, str) else r for r in results]
 
 
+# The hot path's statements, built once (docs/DECISIONS.md, 102).
+_HEAD_FOR_UPDATE = (
+    select(ledger_head.c.seq, ledger_head.c.hash).where(ledger_head.c.id == 1).with_for_update()
+)
+_ACCOUNTS_FOR_UPDATE = (
+    select(accounts.c.id, accounts.c.currency, accounts.c.posted, accounts.c.held, accounts.c.floor)
+    .where(accounts.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(accounts.c.id)
+    .with_for_update()
+)
+_DIGESTS = select(transfers.c.id, transfers.c.digest).where(
+    transfers.c.id.in_(bindparam("ids", expanding=True))
+)
+_MOVE_HEAD = (
+    update(ledger_head)
+    .where(ledger_head.c.id == 1)
+    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
+)
+
+
 def lock_journal(uow: UnitOfWork) -> None:
     """Takes the journal head's lock now, first of the transaction's locks (PostgreSQL;
     SQLite's writer holds the whole database already). A group of money writes does this
@@ -117,30 +137,19 @@ def lock_journal(uow: UnitOfWork) -> None:
     transaction would otherwise lock an account before the head, against the ledger's
     order, and deadlock with a transfer in another process."""
     if uow.dialect == "postgresql":
-        uow.conn.execute(
-            select(ledger_head.c.seq).where(ledger_head.c.id == 1).with_for_update()
-        ).one()
+        uow.conn.execute(_HEAD_FOR_UPDATE).one()
 
 
 def _lock(uow: UnitOfWork, specs: Sequence[TransferSpec]) -> _Batch:
     """Locks in the ledger's order: the journal head, the accounts by id, then the holds."""
-    head = uow.conn.execute(
-        select(ledger_head.c.seq, ledger_head.c.hash).where(ledger_head.c.id == 1).with_for_update()
-    ).one()
+    head = uow.conn.execute(_HEAD_FOR_UPDATE).one()
     existing = _existing_digests(uow, {spec.id for spec in specs})
     account_ids = sorted(
         {p.account_id for spec in specs for p in spec.postings}
         | {spec.overflow_account for spec in specs if spec.overflow_account is not None}
         | {source for spec in specs for source in spec.sources}
     )
-    rows = uow.conn.execute(
-        select(
-            accounts.c.id, accounts.c.currency, accounts.c.posted, accounts.c.held, accounts.c.floor
-        )
-        .where(accounts.c.id.in_(account_ids))
-        .order_by(accounts.c.id)
-        .with_for_update()
-    ).all()
+    rows = uow.conn.execute(_ACCOUNTS_FOR_UPDATE, {"ids": account_ids}).all()
     if len(rows) != len(account_ids):
         missing = set(account_ids) - {row.id for row in rows}
         raise NotFound(f"no such account: {sorted(missing)}", code="account_not_found")
@@ -290,9 +299,7 @@ def _existing_digests(uow: UnitOfWork, ids: set[str]) -> dict[str, str]:
     ordered = sorted(ids)
     for start in range(0, len(ordered), 1000):
         chunk = ordered[start : start + 1000]
-        for row in uow.conn.execute(
-            select(transfers.c.id, transfers.c.digest).where(transfers.c.id.in_(chunk))
-        ):
+        for row in uow.conn.execute(_DIGESTS, {"ids": chunk}):
             found[row.id] = row.digest
     return found
 
@@ -354,7 +361,7 @@ def _write(
             ),
             hold_updates,
         )
-    conn.execute(update(ledger_head).where(ledger_head.c.id == 1).values(seq=seq, hash=head_hash))
+    conn.execute(_MOVE_HEAD, {"head_seq": seq, "head_hash": head_hash})
 
 
 TRANSFER_COLUMNS = (

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import select
+
 from billfold.core.directory import BalanceView, UserView
 from billfold.domain.ledger import (
     AccountKind,
@@ -13,6 +15,7 @@ from billfold.domain.ledger import (
 from billfold.domain.money import from_units, to_units
 from billfold.ledger._accounts import balance, find_account
 from billfold.store.db import UnitOfWork
+from billfold.store.ledger_tables import accounts
 
 # --- a user's standing ----------------------------------------------------------------
 
@@ -43,6 +46,25 @@ def user_standing(
     as_of: datetime | None = None,
 ) -> Standing:
     """The user's wallet and receivable in `currency`, now or as of a past moment."""
+    if as_of is None:
+        # Now: both cached balances in one query (authorizations ask this every time).
+        rows = uow.conn.execute(
+            select(accounts.c.kind, accounts.c.posted, accounts.c.held).where(
+                accounts.c.owner_type == str(OwnerType.USER),
+                accounts.c.owner_id == user_id,
+                accounts.c.currency == currency,
+                accounts.c.kind.in_((str(AccountKind.WALLET), str(AccountKind.RECEIVABLE))),
+            )
+        ).all()
+        found = {row.kind: row for row in rows}
+        wallet_row = found.get(str(AccountKind.WALLET))
+        receivable_row = found.get(str(AccountKind.RECEIVABLE))
+        return Standing(
+            posted=int(wallet_row.posted) if wallet_row else 0,
+            held=int(wallet_row.held) if wallet_row else 0,
+            credit_limit=credit_limit,
+            owed=-int(receivable_row.posted) if receivable_row else 0,
+        )
     wallet_id = find_account(uow, OwnerType.USER, user_id, AccountKind.WALLET, currency)
     receivable_id = find_account(uow, OwnerType.USER, user_id, AccountKind.RECEIVABLE, currency)
     wallet = balance(uow, wallet_id, as_of=as_of) if wallet_id else None
