@@ -19,7 +19,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any, Final
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from billfold.core import audit
@@ -121,11 +121,14 @@ def _can_see_service(principal: Principal, service: ServiceView) -> bool:
     return service.status == "active"
 
 
+_SERVICE_BY_CODE = select(services).where(services.c.code == bindparam("code"))
+
+
 def load_service(
     work: Work, principal: Principal, code: str, *, write: bool = False
 ) -> ServiceView:
     """The service with this code, if the principal may see it (or change it, with `write`)."""
-    row = work.conn.execute(select(services).where(services.c.code == code)).one_or_none()
+    row = work.conn.execute(_SERVICE_BY_CODE, {"code": code}).one_or_none()
     service = _service_view(row) if row is not None else None
     if (
         service is None
@@ -400,18 +403,19 @@ class PlanVersions:
         return self.versions[max(bisect.bisect_right(self.starts, moment) - 1, 0)]
 
 
+_VERSIONS = (
+    select(plan_versions)
+    .where(plan_versions.c.plan_id.in_(bindparam("plan_ids", expanding=True)))
+    .order_by(plan_versions.c.plan_id, plan_versions.c.effective_from, plan_versions.c.version)
+)
+
+
 def load_versions(work: Work, plan_ids: Iterable[str]) -> dict[str, PlanVersions]:
     """The versions of each plan, for asking `.at(moment)` as often as needed."""
     found: dict[str, PlanVersions] = {}
     wanted = sorted(set(plan_ids))
     for offset in range(0, len(wanted), 500):
-        for row in work.conn.execute(
-            select(plan_versions)
-            .where(plan_versions.c.plan_id.in_(wanted[offset : offset + 500]))
-            .order_by(
-                plan_versions.c.plan_id, plan_versions.c.effective_from, plan_versions.c.version
-            )
-        ):
+        for row in work.conn.execute(_VERSIONS, {"plan_ids": wanted[offset : offset + 500]}):
             versions = found.setdefault(row.plan_id, PlanVersions([], []))
             versions.starts.append(row.effective_from)
             versions.versions.append(

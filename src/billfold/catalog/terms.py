@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from billfold.core.context import Work
 from billfold.domain.billing import Schedule
@@ -63,6 +63,29 @@ def subscription_period(
     return start, end
 
 
+# Built once: authorizations and metering ask this on every request (DECISIONS 102).
+_PHASES = (
+    select(
+        subscriptions.c.id,
+        subscriptions.c.user_id,
+        subscriptions.c.service_id,
+        subscriptions.c.status,
+        subscriptions.c.interval,
+        subscriptions.c.interval_count,
+        subscriptions.c.billing_anchor,
+        subscriptions.c.billing_origin,
+        subscriptions.c.started_at,
+        subscriptions.c.trial_end,
+        subscription_phases.c.plan_id,
+        subscription_phases.c.starts_at,
+        subscription_phases.c.ends_at,
+    )
+    .join(subscription_phases, subscription_phases.c.subscription_id == subscriptions.c.id)
+    .where(subscriptions.c.user_id.in_(bindparam("user_ids", expanding=True)))
+    .order_by(subscription_phases.c.starts_at)
+)
+
+
 def plans_at(
     work: Work, pairs: set[tuple[str, str]]
 ) -> dict[tuple[str, str], list[tuple[Any, Any]]]:
@@ -73,26 +96,7 @@ def plans_at(
     user_ids = sorted({user for user, _ in pairs})
     for offset in range(0, len(user_ids), 500):
         chunk = user_ids[offset : offset + 500]
-        for row in work.conn.execute(
-            select(
-                subscriptions.c.id,
-                subscriptions.c.user_id,
-                subscriptions.c.service_id,
-                subscriptions.c.status,
-                subscriptions.c.interval,
-                subscriptions.c.interval_count,
-                subscriptions.c.billing_anchor,
-                subscriptions.c.billing_origin,
-                subscriptions.c.started_at,
-                subscriptions.c.trial_end,
-                subscription_phases.c.plan_id,
-                subscription_phases.c.starts_at,
-                subscription_phases.c.ends_at,
-            )
-            .join(subscription_phases, subscription_phases.c.subscription_id == subscriptions.c.id)
-            .where(subscriptions.c.user_id.in_(chunk))
-            .order_by(subscription_phases.c.starts_at)
-        ):
+        for row in work.conn.execute(_PHASES, {"user_ids": chunk}):
             key = (row.user_id, row.service_id)
             if key in pairs:
                 found.setdefault(key, []).append((row, row))

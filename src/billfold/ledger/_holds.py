@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from billfold.domain.errors import (
     Conflict,
@@ -78,6 +78,24 @@ def _capture_update(spec: TransferSpec, hold: HoldView, now: datetime) -> dict[s
     }
 
 
+# The hot path's statements, built once (docs/DECISIONS.md, 102).
+_ACCOUNT_FOR_UPDATE = (
+    select(accounts.c.posted, accounts.c.held, accounts.c.floor)
+    .where(accounts.c.id == bindparam("account_id"))
+    .with_for_update()
+)
+_HOLD_BY_ID = select(holds).where(holds.c.id == bindparam("hold_id"))
+_LAPSED = select(holds.c.id, holds.c.amount).where(
+    holds.c.account_id == bindparam("account_id"),
+    holds.c.status == str(HoldStatus.PENDING),
+    holds.c.expires_at <= bindparam("now"),
+)
+_SET_HELD = (
+    update(accounts).where(accounts.c.id == bindparam("account_id")).values(held=bindparam("held"))
+)
+_INSERT_HOLD = holds.insert()
+
+
 def create_hold(
     uow: UnitOfWork,
     *,
@@ -98,14 +116,10 @@ def create_hold(
         raise InvalidRequest("a hold must not be for a negative amount", param="amount")
     if expires_at <= now:
         raise InvalidRequest("a hold must expire in the future", param="expires_at")
-    row = uow.conn.execute(
-        select(accounts.c.posted, accounts.c.held, accounts.c.floor)
-        .where(accounts.c.id == account_id)
-        .with_for_update()
-    ).one_or_none()
+    row = uow.conn.execute(_ACCOUNT_FOR_UPDATE, {"account_id": account_id}).one_or_none()
     if row is None:
         raise NotFound("no such account", code="account_not_found")
-    existing = uow.conn.execute(select(holds).where(holds.c.id == hold_id)).one_or_none()
+    existing = uow.conn.execute(_HOLD_BY_ID, {"hold_id": hold_id}).one_or_none()
     if existing is not None:
         view = _hold_view(existing)
         if (view.account_id, view.amount) != (account_id, amount):
@@ -114,7 +128,7 @@ def create_hold(
     released = _expire_account_holds(uow, account_id, now)
     current = Balance(row.posted, row.held - released, row.floor)
     after = check_hold(current, amount)
-    uow.conn.execute(update(accounts).where(accounts.c.id == account_id).values(held=after.held))
+    uow.conn.execute(_SET_HELD, {"account_id": account_id, "held": after.held})
     values = {
         "id": hold_id,
         "account_id": account_id,
@@ -132,7 +146,7 @@ def create_hold(
         "metric": metric,
         "quantity": quantity,
     }
-    uow.conn.execute(holds.insert().values(values))
+    uow.conn.execute(_INSERT_HOLD, values)
     return HoldView(**values)  # type: ignore[arg-type]
 
 
@@ -176,13 +190,7 @@ def release_hold(uow: UnitOfWork, hold_id: str, *, now: datetime, status: HoldSt
 
 def _expire_account_holds(uow: UnitOfWork, account_id: int, now: datetime) -> int:
     """Expires the account's lapsed holds (the account row is locked); returns the release."""
-    lapsed = uow.conn.execute(
-        select(holds.c.id, holds.c.amount).where(
-            holds.c.account_id == account_id,
-            holds.c.status == str(HoldStatus.PENDING),
-            holds.c.expires_at <= now,
-        )
-    ).all()
+    lapsed = uow.conn.execute(_LAPSED, {"account_id": account_id, "now": now}).all()
     if not lapsed:
         return 0
     uow.conn.execute(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from billfold.core.directory import BalanceView, UserView
 from billfold.domain.ledger import (
@@ -37,6 +37,14 @@ class Standing:
         return self.posted - self.held + self.credit_limit
 
 
+_CASH_AND_DEBT = select(accounts.c.kind, accounts.c.posted, accounts.c.held).where(
+    accounts.c.owner_type == str(OwnerType.USER),
+    accounts.c.owner_id == bindparam("user_id"),
+    accounts.c.currency == bindparam("currency"),
+    accounts.c.kind.in_((str(AccountKind.WALLET), str(AccountKind.RECEIVABLE))),
+)
+
+
 def user_standing(
     uow: UnitOfWork,
     user_id: str,
@@ -48,14 +56,7 @@ def user_standing(
     """The user's wallet and receivable in `currency`, now or as of a past moment."""
     if as_of is None:
         # Now: both cached balances in one query (authorizations ask this every time).
-        rows = uow.conn.execute(
-            select(accounts.c.kind, accounts.c.posted, accounts.c.held).where(
-                accounts.c.owner_type == str(OwnerType.USER),
-                accounts.c.owner_id == user_id,
-                accounts.c.currency == currency,
-                accounts.c.kind.in_((str(AccountKind.WALLET), str(AccountKind.RECEIVABLE))),
-            )
-        ).all()
+        rows = uow.conn.execute(_CASH_AND_DEBT, {"user_id": user_id, "currency": currency}).all()
         found = {row.kind: row for row in rows}
         wallet_row = found.get(str(AccountKind.WALLET))
         receivable_row = found.get(str(AccountKind.RECEIVABLE))

@@ -652,19 +652,22 @@ def expiring(work: Work, now: datetime, within: timedelta) -> list[HoldingView]:
     return _holdings(work, ids, now)
 
 
+_VALID_HOLDINGS = select(package_holdings.c.id).where(
+    package_holdings.c.user_id == bindparam("user_id"),
+    package_holdings.c.service_id == bindparam("service_id"),
+    package_holdings.c.status == "active",
+    package_holdings.c.starts_at <= bindparam("now"),
+    package_holdings.c.expires_at > bindparam("now"),
+)
+
+
 def remaining_now(work: Work, user_id: str, service_id: str) -> dict[str, Decimal]:
     """{metric code: what the user's valid packages of the service have left now}: what
     entitlements show and authorizations do not need to price."""
     now = work.clock.now()
     ids = list(
         work.conn.execute(
-            select(package_holdings.c.id).where(
-                package_holdings.c.user_id == user_id,
-                package_holdings.c.service_id == service_id,
-                package_holdings.c.status == "active",
-                package_holdings.c.starts_at <= now,
-                package_holdings.c.expires_at > now,
-            )
+            _VALID_HOLDINGS, {"user_id": user_id, "service_id": service_id, "now": now}
         ).scalars()
     )
     left: dict[str, Decimal] = {}

@@ -22,7 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from billfold import ledger
 from billfold.catalog import load_service
@@ -552,18 +552,26 @@ class Sources:
         return tuple(int(row.account_id) for row in found)
 
 
+_ACTIVE_SOURCES = select(grants).where(
+    grants.c.user_id.in_(bindparam("user_ids", expanding=True)),
+    grants.c.status == "active",
+    grants.c.kind.in_(("voucher", "credit")),
+)
+_LIVE_PARTS = select(grants.c.kind, grants.c.account_id, grants.c.expires_at).where(
+    grants.c.user_id == bindparam("user_id"),
+    grants.c.currency == bindparam("currency"),
+    grants.c.kind.in_(("voucher", "credit")),
+    grants.c.created_at <= bindparam("moment"),
+    grants.c.status == "active",
+)
+
+
 def load_sources(work: Work, user_ids: Sequence[str]) -> Sources:
     """The active vouchers and credits of these users: one query for a whole batch."""
     rows: dict[str, list[Any]] = {}
     ordered = sorted(set(user_ids))
     for offset in range(0, len(ordered), 500):
-        for row in work.conn.execute(
-            select(grants).where(
-                grants.c.user_id.in_(ordered[offset : offset + 500]),
-                grants.c.status == "active",
-                grants.c.kind.in_(("voucher", "credit")),
-            )
-        ):
+        for row in work.conn.execute(_ACTIVE_SOURCES, {"user_ids": ordered[offset : offset + 500]}):
             rows.setdefault(row.user_id, []).append(row)
     return Sources(rows)
 
@@ -691,17 +699,20 @@ def balance_parts(
     """What the user holds in vouchers and in credit (ledger units), now or at a moment;
     an expired grant counts for nothing, even before its expiry transfer ran."""
     moment = as_of or work.clock.now()
-    query = select(grants.c.kind, grants.c.account_id, grants.c.expires_at).where(
-        grants.c.user_id == user_id,
-        grants.c.currency == currency_code,
-        grants.c.kind.in_(("voucher", "credit")),
-        grants.c.created_at <= moment,
-    )
-    if as_of is None:
-        query = query.where(grants.c.status == "active")
-    live = [
-        row for row in work.conn.execute(query) if row.expires_at is None or row.expires_at > moment
-    ]
+    if as_of is None:  # Now: the statement of the hot path, built once.
+        rows = work.conn.execute(
+            _LIVE_PARTS, {"user_id": user_id, "currency": currency_code, "moment": moment}
+        )
+    else:
+        rows = work.conn.execute(
+            select(grants.c.kind, grants.c.account_id, grants.c.expires_at).where(
+                grants.c.user_id == user_id,
+                grants.c.currency == currency_code,
+                grants.c.kind.in_(("voucher", "credit")),
+                grants.c.created_at <= moment,
+            )
+        )
+    live = [row for row in rows if row.expires_at is None or row.expires_at > moment]
     if as_of is None:
         now = ledger.balances(work, [row.account_id for row in live])
         posted = {account: b.posted for account, b in now.items()}
