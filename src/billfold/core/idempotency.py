@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold.core.context import Context
 from billfold.crypto import Cipher
@@ -72,7 +72,14 @@ KEY_REUSED = {
 
 
 # Built once: the group commit claims and records a key for every money write.
-_INSERT = idempotency_keys.insert()
+# A key already there is not an error but an answer: ON CONFLICT DO NOTHING, on both.
+# (Its RETURNING says whether it inserted: psycopg reports no rowcount for it.)
+_INSERT_NEW_SQLITE = (
+    sqlite.insert(idempotency_keys).on_conflict_do_nothing().returning(idempotency_keys.c.key)
+)
+_INSERT_NEW_PG = (
+    postgresql.insert(idempotency_keys).on_conflict_do_nothing().returning(idempotency_keys.c.key)
+)
 _RECORD = (
     update(idempotency_keys)
     .where(
@@ -117,30 +124,28 @@ def claim(
     requests in the transaction that does their work and records their answers, so a
     request costs one commit, not two. A key claimed by an earlier request of the same
     group is seen as that request left it (its answer is then replayed)."""
+    insert = _INSERT_NEW_PG if uow.dialect == "postgresql" else _INSERT_NEW_SQLITE
+    claimed = uow.conn.execute(
+        insert,
+        {
+            "principal": reservation.principal,
+            "key": reservation.key,
+            "method": "POST",
+            "path": path[:500],
+            "request_hash": digest,
+            "state": "in_progress",
+            "response_status": None,
+            "response_body": None,
+            "created_at": now,
+            "locked_until": now + IN_PROGRESS_LEASE,
+        },
+    ).first()
+    if claimed is not None:
+        return None
     where = (
         idempotency_keys.c.principal == reservation.principal,
         idempotency_keys.c.key == reservation.key,
     )
-    try:
-        with uow.savepoint():
-            uow.conn.execute(
-                _INSERT,
-                {
-                    "principal": reservation.principal,
-                    "key": reservation.key,
-                    "method": "POST",
-                    "path": path[:500],
-                    "request_hash": digest,
-                    "state": "in_progress",
-                    "response_status": None,
-                    "response_body": None,
-                    "created_at": now,
-                    "locked_until": now + IN_PROGRESS_LEASE,
-                },
-            )
-        return None
-    except IntegrityError:
-        pass
     row = uow.conn.execute(select(idempotency_keys).where(*where)).one()
     if row.request_hash != digest:
         return Replay(409, None, False, conflict="idempotency_key_reused")

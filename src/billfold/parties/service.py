@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from billfold import ledger, prepaid
@@ -524,15 +524,16 @@ def _private(movement: MoneyMovement, principal: Principal) -> MoneyMovement:
     return replace(movement, balance_after=None)
 
 
+_SERVICE_OWNER = select(services.c.provider_id).where(services.c.code == bindparam("code"))
+
+
 def _charged_service(work: Work, code: str | None, provider_id: str | None) -> str | None:
     """The provider a one-off charge goes to, checking that its `service` is that
     provider's own: a provider cannot bill in another provider's name. A service named
     without a provider (by an admin) makes the charge that service's provider's."""
     if code is None:
         return provider_id
-    row = work.conn.execute(
-        select(services.c.provider_id).where(services.c.code == code)
-    ).one_or_none()
+    row = work.conn.execute(_SERVICE_OWNER, {"code": code}).one_or_none()
     if row is None or (provider_id is not None and row.provider_id != provider_id):
         raise NotFound(f"no service {code}", code="service_not_found", param="service")
     return str(row.provider_id)
