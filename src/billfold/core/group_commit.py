@@ -25,12 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
+from sqlalchemy.exc import OperationalError
+
 from billfold.core.context import Context, Work
 from billfold.domain.errors import BillfoldError
 
 R = TypeVar("R")
 MAX_GROUP: Final = 64
 """Requests in one group at most: enough to share the commit, few enough to answer soon."""
+IDLE_S: Final = 5.0
+"""How long the writer thread waits for work before it ends (a quiet process holds none)."""
 
 
 @dataclass(slots=True)
@@ -111,8 +115,11 @@ class GroupCommitter:
     def _write_forever(self) -> None:
         while True:
             with self._ready:
-                while not self._pending:
-                    self._ready.wait()
+                if not self._pending:
+                    self._ready.wait(IDLE_S)
+                if not self._pending:  # Idle a while: the next request starts a new writer.
+                    self._writer = None
+                    return
                 group, self._pending = self._pending[: self._max], self._pending[self._max :]
             try:
                 self._write(group)
@@ -153,14 +160,32 @@ class GroupCommitter:
         except Exception:
             job.again = True
 
-    def _alone(self, job: _Job[Any]) -> None:
-        job.result, job.error, job.again = None, None, False
-        try:
-            with self._ctx.work() as work:
-                job.result = job.run(work)
-                work.commit()
-        except Exception as error:
-            job.error = error
+    def _alone(self, job: _Job[Any], *, tries: int = 2) -> None:
+        """The job in a unit of work of its own, opened as a group's would be. A deadlock
+        or a serialization failure (PostgreSQL) is tried once more before it is the
+        job's error: nothing of a failed try stands."""
+        for attempt in range(tries):
+            job.result, job.error, job.again = None, None, False
+            try:
+                with self._ctx.work() as work:
+                    if job.opening is not None:
+                        job.opening(work)
+                    job.result = job.run(work)
+                    work.commit()
+                return
+            except OperationalError as error:
+                job.error = error
+                if attempt + 1 == tries or not _transient(error):
+                    return
+            except Exception as error:
+                job.error = error
+                return
+
+
+def _transient(error: OperationalError) -> bool:
+    """A failure that the same transaction, run again, may not meet (SQLSTATE 40xxx)."""
+    code = getattr(error.orig, "sqlstate", None)
+    return isinstance(code, str) and code.startswith("40")
 
 
 _COMMITTERS_LOCK = threading.Lock()
