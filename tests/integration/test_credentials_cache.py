@@ -14,6 +14,7 @@ from billfold.clock import TestClock
 from billfold.core import keys, sessions
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
+from billfold.core.credentials import Credentials
 from billfold.domain.errors import AuthenticationFailed
 from billfold.store.tables import logins
 from tests.conftest import make_context
@@ -87,3 +88,15 @@ def test_an_ended_session_stops_at_once(ctx: Context) -> None:
     assert sessions.remembered(ctx, opened.token) is None
     with pytest.raises(AuthenticationFailed):
         sessions.authenticate_session(ctx, opened.token)
+
+
+def test_a_lookup_that_started_before_a_revocation_is_not_kept() -> None:
+    """A request that read a key just before another revoked it must not put the old
+    answer back after the revocation emptied the cache."""
+    cache = Credentials(1.0)
+    started = cache.generation
+    cache.clear()  # A revocation committed meanwhile.
+    cache.put("key:x", "principal", started)
+    assert cache.get("key:x") is None
+    cache.put("key:x", "principal", cache.generation)
+    assert cache.get("key:x") == "principal"

@@ -25,6 +25,8 @@ class Credentials:
         self.lifetime_s = lifetime_s
         self._entries: dict[str, tuple[float, Any]] = {}
         self._lock = threading.Lock()
+        self.generation = 0
+        """Moves on at every `clear`: what was read before it is not kept after it."""
 
     def get(self, digest: str) -> Any | None:
         entry = self._entries.get(digest)
@@ -32,10 +34,14 @@ class Credentials:
             return None
         return entry[1]
 
-    def put(self, digest: str, value: Any) -> None:
+    def put(self, digest: str, value: Any, generation: int) -> None:
+        """Keeps `value`, read from the database when `generation` was current; not if a
+        change has emptied the cache since (the value may predate a revocation)."""
         if self.lifetime_s <= 0:
             return
         with self._lock:
+            if generation != self.generation:
+                return
             if len(self._entries) > 100_000:  # Many one-off secrets: start afresh.
                 self._entries.clear()
             self._entries[digest] = (time.monotonic() + self.lifetime_s, value)
@@ -43,3 +49,4 @@ class Credentials:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self.generation += 1

@@ -231,7 +231,7 @@ async def grouped(
     The request's Idempotency-Key is claimed, and its answer recorded, in the same
     savepoint as its work: the change and its record commit together, in one commit.
     A route that uses this takes no `Write`, and its path is in `GROUPED_WRITES`;
-    `opening` is what its group must lock first (`GroupCommitter.submit`)."""
+    `opening` is what its group must lock first (`GroupCommitter.run`)."""
     state = request.scope.setdefault("state", {})
     reservation: idempotency.Reservation | None = state.get(IDEMPOTENCY_STATE)
     claim: tuple[str, str] | None = state.get(IDEMPOTENCY_CLAIM)

@@ -262,8 +262,9 @@ def authenticate(ctx: Context, secret: str) -> Principal:
         return principal
     now = ctx.clock.now()
     digest = _hash(secret)
+    generation = ctx.credentials.generation
     found = _look_up(ctx, digest, now)
-    ctx.credentials.put("key:" + digest, found)
+    ctx.credentials.put("key:" + digest, found, generation)
     return _used(found[0], now)
 
 

@@ -114,8 +114,9 @@ def authenticate_session(ctx: Context, token: str) -> Resolved:
     resolved = remembered(ctx, token)
     if resolved is not None:
         return resolved
+    generation = ctx.credentials.generation
     found = _look_up(ctx, token, ctx.clock.now())
-    ctx.credentials.put("session:" + token_hash(token), found)
+    ctx.credentials.put("session:" + token_hash(token), found, generation)
     return found[0]
 
 
