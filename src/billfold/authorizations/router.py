@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from billfold import authorizations, ledger
+from billfold import authorizations
 from billfold.authorizations.schemas import (
     AuthorizationCapture,
     AuthorizationCreate,
@@ -57,7 +57,7 @@ async def authorize(body: AuthorizationCreate, request: Request, who: Who) -> Re
         status = 201 if result.status == "approved" else 200
         return json_answer(AuthorizationOut.of(result), status)
 
-    return await grouped(request, run, opening=ledger.lock_journal)
+    return await grouped(request, run)
 
 
 @router.get("/authorizations/{auth_id}", response_model=AuthorizationOut)
@@ -83,7 +83,6 @@ async def capture(
                 )
             )
         ),
-        opening=ledger.lock_journal,
     )
 
 
@@ -93,7 +92,6 @@ async def void(auth_id: str, request: Request, who: Who) -> Response:
     return await grouped(
         request,
         lambda work: json_answer(AuthorizationOut.of(authorizations.void(work, who, auth_id))),
-        opening=ledger.lock_journal,
     )
 
 

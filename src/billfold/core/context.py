@@ -10,6 +10,7 @@ work per request"). What a request did is then all or nothing.
 from __future__ import annotations
 
 import base64
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Concatenate, ParamSpec, TypeVar
@@ -23,6 +24,7 @@ from billfold.store.migrate import upgrade
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 @dataclass
@@ -31,15 +33,23 @@ class Context:
     cipher: Cipher
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
-    # Metering's group committer, made on first use (billfold.metering).
-    ingest_committer: object = None
-    # The group committer of money writes, made on first use (billfold.core.group_commit).
-    money_committer: object = None
     # API keys and sessions looked up lately (billfold.core.credentials).
     credentials: Credentials = field(init=False)
 
+    # What lives as long as the context, one of each kind, made on first use (`shared`).
+    _shared: dict[type, object] = field(init=False, default_factory=dict)
+    _shared_lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
     def __post_init__(self) -> None:
         self.credentials = Credentials(self.settings.auth_cache_s)
+
+    def shared(self, kind: type[T], make: Callable[[Context], T]) -> T:
+        """The context's one `kind` (a group committer, say), made by `make` on first use."""
+        with self._shared_lock:
+            found = self._shared.get(kind)
+            if not isinstance(found, kind):
+                found = self._shared[kind] = make(self)
+            return found
 
     def work(self, *, read_only: bool = False) -> Work:
         """A new unit of work; use it in a `with` block, and commit it once."""

@@ -13,8 +13,9 @@ found, ...) undoes its savepoint alone and is that request's answer; the others 
 Anything else (a database error, a deadlock on PostgreSQL) undoes the savepoint and the
 request is run again after the group, in a unit of work of its own, where its error is
 its own. If the group's commit fails, nothing of it stands and every request is run
-again alone. The ledger's guarantees hold as they do for one request: every transfer
-still locks the journal head and its accounts, in the same order, in the one transaction.
+again alone. The ledger's guarantees hold as they do for one request: every ledger
+writer, holds included, locks the journal head and then its accounts, in the same order,
+in the one transaction (billfold.ledger).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ IDLE_S: Final = 5.0
 @dataclass(slots=True)
 class _Job(Generic[R]):
     run: Callable[[Work], R]
-    opening: Callable[[Work], None] | None = None
     # How the waiter learns its answer: an asyncio future on its loop, or an event.
     future: asyncio.Future[Any] | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -78,24 +78,18 @@ class GroupCommitter:
         self.groups = 0
         """Groups of more than one request committed so far (for tests and metrics)."""
 
-    async def run(
-        self, run: Callable[[Work], R], *, opening: Callable[[Work], None] | None = None
-    ) -> R:
+    async def run(self, run: Callable[[Work], R]) -> R:
         """`run(work)`'s result, once committed with whatever group it joined; or its
-        error. `opening(work)` runs once at the start of a group that holds this request,
-        before any request of it: where the requests of a group must take their locks in
-        one order (the ledger's journal head before any account), it takes the first."""
+        error."""
         loop = asyncio.get_running_loop()
-        job: _Job[R] = _Job(run, opening, loop.create_future(), loop)
+        job: _Job[R] = _Job(run, loop.create_future(), loop)
         self._queue(job)
         result: R = await job.future  # type: ignore[misc]
         return result
 
-    def submit(
-        self, run: Callable[[Work], R], *, opening: Callable[[Work], None] | None = None
-    ) -> R:
-        """`run`, from a thread: blocks until it is committed (tests, the CLI)."""
-        job: _Job[R] = _Job(run, opening)
+    def submit(self, run: Callable[[Work], R]) -> R:
+        """`run`, from a thread: blocks until it is committed."""
+        job: _Job[R] = _Job(run)
         self._queue(job)
         job.done.wait()
         if job.error is not None:
@@ -137,8 +131,6 @@ class GroupCommitter:
             return
         try:
             with self._ctx.work() as work:
-                for opening in dict.fromkeys(job.opening for job in group if job.opening):
-                    opening(work)
                 for job in group:
                     self._part(work, job)
                 work.commit()
@@ -161,15 +153,13 @@ class GroupCommitter:
             job.again = True
 
     def _alone(self, job: _Job[Any], *, tries: int = 2) -> None:
-        """The job in a unit of work of its own, opened as a group's would be. A deadlock
-        or a serialization failure (PostgreSQL) is tried once more before it is the
-        job's error: nothing of a failed try stands."""
+        """The job in a unit of work of its own. A deadlock or a serialization failure
+        (PostgreSQL) is tried once more before it is the job's error: nothing of a failed
+        try stands."""
         for attempt in range(tries):
             job.result, job.error, job.again = None, None, False
             try:
                 with self._ctx.work() as work:
-                    if job.opening is not None:
-                        job.opening(work)
                     job.result = job.run(work)
                     work.commit()
                 return
@@ -188,13 +178,6 @@ def _transient(error: OperationalError) -> bool:
     return isinstance(code, str) and code.startswith("40")
 
 
-_COMMITTERS_LOCK = threading.Lock()
-
-
 def committer(ctx: Context) -> GroupCommitter:
     """The context's group committer of money writes, made on first use."""
-    with _COMMITTERS_LOCK:
-        found = ctx.money_committer
-        if not isinstance(found, GroupCommitter):
-            found = ctx.money_committer = GroupCommitter(ctx)
-        return found
+    return ctx.shared(GroupCommitter, GroupCommitter)

@@ -219,19 +219,13 @@ def json_answer(model: BaseModel, status: int = 200) -> Response:
     )
 
 
-async def grouped(
-    request: Request,
-    run: Callable[[Work], Response],
-    *,
-    opening: Callable[[Work], None] | None = None,
-) -> Response:
+async def grouped(request: Request, run: Callable[[Work], Response]) -> Response:
     """The answer of `run(work)`, run in the group commit of money writes
     (billfold.core.group_commit) instead of a unit of work of the request's own: many
     concurrent requests share one transaction and one commit, each still all or nothing.
     The request's Idempotency-Key is claimed, and its answer recorded, in the same
     savepoint as its work: the change and its record commit together, in one commit.
-    A route that uses this takes no `Write`, and its path is in `GROUPED_WRITES`;
-    `opening` is what its group must lock first (`GroupCommitter.run`)."""
+    A route that uses this takes no `Write`, and its path is in `GROUPED_WRITES`."""
     state = request.scope.setdefault("state", {})
     reservation: idempotency.Reservation | None = state.get(IDEMPOTENCY_STATE)
     claim: tuple[str, str] | None = state.get(IDEMPOTENCY_CLAIM)
@@ -254,7 +248,7 @@ async def grouped(
             )
         return response
 
-    response = await committer(request.app.state.ctx).run(job, opening=opening)
+    response = await committer(request.app.state.ctx).run(job)
     if reservation is not None and (response.status_code < 400 or replayed):
         # Recorded with the work, or answered from the record: nothing left to record.
         state[IDEMPOTENCY_RECORDED] = True

@@ -2,13 +2,14 @@
 
 Every function here works inside the caller's unit of work and never commits.
 
-Concurrency. Every writer of transfers first locks the journal head (one row), then the
-accounts it touches, then the holds it touches. The head lock orders all transfers (the
-hash chain needs a total order anyway), which makes the duplicate-id check race-free and
-rules out deadlocks between transfers. Holds lock only their account, then the hold,
-which keeps to the same order. On SQLite BEGIN IMMEDIATE already serialises writers; on
-PostgreSQL the locks are `SELECT ... FOR UPDATE`. Throughput comes from batching: many
-transfers share one head lock and one commit (`post_many`)."""
+Concurrency. Every writer of the ledger, holds included, first locks the journal head
+(one row, `_order.lock_journal`), then the accounts it touches, then the holds it
+touches. The head lock orders all transfers (the hash chain needs a total order anyway),
+which makes the duplicate-id check race-free and rules out deadlocks between writers,
+also when one transaction of the group commit makes holds and transfers together. On
+SQLite BEGIN IMMEDIATE already serialises writers; on PostgreSQL the locks are
+`SELECT ... FOR UPDATE`. Throughput comes from batching: many transfers share one head
+lock and one commit (`post_many`)."""
 
 from billfold.ledger._accounts import (
     balance,
@@ -29,7 +30,6 @@ from billfold.ledger._posting import (
     MAX_BATCH,
     POSTING_COLUMNS,
     TRANSFER_COLUMNS,
-    lock_journal,
     post,
     post_many,
 )
@@ -98,7 +98,6 @@ __all__ = [
     "last_seq_on",
     "load_transfers",
     "load_transfers_by_seq",
-    "lock_journal",
     "post",
     "post_many",
     "postings_on",

@@ -17,6 +17,7 @@ from billfold.domain.ledger import (
     TransferSpec,
     check_hold,
 )
+from billfold.ledger._order import lock_journal
 from billfold.ledger._records import HoldView
 from billfold.store.db import UnitOfWork
 from billfold.store.ledger_tables import accounts, holds
@@ -116,6 +117,7 @@ def create_hold(
         raise InvalidRequest("a hold must not be for a negative amount", param="amount")
     if expires_at <= now:
         raise InvalidRequest("a hold must expire in the future", param="expires_at")
+    lock_journal(uow)
     row = uow.conn.execute(_ACCOUNT_FOR_UPDATE, {"account_id": account_id}).one_or_none()
     if row is None:
         raise NotFound("no such account", code="account_not_found")
@@ -169,6 +171,7 @@ def release_hold(uow: UnitOfWork, hold_id: str, *, now: datetime, status: HoldSt
     again with the same status returns it unchanged.
     """
     hold = get_hold(uow, hold_id)
+    lock_journal(uow)
     row = uow.conn.execute(
         select(accounts.c.held).where(accounts.c.id == hold.account_id).with_for_update()
     ).one()
@@ -218,6 +221,8 @@ def expire_holds(uow: UnitOfWork, *, now: datetime, limit: int = 1000) -> int:
         .all()
     )
     expired = 0
+    if account_ids:
+        lock_journal(uow)
     for account_id in sorted(account_ids):
         uow.conn.execute(
             select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()

@@ -32,6 +32,7 @@ from billfold.ledger._holds import (
     _lock_holds,
     _release_for_capture,
 )
+from billfold.ledger._order import HEAD_FOR_UPDATE
 from billfold.ledger._records import HoldView, PostedPosting, PostedTransfer, load_transfers
 from billfold.store.bulk import db_datetime, insert_rows, update_rows
 from billfold.store.db import UnitOfWork
@@ -111,9 +112,6 @@ def post_many(
 
 
 # The hot path's statements, built once (docs/DECISIONS.md, 102).
-_HEAD_FOR_UPDATE = (
-    select(ledger_head.c.seq, ledger_head.c.hash).where(ledger_head.c.id == 1).with_for_update()
-)
 _ACCOUNTS_FOR_UPDATE = (
     select(accounts.c.id, accounts.c.currency, accounts.c.posted, accounts.c.held, accounts.c.floor)
     .where(accounts.c.id.in_(bindparam("ids", expanding=True)))
@@ -130,19 +128,9 @@ _MOVE_HEAD = (
 )
 
 
-def lock_journal(uow: UnitOfWork) -> None:
-    """Takes the journal head's lock now, first of the transaction's locks (PostgreSQL;
-    SQLite's writer holds the whole database already). A group of money writes does this
-    before its requests: a hold locks only its account, so a hold then a transfer in one
-    transaction would otherwise lock an account before the head, against the ledger's
-    order, and deadlock with a transfer in another process."""
-    if uow.dialect == "postgresql":
-        uow.conn.execute(_HEAD_FOR_UPDATE).one()
-
-
 def _lock(uow: UnitOfWork, specs: Sequence[TransferSpec]) -> _Batch:
     """Locks in the ledger's order: the journal head, the accounts by id, then the holds."""
-    head = uow.conn.execute(_HEAD_FOR_UPDATE).one()
+    head = uow.conn.execute(HEAD_FOR_UPDATE).one()
     existing = _existing_digests(uow, {spec.id for spec in specs})
     account_ids = sorted(
         {p.account_id for spec in specs for p in spec.postings}

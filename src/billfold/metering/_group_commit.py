@@ -160,13 +160,8 @@ class _GroupCommitter:
 
 
 MAX_GROUP_EVENTS: Final = 20_000
-_COMMITTERS_LOCK = threading.Lock()
 
 
 def _committer(ctx: Context) -> _GroupCommitter:
-    """The context's group committer (one per process and database)."""
-    with _COMMITTERS_LOCK:
-        committer = ctx.ingest_committer
-        if not isinstance(committer, _GroupCommitter):
-            committer = ctx.ingest_committer = _GroupCommitter(ctx)
-        return committer
+    """The context's group committer of usage batches (one per process and database)."""
+    return ctx.shared(_GroupCommitter, _GroupCommitter)

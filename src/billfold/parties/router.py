@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from billfold import ledger, parties
+from billfold import parties
 from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.http import (
@@ -141,7 +141,7 @@ async def top_up(user_id: str, body: TopUpCreate, request: Request, who: Who) ->
         )
         return json_answer(TransactionOut.of(movement), 201)
 
-    return await grouped(request, run, opening=ledger.lock_journal)
+    return await grouped(request, run)
 
 
 @router.get("/users/{user_id}/transactions", response_model=TransactionList)
@@ -171,7 +171,7 @@ async def create_charge(body: ChargeCreate, request: Request, who: Who) -> Respo
         )
         return json_answer(TransactionOut.of(movement), 201)
 
-    return await grouped(request, run, opening=ledger.lock_journal)
+    return await grouped(request, run)
 
 
 @router.post("/charges/{charge_id}/refunds", status_code=201, response_model=TransactionOut)
@@ -185,4 +185,4 @@ async def refund_charge(charge_id: str, body: RefundCreate, request: Request, wh
         )
         return json_answer(TransactionOut.of(movement), 201)
 
-    return await grouped(request, run, opening=ledger.lock_journal)
+    return await grouped(request, run)
