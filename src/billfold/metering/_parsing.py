@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from billfold.domain.errors import InvalidRequest
-from billfold.domain.pricing import parse_time
+from billfold.domain.pricing import Plan, parse_time
 
 MAX_EVENTS_PER_REQUEST: Final = 10_000
 MAX_FUTURE: Final = timedelta(minutes=5)
@@ -96,6 +96,9 @@ class _Valid:
     metric_code: str
     aggregation: str
     plan_id: str
+    plan_version: int
+    plan: Plan
+    """The plan's version in force at the event's time, as validation found it."""
     timestamp: datetime
     value: Decimal
     unique_key: str | None

@@ -154,9 +154,9 @@ def _store(
     """Inserts the events not stored yet; returns them with their period and plan version."""
     enriched = []
     for event in events:
-        version, plan = catalog.plan_at(event.plan_id, event.timestamp)
+        plan = event.plan
         start, end = event.period or catalog.period_of(plan, event.timestamp)
-        enriched.append((event, start, end, version, plan))
+        enriched.append((event, start, end, event.plan_version, plan))
     # Inserted in one global order (by provider and id), so that concurrent batches that
     # share event ids wait for each other on the unique index instead of deadlocking.
     enriched.sort(key=lambda item: (item[0].provider_id, item[0].event_id))

@@ -181,7 +181,7 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
             "user",
         )
     plan_id, period = found.plan_id, found.period
-    plan = catalog.plan_at(plan_id, raw.timestamp)[1]
+    version, plan = catalog.plan_at(plan_id, raw.timestamp)
     if plan.currency.code != target.currency:
         raise _Reject(
             "currency_mismatch",
@@ -202,6 +202,8 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
         metric.code,
         metric.aggregation,
         plan_id,
+        version,
+        plan,
         raw.timestamp,
         value,
         unique_key,

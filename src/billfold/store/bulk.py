@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection, String, Table, exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -67,24 +67,76 @@ def insert_new_returning(
     *,
     conflict: Sequence[str],
     returning: Sequence[str],
-) -> list[tuple[Any, ...]]:
+) -> list[Any]:
     """INSERTs the rows that do not clash on `conflict` and returns `returning` of those.
 
-    One multi-row statement (SQLite 3.35+ and PostgreSQL both take ON CONFLICT DO NOTHING
-    RETURNING), so deduplication costs one round trip however many rows there are.
+    One statement (SQLite 3.35+ and PostgreSQL both take ON CONFLICT DO NOTHING
+    RETURNING), so deduplication costs one round trip however many rows there are. On
+    SQLite the rows are one multi-row VALUES; on PostgreSQL one array per column, spread
+    by unnest(): a statement of a few placeholders, which psycopg parses once and the
+    server prepares once, where thousands of placeholders cost more to parse (in Python,
+    on every call) than the insert itself.
     """
     if not rows:
         return []
-    mark = _placeholder(connection)
-    row_marks = f"({', '.join(mark for _ in columns)})"
-    sql = (
-        f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
-        f"VALUES {', '.join(row_marks for _ in rows)} "
-        f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING "
-        f"RETURNING {', '.join(returning)}"
-    )
-    params = tuple(itertools.chain.from_iterable(rows))
-    return [tuple(row) for row in connection.exec_driver_sql(sql, params).all()]
+    tail = f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {', '.join(returning)}"
+    if connection.dialect.name == "postgresql":
+        sql = _unnest_insert(connection, table, tuple(columns)) + " " + tail
+        params: tuple[Any, ...] = tuple(list(column) for column in zip(*rows, strict=True))
+    else:
+        row_marks = f"({', '.join('?' for _ in columns)})"
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
+            f"VALUES {', '.join(row_marks for _ in rows)} {tail}"
+        )
+        params = tuple(itertools.chain.from_iterable(rows))
+    # Straight to the driver's cursor: SQLAlchemy's Result would build a Row for each of
+    # thousands of returned keys, which costs more than the insert. The transaction is
+    # begun through SQLAlchemy first (as its first statement would), so that the unit of
+    # work commits or rolls back this insert with the rest.
+    if not connection.in_transaction():
+        connection.begin()
+    dbapi_error = connection.dialect.loaded_dbapi.Error
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+    except dbapi_error as error:
+        # Raised as SQLAlchemy would (IntegrityError, OperationalError with the driver's
+        # error as .orig), so that retries on deadlocks and refusals see what they expect.
+        raise exc.DBAPIError.instance(
+            sql, None, error, dbapi_error, dialect=connection.dialect
+        ) from error
+    finally:
+        cursor.close()
+
+
+_UNNEST: dict[tuple[str, tuple[str, ...]], str] = {}
+
+
+def _unnest_insert(connection: Connection, table: Table, columns: tuple[str, ...]) -> str:
+    """INSERT INTO table (columns) SELECT * FROM unnest(%b::type[], ...), built once."""
+    key = (table.name, columns)
+    sql = _UNNEST.get(key)
+    if sql is None:
+        dialect = connection.dialect
+        # %b: each array travels in the binary format (the text one quotes every element).
+        arrays = ", ".join(f"%b::{_array_element(table, name, dialect)}[]" for name in columns)
+        sql = _UNNEST[key] = (
+            f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
+            f"SELECT * FROM unnest({arrays})"
+        )
+    return sql
+
+
+def _array_element(table: Table, name: str, dialect: Any) -> str:
+    """The column's type for its array of values: text for every string type, since an
+    explicit cast to varchar(n) would cut a longer value short where the column's own
+    (assignment) cast refuses it."""
+    kind = table.c[name].type
+    if isinstance(kind, String):
+        return "text"
+    return str(kind.compile(dialect=dialect))
 
 
 def upsert(
