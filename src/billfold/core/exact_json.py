@@ -7,17 +7,19 @@ import re
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from fastapi import Request
 
 MAX_JSON_DEPTH = 32
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a number billfold accepts")
-
-
-# Escapes that may spell text no database should get: NUL, or half of a surrogate pair.
-_SUSPECT = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+# msgspec parses in C, about twice as fast as the standard library's json with its
+# parse_float hook, and hands every non-integer number to Decimal as its text. It refuses
+# NaN and Infinity (not JSON) and lone UTF-16 surrogates; NUL is the one escape left to
+# check, after parsing, and only in a body that spells it.
+_DECODER = msgspec.json.Decoder(float_hook=Decimal)
+_NUL_TEXT = re.compile(r"\\u0000")
+_NUL_BYTES = re.compile(rb"\\u0000")
 
 
 def _bad_text(value: Any) -> bool:
@@ -34,23 +36,23 @@ def _bad_text(value: Any) -> bool:
 def loads_exact(body: bytes | str) -> Any:
     """Parses JSON with every non-integer number as an exact Decimal; refuses NaN and
     Infinity, and text holding NUL characters or lone surrogates (PostgreSQL refuses
-    them, and no text billfold keeps needs them)."""
+    them, and no text billfold keeps needs them). Errors are json.JSONDecodeError."""
     try:
-        text = body if isinstance(body, str) else body.decode("utf-8")
-        parsed = json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
-        if _SUSPECT.search(text) and _bad_text(parsed):
-            raise json.JSONDecodeError(
-                "text must not hold NUL characters or lone surrogates", text, 0
-            )
-        return parsed
-    except ValueError as error:
-        if isinstance(error, json.JSONDecodeError):
-            raise
-        text = body if isinstance(body, str) else body.decode("utf-8", "replace")
-        raise json.JSONDecodeError(str(error), text, 0) from None
+        parsed = _DECODER.decode(body)
+    except msgspec.DecodeError as error:
+        raise json.JSONDecodeError(str(error), _text(body), 0) from None
     except RecursionError:
-        text = body if isinstance(body, str) else body.decode("utf-8", "replace")
-        raise json.JSONDecodeError("the JSON is nested too deeply", text, 0) from None
+        raise json.JSONDecodeError("the JSON is nested too deeply", _text(body), 0) from None
+    spelled = _NUL_TEXT.search(body) if isinstance(body, str) else _NUL_BYTES.search(body)
+    if spelled and _bad_text(parsed):
+        raise json.JSONDecodeError(
+            "text must not hold NUL characters or lone surrogates", _text(body), 0
+        )
+    return parsed
+
+
+def _text(body: bytes | str) -> str:
+    return body if isinstance(body, str) else body.decode("utf-8", "replace")
 
 
 class ExactJSONRequest(Request):
