@@ -233,3 +233,32 @@ def test_the_plan_version_in_force_is_the_same_for_every_caller(
         _use(ctx, me, user, f"v2-{n}", 1)
     charged = before - _posted(ctx, user)
     assert quoted.amount == charged == Decimal("1.00")
+
+
+def test_each_event_of_a_batch_finds_the_version_in_force_at_its_own_moment(
+    ctx: Context, clock: TestClock
+) -> None:
+    """Validation remembers what an event found for the moments that share the answer;
+    a batch out of time order, across a new version's start, still finds each moment's."""
+    from billfold.metering._validation import _prepare
+
+    me = metered_catalog(ctx, PAYG)
+    user = funded_user(ctx, 1, "50")
+    effective = START + timedelta(hours=1)
+    ctx.run(catalog.add_plan_version, me, "maps-payg", PAYG, effective_from=effective)
+    clock.set(START + timedelta(hours=2))
+    minutes = [10, 50, 70, 20, 60, 59, 61, 5]
+    events = [
+        {
+            "id": f"e{n}",
+            "user": user,
+            "service": "maps",
+            "metric": "calls",
+            "timestamp": (START + timedelta(minutes=m)).isoformat(),
+        }
+        for n, m in enumerate(minutes)
+    ]
+    with ctx.work(read_only=True) as work:
+        prepared = _prepare(work, me, events, False, clock.now())
+    assert not prepared.rejected
+    assert [e.plan_version for e in prepared.valid] == [1 if m < 60 else 2 for m in minutes]

@@ -402,6 +402,14 @@ class PlanVersions:
         first took effect, the first (docs/DECISIONS.md 15)."""
         return self.versions[max(bisect.bisect_right(self.starts, moment) - 1, 0)]
 
+    def span(self, moment: datetime) -> tuple[VersionView, datetime | None, datetime | None]:
+        """`at(moment)`, and the instants between which it is the answer too: from the
+        version's start (None before the first took effect) until the next's (None)."""
+        index = max(bisect.bisect_right(self.starts, moment) - 1, 0)
+        since = self.starts[index] if index > 0 else None
+        until = self.starts[index + 1] if index + 1 < len(self.starts) else None
+        return self.versions[index], since, until
+
 
 _VERSIONS = (
     select(plan_versions)

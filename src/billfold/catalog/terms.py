@@ -152,6 +152,11 @@ class TermsFinder:
         )
         self._last: Terms | None = None
 
+    @property
+    def disjoint(self) -> bool:
+        """Whether every moment in a found usage period has that same answer."""
+        return self._disjoint
+
     def at(self, moment: datetime) -> Terms:
         last = self._last
         if (

@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, select, tuple_, update
 from billfold import ledger, prepaid
 from billfold.core import audit
 from billfold.core.context import Work
-from billfold.domain.analytics import bucket_of
+from billfold.domain.analytics import BUCKET, bucket_of
 from billfold.domain.errors import BillfoldError
 from billfold.domain.ledger import (
     HoldStatus,
@@ -433,12 +433,17 @@ def _bucket_runs(
     if aggregation == "unique_count":
         return [(bucket_of(items[-1][0].timestamp), items)]
     runs: list[tuple[datetime, list[tuple[_Valid, datetime, int, Plan]]]] = []
+    run: list[tuple[_Valid, datetime, int, Plan]] = []
+    ends = None
     for item in items:
-        bucket = bucket_of(item[0].timestamp)
-        if runs and runs[-1][0] == bucket:
-            runs[-1][1].append(item)
-        else:
-            runs.append((bucket, [item]))
+        moment = item[0].timestamp
+        # Sorted by time within a version: a run goes on until a moment past its quarter.
+        if ends is None or not moment < ends or moment < runs[-1][0]:
+            bucket = bucket_of(moment)
+            ends = bucket + BUCKET
+            run = []
+            runs.append((bucket, run))
+        run.append(item)
     return runs
 
 

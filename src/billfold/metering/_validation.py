@@ -133,6 +133,18 @@ class _Target:
     service_code: str
     metric: Any
     terms: terms.TermsFinder
+    memo: _Found | None = None
+    """What the last event found, and the instants between which any event finds it."""
+
+
+@dataclass(slots=True)
+class _Found:
+    since: datetime
+    until: datetime
+    plan_id: str
+    period: tuple[datetime, datetime]
+    version: int
+    plan: Plan
 
 
 def _resolve(raw: _Raw, catalog: _Catalog, principal: Principal) -> _Target | tuple[str, str, str]:
@@ -173,21 +185,10 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
         )
     if raw.timestamp < catalog.oldest_allowed:
         raise _Reject("timestamp_too_old", "timestamp is more than 400 days old", "timestamp")
-    found = target.terms.at(raw.timestamp)
-    if found.plan_id is None or found.period is None:
-        raise _Reject(
-            "not_subscribed",
-            f"user {raw.user} held no subscription to service {raw.service} at the event's time",
-            "user",
-        )
-    plan_id, period = found.plan_id, found.period
-    version, plan = catalog.plan_at(plan_id, raw.timestamp)
-    if plan.currency.code != target.currency:
-        raise _Reject(
-            "currency_mismatch",
-            f"the plan is priced in {plan.currency.code}, the user pays in {target.currency}",
-            "user",
-        )
+    memo = target.memo
+    if memo is None or not memo.since <= raw.timestamp < memo.until:
+        memo = _terms(raw, target, catalog)
+    plan_id, period, version, plan = memo.plan_id, memo.period, memo.version, memo.plan
     metric = target.metric
     value, unique_key = _quantity(raw, metric)
     properties = json.dumps(raw.properties, sort_keys=True, default=str) if raw.properties else None
@@ -212,6 +213,45 @@ def _validate(raw: _Raw, catalog: _Catalog, principal: Principal, now: datetime)
     )
 
 
+def _terms(raw: _Raw, target: _Target, catalog: _Catalog) -> _Found:
+    """The plan, version and usage period of the event's moment, checked; remembered on
+    the target with the span of moments that have the same answer (the usage period and
+    the version's time in force), so that the batch's other events in it skip the search.
+    """
+    found = target.terms.at(raw.timestamp)
+    if found.plan_id is None or found.period is None:
+        raise _Reject(
+            "not_subscribed",
+            f"user {raw.user} held no subscription to service {raw.service} at the event's time",
+            "user",
+        )
+    view, since, until = catalog.versions[found.plan_id].span(raw.timestamp)
+    plan = view.plan
+    if plan.currency.code != target.currency:
+        raise _Reject(
+            "currency_mismatch",
+            f"the plan is priced in {plan.currency.code}, the user pays in {target.currency}",
+            "user",
+        )
+    start, end = found.period
+    if target.terms.disjoint:
+        # Phases that overlap are searched for every moment: nothing is remembered.
+        memo = _Found(
+            start if since is None else max(start, since),
+            end if until is None else min(end, until),
+            found.plan_id,
+            found.period,
+            view.version,
+            plan,
+        )
+        target.memo = memo
+        return memo
+    return _Found(raw.timestamp, raw.timestamp, found.plan_id, found.period, view.version, plan)
+
+
+ONE = Decimal(1)
+
+
 def _quantity(raw: _Raw, metric: Any) -> tuple[Decimal, str | None]:
     """What the event adds to its metric, and the distinct value for unique_count."""
     source = raw.properties.get(metric.field) if (raw.properties and metric.field) else None
@@ -219,7 +259,7 @@ def _quantity(raw: _Raw, metric: Any) -> tuple[Decimal, str | None]:
         # As in a quote (API.md), an event's value defaults to 1 and a count metric adds
         # up its events' values: one event may report several calls.
         if raw.value is None:
-            return Decimal(1), None
+            return ONE, None
         try:
             return parse_amount(raw.value, param="value"), None
         except BillfoldError as error:
@@ -235,7 +275,7 @@ def _quantity(raw: _Raw, metric: Any) -> tuple[Decimal, str | None]:
         text = str(key)
         if len(text) > MAX_ID_LENGTH:
             raise _Reject("invalid_value", "the counted value is too long", "properties")
-        return Decimal(1), text
+        return ONE, text
     given = source if source is not None else raw.value
     if given is None:
         where = f"properties.{metric.field}" if metric.field else "value"
