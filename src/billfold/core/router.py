@@ -116,6 +116,6 @@ health = APIRouter(tags=["operator"])
 
 
 @health.get("/healthz", response_model=HealthOut)
-def healthz() -> HealthOut:
+async def healthz() -> HealthOut:
     """The server is up (no database work; for load balancers)."""
     return HealthOut()
