@@ -16,10 +16,6 @@ from sqlalchemy import Connection, String, Table, exc
 from sqlalchemy.dialects import postgresql, sqlite
 
 
-def _placeholder(connection: Connection) -> str:
-    return "?" if connection.dialect.paramstyle == "qmark" else "%s"
-
-
 def db_datetime(connection: Connection, value: datetime) -> Any:
     """A datetime as the driver should receive it for a UTCDateTime column."""
     assert value.tzinfo is not None
@@ -34,11 +30,16 @@ def insert_rows(
     """INSERTs `rows` (tuples in `columns` order) with one executemany."""
     if not rows:
         return
-    mark = _placeholder(connection)
+    if connection.dialect.name == "postgresql":
+        # One statement of one array per column (DECISIONS 103), not a pipeline of rows.
+        _driver_execute(
+            connection, _unnest_insert(connection, table, tuple(columns)), _arrays(rows)
+        )
+        return
     # Table and column names come from the schema in code, never from input.
     sql = (
         f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
-        f"VALUES ({', '.join(mark for _ in columns)})"
+        f"VALUES ({', '.join('?' for _ in columns)})"
     )
     connection.exec_driver_sql(sql, list(rows))
 
@@ -53,9 +54,21 @@ def update_rows(
     """UPDATEs `columns` of the rows whose `key` is each tuple's last value (executemany)."""
     if not rows:
         return
-    mark = _placeholder(connection)
-    sets = ", ".join(f"{column} = {mark}" for column in columns)
-    sql = f"UPDATE {table.name} SET {sets} WHERE {key} = {mark}"  # noqa: S608
+    if connection.dialect.name == "postgresql":
+        # One statement: UPDATE ... FROM unnest(arrays), each row's key once.
+        assert len({row[-1] for row in rows}) == len(rows), "a key may be updated once"
+        names = (*columns, key)
+        dialect = connection.dialect
+        arrays = ", ".join(f"%b::{_array_element(table, n, dialect)}[]" for n in names)
+        sets = ", ".join(f"{column} = v.{column}" for column in columns)
+        sql = (
+            f"UPDATE {table.name} SET {sets} "  # noqa: S608
+            f"FROM unnest({arrays}) AS v({', '.join(names)}) WHERE {table.name}.{key} = v.{key}"
+        )
+        _driver_execute(connection, sql, _arrays(rows))
+        return
+    sets = ", ".join(f"{column} = ?" for column in columns)
+    sql = f"UPDATE {table.name} SET {sets} WHERE {key} = ?"  # noqa: S608
     connection.exec_driver_sql(sql, list(rows))
 
 
@@ -82,7 +95,7 @@ def insert_new_returning(
     tail = f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {', '.join(returning)}"
     if connection.dialect.name == "postgresql":
         sql = _unnest_insert(connection, table, tuple(columns)) + " " + tail
-        params: tuple[Any, ...] = tuple(list(column) for column in zip(*rows, strict=True))
+        params = _arrays(rows)
     else:
         row_marks = f"({', '.join('?' for _ in columns)})"
         sql = (
@@ -91,19 +104,34 @@ def insert_new_returning(
         )
         params = tuple(itertools.chain.from_iterable(rows))
     # Straight to the driver's cursor: SQLAlchemy's Result would build a Row for each of
-    # thousands of returned keys, which costs more than the insert. The transaction is
-    # begun through SQLAlchemy first (as its first statement would), so that the unit of
-    # work commits or rolls back this insert with the rest.
+    # thousands of returned keys, which costs more than the insert.
+    return _driver_execute(connection, sql, params, fetch=True)
+
+
+def _arrays(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+    """The rows' values column by column, one list each (for unnest)."""
+    return tuple(list(column) for column in zip(*rows, strict=True))
+
+
+def _driver_execute(
+    connection: Connection, sql: str, params: Sequence[Any], *, fetch: bool = False
+) -> list[Any]:
+    """Runs `sql` on the driver's own cursor, inside the connection's transaction.
+
+    The transaction is begun through SQLAlchemy first (as its first statement would), so
+    that the unit of work commits or rolls back this statement with the rest. A driver
+    error is raised as SQLAlchemy raises it (IntegrityError, OperationalError, with the
+    driver's error as .orig), so that retries on deadlocks and refusals see what they
+    expect.
+    """
     if not connection.in_transaction():
         connection.begin()
     dbapi_error = connection.dialect.loaded_dbapi.Error
     cursor = connection.connection.cursor()
     try:
         cursor.execute(sql, params)
-        return list(cursor.fetchall())
+        return list(cursor.fetchall()) if fetch else []
     except dbapi_error as error:
-        # Raised as SQLAlchemy would (IntegrityError, OperationalError with the driver's
-        # error as .orig), so that retries on deadlocks and refusals see what they expect.
         raise exc.DBAPIError.instance(
             sql, None, error, dbapi_error, dialect=connection.dialect
         ) from error
