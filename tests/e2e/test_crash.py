@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -81,6 +81,9 @@ def serve(url: str, home: Path, workers: int = 1) -> Iterator[tuple[subprocess.P
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # A process group of its own: with --workers, uvicorn's worker processes outlive a
+        # killed parent, and the group is how they are all stopped at the end.
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -90,15 +93,21 @@ def serve(url: str, home: Path, workers: int = 1) -> Iterator[tuple[subprocess.P
                 break
         except httpx.HTTPError:
             if time.monotonic() > deadline:
-                process.kill()
+                _stop_group(process)
                 raise
             time.sleep(0.05)
     try:
         yield process, base
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
+        _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Kills the server and every process it started (its workers), even after the
+    server itself was killed by the test."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
 
 
 @pytest.mark.slow
