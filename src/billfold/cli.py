@@ -52,7 +52,7 @@ def serve(
     """Runs the API (creating or upgrading the database schema first)."""
     import uvicorn
 
-    from billfold.api.app import create_app, tune_garbage_collection
+    from billfold.api.app import create_app, tune_interpreter
     from billfold.logging import configure
 
     settings = Settings()
@@ -85,7 +85,7 @@ def serve(
     try:
         if workers == 1:
             server_app = create_app(ctx, housekeeping=True)
-            tune_garbage_collection()
+            tune_interpreter()
             uvicorn.run(server_app, **options)  # type: ignore[arg-type]
         else:
             ctx.db.dispose()

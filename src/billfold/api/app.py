@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -114,17 +115,28 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
     return app
 
 
-def tune_garbage_collection() -> None:
-    """Fewer, cheaper collections for a long-running server.
+SWITCH_INTERVAL_S = 0.0005
+"""How long a thread may hold the GIL while another waits (Python's default: 5 ms)."""
+
+
+def tune_interpreter() -> None:
+    """Fewer, cheaper collections and a shorter GIL turn, for a long-running server.
 
     Ingestion allocates many short-lived objects per batch, and with the default
     thresholds Python also walks every long-lived object (catalog, SQLAlchemy, the app)
     many times a second. Freezing what start-up created takes it out of collections, and a
     higher first threshold collects less often: about 20% more events per second,
     measured on the ingestion path.
+
+    A group commit's writer thread waits on the database a dozen times per request; each
+    time its answer is in, the thread must win the GIL back from the event loop, which may
+    keep it for the whole switch interval. At Python's 5 ms, those waits, not the database,
+    bounded PostgreSQL's charges; at 0.5 ms charges there ran about 1.7 times as fast
+    (DECISIONS 106).
     """
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
 
 
 def app_from_environment() -> FastAPI:
@@ -139,5 +151,5 @@ def app_from_environment() -> FastAPI:
     settings = Settings()
     configure(settings.log_level, json=settings.log_json)
     app = create_app(build_context(settings, migrate=False), housekeeping=True)
-    tune_garbage_collection()
+    tune_interpreter()
     return app
