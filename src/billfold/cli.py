@@ -85,7 +85,7 @@ def serve(
     try:
         if workers == 1:
             server_app = create_app(ctx, housekeeping=True)
-            tune_interpreter()
+            tune_interpreter(ctx.db.url)
             uvicorn.run(server_app, **options)  # type: ignore[arg-type]
         else:
             ctx.db.dispose()
