@@ -53,6 +53,7 @@ def serve(
     import uvicorn
 
     from billfold.api.app import create_app, tune_interpreter
+    from billfold.core.metrics import share_between_processes
     from billfold.logging import configure
 
     settings = Settings()
@@ -89,6 +90,8 @@ def serve(
             uvicorn.run(server_app, **options)  # type: ignore[arg-type]
         else:
             ctx.db.dispose()
+            # The workers' metrics in one folder, so that a scrape of any adds up all.
+            share_between_processes(settings.home)
             uvicorn.run(
                 "billfold.api.app:app_from_environment",
                 factory=True,

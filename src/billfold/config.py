@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         description="Lets webhooks go to http and to loopback or private addresses (local "
         "development and tests only).",
     )
+    metrics_token: str | None = Field(
+        default=None,
+        min_length=32,
+        description="A bearer token that may read /metrics (Prometheus' scrape); "
+        "without it, only an operator's key may.",
+    )
     auth_cache_s: float = Field(
         default=1.0,
         ge=0,

@@ -621,6 +621,11 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok", "provider": "ok", "user": "ok", "none": "ok"},
     ),
+    "GET /metrics": (
+        None,
+        "",
+        {"admin": "ok", "provider": "403", "user": "403", "none": "401"},
+    ),
 }
 
 

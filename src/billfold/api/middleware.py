@@ -18,7 +18,7 @@ from limits.storage import storage_from_string
 from starlette.concurrency import run_in_threadpool
 
 from billfold.api.errors import error_body
-from billfold.core import idempotency, keys
+from billfold.core import idempotency, keys, metrics
 from billfold.core.context import Context
 from billfold.core.http import (
     GROUPED_WRITES,
@@ -114,13 +114,17 @@ class RequestLogMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             principal = scope.get("state", {}).get("principal")
+            seconds = time.perf_counter() - started
+            metrics.observe_request(
+                scope["method"], metrics.route_label(scope.get("route")), status, seconds
+            )
             log.info(
                 "request",
                 request_id=request_id,
                 method=scope["method"],
                 path=redacted_path(scope["path"]),
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                duration_ms=round(seconds * 1000, 2),
                 key_id=getattr(principal, "key_id", None),
             )
 

@@ -28,6 +28,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
+from billfold.core import metrics
 from billfold.core.context import Context, Work
 from billfold.domain.errors import BillfoldError
 
@@ -126,6 +127,7 @@ class GroupCommitter:
                     job.finish()
 
     def _write(self, group: list[_Job[Any]]) -> None:
+        metrics.observe_group("money", len(group))
         if len(group) == 1:
             self._alone(group[0])
             return

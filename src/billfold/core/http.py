@@ -47,7 +47,8 @@ GROUPED_WRITES = re.compile(
 )
 WORK_STATE = "work"
 
-_bearer = HTTPBearer(auto_error=False, description="An API key: admin, provider or user.")
+bearer = HTTPBearer(auto_error=False, description="An API key: admin, provider or user.")
+_bearer = bearer
 
 
 async def get_context(request: Request) -> Context:

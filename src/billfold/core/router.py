@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials
 
 from billfold.core import audit, keys
 from billfold.core.access import Principal, Role
@@ -14,10 +17,12 @@ from billfold.core.http import (
     Read,
     UnitOfWorkRoute,
     Write,
+    bearer,
     get_context,
     get_principal,
     maybe_aware,
 )
+from billfold.core.metrics import exposition
 from billfold.core.schemas import (
     ApiKeyCreate,
     ApiKeyOut,
@@ -28,6 +33,7 @@ from billfold.core.schemas import (
     MeOut,
     Moment,
 )
+from billfold.domain.errors import PermissionDenied
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["operator"])
 Ctx = Annotated[Context, Depends(get_context)]
@@ -113,6 +119,37 @@ async def whoami(who: Who) -> MeOut:
 
 
 health = APIRouter(tags=["operator"])
+ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+
+@health.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={
+        200: {
+            "description": "Prometheus' text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        401: {"description": "No operator's key and not the metrics token", "content": ERROR},
+        403: {"description": "A key that is not an operator's", "content": ERROR},
+    },
+)
+async def metrics(
+    request: Request,
+    ctx: Ctx,
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+) -> Response:
+    """The process's Prometheus metrics (with `serve --workers`, all its processes'):
+    requests and latencies by route, usage events by outcome, group-commit sizes. For an
+    operator's key, or the scrape token `BILLFOLD_METRICS_TOKEN`."""
+    token = ctx.settings.metrics_token
+    given = credentials.credentials if credentials is not None else ""
+    if token is None or not hmac.compare_digest(given.encode(), token.encode()):
+        who = await get_principal(request, credentials, ctx)
+        if who.role != Role.ADMIN:
+            raise PermissionDenied("metrics are for the operator", code="admin_only")
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
 
 
 @health.get("/healthz", response_model=HealthOut)

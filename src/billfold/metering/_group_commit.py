@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Final
 
+from billfold.core import metrics
 from billfold.core.context import Context
 from billfold.metering._parsing import (
     IngestResult,
@@ -80,6 +81,7 @@ class _GroupCommitter:
                 if not group:
                     self._leading = False
                     return
+            metrics.observe_group("usage", len(group))
             self._apply(group)
 
     def _apply(self, group: list[_Job]) -> None:

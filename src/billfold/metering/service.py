@@ -12,7 +12,7 @@ import structlog
 from sqlalchemy import delete, select, update
 
 from billfold.catalog import load_service
-from billfold.core import audit
+from billfold.core import audit, metrics
 from billfold.core.access import Principal, Role, require_role
 from billfold.core.context import Context, Work
 from billfold.domain.errors import InvalidRequest, LimitExceeded
@@ -63,6 +63,9 @@ def ingest(
         result = IngestResult(0, prepared.duplicates, prepared.rejected)
     else:
         result = _committer(ctx).submit(prepared)
+    metrics.observe_ingest(
+        result.accepted, result.duplicates, len(result.rejected), len(result.charges)
+    )
     if result.rejected:
         note_rejections(ctx, principal, items, result.rejected, now)
     return result

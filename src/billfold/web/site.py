@@ -42,6 +42,9 @@ bundle is served with it pointed at an empty local image, so /redoc needs no int
 EMPTY_IMAGE: Final = "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E"
 log = structlog.get_logger("billfold.web")
 
+MACHINE_PATHS = frozenset({"/metrics", "/healthz"})
+"""Paths outside /v1 that programs call: their errors are the API's JSON, not a page."""
+
 
 def nav_items(seen: Viewer) -> list[tuple[str, str]]:
     t = seen.t
@@ -181,7 +184,8 @@ def install(app: FastAPI, status_of: Callable[[BillfoldError], int]) -> None:
 
     async def on_error(request: Request, error: Exception) -> Any:
         assert isinstance(error, BillfoldError)
-        if request.url.path.startswith("/v1/") and api_errors is not None:
+        machine = request.url.path.startswith("/v1/") or request.url.path in MACHINE_PATHS
+        if machine and api_errors is not None:
             return await api_errors(request, error)  # type: ignore[misc]
         seen = viewer(request)
         status = status_of(error)
