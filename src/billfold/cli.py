@@ -54,6 +54,7 @@ def serve(
 
     from billfold.api.app import create_app, tune_interpreter
     from billfold.core.metrics import share_between_processes
+    from billfold.core.stream import refuse_sqlite
     from billfold.logging import configure
 
     settings = Settings()
@@ -65,6 +66,10 @@ def serve(
         # Every instance must encrypt and decrypt with the same key; a key made on one
         # machine's disk would make the others unable to read what it wrote.
         err.print("billfold: set BILLFOLD_SECRET_KEY: every server sharing this database needs it")
+        raise typer.Exit(2)
+    refused = refuse_sqlite(settings)
+    if refused:
+        err.print(f"billfold: {refused}")
         raise typer.Exit(2)
     ctx = _context()
     scheme = "https" if tls_cert else "http"
@@ -98,6 +103,34 @@ def serve(
                 workers=workers,
                 **options,  # type: ignore[arg-type]
             )
+    finally:
+        ctx.db.dispose()
+
+
+@app.command()
+def worker() -> None:
+    """Charges the usage stream (BILLFOLD_NATS_URL) until SIGTERM: any number of workers,
+    on any machines, share its shards over one PostgreSQL."""
+    from billfold.core.stream import refuse_sqlite
+    from billfold.logging import configure
+    from billfold.workers.stream import run_worker
+
+    settings = Settings()
+    configure(settings.log_level, json=settings.log_json)
+    if not settings.nats_url:
+        err.print("billfold: set BILLFOLD_NATS_URL: the worker charges the usage stream")
+        raise typer.Exit(2)
+    refused = refuse_sqlite(settings)
+    if refused:
+        err.print(f"billfold: {refused}")
+        raise typer.Exit(2)
+    ctx = _context()
+    err.print(
+        f"billfold: worker on {_redacted(ctx.db.url)}, stream {settings.stream_name} "
+        f"({settings.stream_shards} shards)"
+    )
+    try:
+        run_worker(ctx, settings)
     finally:
         ctx.db.dispose()
 

@@ -55,6 +55,28 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         default=None, description="Redis for rate-limit counts shared by every process."
     )
+    nats_url: str | None = Field(
+        default=None,
+        description="NATS with JetStream: POST /v1/events publishes to its stream and "
+        "`billfold worker` charges from it (PostgreSQL only).",
+    )
+    stream_name: str = Field(
+        default="BILLFOLD_EVENTS", pattern=r"^[A-Za-z0-9_-]{1,64}$", description="The stream."
+    )
+    stream_subjects: str = Field(
+        default="billfold.events",
+        pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+        description="The subjects' prefix: one subject per shard, <prefix>.<shard>.",
+    )
+    stream_shards: int = Field(
+        default=16, ge=1, le=1024, description="Shards of users: one worker applies each."
+    )
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="JetStream replicas of the stream (3 in a cluster)."
+    )
+    stream_max_age_s: int = Field(
+        default=7 * 86400, ge=3600, description="How long the stream keeps applied events."
+    )
     cors_origins: list[str] = Field(
         default=[], description="Origins browsers may call the API from (none by default)."
     )

@@ -621,6 +621,12 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok", "provider": "ok", "user": "ok", "none": "ok"},
     ),
+    "GET /v1/admin/stream": (
+        None,
+        "",
+        # The world runs without a stream: the operator is told it is not configured.
+        {"admin": "404", "provider": "403", "user": "403", "none": "401"},
+    ),
     "GET /metrics": (
         None,
         "",

@@ -41,6 +41,8 @@ from billfold.metering._rating import (
     stored_state,
 )
 from billfold.metering.service import (
+    apply_streamed,
+    for_stream,
     ingest,
     ingest_in,
     set_default_plan,
@@ -63,6 +65,8 @@ __all__ = [
     "IngestResult",
     "Rejection",
     "Stored",
+    "apply_streamed",
+    "for_stream",
     "ingest",
     "ingest_in",
     "period_state",

@@ -69,6 +69,25 @@ class _GroupCommitter:
         assert job.result is not None
         return job.result
 
+    def apply_now(self, batches: list[_Prepared]) -> list[IngestResult]:
+        """The batches applied together at once, in the caller's thread (a stream
+        worker's batch): each batch's result, or the first batch's error."""
+        jobs = [_Job(prepared) for prepared in batches if prepared.valid]
+        if jobs:
+            self._apply(jobs)
+        results = []
+        done = iter(jobs)
+        for prepared in batches:
+            if not prepared.valid:
+                results.append(IngestResult(0, prepared.duplicates, prepared.rejected))
+                continue
+            job = next(done)
+            if job.error is not None:
+                raise job.error
+            assert job.result is not None
+            results.append(job.result)
+        return results
+
     def _lead(self) -> None:
         while True:
             with self._lock:

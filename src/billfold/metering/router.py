@@ -9,11 +9,14 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from billfold import metering
-from billfold.core.access import Principal
+from billfold.core import metrics
+from billfold.core.access import Principal, Role, require_role
 from billfold.core.context import Context
 from billfold.core.http import UnitOfWorkRoute, Write, get_context, get_principal
-from billfold.domain.errors import InvalidRequest
-from billfold.metering.schemas import DefaultPlanSet, IngestOut
+from billfold.core.stream import HOLDERS, EventStream, consumer_name, lock_key, message
+from billfold.core.stream import state as stream_status
+from billfold.domain.errors import InvalidRequest, NotFound
+from billfold.metering.schemas import DefaultPlanSet, IngestOut, StreamOut
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["usage"])
 Ctx = Annotated[Context, Depends(get_context)]
@@ -70,8 +73,12 @@ async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
         if set(body) != {"events"} or not isinstance(body["events"], list):
             raise InvalidRequest('a batch is {"events": [EVENT, ...]}', param="events")
         items, single = body["events"], False
-    result = await run_in_threadpool(metering.ingest, ctx, who, items, cloudevents=cloudevents)
-    out = IngestOut.of(result)
+    if ctx.settings.nats_url:
+        result = await _publish(ctx, who, items, cloudevents)
+        out = IngestOut.of(result, streamed=True)
+    else:
+        result = await run_in_threadpool(metering.ingest, ctx, who, items, cloudevents=cloudevents)
+        out = IngestOut.of(result)
     if single and result.rejected:
         rejection = result.rejected[0]
         # A user who is not the provider's customer is, to the provider, not there.
@@ -88,6 +95,25 @@ async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
             status_code=404 if missing else 400,
         )
     return out
+
+
+async def _publish(
+    ctx: Context, who: Principal, items: list[Any], cloudevents: bool
+) -> metering.IngestResult:
+    """The stream's edge: checks the events as `ingest` does, publishes the valid ones,
+    and answers once JetStream holds them; a worker charges them (DECISIONS 108)."""
+    checked, events = await run_in_threadpool(
+        metering.for_stream, ctx, who, items, cloudevents=cloudevents
+    )
+    if not events:
+        return checked
+    stream = ctx.shared(EventStream, lambda c: EventStream(c.settings))
+    held = await stream.publish([message(ctx.settings, p, e) for p, e in events])
+    again = sum(held)
+    metrics.observe_ingest(
+        len(events) - again, checked.duplicates + again, len(checked.rejected), 0
+    )
+    return metering.IngestResult(len(events) - again, checked.duplicates + again, checked.rejected)
 
 
 async def _json_body(request: Request) -> Any:
@@ -113,6 +139,27 @@ def _binary_cloudevent(request: Request, data: Any) -> dict[str, Any]:
     }
     event["data"] = data
     return event
+
+
+@router.get("/admin/stream", response_model=StreamOut, tags=["operator"])
+async def stream_state(ctx: Ctx, who: Who) -> StreamOut:
+    """The usage stream (operator): the events it holds, and per shard those waiting for
+    a worker, those being charged, and which worker holds the shard."""
+    require_role(who, Role.ADMIN)
+    if not ctx.settings.nats_url:
+        raise NotFound(
+            "the usage stream is not configured (BILLFOLD_NATS_URL)", code="route_not_found"
+        )
+    stream = ctx.shared(EventStream, lambda c: EventStream(c.settings))
+    found = await stream_status(stream, consumer_name)
+    holders = await run_in_threadpool(_holders, ctx)
+    return StreamOut.of(found, holders)
+
+
+def _holders(ctx: Context) -> dict[int, dict[str, object]]:
+    with ctx.work(read_only=True) as work:
+        rows = work.conn.exec_driver_sql(HOLDERS, {"key": lock_key(ctx.settings)}).all()
+    return {int(r.shard): {"pid": r.pid, "address": r.address, "since": r.since} for r in rows}
 
 
 @router.post("/services/{code}/default-plan", status_code=204)

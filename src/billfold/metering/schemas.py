@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from billfold.core.schemas import Request
+from billfold.core.stream import StreamState
 from billfold.metering import IngestResult
 
 
@@ -21,10 +22,16 @@ class IngestOut(BaseModel):
     duplicates: int
     rejected: list[RejectionOut]
     charges: list[str]
+    charging: Literal["synchronous", "asynchronous"] = Field(
+        default="synchronous",
+        description="synchronous: the accepted events are charged (see charges); "
+        "asynchronous: they are stored in the stream, and a worker charges them.",
+    )
 
     @classmethod
-    def of(cls, result: IngestResult) -> IngestOut:
+    def of(cls, result: IngestResult, *, streamed: bool = False) -> IngestOut:
         return cls(
+            charging="asynchronous" if streamed else "synchronous",
             accepted=result.accepted,
             duplicates=result.duplicates,
             charges=result.charges,
@@ -45,3 +52,44 @@ class IngestOut(BaseModel):
 
 class DefaultPlanSet(Request):
     plan: Annotated[str | None, Field(max_length=64)]
+
+
+class ShardOut(BaseModel):
+    shard: int
+    pending: int = Field(description="Events not yet delivered to a worker")
+    unacknowledged: int = Field(description="Delivered to a worker, not yet acknowledged")
+    worker: dict[str, object] | None = Field(
+        description="The worker holding the shard: its database connection's pid, "
+        "address and start; null when none does"
+    )
+
+
+class StreamOut(BaseModel):
+    object: Literal["stream"] = "stream"
+    name: str
+    subjects: str
+    replicas: int
+    messages: int = Field(description="Messages the stream holds (charged ones too, until max age)")
+    bytes: int
+    lag: int = Field(description="Events acknowledged at the edge and not yet charged")
+    shards: list[ShardOut]
+
+    @classmethod
+    def of(cls, state: StreamState, holders: dict[int, dict[str, Any]]) -> StreamOut:
+        return cls(
+            name=state.name,
+            subjects=state.subjects,
+            replicas=state.replicas,
+            messages=state.messages,
+            bytes=state.bytes,
+            lag=state.lag,
+            shards=[
+                ShardOut(
+                    shard=s.shard,
+                    pending=s.pending,
+                    unacknowledged=s.unacknowledged,
+                    worker=holders.get(s.shard),
+                )
+                for s in state.shards
+            ],
+        )

@@ -71,6 +71,89 @@ def ingest(
     return result
 
 
+def for_stream(
+    ctx: Context, principal: Principal, items: Sequence[object], *, cloudevents: bool = False
+) -> tuple[IngestResult, list[tuple[str, dict[str, object]]]]:
+    """`ingest`'s checks, without the write: the batch's result so far (its rejections and
+    duplicates within it) and each valid event as (provider id, event) for the stream, in
+    the native form a worker checks again: the user's billfold id, the moment fixed."""
+    require_role(principal, Role.ADMIN, Role.PROVIDER)
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise LimitExceeded(
+            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
+            code="too_many_events",
+            param="events",
+        )
+    now = ctx.clock.now()
+    with ctx.work(read_only=True) as work:
+        prepared = _prepare(work, principal, items, cloudevents, now)
+    events = []
+    for event in prepared.valid:
+        value, properties = _as_sent(items[event.index], cloudevents)
+        native: dict[str, object] = {
+            "id": event.event_id,
+            "user": event.user_id,
+            "service": event.service_code,
+            "metric": event.metric_code,
+            "timestamp": event.timestamp.isoformat(),
+        }
+        if value is not None:
+            native["value"] = value
+        if properties:
+            native["properties"] = properties
+        events.append((event.provider_id, native))
+    if prepared.rejected:
+        note_rejections(ctx, principal, items, prepared.rejected, now)
+    return IngestResult(0, prepared.duplicates, prepared.rejected), events
+
+
+STREAM_KEY: Final = "stream-worker"
+"""The key id a worker's usage is recorded under in the audit trail."""
+
+
+def apply_streamed(ctx: Context, batch: Sequence[tuple[str, dict[str, object]]]) -> IngestResult:
+    """Charges a batch taken from the stream, in one transaction, as `ingest` would have:
+    each provider's events checked again against the catalog as it is now, then stored,
+    rated and charged together (one pass, so that usage rows are locked before the ledger,
+    as always). An event already stored is a duplicate: a redelivery after a crash."""
+    now = ctx.clock.now()
+    by_provider: dict[str, list[object]] = {}
+    for provider_id, event in batch:
+        by_provider.setdefault(provider_id, []).append(event)
+    jobs = []
+    with ctx.work(read_only=True) as work:
+        for provider_id, events in sorted(by_provider.items()):
+            principal = Principal(STREAM_KEY, Role.PROVIDER, provider_id=provider_id)
+            jobs.append((principal, events, _prepare(work, principal, events, False, now)))
+    results = _committer(ctx).apply_now([prepared for *_, prepared in jobs])
+    for (principal, events, _prepared), result in zip(jobs, results, strict=True):
+        if result.rejected:
+            # Refused now though accepted at the edge (the catalog changed in between):
+            # kept for the provider's debugger and logged, never retried forever.
+            log.warning("streamed_events_refused", count=len(result.rejected))
+            note_rejections(ctx, principal, events, result.rejected, now)
+    total = IngestResult(
+        sum(r.accepted for r in results),
+        sum(r.duplicates for r in results),
+        [rejection for r in results for rejection in r.rejected],
+        [charge for r in results for charge in r.charges],
+    )
+    metrics.observe_ingest(
+        total.accepted, total.duplicates, len(total.rejected), len(total.charges)
+    )
+    return total
+
+
+def _as_sent(item: object, cloudevents: bool) -> tuple[object, object]:
+    """The value and properties of an event as its sender gave them."""
+    assert isinstance(item, dict)
+    if not cloudevents:
+        return item.get("value"), item.get("properties")
+    data = item.get("data") or {}
+    properties = {k: v for k, v in data.items() if k not in ("service", "value")}
+    return data.get("value"), properties or None
+
+
 REJECTIONS_KEPT: Final = timedelta(days=7)
 MAX_NOTED: Final = 100
 """At most this many of one request's rejections are kept: enough to see what is wrong."""

@@ -1,0 +1,218 @@
+"""`billfold worker`: charges the usage stream, shard by shard, on PostgreSQL.
+
+Each shard of users has a durable JetStream consumer of its own subject. A worker holds
+the shards it applies with PostgreSQL advisory locks on a connection of its own, so one
+worker at a time applies a shard, in order; when a worker dies its connection closes and
+its shards are free for the others. Workers take an even share: each counts the workers
+alive (their lock connections, by application name) and gives back shards past its
+share, so shards move when workers come and go.
+
+A batch is taken from a shard, charged in one transaction (`metering.apply_streamed`),
+and acknowledged only after that commit. A worker killed in between leaves the batch
+unacknowledged: JetStream delivers it again, and the events already stored are
+duplicates, charged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import psycopg
+import structlog
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from billfold import metering
+from billfold.config import Settings
+from billfold.core.context import Context
+from billfold.core.exact_json import loads_exact
+from billfold.core.stream import EventStream, consumer_name, lock_key, state
+
+log = structlog.get_logger("billfold.worker")
+
+BATCH: Final = 1000
+FETCH_WAIT_S: Final = 0.2
+REBALANCE_S: Final = 2.0
+ACK_WAIT_S: Final = 15.0
+"""A batch not acknowledged by then (its worker died) is delivered again, to whichever
+worker holds the shard next; only the holder fetches, so a slow batch is not charged twice
+even if delivered again (the copy is a duplicate)."""
+
+
+def _libpq_url(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+@dataclass
+class Shards:
+    """The shards this worker holds, through advisory locks on its own connection."""
+
+    settings: Settings
+    conn: psycopg.Connection[Any]
+    held: set[int] = field(default_factory=set)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Shards:
+        conn = psycopg.connect(
+            _libpq_url(settings.resolved_database_url()),
+            autocommit=True,
+            application_name=f"billfold-worker:{settings.stream_name}"[:63],
+        )
+        return cls(settings, conn)
+
+    def rebalance(self) -> None:
+        """Takes free shards up to an even share; gives back those past it."""
+        settings = self.settings
+        workers = self.conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            (f"billfold-worker:{settings.stream_name}"[:63],),
+        ).fetchone()
+        share = math.ceil(settings.stream_shards / max(1, int(workers[0] if workers else 1)))
+        key = lock_key(settings)
+        for shard in sorted(self.held, reverse=True)[: max(0, len(self.held) - share)]:
+            self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (key, shard))
+            self.held.discard(shard)
+        for shard in range(settings.stream_shards):
+            if len(self.held) >= share:
+                break
+            if shard in self.held:
+                continue
+            row = self.conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (key, shard)).fetchone()
+            if row and row[0]:
+                self.held.add(shard)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class Worker:
+    def __init__(self, ctx: Context, settings: Settings) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.stream = EventStream(settings)
+        self.stopping = asyncio.Event()
+        self.applied = 0
+        self._subs: dict[int, Any] = {}
+
+    async def _subscription(self, shard: int) -> Any:
+        sub = self._subs.get(shard)
+        if sub is None:
+            js = await self.stream.jetstream()
+            settings = self.settings
+            sub = await js.pull_subscribe(
+                f"{settings.stream_subjects}.{shard}",
+                durable=consumer_name(settings, shard),
+                stream=settings.stream_name,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.ALL,
+                    ack_wait=ACK_WAIT_S,
+                    max_ack_pending=BATCH * 4,
+                ),
+            )
+            self._subs[shard] = sub
+        return sub
+
+    async def _drop(self, shard: int) -> None:
+        sub = self._subs.pop(shard, None)
+        if sub is not None:
+            await sub.unsubscribe()
+
+    async def run(self) -> None:
+        shards = await asyncio.to_thread(Shards.open, self.settings)
+        last_rebalance = 0.0
+        try:
+            while not self.stopping.is_set():
+                try:
+                    last_rebalance = await self._turn(shards, last_rebalance)
+                except Exception:
+                    # A broken connection (NATS reconnects by itself; PostgreSQL's lock
+                    # connection does not): log, wait, and try again; a worker that cannot
+                    # hold its locks gives its shards up with its connection.
+                    log.exception("worker_turn_failed")
+                    if shards.conn.closed:
+                        shards = await asyncio.to_thread(Shards.open, self.settings)
+                        for shard in list(self._subs):
+                            await self._drop(shard)
+                    await asyncio.sleep(1.0)
+        finally:
+            for shard in list(self._subs):
+                await self._drop(shard)
+            await self.stream.close()
+            await asyncio.to_thread(shards.close)
+
+    async def _turn(self, shards: Shards, last_rebalance: float) -> float:
+        """One round: the shares rebalanced now and then, one batch of each held shard."""
+        if time.monotonic() - last_rebalance > REBALANCE_S:
+            await asyncio.to_thread(shards.rebalance)
+            for shard in set(self._subs) - shards.held:
+                await self._drop(shard)
+            last_rebalance = time.monotonic()
+            found = await state(self.stream, consumer_name)
+            mine = [s for s in found.shards if s.shard in shards.held]
+            log.info(
+                "worker_lag",
+                held=sorted(shards.held),
+                pending=sum(s.pending + s.unacknowledged for s in mine),
+                stream_lag=found.lag,
+                applied=self.applied,
+            )
+        busy = False
+        for shard in sorted(shards.held):
+            if self.stopping.is_set():
+                break
+            busy = await self._apply_one(shard) or busy
+        if not busy:
+            await asyncio.sleep(FETCH_WAIT_S if not shards.held else 0)
+        return last_rebalance
+
+    async def _apply_one(self, shard: int) -> bool:
+        """Applies one batch of the shard, if any: charged, committed, then acknowledged."""
+        sub = await self._subscription(shard)
+        try:
+            messages = await sub.fetch(BATCH, timeout=FETCH_WAIT_S)
+        except (NatsTimeout, TimeoutError):
+            # Nothing waiting on the shard (nats-py raises either, by version and path).
+            return False
+        batch = []
+        for message in messages:
+            body = loads_exact(message.data)
+            batch.append((str(body["provider"]), body["event"]))
+        try:
+            result = await asyncio.to_thread(metering.apply_streamed, self.ctx, batch)
+        except Exception:
+            # Nothing of the batch stands unless it committed; delivered again later.
+            log.exception("stream_batch_failed", shard=shard, messages=len(messages))
+            for message in messages:
+                await message.nak(delay=1.0)
+            return True
+        for message in messages:
+            await message.ack()
+        self.applied += len(messages)
+        log.debug(
+            "stream_batch_applied",
+            shard=shard,
+            messages=len(messages),
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+        )
+        return True
+
+
+def run_worker(ctx: Context, settings: Settings) -> None:
+    """Runs until SIGTERM or SIGINT: the batch in hand is finished and acknowledged."""
+
+    async def main() -> None:
+        worker = Worker(ctx, settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stopping.set)
+        await worker.run()
+        log.info("worker_stopped", applied=worker.applied)
+
+    asyncio.run(main())

@@ -1,0 +1,267 @@
+"""The usage stream on the real NATS JetStream server and PostgreSQL: the edge answers once
+JetStream holds the events, `billfold worker` charges them, and nothing acknowledged is
+lost or charged twice when a worker is killed mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import nats
+import pytest
+from sqlalchemy import func, select
+
+from billfold import ledger
+from billfold.core.access import SYSTEM, Role
+from billfold.core.context import Context
+from billfold.core.keys import create_key
+from billfold.core.stream import shard_of
+from billfold.domain.money import currency, from_units
+from billfold.ledger.verify import verify
+from billfold.store.tables import usage_events
+from tests.conftest import IN_CI, TEST_SECRET, LiveServer
+from tests.integration.helpers import funded_user, metered_catalog
+
+NATS_URL = os.environ.get("BILLFOLD_TEST_NATS", "nats://127.0.0.1:4222")
+PLAN = {
+    "code": "maps-payg",
+    "name": "Pay as you go",
+    "service": "maps",
+    "currency": "USD",
+    "interval": "none",
+    "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.01"}],
+}
+SHARDS = 4
+pytestmark = pytest.mark.postgres
+
+
+def _nats_problem() -> str | None:
+    async def probe() -> None:
+        client = await nats.connect(NATS_URL, connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            await client.jetstream().account_info()
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as error:  # Any failure to reach JetStream is the reason to skip.
+        return f"{type(error).__name__}: {error}"
+    return None
+
+
+@pytest.fixture
+def stream(pg_ctx: Context) -> Iterator[dict[str, str]]:
+    """A stream of the test's own, deleted afterwards; its settings for server and worker."""
+    problem = _nats_problem()
+    if problem is not None:
+        if IN_CI:
+            pytest.fail(f"NATS JetStream is not reachable at {NATS_URL}: {problem}")
+        pytest.skip(f"NATS JetStream is not reachable at {NATS_URL}: {problem}")
+    tag = uuid.uuid4().hex[:10]
+    names = {
+        "stream_name": f"BILLFOLD_TEST_{tag}",
+        "stream_subjects": f"billfold-test.{tag}",
+        "stream_shards": str(SHARDS),
+    }
+    pg_ctx.settings = pg_ctx.settings.model_copy(
+        update={"nats_url": NATS_URL, **names, "stream_shards": SHARDS}
+    )
+    yield names
+
+    async def delete() -> None:
+        client = await nats.connect(NATS_URL)
+        try:
+            await client.jetstream().delete_stream(names["stream_name"])
+        finally:
+            await client.close()
+
+    asyncio.run(delete())
+
+
+def _env(ctx: Context, names: dict[str, str], home: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BILLFOLD_DATABASE_URL": ctx.db.url,
+        "BILLFOLD_HOME": str(home),
+        "BILLFOLD_SECRET_KEY": TEST_SECRET,
+        "BILLFOLD_NATS_URL": NATS_URL,
+        "BILLFOLD_LOG_LEVEL": "WARNING",
+        **{f"BILLFOLD_{k.upper()}": v for k, v in names.items()},
+    }
+
+
+def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "billfold.cli", "worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _stored(ctx: Context) -> int:
+    with ctx.db.unit_of_work() as uow:
+        return int(uow.conn.execute(select(func.count()).select_from(usage_events)).scalar_one())
+
+
+def _spent(ctx: Context, users: list[str]) -> Decimal:
+    usd = currency("USD")
+    return sum(
+        (
+            Decimal(100) - from_units(ctx.read(ledger.user_standing, u, "USD", 0).posted, usd)
+            for u in users
+        ),
+        Decimal(0),
+    )
+
+
+def _wait_for(check: object, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError("not reached in time")
+
+
+def _batches(ctx: Context, users: list[str], count: int, size: int, tag: str) -> list[list[dict]]:
+    now = ctx.clock.now().isoformat()
+    return [
+        [
+            {
+                "id": f"{tag}-{b}-{n}",
+                "user": users[(b + n) % len(users)],
+                "service": "maps",
+                "metric": "calls",
+                "timestamp": now,
+            }
+            for n in range(size)
+        ]
+        for b in range(count)
+    ]
+
+
+def test_acknowledged_events_wait_in_the_stream_until_a_worker_charges_them_once(
+    pg_ctx: Context, stream: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = pg_ctx
+    me = metered_catalog(ctx, PLAN)
+    users = [funded_user(ctx, n, "100") for n in range(6)]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    batches = _batches(ctx, users, 5, 100, "w")
+    with LiveServer(ctx) as server, server.client(key) as client:
+        for batch in batches:
+            answer = client.post("/v1/events", json={"events": batch}).json()
+            assert answer["charging"] == "asynchronous"
+            assert (answer["accepted"], answer["duplicates"], answer["rejected"]) == (100, 0, [])
+        # Sent again: the stream already holds every id.
+        again = client.post("/v1/events", json={"events": batches[0]}).json()
+        assert (again["accepted"], again["duplicates"]) == (0, 100)
+        # A bad event is refused at the edge, as without the stream.
+        bad = client.post("/v1/events", json={"events": [{**batches[0][0], "metric": "x"}]})
+        assert bad.json()["rejected"][0]["error"]["code"] == "metric_not_found"
+        # No worker yet: acknowledged, held, not charged, and the operator sees it wait.
+        time.sleep(0.5)
+        assert _stored(ctx) == 0 and _spent(ctx, users) == 0
+        admin_key = ctx.run(create_key, SYSTEM, role=Role.ADMIN)[1]
+        with server.client(admin_key) as admin:
+            waiting = admin.get("/v1/admin/stream").json()
+            assert (waiting["lag"], waiting["messages"]) == (500, 500)
+            assert all(s["worker"] is None for s in waiting["shards"])
+            assert sum(s["pending"] for s in waiting["shards"]) == 500
+            worker = _start_worker(_env(ctx, stream, tmp_path))
+            try:
+                _wait_for(lambda: _stored(ctx) == 500, 60)
+                _wait_for(lambda: _spent(ctx, users) == Decimal("5.00"), 10)
+                _wait_for(lambda: admin.get("/v1/admin/stream").json()["lag"] == 0, 10)
+                shards = admin.get("/v1/admin/stream").json()["shards"]
+                assert all(s["worker"] is not None for s in shards)  # One worker holds all.
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                assert worker.wait(timeout=30) == 0, worker.stderr.read() if worker.stderr else ""
+    assert ctx.read(verify, SYSTEM).ok
+
+
+def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(
+    pg_ctx: Context, stream: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = pg_ctx
+    me = metered_catalog(ctx, PLAN)
+    users = [funded_user(ctx, n, "100") for n in range(8)]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    batches = _batches(ctx, users, 40, 250, "k")
+    assert len({shard_of(u, SHARDS) for u in users}) > 1  # The users span several shards.
+    env = _env(ctx, stream, tmp_path)
+    with LiveServer(ctx) as server, server.client(key) as client:
+        for batch in batches:
+            assert client.post("/v1/events", json={"events": batch}).json()["accepted"] == 250
+    first = _start_worker(env)
+    _wait_for(lambda: _stored(ctx) > 0, 60)
+    os.killpg(first.pid, signal.SIGKILL)  # Mid-stream: some batches charged, some not.
+    first.wait(timeout=30)
+    partly = _stored(ctx)
+    assert 0 < partly < 10_000
+    # Two workers now: they share the shards, and take over the dead one's.
+    workers = [_start_worker(env), _start_worker(env)]
+    try:
+        _wait_for(lambda: _stored(ctx) == 10_000, 120)
+        _wait_for(lambda: _spent(ctx, users) == Decimal("100.00"), 10)
+        time.sleep(1)  # Nothing more arrives: no redelivery is charged again.
+        assert _stored(ctx) == 10_000 and _spent(ctx, users) == Decimal("100.00")
+    finally:
+        for process in workers:
+            process.send_signal(signal.SIGTERM)
+        for process in workers:
+            assert process.wait(timeout=30) == 0
+    assert ctx.read(verify, SYSTEM).ok
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])
+def test_the_stream_needs_postgresql(command: list[str], tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "BILLFOLD_HOME": str(tmp_path),
+        "BILLFOLD_NATS_URL": NATS_URL,
+        "BILLFOLD_DATABASE_URL": f"sqlite+pysqlite:///{tmp_path / 'b.db'}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "billfold.cli", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "BILLFOLD_NATS_URL needs PostgreSQL" in done.stderr
+
+
+def test_the_worker_needs_the_stream(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "BILLFOLD_NATS_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "billfold.cli", "worker"],
+        env={**env, "BILLFOLD_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2 and "set BILLFOLD_NATS_URL" in done.stderr
+
+
+def test_shards_are_stable_and_spread() -> None:
+    assert shard_of("usr_abc", 16) == shard_of("usr_abc", 16)
+    counts = [0] * 16
+    for n in range(16_000):
+        counts[shard_of(f"usr_{n}", 16)] += 1
+    assert min(counts) > 800 and max(counts) < 1200
