@@ -48,6 +48,12 @@ def serve(
         str | None,
         typer.Option(help="Proxies whose X-Forwarded-* headers are trusted (comma-separated)."),
     ] = None,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            "--worker", help="Also charge the usage stream here (with BILLFOLD_NATS_URL)."
+        ),
+    ] = False,
 ) -> None:
     """Runs the API (creating or upgrading the database schema first)."""
     import uvicorn
@@ -71,6 +77,9 @@ def serve(
     if refused:
         err.print(f"billfold: {refused}")
         raise typer.Exit(2)
+    if worker and not settings.nats_url:
+        err.print("billfold: --worker charges the usage stream: set BILLFOLD_NATS_URL")
+        raise typer.Exit(2)
     ctx = _context()
     scheme = "https" if tls_cert else "http"
     err.print(f"billfold: database {_redacted(ctx.db.url)}")
@@ -88,6 +97,13 @@ def serve(
         "proxy_headers": forwarded_allow_ips is not None,
         "forwarded_allow_ips": forwarded_allow_ips,
     }
+    background = None
+    if worker:
+        from billfold.workers.stream import Background
+
+        background = Background(ctx, settings)
+        background.start()
+        err.print(f"billfold: charging stream {settings.stream_name} here too")
     try:
         if workers == 1:
             server_app = create_app(ctx, housekeeping=True)
@@ -104,6 +120,8 @@ def serve(
                 **options,  # type: ignore[arg-type]
             )
     finally:
+        if background is not None:
+            background.stop()
         ctx.db.dispose()
 
 

@@ -7,16 +7,21 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import nats
 import pytest
+from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
 
 from billfold import ledger
@@ -80,7 +85,8 @@ def stream(pg_ctx: Context) -> Iterator[dict[str, str]]:
     async def delete() -> None:
         client = await nats.connect(NATS_URL)
         try:
-            await client.jetstream().delete_stream(names["stream_name"])
+            with suppress(NotFoundError):  # No event reached the stream.
+                await client.jetstream().delete_stream(names["stream_name"])
         finally:
             await client.close()
 
@@ -265,3 +271,136 @@ def test_shards_are_stable_and_spread() -> None:
     for n in range(16_000):
         counts[shard_of(f"usr_{n}", 16)] += 1
     assert min(counts) > 800 and max(counts) < 1200
+
+
+SERVERS: dict[str, int] = {}
+
+
+@contextmanager
+def _server(env: dict[str, str], *extra: str) -> Iterator[str]:
+    """A `billfold serve` process on the stream (its own process group); its base URL.
+    Its pid is in SERVERS[base] while it runs."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billfold.cli", "serve", "--port", str(port), *extra],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    SERVERS[base] = process.pid
+    try:
+        _wait_for(lambda: _up(base), 30)
+        yield base
+    finally:
+        SERVERS.pop(base, None)
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+
+
+def _up(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _post(base: str, key: str, batch: list[dict]) -> dict[str, object] | None:
+    """The answer, or None when the request did not get one (the server died)."""
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            answer = client.post(
+                "/v1/events",
+                json={"events": batch},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+    except httpx.HTTPError:
+        return None
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def test_serve_with_worker_charges_what_it_accepts(
+    pg_ctx: Context, stream: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = pg_ctx
+    me = metered_catalog(ctx, PLAN)
+    users = [funded_user(ctx, n, "100") for n in range(3)]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    with _server(_env(ctx, stream, tmp_path), "--worker") as base:
+        for batch in _batches(ctx, users, 3, 100, "sw"):
+            assert _post(base, key, batch)["accepted"] == 100  # type: ignore[index]
+        _wait_for(lambda: _spent(ctx, users) == Decimal("3.00"), 60)
+    assert _stored(ctx) == 300 and ctx.read(verify, SYSTEM).ok
+
+
+def test_the_same_batches_sent_to_two_servers_at_once_are_charged_once(
+    pg_ctx: Context, stream: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = pg_ctx
+    me = metered_catalog(ctx, PLAN)
+    users = [funded_user(ctx, n, "100") for n in range(5)]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    env = _env(ctx, stream, tmp_path)
+    batches = _batches(ctx, users, 10, 200, "two")
+    with _server(env) as one, _server(env) as two, ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(
+                lambda job: _post(job[0], key, job[1]),
+                [(b, x) for x in batches for b in (one, two)],
+            )
+        )
+    accepted = sum(int(a["accepted"]) for a in answers if a)  # type: ignore[call-overload]
+    duplicates = sum(int(a["duplicates"]) for a in answers if a)  # type: ignore[call-overload]
+    assert (accepted, duplicates) == (2000, 2000)
+    worker = _start_worker(env)
+    try:
+        _wait_for(lambda: _spent(ctx, users) == Decimal("20.00"), 60)
+        assert _stored(ctx) == 2000
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    assert ctx.read(verify, SYSTEM).ok
+
+
+def test_a_server_killed_mid_request_loses_nothing_when_clients_send_again(
+    pg_ctx: Context, stream: dict[str, str], tmp_path: Path
+) -> None:
+    ctx = pg_ctx
+    me = metered_catalog(ctx, PLAN)
+    users = [funded_user(ctx, n, "100") for n in range(5)]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    env = _env(ctx, stream, tmp_path)
+    batches = _batches(ctx, users, 30, 200, "cut")
+    answered: list[dict[str, object] | None] = [None] * len(batches)
+    with _server(env) as base:
+        pid = SERVERS[base]
+
+        def send(index: int) -> None:
+            answered[index] = _post(base, key, batches[index])
+
+        with ThreadPoolExecutor(4) as pool:
+            futures = [pool.submit(send, i) for i in range(len(batches))]
+            _wait_for(lambda: sum(a is not None for a in answered) >= 3, 30)
+            os.kill(pid, signal.SIGKILL)  # Mid-request: some answered, some cut.
+            for future in futures:
+                future.result()
+    cut = [i for i, a in enumerate(answered) if a is None]
+    assert cut, "the kill came too late to cut any request"
+    # The clients send every unanswered batch again, to a new server, with the same ids.
+    with _server(env, "--worker") as base:
+        for index in cut:
+            again = _post(base, key, batches[index])
+            assert again is not None
+            assert int(again["accepted"]) + int(again["duplicates"]) == 200  # type: ignore[call-overload]
+        _wait_for(lambda: _stored(ctx) == 6000, 60)
+        _wait_for(lambda: _spent(ctx, users) == Decimal("60.00"), 10)
+    assert ctx.read(verify, SYSTEM).ok

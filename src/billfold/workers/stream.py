@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -216,3 +217,39 @@ def run_worker(ctx: Context, settings: Settings) -> None:
         log.info("worker_stopped", applied=worker.applied)
 
     asyncio.run(main())
+
+
+class Background:
+    """A worker on a thread of its own, beside `billfold serve --worker`."""
+
+    def __init__(self, ctx: Context, settings: Settings) -> None:
+        self._worker: Worker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(ctx, settings), name="billfold-stream-worker", daemon=True
+        )
+
+    def _run(self, ctx: Context, settings: Settings) -> None:
+        async def main() -> None:
+            self._worker = Worker(ctx, settings)
+            self._loop = asyncio.get_running_loop()
+            self._ready.set()
+            await self._worker.run()
+
+        try:
+            asyncio.run(main())
+        except Exception:
+            log.exception("background_worker_failed")
+        finally:
+            self._ready.set()
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(timeout=30)
+
+    def stop(self) -> None:
+        """Finishes the batch in hand, acknowledges it, and ends the thread."""
+        if self._loop is not None and self._worker is not None:
+            self._loop.call_soon_threadsafe(self._worker.stopping.set)
+        self._thread.join(timeout=60)
