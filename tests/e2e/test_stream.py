@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -403,4 +404,129 @@ def test_a_server_killed_mid_request_loses_nothing_when_clients_send_again(
             assert int(again["accepted"]) + int(again["duplicates"]) == 200  # type: ignore[call-overload]
         _wait_for(lambda: _stored(ctx) == 6000, 60)
         _wait_for(lambda: _spent(ctx, users) == Decimal("60.00"), 10)
+    assert ctx.read(verify, SYSTEM).ok
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@contextmanager
+def _nats_cluster(folder: Path) -> Iterator[tuple[list[subprocess.Popen[bytes]], str]]:
+    """Three nats-server nodes in one JetStream cluster, started as docs/DEPLOY.md says
+    (on free ports and folders of the test's own); the client URL of all three."""
+    ports = _free_ports(6)
+    clients, routes = ports[:3], ports[3:]
+    nodes = []
+    for n in range(3):
+        others = ",".join(f"nats://127.0.0.1:{routes[m]}" for m in range(3) if m != n)
+        nodes.append(
+            subprocess.Popen(
+                ["nats-server", "-js", "-p", str(clients[n]), "--cluster_name", "billfold",
+                 "--cluster", f"nats://127.0.0.1:{routes[n]}", "--routes", others,
+                 "-sd", str(folder / f"n{n}"), "-n", f"n{n}", "-a", "127.0.0.1"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+    url = ",".join(f"nats://127.0.0.1:{p}" for p in clients)
+
+    async def ready() -> bool:
+        client = await nats.connect(url.split(","), connect_timeout=1, max_reconnect_attempts=0)
+        try:
+            await client.jetstream().account_info()
+            return True
+        except Exception:  # No meta leader yet.
+            return False
+        finally:
+            await client.close()
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if asyncio.run(ready()):
+                    break
+            except Exception:  # Not listening yet.
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("the NATS cluster did not form")
+            time.sleep(0.3)
+        yield nodes, url
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+            node.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_documented_topology_loses_nothing_when_a_nats_node_dies(
+    pg_ctx: Context, stream: dict[str, str], tmp_path: Path
+) -> None:
+    """Three NATS nodes (replicas 3), two servers, two workers, as docs/DEPLOY.md runs
+    them; one NATS node killed mid-stream. Every acknowledged event is charged once."""
+    if shutil.which("nats-server") is None:
+        if IN_CI:
+            pytest.fail("nats-server is not installed (Debian's nats-server package)")
+        pytest.skip("nats-server is not installed")
+    ctx = pg_ctx
+    me = metered_catalog(ctx, PLAN)
+    users = [funded_user(ctx, n, "100") for n in range(8)]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    batches = _batches(ctx, users, 40, 100, "cluster")
+    admin = ctx.run(create_key, SYSTEM, role=Role.ADMIN)[1]
+    with _nats_cluster(tmp_path / "nats") as (nodes, url):
+        env = {**_env(ctx, stream, tmp_path), "BILLFOLD_NATS_URL": url,
+               "BILLFOLD_STREAM_REPLICAS": "3"}  # fmt: skip
+        workers = [_start_worker(env), _start_worker(env)]
+        try:
+            with _server(env) as one, _server(env) as two:
+                acknowledged = [0] * len(batches)
+
+                def send(index: int) -> None:
+                    # A client sends a batch until it is answered, with the same ids.
+                    base = (one, two)[index % 2]
+                    deadline = time.monotonic() + 60
+                    while time.monotonic() < deadline:
+                        try:
+                            answer = _post(base, key, batches[index])
+                        except AssertionError:  # A 5xx while the cluster elects a leader.
+                            answer = None
+                        if answer is not None:
+                            acknowledged[index] = int(answer["accepted"]) + int(  # type: ignore[call-overload]
+                                answer["duplicates"]  # type: ignore[call-overload]
+                            )
+                            return
+                        time.sleep(0.2)
+
+                with ThreadPoolExecutor(4) as pool:
+                    futures = [pool.submit(send, i) for i in range(len(batches))]
+                    _wait_for(lambda: sum(acknowledged) >= 800, 60)
+                    nodes[0].kill()  # Mid-stream: one of three replicas gone.
+                    for future in futures:
+                        future.result()
+                assert acknowledged == [100] * len(batches)
+                _wait_for(lambda: _stored(ctx) == 4000, 120)
+                _wait_for(lambda: _spent(ctx, users) == Decimal("40.00"), 10)
+
+                def state() -> dict[str, int]:
+                    headers = {"Authorization": f"Bearer {admin}"}
+                    return dict(httpx.get(f"{two}/v1/admin/stream", headers=headers).json())
+
+                # Acknowledged just after each commit: the lag reaches 0 a moment later.
+                _wait_for(lambda: state()["lag"] == 0, 30)
+                assert (state()["replicas"], state()["messages"]) == (3, 4000)
+        finally:
+            for process in workers:
+                process.send_signal(signal.SIGTERM)
+            for process in workers:
+                process.wait(timeout=30)
     assert ctx.read(verify, SYSTEM).ok
