@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import psycopg
 import pytest
 from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
@@ -33,7 +34,7 @@ from billfold.core.stream import shard_of
 from billfold.domain.money import currency, from_units
 from billfold.ledger.verify import verify
 from billfold.store.tables import usage_events
-from tests.conftest import IN_CI, TEST_SECRET, LiveServer
+from tests.conftest import IN_CI, PG_ADMIN_DSN, TEST_SECRET, LiveServer
 from tests.integration.helpers import funded_user, metered_catalog
 
 NATS_URL = os.environ.get("BILLFOLD_TEST_NATS", "nats://127.0.0.1:4222")
@@ -529,4 +530,39 @@ def test_the_documented_topology_loses_nothing_when_a_nats_node_dies(
                 process.send_signal(signal.SIGTERM)
             for process in workers:
                 process.wait(timeout=30)
+    assert ctx.read(verify, SYSTEM).ok
+
+
+def test_database_connections_cut_mid_stream_lose_and_double_nothing(
+    pg_ctx: Context, stream: dict[str, str], tmp_path: Path
+) -> None:
+    """PostgreSQL ends every connection of the worker (as a restart would) while it
+    charges; it reconnects, takes its shards again, and charges every event once."""
+    ctx = pg_ctx
+    me = metered_catalog(ctx, PLAN)
+    users = [funded_user(ctx, n, "100") for n in range(6)]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    env = _env(ctx, stream, tmp_path)
+    with LiveServer(ctx) as server, server.client(key) as client:
+        for batch in _batches(ctx, users, 30, 200, "pg"):
+            assert client.post("/v1/events", json={"events": batch}).json()["accepted"] == 200
+    worker = _start_worker(env)
+    try:
+        _wait_for(lambda: _stored(ctx) > 0, 60)
+        database = ctx.db.url.rsplit("/", 1)[1]
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            cut = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = %s AND application_name <> 'pytest-admin' "
+                "AND pid <> pg_backend_pid()",
+                (database,),
+            ).fetchone()
+        assert cut and cut[0] > 0
+        ctx.db.dispose()  # The test's own pool lost its connections too.
+        _wait_for(lambda: _stored(ctx) == 6000, 120)
+        _wait_for(lambda: _spent(ctx, users) == Decimal("60.00"), 10)
+        assert worker.poll() is None  # It survived the cut.
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=30)
     assert ctx.read(verify, SYSTEM).ok
