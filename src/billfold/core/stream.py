@@ -48,14 +48,39 @@ class Message:
     subject: str
     msg_id: str
     payload: bytes
+    events: int
 
 
-def message(settings: Settings, provider_id: str, event: dict[str, Any]) -> Message:
-    """An accepted event as its message: the provider it counts for, and the event in the
-    native form with the user's billfold id (an external id resolved at the edge)."""
-    shard = shard_of(str(event["user"]), settings.stream_shards)
-    body = _ENCODER.encode({"provider": provider_id, "event": event})
-    return Message(f"{settings.stream_subjects}.{shard}", f"{provider_id}:{event['id']}", body)
+MAX_EVENTS_PER_MESSAGE: Final = 500
+"""A request's events for one shard travel in messages of at most this many (about
+100 KB: well under NATS' 1 MB payload limit)."""
+
+
+def messages(settings: Settings, events: list[tuple[str, dict[str, Any]]]) -> list[Message]:
+    """A request's accepted events as messages: one per provider and shard (cut at
+    MAX_EVENTS_PER_MESSAGE), in the request's order, each the provider it counts for and
+    its events in the native form with the user's billfold id (an external id resolved
+    at the edge). A message's id is its provider's and a digest of its events' ids, so
+    that the same request sent again, to any server, is the same messages, which
+    JetStream drops; any other copy of an event is dropped by the worker's insert."""
+    grouped: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for provider_id, event in events:
+        shard = shard_of(str(event["user"]), settings.stream_shards)
+        grouped.setdefault((provider_id, shard), []).append(event)
+    found = []
+    for (provider_id, shard), group in grouped.items():
+        for start in range(0, len(group), MAX_EVENTS_PER_MESSAGE):
+            part = group[start : start + MAX_EVENTS_PER_MESSAGE]
+            digest = hashlib.sha256("\n".join(str(e["id"]) for e in part).encode()).hexdigest()
+            found.append(
+                Message(
+                    f"{settings.stream_subjects}.{shard}",
+                    f"{provider_id}:{digest[:40]}",
+                    _ENCODER.encode({"provider": provider_id, "events": part}),
+                    len(part),
+                )
+            )
+    return found
 
 
 # Exact numbers both ways: a Decimal is written as the JSON number it is, and the worker
@@ -135,7 +160,7 @@ class StreamState:
 
     @property
     def lag(self) -> int:
-        """Events acknowledged at the edge and not yet charged (as far as known)."""
+        """Messages acknowledged at the edge and not yet charged."""
         return sum(s.pending + s.unacknowledged for s in self.shards)
 
 

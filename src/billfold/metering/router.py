@@ -13,7 +13,7 @@ from billfold.core import metrics
 from billfold.core.access import Principal, Role, require_role
 from billfold.core.context import Context
 from billfold.core.http import UnitOfWorkRoute, Write, get_context, get_principal
-from billfold.core.stream import HOLDERS, EventStream, consumer_name, lock_key, message
+from billfold.core.stream import HOLDERS, EventStream, consumer_name, lock_key, messages
 from billfold.core.stream import state as stream_status
 from billfold.domain.errors import InvalidRequest, NotFound
 from billfold.metering.schemas import DefaultPlanSet, IngestOut, StreamOut
@@ -108,8 +108,9 @@ async def _publish(
     if not events:
         return checked
     stream = ctx.shared(EventStream, lambda c: EventStream(c.settings))
-    held = await stream.publish([message(ctx.settings, p, e) for p, e in events])
-    again = sum(held)
+    sent = messages(ctx.settings, events)
+    held = await stream.publish(sent)
+    again = sum(m.events for m, duplicate in zip(sent, held, strict=True) if duplicate)
     metrics.observe_ingest(
         len(events) - again, checked.duplicates + again, len(checked.rejected), 0
     )

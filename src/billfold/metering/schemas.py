@@ -56,8 +56,8 @@ class DefaultPlanSet(Request):
 
 class ShardOut(BaseModel):
     shard: int
-    pending: int = Field(description="Events not yet delivered to a worker")
-    unacknowledged: int = Field(description="Delivered to a worker, not yet acknowledged")
+    pending: int = Field(description="Messages not yet delivered to a worker")
+    unacknowledged: int = Field(description="Messages delivered, not yet acknowledged")
     worker: dict[str, object] | None = Field(
         description="The worker holding the shard: its database connection's pid, "
         "address and start; null when none does"
@@ -69,9 +69,12 @@ class StreamOut(BaseModel):
     name: str
     subjects: str
     replicas: int
-    messages: int = Field(description="Messages the stream holds (charged ones too, until max age)")
+    messages: int = Field(
+        description="Messages the stream holds (charged ones too, until its max age); "
+        "each is one request's events for one shard, up to 500"
+    )
     bytes: int
-    lag: int = Field(description="Events acknowledged at the edge and not yet charged")
+    lag: int = Field(description="Messages acknowledged at the edge and not yet charged")
     shards: list[ShardOut]
 
     @classmethod

@@ -7,10 +7,11 @@ its shards are free for the others. Workers take an even share: each counts the 
 alive (their lock connections, by application name) and gives back shards past its
 share, so shards move when workers come and go.
 
-A batch is taken from a shard, charged in one transaction (`metering.apply_streamed`),
-and acknowledged only after that commit. A worker killed in between leaves the batch
-unacknowledged: JetStream delivers it again, and the events already stored are
-duplicates, charged once.
+Each round takes a few messages from every held shard at once (each shard's in its
+order), charges them in one transaction (`metering.apply_streamed`) and acknowledges
+them only after that commit. A worker killed in between leaves them unacknowledged:
+JetStream delivers them again, and the events already stored are duplicates, charged
+once.
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ from billfold.core.stream import EventStream, consumer_name, lock_key, state
 
 log = structlog.get_logger("billfold.worker")
 
-BATCH: Final = 1000
-FETCH_WAIT_S: Final = 0.2
+MESSAGES_PER_FETCH: Final = 4
+"""Messages a round takes from each shard: a request's events for one shard, at most 500
+each (so a round is at most 2,000 events a shard, and usually far fewer)."""
+FETCH_WAIT_S: Final = 0.1
+"""How long a round waits for events on an idle shard (all shards at once)."""
 REBALANCE_S: Final = 2.0
 ACK_WAIT_S: Final = 15.0
 """A batch not acknowledged by then (its worker died) is delivered again, to whichever
@@ -113,7 +117,7 @@ class Worker:
                     ack_policy=AckPolicy.EXPLICIT,
                     deliver_policy=DeliverPolicy.ALL,
                     ack_wait=ACK_WAIT_S,
-                    max_ack_pending=BATCH * 4,
+                    max_ack_pending=MESSAGES_PER_FETCH * 16,
                 ),
             )
             self._subs[shard] = sub
@@ -163,46 +167,47 @@ class Worker:
                 stream_lag=found.lag,
                 applied=self.applied,
             )
-        busy = False
-        for shard in sorted(shards.held):
-            if self.stopping.is_set():
-                break
-            busy = await self._apply_one(shard) or busy
-        if not busy:
-            await asyncio.sleep(FETCH_WAIT_S if not shards.held else 0)
+        if not shards.held:
+            await asyncio.sleep(FETCH_WAIT_S)
+        elif not self.stopping.is_set():
+            await self._apply_round(sorted(shards.held))
         return last_rebalance
 
-    async def _apply_one(self, shard: int) -> bool:
-        """Applies one batch of the shard, if any: charged, committed, then acknowledged."""
+    async def _fetch(self, shard: int) -> list[Any]:
         sub = await self._subscription(shard)
         try:
-            messages = await sub.fetch(BATCH, timeout=FETCH_WAIT_S)
+            return list(await sub.fetch(MESSAGES_PER_FETCH, timeout=FETCH_WAIT_S))
         except (NatsTimeout, TimeoutError):
             # Nothing waiting on the shard (nats-py raises either, by version and path).
-            return False
-        batch = []
+            return []
+
+    async def _apply_round(self, shards: list[int]) -> None:
+        """One batch from every held shard at once (each in its own order), charged in
+        one transaction, committed, then acknowledged."""
+        fetched = await asyncio.gather(*(self._fetch(shard) for shard in shards))
+        messages = [message for batch in fetched for message in batch]
+        if not messages:
+            return
+        batch: list[tuple[str, dict[str, object]]] = []
         for message in messages:
             body = loads_exact(message.data)
-            batch.append((str(body["provider"]), body["event"]))
+            provider = str(body["provider"])
+            batch.extend((provider, event) for event in body["events"])
         try:
             result = await asyncio.to_thread(metering.apply_streamed, self.ctx, batch)
         except Exception:
             # Nothing of the batch stands unless it committed; delivered again later.
-            log.exception("stream_batch_failed", shard=shard, messages=len(messages))
-            for message in messages:
-                await message.nak(delay=1.0)
-            return True
-        for message in messages:
-            await message.ack()
-        self.applied += len(messages)
+            log.exception("stream_batch_failed", shards=shards, events=len(batch))
+            await asyncio.gather(*(message.nak(delay=1.0) for message in messages))
+            return
+        await asyncio.gather(*(message.ack() for message in messages))
+        self.applied += len(batch)
         log.debug(
             "stream_batch_applied",
-            shard=shard,
-            messages=len(messages),
+            events=len(batch),
             accepted=result.accepted,
             duplicates=result.duplicates,
         )
-        return True
 
 
 def run_worker(ctx: Context, settings: Settings) -> None:
