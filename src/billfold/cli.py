@@ -126,7 +126,15 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's Prometheus metrics on this port (no auth)."),
+    ] = None,
+    metrics_host: Annotated[
+        str, typer.Option(help="Address for --metrics-port (keep it private).")
+    ] = "127.0.0.1",
+) -> None:
     """Charges the usage stream (BILLFOLD_NATS_URL) until SIGTERM: any number of workers,
     on any machines, share its shards over one PostgreSQL."""
     from billfold.core.stream import refuse_sqlite
@@ -147,6 +155,11 @@ def worker() -> None:
         f"billfold: worker on {_redacted(ctx.db.url)}, stream {settings.stream_name} "
         f"({settings.stream_shards} shards)"
     )
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host)
+        err.print(f"billfold: worker metrics at http://{metrics_host}:{metrics_port}/metrics")
     try:
         run_worker(ctx, settings)
     finally:

@@ -35,6 +35,7 @@ from billfold.domain.money import currency, from_units
 from billfold.ledger.verify import verify
 from billfold.store.tables import usage_events
 from tests.conftest import IN_CI, PG_ADMIN_DSN, TEST_SECRET, LiveServer
+from tests.e2e.test_metrics import scrape, value
 from tests.integration.helpers import funded_user, metered_catalog
 
 NATS_URL = os.environ.get("BILLFOLD_TEST_NATS", "nats://127.0.0.1:4222")
@@ -107,9 +108,9 @@ def _env(ctx: Context, names: dict[str, str], home: Path) -> dict[str, str]:
     }
 
 
-def _start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start_worker(env: dict[str, str], *extra: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "billfold.cli", "worker"],
+        [sys.executable, "-m", "billfold.cli", "worker", *extra],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -194,13 +195,29 @@ def test_acknowledged_events_wait_in_the_stream_until_a_worker_charges_them_once
             assert (waiting["lag"], waiting["messages"]) == (sent, sent)
             assert all(s["worker"] is None for s in waiting["shards"])
             assert sum(s["pending"] for s in waiting["shards"]) == sent
-            worker = _start_worker(_env(ctx, stream, tmp_path))
+            assert value(scrape(admin), "billfold_stream_lag_messages") == sent
+            port = _free_ports(1)[0]
+            worker = _start_worker(_env(ctx, stream, tmp_path), "--metrics-port", str(port))
             try:
                 _wait_for(lambda: _stored(ctx) == 500, 60)
                 _wait_for(lambda: _spent(ctx, users) == Decimal("5.00"), 10)
                 _wait_for(lambda: admin.get("/v1/admin/stream").json()["lag"] == 0, 10)
                 shards = admin.get("/v1/admin/stream").json()["shards"]
                 assert all(s["worker"] is not None for s in shards)  # One worker holds all.
+                assert value(scrape(admin), "billfold_stream_lag_messages") == 0
+                # The worker's own metrics: what it charged, and the lag it last saw.
+                own = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                assert value(own, "billfold_usage_events_total", outcome="accepted") == 500
+                _wait_for(
+                    lambda: (
+                        value(
+                            httpx.get(f"http://127.0.0.1:{port}/metrics").text,
+                            "billfold_stream_lag_messages",
+                        )
+                        == 0
+                    ),
+                    10,
+                )
             finally:
                 worker.send_signal(signal.SIGTERM)
                 assert worker.wait(timeout=30) == 0, worker.stderr.read() if worker.stderr else ""

@@ -18,6 +18,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -54,6 +55,13 @@ GROUP_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 
+STREAM_LAG = Gauge(
+    "billfold_stream_lag_messages",
+    "Messages of the usage stream acknowledged at the edge and not yet charged, as "
+    "JetStream last reported them (each one request's events for one shard).",
+    multiprocess_mode="max",
+)
+
 UNMATCHED: Final = "(unmatched)"
 """The route label of a request that matched no route (a 404 or 405)."""
 
@@ -82,6 +90,10 @@ def observe_ingest(accepted: int, duplicates: int, rejected: int, transfers: int
 
 def observe_group(kind: str, size: int) -> None:
     GROUP_SIZE.labels(kind).observe(size)
+
+
+def observe_lag(messages: int) -> None:
+    STREAM_LAG.set(messages)
 
 
 def share_between_processes(home: Path) -> Path:

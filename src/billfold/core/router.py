@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials
@@ -22,7 +23,7 @@ from billfold.core.http import (
     get_principal,
     maybe_aware,
 )
-from billfold.core.metrics import exposition
+from billfold.core.metrics import exposition, observe_lag
 from billfold.core.schemas import (
     ApiKeyCreate,
     ApiKeyOut,
@@ -33,6 +34,7 @@ from billfold.core.schemas import (
     MeOut,
     Moment,
 )
+from billfold.core.stream import EventStream, consumer_name, state
 from billfold.domain.errors import PermissionDenied
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["operator"])
@@ -118,6 +120,7 @@ async def whoami(who: Who) -> MeOut:
     )
 
 
+log = structlog.get_logger("billfold.api")
 health = APIRouter(tags=["operator"])
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 
@@ -140,7 +143,8 @@ async def metrics(
     credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
 ) -> Response:
     """The process's Prometheus metrics (with `serve --workers`, all its processes'):
-    requests and latencies by route, usage events by outcome, group-commit sizes. For an
+    requests and latencies by route, usage events by outcome, group-commit sizes, the
+    usage stream's lag (with BILLFOLD_NATS_URL). For an
     operator's key, or the scrape token `BILLFOLD_METRICS_TOKEN`."""
     token = ctx.settings.metrics_token
     given = credentials.credentials if credentials is not None else ""
@@ -148,6 +152,13 @@ async def metrics(
         who = await get_principal(request, credentials, ctx)
         if who.role != Role.ADMIN:
             raise PermissionDenied("metrics are for the operator", code="admin_only")
+    if ctx.settings.nats_url:
+        # The stream's lag as JetStream reports it now (a worker reports it too).
+        stream = ctx.shared(EventStream, lambda c: EventStream(c.settings))
+        try:
+            observe_lag((await state(stream, consumer_name)).lag)
+        except Exception:  # A scrape still answers while NATS is away.
+            log.warning("stream_lag_unknown", exc_info=True)
     body, content_type = exposition()
     return Response(body, media_type=content_type)
 

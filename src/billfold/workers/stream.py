@@ -31,6 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from billfold import metering
 from billfold.config import Settings
+from billfold.core import metrics
 from billfold.core.context import Context
 from billfold.core.exact_json import loads_exact
 from billfold.core.stream import EventStream, consumer_name, lock_key, state
@@ -159,6 +160,7 @@ class Worker:
                 await self._drop(shard)
             last_rebalance = time.monotonic()
             found = await state(self.stream, consumer_name)
+            metrics.observe_lag(found.lag)
             mine = [s for s in found.shards if s.shard in shards.held]
             log.info(
                 "worker_lag",
