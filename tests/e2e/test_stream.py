@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -51,6 +52,13 @@ SHARDS = 4
 pytestmark = pytest.mark.postgres
 
 
+def _run(coroutine: Any) -> Any:
+    """asyncio.run on a thread of its own: the browser tests' Playwright keeps an event
+    loop running on the main thread of a test process for the whole session."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 def _nats_problem() -> str | None:
     async def probe() -> None:
         client = await nats.connect(NATS_URL, connect_timeout=2, max_reconnect_attempts=0)
@@ -60,7 +68,7 @@ def _nats_problem() -> str | None:
             await client.close()
 
     try:
-        asyncio.run(probe())
+        _run(probe())
     except Exception as error:  # Any failure to reach JetStream is the reason to skip.
         return f"{type(error).__name__}: {error}"
     return None
@@ -93,7 +101,7 @@ def stream(pg_ctx: Context) -> Iterator[dict[str, str]]:
         finally:
             await client.close()
 
-    asyncio.run(delete())
+    _run(delete())
 
 
 def _env(ctx: Context, names: dict[str, str], home: Path) -> dict[str, str]:
@@ -477,7 +485,7 @@ def _nats_cluster(folder: Path) -> Iterator[tuple[list[subprocess.Popen[bytes]],
         deadline = time.monotonic() + 30
         while True:
             try:
-                if asyncio.run(ready()):
+                if _run(ready()):
                     break
             except Exception:  # Not listening yet.
                 pass
