@@ -598,3 +598,20 @@ def test_database_connections_cut_mid_stream_lose_and_double_nothing(
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=30)
     assert ctx.read(verify, SYSTEM).ok
+
+
+def test_a_stream_that_does_not_answer_is_a_503_and_nothing_is_counted(
+    pg_ctx: Context, tmp_path: Path
+) -> None:
+    ctx = pg_ctx
+    me = metered_catalog(ctx, PLAN)
+    users = [funded_user(ctx, 1, "100")]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    dead = f"nats://127.0.0.1:{_free_ports(1)[0]}"
+    ctx.settings = ctx.settings.model_copy(update={"nats_url": dead, "stream_shards": SHARDS})
+    with LiveServer(ctx) as server, server.client(key) as client:
+        refused = client.post("/v1/events", json={"events": _batches(ctx, users, 1, 5, "d")[0]})
+    assert refused.status_code == 503, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "stream_unavailable" and "same ids" in error["message"]
+    assert _stored(ctx) == 0 and _spent(ctx, users) == 0

@@ -23,6 +23,7 @@ from billfold.domain.errors import (
     NotFound,
     PermissionDenied,
     RateLimited,
+    StreamUnavailable,
 )
 
 log = structlog.get_logger("billfold.api")
@@ -52,6 +53,7 @@ _STATUS_OF_ERROR: dict[type[BillfoldError], int] = {
     Conflict: 409,
     RateLimited: 429,
     GatewayUnavailable: 502,
+    StreamUnavailable: 503,
 }
 
 

@@ -114,6 +114,7 @@ ErrorCode = Literal[
     "already_redeemed",
     "gateway_not_configured",
     "gateway_error",
+    "stream_unavailable",
     "payment_not_found",
     "invalid_signature",
     "recharge_not_configured",
@@ -196,6 +197,17 @@ class RateLimited(BillfoldError):
     """Too many attempts in a while (failed logins): try again later."""
 
     type = "rate_limited"
+
+
+class StreamUnavailable(BillfoldError):
+    """The usage stream did not acknowledge the events: none of them may be counted as
+    received; the client sends them again, with the same ids."""
+
+    type = "internal"
+
+    @classmethod
+    def default_code(cls) -> ErrorCode:
+        return "stream_unavailable"
 
 
 class GatewayUnavailable(BillfoldError):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
+from nats.errors import Error as NatsError
 from starlette.concurrency import run_in_threadpool
 
 from billfold import metering
@@ -15,7 +17,7 @@ from billfold.core.context import Context
 from billfold.core.http import UnitOfWorkRoute, Write, get_context, get_principal
 from billfold.core.stream import HOLDERS, EventStream, consumer_name, lock_key, messages
 from billfold.core.stream import state as stream_status
-from billfold.domain.errors import InvalidRequest, NotFound
+from billfold.domain.errors import InvalidRequest, NotFound, StreamUnavailable
 from billfold.metering.schemas import DefaultPlanSet, IngestOut, StreamOut
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["usage"])
@@ -34,6 +36,13 @@ EVENT_EXAMPLE = {
 @router.post(
     "/events",
     response_model=IngestOut,
+    responses={
+        503: {
+            "description": "With the usage stream: JetStream did not acknowledge the "
+            "events (stream_unavailable); send them again with the same ids",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -97,6 +106,10 @@ async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
     return out
 
 
+PUBLISH_TIMEOUT_S = 5.0
+"""How long the edge waits for JetStream's acknowledgements before it answers 503."""
+
+
 async def _publish(
     ctx: Context, who: Principal, items: list[Any], cloudevents: bool
 ) -> metering.IngestResult:
@@ -109,7 +122,15 @@ async def _publish(
         return checked
     stream = ctx.shared(EventStream, lambda c: EventStream(c.settings))
     sent = messages(ctx.settings, events)
-    held = await stream.publish(sent)
+    try:
+        held = await asyncio.wait_for(stream.publish(sent), PUBLISH_TIMEOUT_S)
+    except (NatsError, OSError, TimeoutError) as error:
+        # Some messages may be held already: the same request sent again is safe, as the
+        # stream and the workers drop what they already have.
+        raise StreamUnavailable(
+            "the usage stream did not acknowledge these events; send them again, with the "
+            f"same ids ({type(error).__name__})"
+        ) from error
     again = sum(m.events for m, duplicate in zip(sent, held, strict=True) if duplicate)
     metrics.observe_ingest(
         len(events) - again, checked.duplicates + again, len(checked.rejected), 0
