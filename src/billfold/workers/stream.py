@@ -21,6 +21,7 @@ import math
 import signal
 import threading
 import time
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -92,6 +93,10 @@ class Shards:
             if row and row[0]:
                 self.held.add(shard)
 
+    def check(self) -> None:
+        """Raises if the connection that holds the locks is gone."""
+        self.conn.execute("SELECT 1")
+
     def close(self) -> None:
         self.conn.close()
 
@@ -141,10 +146,15 @@ class Worker:
                     # connection does not): log, wait, and try again; a worker that cannot
                     # hold its locks gives its shards up with its connection.
                     log.exception("worker_turn_failed")
-                    if shards.conn.closed:
-                        shards = await asyncio.to_thread(Shards.open, self.settings)
-                        for shard in list(self._subs):
-                            await self._drop(shard)
+                    if shards.conn.closed or shards.conn.broken:
+                        shards.held.clear()
+                        with suppress(Exception):
+                            await asyncio.to_thread(shards.close)
+                        try:
+                            shards = await asyncio.to_thread(Shards.open, self.settings)
+                            last_rebalance = 0.0
+                        except psycopg.Error:  # PostgreSQL still away: next turn.
+                            log.warning("worker_reconnect_failed", exc_info=True)
                     await asyncio.sleep(1.0)
         finally:
             for shard in list(self._subs):
@@ -172,6 +182,10 @@ class Worker:
         if not shards.held:
             await asyncio.sleep(FETCH_WAIT_S)
         elif not self.stopping.is_set():
+            # The locks live as long as their connection: if PostgreSQL ended it, another
+            # worker may hold these shards now, so nothing is applied before they are ours
+            # again (the failure reopens the connection and takes shards afresh).
+            await asyncio.to_thread(shards.check)
             await self._apply_round(sorted(shards.held))
         return last_rebalance
 
