@@ -10,21 +10,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
 from billfold.core.context import Context
+from billfold.metering._parsing import EVENT_COLUMNS
 from billfold.store.bulk import db_datetime, insert_new_returning
 from billfold.store.tables import usage_events
 
-COLUMNS = (
-    "provider_id",
-    "event_id",
-    "user_id",
-    "service_id",
-    "metric_id",
-    "occurred_at",
-    "value",
-    "properties",
-    "period_start",
-    "ingested_at",
-)
+COLUMNS = EVENT_COLUMNS
 AT = datetime(2026, 11, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
 

@@ -29,6 +29,7 @@ from billfold.metering._rating import (
 )
 from billfold.metering._validation import (
     _prepare,
+    _Prepared,
 )
 from billfold.store.tables import (
     event_rejections,
@@ -41,6 +42,21 @@ log = structlog.get_logger("billfold.metering")
 # --- the batch ------------------------------------------------------------------------
 
 
+def _checked(
+    ctx: Context, principal: Principal, items: Sequence[object], cloudevents: bool, now: datetime
+) -> _Prepared:
+    """Who may send events, how many at once, and each event checked: read only."""
+    require_role(principal, Role.ADMIN, Role.PROVIDER)
+    if len(items) > MAX_EVENTS_PER_REQUEST:
+        raise LimitExceeded(
+            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
+            code="too_many_events",
+            param="events",
+        )
+    with ctx.work(read_only=True) as work:
+        return _prepare(work, principal, items, cloudevents, now)
+
+
 def ingest(
     ctx: Context, principal: Principal, items: Sequence[object], *, cloudevents: bool = False
 ) -> IngestResult:
@@ -49,16 +65,8 @@ def ingest(
     Parsing, catalog lookups and validation read only, before the write transaction, so
     that several server processes can do that work at once while writes take turns.
     """
-    require_role(principal, Role.ADMIN, Role.PROVIDER)
-    if len(items) > MAX_EVENTS_PER_REQUEST:
-        raise LimitExceeded(
-            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
-            code="too_many_events",
-            param="events",
-        )
     now = ctx.clock.now()
-    with ctx.work(read_only=True) as work:
-        prepared = _prepare(work, principal, items, cloudevents, now)
+    prepared = _checked(ctx, principal, items, cloudevents, now)
     if not prepared.valid:
         result = IngestResult(0, prepared.duplicates, prepared.rejected)
     else:
@@ -77,16 +85,8 @@ def for_stream(
     """`ingest`'s checks, without the write: the batch's result so far (its rejections and
     duplicates within it) and each valid event as (provider id, event) for the stream, in
     the native form a worker checks again: the user's billfold id, the moment fixed."""
-    require_role(principal, Role.ADMIN, Role.PROVIDER)
-    if len(items) > MAX_EVENTS_PER_REQUEST:
-        raise LimitExceeded(
-            f"at most {MAX_EVENTS_PER_REQUEST} events per request",
-            code="too_many_events",
-            param="events",
-        )
     now = ctx.clock.now()
-    with ctx.work(read_only=True) as work:
-        prepared = _prepare(work, principal, items, cloudevents, now)
+    prepared = _checked(ctx, principal, items, cloudevents, now)
     events = []
     for event in prepared.valid:
         value, properties = _as_sent(items[event.index], cloudevents)
