@@ -58,6 +58,10 @@ services:
 	    pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -n 1) main start || true; \
 	  fi; \
 	fi
+	@# The stream tests start NATS clusters of their own from Debian's nats-server.
+	@if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then \
+	  apt-get update -qq && apt-get install -y -qq nats-server; \
+	fi
 
 test: $(STAMP) $(NODE_STAMP) browser services
 	$(BIN)/lint-imports --config pyproject.toml

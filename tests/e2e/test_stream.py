@@ -49,6 +49,8 @@ PLAN = {
     "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.01"}],
 }
 SHARDS = 4
+# Debian puts it in /usr/sbin, which a CI shell's PATH may lack (`make services` installs it).
+NATS_SERVER = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin")
 pytestmark = pytest.mark.postgres
 
 
@@ -462,7 +464,8 @@ def _nats_cluster(folder: Path) -> Iterator[tuple[list[subprocess.Popen[bytes]],
         others = ",".join(f"nats://127.0.0.1:{routes[m]}" for m in range(3) if m != n)
         nodes.append(
             subprocess.Popen(
-                ["nats-server", "-js", "-p", str(clients[n]), "--cluster_name", "billfold",
+                [NATS_SERVER or "nats-server", "-js", "-p", str(clients[n]),
+                 "--cluster_name", "billfold",
                  "--cluster", f"nats://127.0.0.1:{routes[n]}", "--routes", others,
                  "-sd", str(folder / f"n{n}"), "-n", f"n{n}", "-a", "127.0.0.1"],
                 stdout=subprocess.DEVNULL,
@@ -506,7 +509,7 @@ def test_the_documented_topology_loses_nothing_when_a_nats_node_dies(
 ) -> None:
     """Three NATS nodes (replicas 3), two servers, two workers, as docs/DEPLOY.md runs
     them; one NATS node killed mid-stream. Every acknowledged event is charged once."""
-    if shutil.which("nats-server") is None:
+    if NATS_SERVER is None:
         if IN_CI:
             pytest.fail("nats-server is not installed (Debian's nats-server package)")
         pytest.skip("nats-server is not installed")
