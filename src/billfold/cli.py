@@ -73,10 +73,7 @@ def serve(
         # machine's disk would make the others unable to read what it wrote.
         err.print("billfold: set BILLFOLD_SECRET_KEY: every server sharing this database needs it")
         raise typer.Exit(2)
-    refused = refuse_sqlite(settings)
-    if refused:
-        err.print(f"billfold: {refused}")
-        raise typer.Exit(2)
+    _refuse(refuse_sqlite(settings))
     if worker and not settings.nats_url:
         err.print("billfold: --worker charges the usage stream: set BILLFOLD_NATS_URL")
         raise typer.Exit(2)
@@ -146,10 +143,7 @@ def worker(
     if not settings.nats_url:
         err.print("billfold: set BILLFOLD_NATS_URL: the worker charges the usage stream")
         raise typer.Exit(2)
-    refused = refuse_sqlite(settings)
-    if refused:
-        err.print(f"billfold: {refused}")
-        raise typer.Exit(2)
+    _refuse(refuse_sqlite(settings))
     ctx = _context()
     err.print(
         f"billfold: worker on {_redacted(ctx.db.url)}, stream {settings.stream_name} "
@@ -164,6 +158,13 @@ def worker(
         run_worker(ctx, settings)
     finally:
         ctx.db.dispose()
+
+
+def _refuse(reason: str | None) -> None:
+    """Ends the command with exit status 2 and the reason, if there is one."""
+    if reason:
+        err.print(f"billfold: {reason}")
+        raise typer.Exit(2)
 
 
 def _redacted(url: str) -> str:

@@ -27,7 +27,7 @@ import pytest
 from nats.js.errors import NotFoundError
 from sqlalchemy import func, select
 
-from billfold import ledger
+from billfold import ledger, parties
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
 from billfold.core.keys import create_key
@@ -36,18 +36,10 @@ from billfold.domain.money import currency, from_units
 from billfold.ledger.verify import verify
 from billfold.store.tables import usage_events
 from tests.conftest import IN_CI, PG_ADMIN_DSN, TEST_SECRET, LiveServer
-from tests.e2e.test_metrics import scrape, value
+from tests.e2e.test_metrics import PLAN, scrape, value
 from tests.integration.helpers import funded_user, metered_catalog
 
 NATS_URL = os.environ.get("BILLFOLD_TEST_NATS", "nats://127.0.0.1:4222")
-PLAN = {
-    "code": "maps-payg",
-    "name": "Pay as you go",
-    "service": "maps",
-    "currency": "USD",
-    "interval": "none",
-    "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.01"}],
-}
 SHARDS = 4
 # Debian puts it in /usr/sbin, which a CI shell's PATH may lack (`make services` installs it).
 NATS_SERVER = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin")
@@ -104,6 +96,15 @@ def stream(pg_ctx: Context) -> Iterator[dict[str, str]]:
             await client.close()
 
     _run(delete())
+
+
+def _platform(ctx: Context, users: int) -> tuple[list[str], str]:
+    """A provider selling "maps" pay as you go, `users` customers with 100 USD each, and
+    the provider's key."""
+    me = metered_catalog(ctx, PLAN)
+    customers = [funded_user(ctx, n, "100") for n in range(users)]
+    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    return customers, key
 
 
 def _env(ctx: Context, names: dict[str, str], home: Path) -> dict[str, str]:
@@ -179,9 +180,7 @@ def test_acknowledged_events_wait_in_the_stream_until_a_worker_charges_them_once
     pg_ctx: Context, stream: dict[str, str], tmp_path: Path
 ) -> None:
     ctx = pg_ctx
-    me = metered_catalog(ctx, PLAN)
-    users = [funded_user(ctx, n, "100") for n in range(6)]
-    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    users, key = _platform(ctx, 6)
     batches = _batches(ctx, users, 5, 100, "w")
     with LiveServer(ctx) as server, server.client(key) as client:
         for batch in batches:
@@ -238,9 +237,7 @@ def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(
     pg_ctx: Context, stream: dict[str, str], tmp_path: Path
 ) -> None:
     ctx = pg_ctx
-    me = metered_catalog(ctx, PLAN)
-    users = [funded_user(ctx, n, "100") for n in range(8)]
-    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    users, key = _platform(ctx, 8)
     batches = _batches(ctx, users, 40, 250, "k")
     assert len({shard_of(u, SHARDS) for u in users}) > 1  # The users span several shards.
     env = _env(ctx, stream, tmp_path)
@@ -368,9 +365,7 @@ def test_serve_with_worker_charges_what_it_accepts(
     pg_ctx: Context, stream: dict[str, str], tmp_path: Path
 ) -> None:
     ctx = pg_ctx
-    me = metered_catalog(ctx, PLAN)
-    users = [funded_user(ctx, n, "100") for n in range(3)]
-    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    users, key = _platform(ctx, 3)
     with _server(_env(ctx, stream, tmp_path), "--worker") as base:
         for batch in _batches(ctx, users, 3, 100, "sw"):
             assert _post(base, key, batch)["accepted"] == 100  # type: ignore[index]
@@ -382,9 +377,7 @@ def test_the_same_batches_sent_to_two_servers_at_once_are_charged_once(
     pg_ctx: Context, stream: dict[str, str], tmp_path: Path
 ) -> None:
     ctx = pg_ctx
-    me = metered_catalog(ctx, PLAN)
-    users = [funded_user(ctx, n, "100") for n in range(5)]
-    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    users, key = _platform(ctx, 5)
     env = _env(ctx, stream, tmp_path)
     batches = _batches(ctx, users, 10, 200, "two")
     with _server(env) as one, _server(env) as two, ThreadPoolExecutor(8) as pool:
@@ -411,9 +404,7 @@ def test_a_server_killed_mid_request_loses_nothing_when_clients_send_again(
     pg_ctx: Context, stream: dict[str, str], tmp_path: Path
 ) -> None:
     ctx = pg_ctx
-    me = metered_catalog(ctx, PLAN)
-    users = [funded_user(ctx, n, "100") for n in range(5)]
-    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    users, key = _platform(ctx, 5)
     env = _env(ctx, stream, tmp_path)
     batches = _batches(ctx, users, 30, 200, "cut")
     answered: list[dict[str, object] | None] = [None] * len(batches)
@@ -514,9 +505,7 @@ def test_the_documented_topology_loses_nothing_when_a_nats_node_dies(
             pytest.fail("nats-server is not installed (Debian's nats-server package)")
         pytest.skip("nats-server is not installed")
     ctx = pg_ctx
-    me = metered_catalog(ctx, PLAN)
-    users = [funded_user(ctx, n, "100") for n in range(8)]
-    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    users, key = _platform(ctx, 8)
     batches = _batches(ctx, users, 40, 100, "cluster")
     admin = ctx.run(create_key, SYSTEM, role=Role.ADMIN)[1]
     with _nats_cluster(tmp_path / "nats") as (nodes, url):
@@ -574,9 +563,7 @@ def test_database_connections_cut_mid_stream_lose_and_double_nothing(
     """PostgreSQL ends every connection of the worker (as a restart would) while it
     charges; it reconnects, takes its shards again, and charges every event once."""
     ctx = pg_ctx
-    me = metered_catalog(ctx, PLAN)
-    users = [funded_user(ctx, n, "100") for n in range(6)]
-    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    users, key = _platform(ctx, 6)
     env = _env(ctx, stream, tmp_path)
     with LiveServer(ctx) as server, server.client(key) as client:
         for batch in _batches(ctx, users, 30, 200, "pg"):
@@ -607,9 +594,7 @@ def test_a_stream_that_does_not_answer_is_a_503_and_nothing_is_counted(
     pg_ctx: Context, tmp_path: Path
 ) -> None:
     ctx = pg_ctx
-    me = metered_catalog(ctx, PLAN)
-    users = [funded_user(ctx, 1, "100")]
-    key = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)[1]
+    users, key = _platform(ctx, 1)
     dead = f"nats://127.0.0.1:{_free_ports(1)[0]}"
     ctx.settings = ctx.settings.model_copy(update={"nats_url": dead, "stream_shards": SHARDS})
     with LiveServer(ctx) as server, server.client(key) as client:
@@ -617,4 +602,36 @@ def test_a_stream_that_does_not_answer_is_a_503_and_nothing_is_counted(
     assert refused.status_code == 503, refused.text
     error = refused.json()["error"]
     assert error["code"] == "stream_unavailable" and "same ids" in error["message"]
+    assert _stored(ctx) == 0 and _spent(ctx, users) == 0
+
+
+def test_a_provider_cannot_stream_usage_for_another_providers_service(
+    pg_ctx: Context, stream: dict[str, str]
+) -> None:
+    """The edge checks who sends as the single process does: a second provider's key
+    sending events for the first's service and customers publishes nothing."""
+    ctx = pg_ctx
+    users, _key = _platform(ctx, 2)
+    other = ctx.run(
+        parties.create_provider, SYSTEM, name="B", email="b@p.io", commission_rate="0.2"
+    )
+    hostile = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=other.id)[1]
+    with LiveServer(ctx) as server, server.client(hostile) as client:
+        answer = client.post(
+            "/v1/events", json={"events": _batches(ctx, users, 1, 10, "h")[0]}
+        ).json()
+        assert answer["accepted"] == 0 and len(answer["rejected"]) == 10
+        assert {r["error"]["code"] for r in answer["rejected"]} == {"service_not_found"}
+
+    async def held() -> int:
+        client = await nats.connect(NATS_URL)
+        try:
+            found = await client.jetstream().stream_info(stream["stream_name"])
+            return int(found.state.messages)
+        except NotFoundError:
+            return 0
+        finally:
+            await client.close()
+
+    assert _run(held()) == 0  # Nothing reached the stream.
     assert _stored(ctx) == 0 and _spent(ctx, users) == 0

@@ -48,7 +48,6 @@ GROUPED_WRITES = re.compile(
 WORK_STATE = "work"
 
 bearer = HTTPBearer(auto_error=False, description="An API key: admin, provider or user.")
-_bearer = bearer
 
 
 async def get_context(request: Request) -> Context:
@@ -58,7 +57,7 @@ async def get_context(request: Request) -> Context:
 
 async def get_principal(
     request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
     ctx: Context = Depends(get_context),
 ) -> Principal:
     """Who is asking: an API key (`Authorization: Bearer`), or else a console session's

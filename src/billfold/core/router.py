@@ -154,7 +154,7 @@ async def metrics(
             raise PermissionDenied("metrics are for the operator", code="admin_only")
     if ctx.settings.nats_url:
         # The stream's lag as JetStream reports it now (a worker reports it too).
-        stream = ctx.shared(EventStream, lambda c: EventStream(c.settings))
+        stream = EventStream.of(ctx)
         try:
             observe_lag((await state(stream, consumer_name)).lag)
         except Exception:  # A scrape still answers while NATS is away.

@@ -135,6 +135,12 @@ class EventStream:
         )
         return [bool(ack.duplicate) for ack in acks]
 
+    @classmethod
+    def of(cls, ctx: Any) -> EventStream:
+        """The context's one connection to the stream (per process and event loop)."""
+        stream: EventStream = ctx.shared(cls, lambda c: cls(c.settings))
+        return stream
+
     async def close(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
             await self._nc.drain()
@@ -173,16 +179,16 @@ async def state(stream: EventStream, consumer: Any) -> StreamState:
         settings.stream_name, subjects_filter=f"{settings.stream_subjects}.*"
     )
     held = info.state.subjects or {}
-    shards = []
-    for shard in range(settings.stream_shards):
+
+    async def shard(number: int) -> ShardState:
         try:
-            found = await js.consumer_info(settings.stream_name, consumer(settings, shard))
+            found = await js.consumer_info(settings.stream_name, consumer(settings, number))
         except NotFoundError:
             # No worker has opened the shard: all it holds waits.
-            waiting = held.get(f"{settings.stream_subjects}.{shard}", 0)
-            shards.append(ShardState(shard, waiting, 0))
-            continue
-        shards.append(ShardState(shard, found.num_pending or 0, found.num_ack_pending or 0))
+            return ShardState(number, held.get(f"{settings.stream_subjects}.{number}", 0), 0)
+        return ShardState(number, found.num_pending or 0, found.num_ack_pending or 0)
+
+    shards = list(await asyncio.gather(*(shard(n) for n in range(settings.stream_shards))))
     return StreamState(
         settings.stream_name,
         f"{settings.stream_subjects}.*",

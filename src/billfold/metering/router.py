@@ -120,7 +120,7 @@ async def _publish(
     )
     if not events:
         return checked
-    stream = ctx.shared(EventStream, lambda c: EventStream(c.settings))
+    stream = EventStream.of(ctx)
     sent = messages(ctx.settings, events)
     try:
         held = await asyncio.wait_for(stream.publish(sent), PUBLISH_TIMEOUT_S)
@@ -172,7 +172,7 @@ async def stream_state(ctx: Ctx, who: Who) -> StreamOut:
         raise NotFound(
             "the usage stream is not configured (BILLFOLD_NATS_URL)", code="route_not_found"
         )
-    stream = ctx.shared(EventStream, lambda c: EventStream(c.settings))
+    stream = EventStream.of(ctx)
     found = await stream_status(stream, consumer_name)
     holders = await run_in_threadpool(_holders, ctx)
     return StreamOut.of(found, holders)
