@@ -28,7 +28,23 @@ err = Console(stderr=True)
 def _context(migrate: bool = True):  # type: ignore[no-untyped-def]
     from billfold.core.context import build_context
 
-    return build_context(Settings(), migrate=migrate)
+    ctx = build_context(Settings(), migrate=migrate)
+    if migrate:
+        _repair(ctx)
+    return ctx
+
+
+def _repair(ctx) -> None:  # type: ignore[no-untyped-def]
+    """Data repairs that a schema migration cannot do in SQL, because they go through
+    the ledger (append-only, hash-chained): each is idempotent and cheap when done."""
+    from billfold.invoicing import reopen_paid_from_credit
+
+    done = reopen_paid_from_credit(ctx)
+    if done.get("invoices_reopened"):
+        err.print(
+            f"billfold: reopened {done['invoices_reopened']} postpaid invoice(s) that had "
+            "been paid from credit; they are open again with what they ask for"
+        )
 
 
 @app.command()

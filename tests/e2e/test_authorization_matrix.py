@@ -198,6 +198,16 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok/ok", "provider": "403/403", "user": "403/403", "none": "401/401"},
     ),
+    "GET /v1/users/{user_id}/billing-profile": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
+    "POST /v1/users/{user_id}/billing-profile": (
+        {"company": "C{n}", "tax_number": "T{n}"},
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
     "GET /v1/users/{user_id}/balance": (
         None,
         "",
@@ -371,6 +381,16 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
     ),
+    "POST /v1/invoices/{invoice_id}/payments": (
+        {"amount": "0.01", "method": "bank_transfer", "reference": "REF-{n}"},
+        "",
+        {"admin": "ok/ok", "provider": "403/403", "user": "403/403", "none": "401/401"},
+    ),
+    "GET /v1/invoices/{invoice_id}/payments": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "404/404", "user": "ok/404", "none": "401/401"},
+    ),
     "POST /v1/invoices/{invoice_id}/void": (
         None,
         "",
@@ -429,6 +449,11 @@ MATRIX: dict[str, Entry] = {
         None,
         "period=2026-11",
         {"admin": "ok", "provider": "403", "user": "403", "none": "401"},
+    ),
+    "GET /v1/reports/receivables": (
+        None,
+        "by=user",
+        {"admin": "ok", "provider": "ok", "user": "ok", "none": "401"},
     ),
     "GET /v1/exports/{kind}.csv": (
         None,

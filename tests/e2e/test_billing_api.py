@@ -67,7 +67,7 @@ def test_subscribe_move_the_clock_and_read_the_invoice(
     assert moved.status_code == 200, moved.text
     assert moved.json()["bill_run"]["invoices_finalized"] == 1
     listed = admin.get("/v1/invoices", params={"user": user}).json()["data"]
-    first = next(i for i in listed if i["status"] == "finalized")
+    first = next(i for i in listed if i["status"] == "open")
     # Nov 1 - Nov 15 of the Oct 15 - Nov 15 period: 50 * 14 / 31 = 22.58, tax 20%.
     assert [line["amount"] for line in first["lines"]] == ["22.58"]
     assert (first["subtotal"], first["tax"], first["total"]) == ("22.58", "4.52", "27.10")
@@ -93,6 +93,11 @@ def test_subscribe_move_the_clock_and_read_the_invoice(
         assert them.get(f"/v1/invoices/{first['id']}").status_code == 404
         assert them.post(f"/v1/subscriptions/{sub['id']}/cancel", json={}).status_code == 404
     admin.post(f"/v1/users/{user}/top-ups", json={"amount": "100"})
+    # Postpaid: the cash waits in the wallet until the user pays the invoice with it.
+    assert admin.get(f"/v1/invoices/{first['id']}").json()["status"] == "open"
+    with server.client(user_key) as me:
+        paid = me.post(f"/v1/invoices/{first['id']}/pay")
+        assert paid.status_code == 200, paid.text
     assert admin.get(f"/v1/invoices/{first['id']}").json()["status"] == "paid"
     note = admin.post(
         "/v1/credit-notes", json={"invoice": first["id"], "amount": "5.00", "reason": "goodwill"}
@@ -117,3 +122,48 @@ def test_bad_requests_are_clear_4xx(admin: httpx.Client, billing_setup: dict[str
         assert answer.json()["error"]["param"] == param
     assert admin.get("/v1/subscriptions").json()["data"] == []
     assert admin.post("/v1/test-clock", json={"now": "2030-01-01T00:00:00Z"}).status_code == 404
+
+
+def test_an_operator_records_a_bank_transfer_over_http(
+    ctx: Context, server: LiveServer, admin: httpx.Client, billing_setup: dict[str, str]
+) -> None:
+    ctx.settings.test_clock = True
+    user = billing_setup["user"]
+    admin.post("/v1/subscriptions", json={"user": user, "plan": "pro"})
+    assert admin.post("/v1/test-clock", json={"now": "2026-12-01T00:00:00Z"}).status_code == 200
+    listed = admin.get("/v1/invoices", params={"user": user, "status": "open"}).json()["data"]
+    assert len(listed) == 1
+    inv = listed[0]
+    assert (
+        admin.get("/v1/invoices", params={"user": user, "status": "finalized"}).json()["data"]
+        == listed
+    )  # The older name of the status still filters.
+    due = inv["amount_due"]
+    aging = admin.get("/v1/reports/receivables", params={"by": "user"}).json()
+    assert [(r["party"], r["current"], r["total"]) for r in aging["data"]] == [(user, due, due)]
+    body = {"amount": "10.00", "method": "bank_transfer", "reference": "SEPA 2026-12-01 X1"}
+    headers = {"Idempotency-Key": "pay-x1"}
+    first = admin.post(f"/v1/invoices/{inv['id']}/payments", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    again = admin.post(f"/v1/invoices/{inv['id']}/payments", json=body, headers=headers)
+    assert again.json() == first.json()
+    assert first.json()["invoice_status"] == "open"
+    for bad in (
+        {**body, "amount": "abc"},
+        {**body, "method": "cash"},
+        {**body, "reference": ""},
+        {**body, "amount": "100000"},
+    ):
+        refused = admin.post(f"/v1/invoices/{inv['id']}/payments", json=bad)
+        assert refused.status_code == 400, (bad, refused.text)
+    assert admin.post("/v1/invoices/inv_nope/payments", json=body).status_code == 404
+    listed_payments = admin.get(f"/v1/invoices/{inv['id']}/payments").json()["data"]
+    assert [p["reference"] for p in listed_payments] == ["SEPA 2026-12-01 X1"]
+    rest = admin.get(f"/v1/invoices/{inv['id']}").json()["amount_due"]
+    done = admin.post(
+        f"/v1/invoices/{inv['id']}/payments",
+        json={"amount": rest, "method": "cheque", "reference": "CHQ 0001"},
+    )
+    assert done.json()["invoice_status"] == "paid"
+    assert admin.get("/v1/reports/receivables").json()["data"] == []
+    assert admin.get("/v1/ledger/verify").json()["ok"] is True

@@ -15,6 +15,7 @@ from billfold.core.context import Context
 from billfold.domain.errors import InsufficientFunds
 from billfold.invoicing import billing, invoices
 from billfold.ledger.verify import verify
+from billfold.parties.profile import set_profile
 
 
 def _plan(code: str, fee: str, **extra: object) -> dict[str, object]:
@@ -111,7 +112,7 @@ def test_postpaid_invoice_has_usage_minimum_and_tax(ctx: Context, clock: TestClo
     assert result.accepted == 3
     _move(ctx, clock, datetime(2026, 12, 1, tzinfo=UTC))
     inv = _invoices(ctx, user)[0]
-    assert inv.status == "finalized"
+    assert inv.status == "open"
     kinds = {line.kind: line for line in inv.lines}
     # 3003 calls, 100 free: 2903 * 0.001 = 2.903, rounded half-up on the line to 2.90.
     assert kinds["usage"].amount == Decimal("2.90")
@@ -125,7 +126,11 @@ def test_postpaid_invoice_has_usage_minimum_and_tax(ctx: Context, clock: TestClo
     # The ledger owes exactly what the invoice says, plus December's fee (50 + 10% tax),
     # charged when December's period opened and invoiced when it closes.
     assert balance.receivable == inv.total + Decimal(55)
-    ctx.run(parties.top_up, SYSTEM, user, amount="200")  # Auto-pays the finalized invoice.
+    # Money arriving does not pay the invoice unless the user chose so...
+    ctx.run(parties.top_up, SYSTEM, user, amount="200")
+    assert ctx.run(invoices.get, SYSTEM, inv.id).status == "open"
+    # ...and choosing so pays what is open from the cash already there.
+    ctx.run(set_profile, SYSTEM, user, {"autopay_invoices": True})
     assert ctx.run(invoices.get, SYSTEM, inv.id).status == "paid"
     assert ctx.run(parties.get_balance, SYSTEM, user).receivable == Decimal(55)
     assert ctx.run(verify, SYSTEM).ok

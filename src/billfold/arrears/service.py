@@ -1,4 +1,5 @@
-"""Graded arrears: each prepaid debt walks grace, suspension and termination, and each
+"""Graded arrears: each debt (a prepaid user's overdrawn balance, a postpaid user's
+overdue invoices) walks grace, suspension and termination, and each
 step is announced once: an audit entry, a webhook (the alerts' outbox) and a mail in the
 user's language. Paying the debt restores access at once (access is judged from the debt
 itself, see `billfold.core.directory.debt_stage`); the next review announces it.
@@ -15,7 +16,7 @@ from typing import Any
 import structlog
 from sqlalchemy import delete, select, update
 
-from billfold import alerts, ledger, subscriptions
+from billfold import alerts, invoicing, ledger, subscriptions
 from billfold.catalog import plan_in_force
 from billfold.core import audit, mail
 from billfold.core.access import SYSTEM
@@ -71,14 +72,51 @@ _WORDS = {
 }
 
 
+# A postpaid user's arrears are overdue invoices, not an overdrawn balance.
+_POSTPAID_WORDS = {
+    "en": {
+        GRACE: (
+            "Your billfold invoice is overdue",
+            "An invoice is past its due date: you owe {owed}. Your services go on until "
+            "{until}; pay before then to keep them.",
+        ),
+        SUSPENDED: (
+            "Your billfold services are suspended",
+            "Overdue invoices ask for {owed}, and your services are suspended. Paying "
+            "restores them at once; unpaid, your subscriptions end on {until}.",
+        ),
+        "cleared": (
+            "Your billfold invoices are paid",
+            "Thank you: your overdue invoices are paid, and your services are available.",
+        ),
+    },
+    "zh-CN": {
+        GRACE: (
+            "您的 billfold 账单已逾期",
+            "您有账单已过付款期限，当前应付 {owed}。服务将持续到 {until}，请在此之前付款以免停机。",
+        ),
+        SUSPENDED: (
+            "您的 billfold 服务已停机",
+            "逾期账单应付 {owed}，服务已暂停。付款后立即恢复；"
+            "若一直未支付，订阅将于 {until} 终止。",
+        ),
+        "cleared": ("您的 billfold 逾期账单已结清", "感谢您的付款，逾期账单已结清，服务已恢复。"),
+    },
+}
+
+
 def review(ctx: Context) -> dict[str, int]:
-    """Moves every prepaid debt on to the stage its age calls for, and ends the arrears of
-    users who have paid; one user per transaction. Safe to repeat."""
+    """Moves every debt on to the stage its age calls for, and ends the arrears of users
+    who have paid; one user per transaction. Safe to repeat. A prepaid user's debt is
+    what the wallet could not cover, counted from when the review first saw it; a
+    postpaid user's is what open invoices ask for past their due date, counted from
+    the oldest one's due date."""
     with ctx.work(read_only=True) as work:
         owed = {user: (code, units) for user, code, units in ledger.debtors(work)}
+        late = set(invoicing.overdue_users(work))
         known = set(work.conn.execute(select(arrears.c.user_id)).scalars())
     counts = dict.fromkeys((*STAGES, "cleared"), 0)
-    for user_id in sorted(set(owed) | known):
+    for user_id in sorted(set(owed) | late | known):
         with ctx.work() as work:
             try:
                 for step in _review_one(work, user_id, owed.get(user_id)):
@@ -95,7 +133,14 @@ def _review_one(work: Work, user_id: str, debt: tuple[str, int] | None) -> list[
         select(arrears).where(arrears.c.user_id == user_id).with_for_update()
     ).one_or_none()
     user = user_row(work, user_id)
-    if debt is None or user.billing_mode != "prepaid":
+    started = now
+    if user.billing_mode == "postpaid":
+        units, oldest = invoicing.overdue_since(work, user_id)
+        debt = (user.currency, units) if units > 0 else None
+        started = oldest or now
+    elif user.billing_mode != "prepaid":
+        debt = None
+    if debt is None:
         if row is None:
             return []
         work.conn.execute(delete(arrears).where(arrears.c.user_id == user_id))
@@ -105,10 +150,10 @@ def _review_one(work: Work, user_id: str, debt: tuple[str, int] | None) -> list[
     if row is None:
         work.conn.execute(
             arrears.insert().values(
-                user_id=user_id, since=now, stage=GRACE, stage_at=now, updated_at=now
+                user_id=user_id, since=started, stage=GRACE, stage_at=now, updated_at=now
             )
         )
-        since, done = now, -1
+        since, done = started, -1
     else:
         since, done = row.since, STAGES.index(row.stage)
     reached = STAGES.index(stage_at(since, now, terms))
@@ -168,8 +213,12 @@ def _announce(
         work, f"arrears:{user_id}:{since.isoformat()}:{stage}", f"arrears.{stage}", data,
         now=now, user_id=user_id,
     )  # fmt: skip
-    locale = "zh-CN" if getattr(user_row(work, user_id), "locale", "en") == "zh-CN" else "en"
-    subject, text = _WORDS[locale][stage]
+    row = user_row(work, user_id)
+    locale = "zh-CN" if getattr(row, "locale", "en") == "zh-CN" else "en"
+    words = _WORDS[locale]
+    if row.billing_mode == "postpaid":
+        words = {**words, **_POSTPAID_WORDS[locale]}
+    subject, text = words[stage]
     body = text.format(owed=f"{owed} {user.currency.code}", until=f"{until:%Y-%m-%d %H:%M} UTC")
     settings, to = work.settings, user.email
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from billfold import ledger, metering, prepaid
+from billfold import invoicing, ledger, metering, prepaid
 from billfold.catalog import (
     hides_personal_data,
     is_customer,
@@ -95,8 +95,13 @@ class _Means:
 
 def _standing(work: Work, user: UserView) -> _Means:
     limit = to_units(user.credit_limit, user.currency)
-    standing, parts = prepaid.standing_with_parts(work, user.id, user.currency.code, limit)
-    debt = max(standing.owed, 0) if user.billing_mode == BillingMode.PREPAID else 0
+    postpaid = user.billing_mode == BillingMode.POSTPAID
+    standing, parts = prepaid.standing_with_parts(
+        work, user.id, user.currency.code, limit, postpaid=postpaid
+    )
+    # A prepaid user's debt is what the wallet could not cover; a postpaid user's is
+    # what open invoices still ask for past their due date.
+    debt = invoicing.overdue(work, user.id) if postpaid else max(standing.owed, 0)
     promotions = parts.vouchers + parts.credits
     return _Means(standing.available + promotions, debt, promotions)
 
@@ -190,9 +195,8 @@ def entitlements(
         reason = "suspended"
     elif debt > 0:
         reason = "arrears_grace"  # Usage goes on while the grace period lasts.
-    elif (
-        user.billing_mode == BillingMode.PREPAID and available <= 0 and not any(remaining.values())
-    ):
+    elif available <= 0 and not any(remaining.values()):
+        # Prepaid: nothing left to spend; postpaid: the credit limit is reached.
         reason = "insufficient_funds"
     else:
         reason = "ok"
@@ -255,13 +259,20 @@ def authorize(
     terms = arrears_terms(work, service_terms)
     if debt > 0 and debt_stage(work, user.id, debt, terms) != GRACE:
         return _declined(auth_id, "suspended", user, service_code, metric_code, asked, units)
-    is_prepaid = user.billing_mode == BillingMode.PREPAID
-    if is_prepaid and units > available:
+    if units > available:
         return _declined(
             auth_id, "insufficient_funds", user, service_code, metric_code, asked, units
         )
-    wallet = ledger.ensure_account(
-        work, OwnerType.USER, user.id, AccountKind.WALLET, cur.code, now=now
+    # The hold is on the payer: a prepaid user's wallet (down to its floor), a postpaid
+    # user's receivable (down to minus the credit limit, with usage and open invoices).
+    is_prepaid = user.billing_mode == BillingMode.PREPAID
+    payer = ledger.ensure_account(
+        work,
+        OwnerType.USER,
+        user.id,
+        AccountKind.WALLET if is_prepaid else AccountKind.RECEIVABLE,
+        cur.code,
+        now=now,
     )
     provider_id = service.provider_id if service else principal.provider_id
     try:
@@ -270,8 +281,9 @@ def authorize(
         hold = ledger.create_hold(
             work,
             hold_id=auth_id,
-            account_id=wallet,
-            amount=max(units - means.promotions, 0) if is_prepaid else 0,
+            account_id=payer,
+            amount=max(units - means.promotions, 0),
+            limit=None if is_prepaid else -to_units(user.credit_limit, cur),
             expires_at=now + timedelta(seconds=ttl),
             now=now,
             user_id=user.id,
@@ -498,7 +510,8 @@ def _capture_amount(work: Work, hold: HoldView, user: UserView, units: int, now:
         work,
         user.id,
         user.currency.code,
-        prepaid=True,  # An amount hold is on the wallet.
+        # An amount hold is on the payer: a prepaid wallet, a postpaid receivable.
+        prepaid=user.billing_mode == BillingMode.PREPAID,
         provider_id=hold.provider_id,
         now=now,
     )

@@ -6,6 +6,7 @@ lookup, the decryption of personal data and the not-found answer are the same fo
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -150,3 +151,44 @@ def debt_stage(work: Work, user_id: str, debt: int, terms: ArrearsTerms) -> str 
         select(arrears.c.since).where(arrears.c.user_id == user_id)
     ).scalar_one_or_none()
     return stage_at(since or now, now, terms)
+
+
+# --- the buyer on a user's invoices ----------------------------------------------------
+
+PROFILE_FIELDS = (
+    "name",
+    "company",
+    "address",
+    "tax_number",
+    "email",
+    "fapiao_title",
+    "fapiao_tax_number",
+)
+"""What a user's invoices name as the buyer: the billing name and company, the address
+(lines separated by newlines), the tax (VAT) number, the address invoices are mailed
+to, and what a Chinese VAT invoice request needs (发票抬头, 纳税人识别号)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BillingProfile:
+    user_id: str
+    autopay_invoices: bool
+    details: dict[str, str]
+    """The fields of PROFILE_FIELDS that are set."""
+
+    def get(self, name: str) -> str | None:
+        return self.details.get(name)
+
+
+def billing_profile(work: Work, user_id: str) -> BillingProfile:
+    """The user's billing profile, decrypted (empty if never set)."""
+    row = work.conn.execute(
+        select(users.c.billing_profile_enc, users.c.autopay_invoices).where(users.c.id == user_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no user {user_id}", code="user_not_found", param="user")
+    details: dict[str, str] = {}
+    if row.billing_profile_enc:
+        stored = json.loads(work.cipher.decrypt(row.billing_profile_enc, context="users.billing"))
+        details = {k: str(v) for k, v in stored.items() if k in PROFILE_FIELDS and v}
+    return BillingProfile(user_id, bool(row.autopay_invoices), details)

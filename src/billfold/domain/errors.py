@@ -103,6 +103,10 @@ ErrorCode = Literal[
     "credit_exceeds_invoice",
     "payout_exceeds_balance",
     "refund_exceeds_original",
+    "payment_exceeds_amount_due",
+    # invoices paid outside a gateway
+    "invoice_prepaid",
+    "payment_reused",
     # prepaid products and payments
     "package_exists",
     "package_not_found",

@@ -112,6 +112,10 @@ class TransferSpec:
     # Accounts this transfer may not take below zero, whatever their floor (a payout may
     # pay out only what a provider has earned, though refunds may later take it lower).
     covered_accounts: frozenset[int] = field(default_factory=frozenset)
+    # Floors of this transfer's own, (account, floor): a postpaid user's receivable has
+    # no floor (usage that happened is owed, however much), but a charge decided now may
+    # not take what the user owes past the credit limit.
+    limits: tuple[tuple[int, int], ...] = ()
     # Accounts that pay the payer's debit before the payer does, in order, each as far as
     # it can (a user's vouchers in scope, then its promotional credits). How much each
     # pays is decided under the ledger's locks; the posted transfer names the parts.
@@ -188,6 +192,7 @@ def apply_postings(
     *,
     unbounded: frozenset[int] = frozenset(),
     covered: frozenset[int] = frozenset(),
+    limits: Mapping[int, int] | None = None,
 ) -> dict[int, Balance]:
     """The new balances of the accounts the postings touch; refuses any that would take an
     account past its floor. Accounts not touched are left out, so the cost does not grow
@@ -211,15 +216,27 @@ def apply_postings(
             raise InsufficientFunds(
                 "the balance cannot cover this amount", code="insufficient_funds"
             )
+        if (
+            limits
+            and posting.amount < 0
+            and posting.account_id in limits
+            and new.posted - new.held < limits[posting.account_id]
+        ):
+            raise InsufficientFunds(
+                "the charge would take what is owed past the credit limit",
+                code="insufficient_funds",
+            )
         after[posting.account_id] = new
     return after
 
 
-def check_hold(balance: Balance, amount: int) -> Balance:
-    """The balance with `amount` more held; refuses a hold that the balance cannot cover."""
+def check_hold(balance: Balance, amount: int, *, limit: int | None = None) -> Balance:
+    """The balance with `amount` more held; refuses a hold that the balance cannot cover
+    (down to its floor, or to `limit` where one is given: a postpaid user's receivable)."""
     assert amount >= 0
     new = Balance(balance.posted, balance.held + amount, balance.floor)
-    if new.floor is not None and new.posted - new.held < new.floor:
+    floor = new.floor if limit is None else limit
+    if floor is not None and new.posted - new.held < floor:
         raise InsufficientFunds("the balance cannot cover this hold", code="insufficient_funds")
     return new
 
@@ -257,6 +274,12 @@ class ChargeAccounts:
     usage that already happened; None: a charge the payer cannot cover is refused."""
     sources: tuple[int, ...] = ()
     """Accounts that pay before the payer, in order (vouchers in scope, then credits)."""
+    happened: bool = False
+    """Usage that already happened, paid by a payer with no floor (a postpaid user's
+    receivable): charged in full, past any hold that was made for it."""
+    payer_limit: int | None = None
+    """How low this charge may take the payer (a postpaid user's receivable: minus the
+    credit limit); None: the payer's own floor, if any."""
 
 
 def charge_transfer(
@@ -319,6 +342,8 @@ def charge_transfer(
         reference=reference,
         hold_id=hold_id,
         overflow_account=accounts.overflow,
+        unbounded_accounts=frozenset({accounts.payer}) if accounts.happened else frozenset(),
+        limits=() if accounts.payer_limit is None else ((accounts.payer, accounts.payer_limit),),
         sources=accounts.sources if amount + tax - off > 0 else (),
         payer=accounts.payer,
     )

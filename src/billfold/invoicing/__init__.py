@@ -27,10 +27,22 @@ from billfold.invoicing.model import (
     load_subs,
     money,
 )
+from billfold.invoicing.receivables import (
+    BUCKETS,
+    AgingRow,
+    aging,
+    bucket_of,
+    overdue,
+    overdue_since,
+    overdue_users,
+    reopen_paid_from_credit,
+)
 
 __all__ = [
+    "BUCKETS",
     "CHUNK",
     "LIVE",
+    "AgingRow",
     "Batch",
     "Catalog",
     "Invoice",
@@ -39,8 +51,10 @@ __all__ = [
     "Progress",
     "Sub",
     "advance",
+    "aging",
     "bill_run",
     "billing_key",
+    "bucket_of",
     "collect_for_user",
     "collect_postpaid",
     "count_due",
@@ -48,6 +62,10 @@ __all__ = [
     "load_invoices",
     "load_subs",
     "money",
+    "overdue",
+    "overdue_since",
+    "overdue_users",
+    "reopen_paid_from_credit",
     "run_chunk",
     "usage_rows",
 ]

@@ -278,7 +278,7 @@ class Batch:
 
     def finalize(self, invoice: Invoice, dated: datetime) -> None:
         invoice.number = self.next_number(dated.year)
-        invoice.status = "finalized"
+        invoice.status = "open"
         invoice.finalized_at = self.now
         invoice.due_at = dated + timedelta(days=self.settings.invoice_due_days)
         invoice.dirty = True
@@ -331,7 +331,8 @@ class Batch:
                 AccountKind.WALLET,
                 cur.code,
                 now=now,
-                floor=-int(user.credit_limit),
+                # A postpaid wallet holds cash only; its credit is on the receivable.
+                floor=-int(user.credit_limit) if user.billing_mode == "prepaid" else 0,
             ),
             "receivable": ensure(
                 work, OwnerType.USER, user.id, AccountKind.RECEIVABLE, cur.code, now=now
@@ -459,7 +460,9 @@ class Batch:
                 self.counts["charges_posted"] += 1
 
     def pay_from_wallet(self, invoice: Invoice, user: Any) -> bool:
-        """A postpaid invoice paid from the wallet: wallet down, receivable up."""
+        """A postpaid invoice paid from the cash in the wallet: wallet down, receivable
+        up. Never from the credit line: the credit limit bounds what the user may owe,
+        it is not money that pays what they owe."""
         due = invoice.amount_due
         if due <= 0:
             return True
@@ -473,6 +476,7 @@ class Batch:
             provider_id=invoice.provider_id,
             description=f"Payment of invoice {invoice.number}",
             reference=invoice.id,
+            covered_accounts=frozenset({ids["wallet"]}),
         )
         result = ledger.post_many(self.work, [spec], now=self.now)[0]
         if isinstance(result, InsufficientFunds):
@@ -489,7 +493,7 @@ class Batch:
             invoice.amount_paid = sum(
                 line.gross for line in invoice.lines if line.settled and line.gross > 0
             )
-        if invoice.status == "finalized" and invoice.amount_due == 0:
+        if invoice.status == "open" and invoice.amount_due == 0:
             invoice.status = "paid"
             invoice.paid_at = self.now
             invoice.dirty = True

@@ -11,7 +11,9 @@ in `invoices.billing_key`, so no run, rerun or race can bill a period twice.
   minimum true-up and the tax of every line; it is numbered and finalized.
 - A line is settled when its money has moved: a prepaid user pays from the wallet (a fee
   the wallet cannot cover stays unsettled, and the subscription goes past due); a
-  postpaid user's charges go to the receivable, and the invoice is paid from the wallet.
+  postpaid user's charges go to the receivable, and the invoice stays open until money
+  for it arrives (cash from the wallet, by choice or on request, or a payment recorded
+  by an operator); the credit line never pays it.
   Usage was charged as it happened; its invoice line only settles the rounding to the
   minor unit (round half-up, once, on the line), so the ledger and the invoice agree to
   the last unit.
@@ -149,13 +151,17 @@ def _collect(work: Work, now: datetime, rows: Sequence[Any]) -> Batch:
 
 
 def collect_postpaid(batch: Batch, invoices_: Iterable[Invoice], people: dict[str, Any]) -> None:
-    """Postpaid invoices are paid from the wallet when it holds enough (auto-pay)."""
-    for invoice in invoices_:
+    """Open postpaid invoices are paid from the cash in the wallet, oldest first, when
+    the user has chosen so (`autopay_invoices`) and the cash covers the invoice.
+    Otherwise they stay open until money for them arrives."""
+    for invoice in sorted(invoices_, key=lambda inv: (inv.finalized_at or inv.created_at, inv.id)):
+        user = people[invoice.user_id]
         if (
             invoice.billing_mode == "postpaid"
-            and invoice.status == "finalized"
+            and invoice.status == "open"
             and invoice.amount_due > 0
-            and batch.pay_from_wallet(invoice, people[invoice.user_id])
+            and user.autopay_invoices
+            and batch.pay_from_wallet(invoice, user)
         ):
             batch.counts["invoices_paid"] += 1
 
@@ -163,7 +169,7 @@ def collect_postpaid(batch: Batch, invoices_: Iterable[Invoice], people: dict[st
 def _open_invoices(
     work: Work, sub_ids: Sequence[str], known: dict[str, Invoice]
 ) -> dict[str, list[Invoice]]:
-    """Each subscription's invoices that may still be owed (draft or finalized)."""
+    """Each subscription's invoices that may still be owed (draft or open)."""
     found: dict[str, list[Invoice]] = defaultdict(list)
     if not sub_ids:
         return found
@@ -171,14 +177,14 @@ def _open_invoices(
         work,
         and_(
             invoices.c.subscription_id.in_(list(sub_ids)),
-            invoices.c.status.in_(("draft", "finalized")),
+            invoices.c.status.in_(("draft", "open")),
         ),
     ):
         # An invoice this unit of work changed is used as it is in memory.
         found[inv.subscription_id or ""].append(known.get(inv.id, inv))
     stored = {inv.id for invoices_ in found.values() for inv in invoices_}
     for inv in known.values():
-        if inv.id not in stored and inv.status in ("draft", "finalized"):
+        if inv.id not in stored and inv.status in ("draft", "open"):
             found[inv.subscription_id or ""].append(inv)  # Created by this unit of work.
     return found
 
@@ -191,7 +197,7 @@ def dunning_chunk(
     with ctx.work() as work:
         overdue = (
             select(invoices.c.subscription_id)
-            .where(invoices.c.status == "finalized", invoices.c.due_at <= as_of)
+            .where(invoices.c.status == "open", invoices.c.due_at <= as_of)
             .scalar_subquery()
         )
         unpaid_prepaid = (

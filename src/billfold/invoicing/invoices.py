@@ -24,13 +24,28 @@ from billfold.core.access import Principal, Role, require_admin
 from billfold.core.context import Work
 from billfold.core.directory import load_user, user_row
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
-from billfold.domain.ledger import TransferKind, divide_half_up
-from billfold.domain.money import Currency, format_money, from_units, parse_amount, to_units
+from billfold.domain.ledger import (
+    PLATFORM_OWNER_ID,
+    AccountKind,
+    OwnerType,
+    Posting,
+    TransferKind,
+    TransferSpec,
+    divide_half_up,
+)
+from billfold.domain.money import (
+    Currency,
+    format_money,
+    from_units,
+    parse_amount,
+    require_minor_units,
+    to_units,
+)
 from billfold.ids import new_id
 from billfold.invoicing import billing
 from billfold.invoicing.batch import Batch
 from billfold.invoicing.model import Invoice, load_invoices
-from billfold.store.tables import credit_notes, invoices
+from billfold.store.tables import credit_notes, invoice_payments, invoices
 
 TEMPLATES: Final = Path(__file__).resolve().parent.parent / "web" / "templates"
 MAX_REASON: Final = 500
@@ -175,7 +190,7 @@ def list_for(
     if subscription is not None:
         condition &= invoices.c.subscription_id == subscription
     if status is not None:
-        condition &= invoices.c.status == status
+        condition &= invoices.c.status == ("open" if status == "finalized" else status)
     if after is not None:
         condition &= invoices.c.id > after
     ids = [
@@ -215,11 +230,168 @@ def pay(work: Work, principal: Principal, invoice_id: str) -> InvoiceView:
         if inv.amount_due > 0:
             raise InsufficientFunds("the wallet cannot cover the invoice; top up first")
     elif not batch.pay_from_wallet(inv, user):
-        raise InsufficientFunds("the wallet cannot cover the invoice; top up first")
+        raise InsufficientFunds(
+            "the cash in the wallet cannot cover the invoice (credit does not pay "
+            "invoices); top up first"
+        )
     batch.flush()
     audit.record(work, principal, "invoice.paid", "invoice", inv.id, at=now)
     billing.collect_for_user(work, inv.user_id)  # The subscription may now be in good standing.
     return get(work, principal, invoice_id)
+
+
+PAYMENT_METHODS: Final = ("bank_transfer", "cheque", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentView:
+    id: str
+    invoice: str
+    currency: Currency
+    amount: Decimal
+    method: str
+    reference: str
+    transfer_id: str
+    created_at: datetime
+    invoice_status: str
+    amount_due: Decimal
+
+
+def record_payment(
+    work: Work,
+    principal: Principal,
+    invoice_id: str,
+    *,
+    amount: object,
+    method: str,
+    reference: str,
+    transfer_id: str | None = None,
+) -> PaymentView:
+    """Money received for an open invoice outside a gateway (a bank transfer, a cheque),
+    recorded by an operator: external cash to the user's receivable, in one transfer.
+    A partial payment leaves the rest open; more than the invoice asks for is refused
+    (the operator tops up the wallet with the rest). Idempotent by `transfer_id`."""
+    require_admin(principal)
+    if method not in PAYMENT_METHODS:
+        raise InvalidRequest(f"method must be one of {', '.join(PAYMENT_METHODS)}", param="method")
+    text = reference.strip() if isinstance(reference, str) else ""
+    if not text or len(text) > 200 or any(ord(ch) < 32 for ch in text):
+        raise InvalidRequest(
+            "reference is 1 to 200 printable characters (the bank's or cheque's reference)",
+            param="reference",
+        )
+    now = work.clock.now()
+    inv = _load(work, principal, invoice_id, lock=True)
+    cur = inv.cur
+    value = parse_amount(amount, param="amount", allow_zero=False)
+    require_minor_units(value, cur, param="amount")
+    units = to_units(value, cur, param="amount")
+    tid = transfer_id or new_id("tr")
+    earlier = work.conn.execute(
+        select(invoice_payments).where(invoice_payments.c.transfer_id == tid)
+    ).one_or_none()
+    if earlier is not None:
+        if (earlier.invoice_id, earlier.amount, earlier.method, earlier.reference) != (
+            inv.id, units, method, text,
+        ):  # fmt: skip
+            raise Conflict(
+                "this payment was already recorded with different content",
+                code="payment_reused",
+            )
+        return _payment_view(earlier, inv)
+    if inv.billing_mode != "postpaid":
+        raise Conflict(
+            "a prepaid invoice is paid from the wallet; top the wallet up instead",
+            code="invoice_prepaid",
+        )
+    if inv.status == "draft":
+        raise Conflict("the invoice is a draft: its period has not ended", code="invoice_draft")
+    if inv.status == "void":
+        raise Conflict("the invoice is void", code="invoice_void")
+    if inv.status != "open":
+        raise Conflict("the invoice is paid: it asks for nothing", code="invoice_paid")
+    if units > inv.amount_due:
+        raise InvalidRequest(
+            f"the payment is more than the invoice asks for "
+            f"({format_money(from_units(inv.amount_due, cur), cur)})",
+            param="amount",
+            code="payment_exceeds_amount_due",
+        )
+    batch = Batch(work, now)
+    batch.track(inv)
+    user = _user_row(work, inv.user_id)
+    ids = batch.accounts(user, None, cur)
+    cash = ledger.ensure_account(
+        work, OwnerType.PLATFORM, PLATFORM_OWNER_ID, AccountKind.EXTERNAL_CASH, cur.code, now=now
+    )
+    ledger.post(
+        work,
+        TransferSpec(
+            id=tid,
+            kind=TransferKind.INVOICE_PAYMENT,
+            postings=(Posting(cash, cur.code, -units), Posting(ids["receivable"], cur.code, units)),
+            user_id=inv.user_id,
+            provider_id=inv.provider_id,
+            description=f"Payment of invoice {inv.number} by {method.replace('_', ' ')}",
+            reference=inv.id,
+        ),
+        now=now,
+    )
+    payment_id = new_id("ipay")
+    work.conn.execute(
+        invoice_payments.insert().values(
+            id=payment_id,
+            invoice_id=inv.id,
+            amount=units,
+            method=method,
+            reference=text,
+            transfer_id=tid,
+            recorded_by=principal.key_id,
+            created_at=now,
+        )
+    )
+    inv.amount_paid += units
+    inv.dirty = True
+    batch.flush()
+    audit.record(
+        work, principal, "invoice.payment_recorded", "invoice", inv.id, at=now,
+        details={"payment_id": payment_id, "amount": str(value), "method": method,
+                 "reference": text},
+    )  # fmt: skip
+    billing.collect_for_user(work, inv.user_id)  # The subscription may now be in good standing.
+    row = work.conn.execute(
+        select(invoice_payments).where(invoice_payments.c.id == payment_id)
+    ).one()
+    return _payment_view(row, inv)
+
+
+def _payment_view(row: Any, inv: Invoice) -> PaymentView:
+    cur = inv.cur
+    return PaymentView(
+        id=row.id,
+        invoice=inv.id,
+        currency=cur,
+        amount=from_units(row.amount, cur),
+        method=row.method,
+        reference=row.reference,
+        transfer_id=row.transfer_id,
+        created_at=row.created_at,
+        invoice_status=inv.status,
+        amount_due=from_units(inv.amount_due, cur),
+    )
+
+
+def payments_of(work: Work, principal: Principal, invoice_id: str) -> list[PaymentView]:
+    """The payments recorded for an invoice (admin, that user)."""
+    if principal.role == Role.PROVIDER:  # A provider sees its lines, not the user's money.
+        raise NotFound(f"no invoice {invoice_id}", code="invoice_not_found", param="invoice")
+    inv = _load(work, principal, invoice_id)
+    rows = work.conn.execute(
+        select(invoice_payments)
+        .where(invoice_payments.c.invoice_id == inv.id)
+        .order_by(invoice_payments.c.created_at, invoice_payments.c.id)
+    ).all()
+    return [_payment_view(row, inv) for row in rows]
 
 
 def void(work: Work, principal: Principal, invoice_id: str) -> InvoiceView:
@@ -316,7 +488,7 @@ def credit(
     lines: object = None,
     reason: object,
 ) -> CreditNoteView:
-    """A credit note: gives back part of a finalized or paid invoice through the ledger.
+    """A credit note: gives back part of an open or paid invoice through the ledger.
 
     `amount` is the gross (tax included); `lines` names invoice lines and how much of
     each, which adds up to the amount. Money paid goes back to the wallet; money still
@@ -331,7 +503,7 @@ def credit(
         raise InvalidRequest("give either amount or lines", param="amount")
     now = work.clock.now()
     inv = _load(work, principal, invoice_id, lock=True)
-    if inv.status not in ("finalized", "paid"):
+    if inv.status not in ("open", "paid"):
         raise Conflict(
             f"a {inv.status} invoice cannot be credited",
             code="invoice_draft" if inv.status == "draft" else "invoice_void",

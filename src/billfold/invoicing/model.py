@@ -308,6 +308,7 @@ def load_subs(work: Work, rows: Sequence[Any]) -> list[Sub]:
                 users.c.credit_limit,
                 users.c.tax_rate,
                 users.c.status,
+                users.c.autopay_invoices,
             ).where(users.c.id.in_(user_ids))
         )
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from billfold.clock import TestClock
@@ -20,6 +20,7 @@ from billfold.core.http import (
     aware,
     get_context,
     get_principal,
+    transfer_id_for,
 )
 from billfold.core.schemas import ListOf
 from billfold.domain.errors import InvalidRequest, NotFound
@@ -28,6 +29,8 @@ from billfold.invoicing.schemas import (
     CreditNoteCreate,
     CreditNoteOut,
     InvoiceOut,
+    InvoicePaymentCreate,
+    InvoicePaymentOut,
     TestClockMove,
     TestClockOut,
 )
@@ -36,7 +39,11 @@ router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["invoices"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 InvoiceStatus = Annotated[
-    str | None, Query(pattern="^(draft|finalized|paid|void)$", description="Only this status.")
+    str | None,
+    Query(
+        pattern="^(draft|open|finalized|paid|void)$",
+        description="Only this status (`finalized` is an older name for `open`).",
+    ),
 ]
 
 
@@ -92,6 +99,32 @@ def get_invoice(invoice_id: str, work: Read, who: Who) -> InvoiceOut:
 def pay_invoice(invoice_id: str, work: Write, who: Who) -> InvoiceOut:
     """Settles the invoice from the user's wallet (admin or that user)."""
     return InvoiceOut.of(invoices.pay(work, who, invoice_id))
+
+
+@router.post("/invoices/{invoice_id}/payments", response_model=InvoicePaymentOut, status_code=201)
+def record_invoice_payment(
+    invoice_id: str, body: InvoicePaymentCreate, request: Request, work: Write, who: Who
+) -> InvoicePaymentOut:
+    """Records money received for an open postpaid invoice outside a gateway: a bank
+    transfer, a cheque (admin). A partial payment leaves the rest open."""
+    return InvoicePaymentOut.of(
+        invoices.record_payment(
+            work,
+            who,
+            invoice_id,
+            amount=body.amount,
+            method=body.method,
+            reference=body.reference,
+            transfer_id=transfer_id_for(request, who),
+        )
+    )
+
+
+@router.get("/invoices/{invoice_id}/payments", response_model=ListOf[InvoicePaymentOut])
+def list_invoice_payments(invoice_id: str, work: Read, who: Who) -> ListOf[InvoicePaymentOut]:
+    """The payments an operator recorded for the invoice (admin, that user)."""
+    found = invoices.payments_of(work, who, invoice_id)
+    return ListOf[InvoicePaymentOut](data=[InvoicePaymentOut.of(p) for p in found], has_more=False)
 
 
 @router.post("/invoices/{invoice_id}/void", response_model=InvoiceOut)

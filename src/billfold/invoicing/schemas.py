@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from billfold.core.schemas import Amount, AmountIn, Moment, Request
 from billfold.domain.money import format_decimal, format_money
-from billfold.invoicing.invoices import CreditNoteView, InvoiceView
+from billfold.invoicing.invoices import CreditNoteView, InvoiceView, PaymentView
 
 
 class InvoiceLineOut(BaseModel):
@@ -91,6 +91,49 @@ class InvoiceOut(BaseModel):
             finalized_at=view.finalized_at,
             paid_at=view.paid_at,
             voided_at=view.voided_at,
+        )
+
+
+class InvoicePaymentCreate(Request):
+    amount: AmountIn
+    method: Literal["bank_transfer", "cheque", "other"]
+    reference: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=200,
+            description="The bank's or the cheque's reference, as it appears on the money.",
+        ),
+    ]
+
+
+class InvoicePaymentOut(BaseModel):
+    object: Literal["invoice_payment"] = "invoice_payment"
+    id: str
+    invoice: str
+    currency: str
+    amount: Amount
+    method: str
+    reference: str
+    transfer_id: str
+    created_at: datetime
+    invoice_status: str = Field(description="The invoice's status after this payment.")
+    amount_due: Amount = Field(description="What the invoice still asks for.")
+
+    @classmethod
+    def of(cls, view: PaymentView) -> InvoicePaymentOut:
+        cur = view.currency
+        return cls(
+            id=view.id,
+            invoice=view.invoice,
+            currency=cur.code,
+            amount=format_money(view.amount, cur),
+            method=view.method,
+            reference=view.reference,
+            transfer_id=view.transfer_id,
+            created_at=view.created_at,
+            invoice_status=view.invoice_status,
+            amount_due=format_money(view.amount_due, cur),
         )
 
 

@@ -146,10 +146,15 @@ def charge_accounts(
     taxes: bool = False,
     overflow: bool = False,
     sources: tuple[int, ...] = (),
+    credit_limit: int | None = None,
 ) -> ChargeAccounts:
     """The accounts a charge to the user moves: a prepaid user pays from the wallet (and,
     with `overflow`, what it cannot cover becomes debt on the receivable), a postpaid user
-    accrues it on the receivable; the provider earns, the platform takes its revenue."""
+    accrues it on the receivable; the provider earns, the platform takes its revenue.
+
+    `overflow` marks usage that already happened: a postpaid user owes it in full. A
+    charge decided now (`credit_limit` given) may not take what a postpaid user owes
+    past the credit limit."""
     wallet = ensure_account(uow, OwnerType.USER, user_id, AccountKind.WALLET, currency, now=now)
     receivable = ensure_account(
         uow, OwnerType.USER, user_id, AccountKind.RECEIVABLE, currency, now=now
@@ -171,5 +176,7 @@ def charge_accounts(
         if taxes
         else None,
         overflow=receivable if overflow and prepaid else None,
+        happened=overflow and not prepaid,
+        payer_limit=None if prepaid or credit_limit is None else -credit_limit,
         sources=sources,
     )

@@ -54,7 +54,8 @@ def _release_for_capture(
     debit = -sum(p.amount for p in spec.postings if p.account_id == hold.account_id)
     # Usage that already happened (a transfer with an overflow account) may cost more
     # than was held; the rest is paid like any usage. Other captures stay within the hold.
-    if debit > hold.amount and spec.overflow_account is None:
+    happened = spec.overflow_account is not None or hold.account_id in spec.unbounded_accounts
+    if debit > hold.amount and not happened:
         raise InvalidRequest(
             "a capture may not take more than the hold reserved",
             code="capture_exceeds_hold",
@@ -111,8 +112,12 @@ def create_hold(
     service: str | None = None,
     metric: str | None = None,
     quantity: str | None = None,
+    limit: int | None = None,
 ) -> HoldView:
-    """Reserves `amount` on the account until `expires_at`; idempotent by `hold_id`."""
+    """Reserves `amount` on the account until `expires_at`; idempotent by `hold_id`.
+
+    `limit` is how low the hold may take the account instead of its floor (a postpaid
+    user's receivable, which has none: minus the credit limit), checked under its lock."""
     if amount < 0:
         raise InvalidRequest("a hold must not be for a negative amount", param="amount")
     if expires_at <= now:
@@ -129,7 +134,7 @@ def create_hold(
         return view
     released = _expire_account_holds(uow, account_id, now)
     current = Balance(row.posted, row.held - released, row.floor)
-    after = check_hold(current, amount)
+    after = check_hold(current, amount, limit=limit)
     uow.conn.execute(_SET_HELD, {"account_id": account_id, "held": after.held})
     values = {
         "id": hold_id,

@@ -185,14 +185,26 @@ def _apply(
     current = ChainMap(released, batch.balances)
     if spec.sources:
         spec = draw_from_sources(spec, current)
-    bounds = {"unbounded": spec.unbounded_accounts, "covered": spec.covered_accounts}
+    limits = dict(spec.limits) if spec.limits else None
     try:
-        changes = apply_postings(current, spec.postings, **bounds)
+        changes = apply_postings(
+            current,
+            spec.postings,
+            unbounded=spec.unbounded_accounts,
+            covered=spec.covered_accounts,
+            limits=limits,
+        )
     except InsufficientFunds:
         if spec.overflow_account is None:
             raise
         spec = _overflow(spec, current)
-        changes = apply_postings(current, spec.postings, **bounds)
+        changes = apply_postings(
+            current,
+            spec.postings,
+            unbounded=spec.unbounded_accounts,
+            covered=spec.covered_accounts,
+            limits=limits,
+        )
     return spec, released, changes
 
 

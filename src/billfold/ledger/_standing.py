@@ -29,11 +29,19 @@ class Standing:
     credit_limit: int
     owed: int
     """What the user's receivable says the user owes (usage the wallet did not cover, or
-    postpaid charges not yet settled)."""
+    a postpaid user's unbilled usage and open invoices)."""
+    postpaid: bool = False
+    owed_held: int = 0
+    """Held on the receivable: a postpaid user's approved authorizations."""
 
     @property
     def available(self) -> int:
-        """What may still be spent or held now: `posted - held + credit_limit`."""
+        """What may still be spent or held now. Prepaid: `posted - held + credit_limit`
+        (cash, then the credit line). Postpaid: `credit_limit - owed - held`, what the
+        credit limit leaves once unbilled usage, open invoices and holds are counted;
+        cash in a postpaid wallet pays invoices, it is not spent on usage."""
+        if self.postpaid:
+            return self.credit_limit - self.owed - self.owed_held
         return self.posted - self.held + self.credit_limit
 
 
@@ -52,6 +60,7 @@ def user_standing(
     credit_limit: int,
     *,
     as_of: datetime | None = None,
+    postpaid: bool = False,
 ) -> Standing:
     """The user's wallet and receivable in `currency`, now or as of a past moment."""
     if as_of is None:
@@ -65,23 +74,34 @@ def user_standing(
             held=int(wallet_row.held) if wallet_row else 0,
             credit_limit=credit_limit,
             owed=-int(receivable_row.posted) if receivable_row else 0,
+            postpaid=postpaid,
+            owed_held=int(receivable_row.held) if receivable_row else 0,
         )
     wallet_id = find_account(uow, OwnerType.USER, user_id, AccountKind.WALLET, currency)
     receivable_id = find_account(uow, OwnerType.USER, user_id, AccountKind.RECEIVABLE, currency)
     wallet = balance(uow, wallet_id, as_of=as_of) if wallet_id else None
-    owed = -balance(uow, receivable_id, as_of=as_of).posted if receivable_id else 0
+    debt = balance(uow, receivable_id, as_of=as_of) if receivable_id else None
     return Standing(
         posted=wallet.posted if wallet else 0,
         held=wallet.held if wallet else 0,
         credit_limit=credit_limit,
-        owed=owed,
+        owed=-debt.posted if debt else 0,
+        postpaid=postpaid,
+        owed_held=debt.held if debt else 0,
     )
 
 
 def user_balance(uow: UnitOfWork, user: UserView, *, as_of: datetime | None = None) -> BalanceView:
     """The balance a user is shown: `available = posted - held + credit_limit`."""
     cur = user.currency
-    standing = user_standing(uow, user.id, cur.code, to_units(user.credit_limit, cur), as_of=as_of)
+    standing = user_standing(
+        uow,
+        user.id,
+        cur.code,
+        to_units(user.credit_limit, cur),
+        as_of=as_of,
+        postpaid=user.billing_mode == "postpaid",
+    )
     return BalanceView(
         currency=cur,
         posted=from_units(standing.posted, cur),

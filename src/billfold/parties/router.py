@@ -23,8 +23,11 @@ from billfold.core.http import (
     transfer_id_for,
 )
 from billfold.core.schemas import Moment
+from billfold.parties import profile
 from billfold.parties.schemas import (
     BalanceOut,
+    BillingProfileOut,
+    BillingProfileUpdate,
     ChargeCreate,
     CreditLimitUpdate,
     ProviderCreate,
@@ -111,6 +114,23 @@ def get_user(user_id: str, work: Read, who: Who) -> UserOut:
 @router.post("/users/{user_id}/credit-limit", response_model=UserOut)
 def set_credit_limit(user_id: str, body: CreditLimitUpdate, work: Write, who: Who) -> UserOut:
     return UserOut.of(parties.set_credit_limit(work, who, user_id, body.credit_limit))
+
+
+@router.get("/users/{user_id}/billing-profile", response_model=BillingProfileOut)
+def get_billing_profile(user_id: str, work: Read, who: Who) -> BillingProfileOut:
+    """The buyer on the user's invoices, and whether cash pays open invoices (admin, that
+    user)."""
+    return BillingProfileOut.of(profile.get_profile(work, who, user_id))
+
+
+@router.post("/users/{user_id}/billing-profile", response_model=BillingProfileOut)
+def set_billing_profile(
+    user_id: str, body: BillingProfileUpdate, work: Write, who: Who
+) -> BillingProfileOut:
+    """Changes the buyer on the user's invoices (admin, that user)."""
+    return BillingProfileOut.of(
+        profile.set_profile(work, who, user_id, body.model_dump(exclude_unset=True))
+    )
 
 
 @router.get("/users/{user_id}/balance", response_model=BalanceOut)

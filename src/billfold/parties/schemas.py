@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from billfold.core.directory import BalanceView, ProviderView, UserView
+from billfold.core.directory import BalanceView, BillingProfile, ProviderView, UserView
 from billfold.core.schemas import Amount, AmountIn, ListOf, Moment, Request, Text200, Text500
 from billfold.domain.money import format_decimal, format_money
 from billfold.parties import MoneyMovement
@@ -39,6 +39,41 @@ class UserCreate(Request):
 
 class CreditLimitUpdate(Request):
     credit_limit: AmountIn
+
+
+class BillingProfileUpdate(Request):
+    """The fields to change; a field left out stays, one set to "" or null is removed."""
+
+    autopay_invoices: bool | None = Field(
+        default=None,
+        description="Postpaid: money arriving in the wallet pays open invoices at once.",
+    )
+    name: str | None = Field(default=None, max_length=200, description="Billing name.")
+    company: str | None = Field(default=None, max_length=200)
+    address: str | None = Field(default=None, max_length=500, description="Lines by \\n.")
+    tax_number: str | None = Field(default=None, max_length=64, description="VAT or tax id.")
+    email: str | None = Field(default=None, max_length=254, description="Where invoices go.")
+    fapiao_title: str | None = Field(default=None, max_length=200, description="发票抬头.")
+    fapiao_tax_number: str | None = Field(
+        default=None, max_length=20, description="纳税人识别号 for a fapiao."
+    )
+
+
+class BillingProfileOut(BaseModel):
+    object: Literal["billing_profile"] = "billing_profile"
+    user: str
+    autopay_invoices: bool
+    name: str | None = None
+    company: str | None = None
+    address: str | None = None
+    tax_number: str | None = None
+    email: str | None = None
+    fapiao_title: str | None = None
+    fapiao_tax_number: str | None = None
+
+    @classmethod
+    def of(cls, view: BillingProfile) -> BillingProfileOut:
+        return cls(user=view.user_id, autopay_invoices=view.autopay_invoices, **view.details)
 
 
 class TopUpCreate(Request):

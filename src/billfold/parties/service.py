@@ -1,8 +1,9 @@
 """Parties and their money: providers, users, top-ups, one-off charges, refunds, balances.
 
 Accounts (docs/ARCHITECTURE.md, "Principles"): a user has a wallet (what the platform
-holds for the user; its floor is -credit_limit) and a receivable (what the user owes:
-postpaid usage and debts).
+holds for the user; a prepaid wallet's floor is -credit_limit, a postpaid one holds cash
+only) and a receivable (what the user owes: postpaid usage and open invoices, or a
+prepaid user's debts).
 A provider has earnings per currency; the platform has revenue and external cash
 (money entering or leaving the platform) per currency.
 """
@@ -283,7 +284,13 @@ def create_user(
             "a user with this external_id exists", code="user_exists", param="external_id"
         ) from None
     ledger.ensure_account(
-        work, OwnerType.USER, view.id, AccountKind.WALLET, cur.code, now=now, floor=-limit_units
+        work,
+        OwnerType.USER,
+        view.id,
+        AccountKind.WALLET,
+        cur.code,
+        now=now,
+        floor=wallet_floor(mode, limit_units),
     )
     ledger.ensure_account(work, OwnerType.USER, view.id, AccountKind.RECEIVABLE, cur.code, now=now)
     audit.record(
@@ -327,7 +334,9 @@ def list_users(
 def set_credit_limit(
     work: Work, principal: Principal, user_id: str, credit_limit: object
 ) -> UserView:
-    """Changes how far below zero the wallet may go, for spending from now on."""
+    """Changes the credit limit, for spending from now on: how far below zero a prepaid
+    wallet may go, or how much a postpaid user may owe (unbilled usage and open
+    invoices together)."""
     require_admin(principal)
     now = work.clock.now()
     user = load_user(work, user_id)
@@ -335,7 +344,7 @@ def set_credit_limit(
     require_minor_units(limit, user.currency, param="credit_limit")
     units = to_units(limit, user.currency, param="credit_limit")
     wallet = _wallet(work, user, now)
-    ledger.set_floor(work, wallet, -units)
+    ledger.set_floor(work, wallet, wallet_floor(user.billing_mode, units))
     work.conn.execute(update(users).where(users.c.id == user.id).values(credit_limit=units))
     audit.record(
         work,
@@ -357,8 +366,14 @@ def _wallet(work: Work, user: UserView, now: datetime) -> int:
         AccountKind.WALLET,
         user.currency.code,
         now=now,
-        floor=-to_units(user.credit_limit, user.currency),
+        floor=wallet_floor(user.billing_mode, to_units(user.credit_limit, user.currency)),
     )
+
+
+def wallet_floor(mode: str, credit_limit: int) -> int:
+    """A prepaid wallet may go down to minus the credit limit; a postpaid wallet holds
+    cash only (its credit bounds what the user owes, on the receivable)."""
+    return -credit_limit if mode == BillingMode.PREPAID else 0
 
 
 def _receivable(work: Work, user: UserView, now: datetime) -> int:
@@ -455,7 +470,8 @@ def charge(
     """A one-off charge, split between the provider and the platform's commission.
 
     Prepaid users pay from the wallet and are refused when it cannot cover the charge;
-    postpaid users accrue it on their receivable, to be invoiced.
+    postpaid users accrue it on their receivable, to be invoiced, and are refused when
+    it would take what they owe past their credit limit.
     """
     provider_ref = acting_provider(principal, provider_id)
     text = clean_text(description, param="description", max_length=MAX_DESCRIPTION_LENGTH)
@@ -479,6 +495,7 @@ def charge(
         sources=prepaid.funding_sources(
             work, user.id, cur.code, service_code, provider_ref, now=now
         ),
+        credit_limit=to_units(user.credit_limit, cur),
     )
     spec = charge_transfer(
         accounts,

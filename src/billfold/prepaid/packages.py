@@ -374,6 +374,7 @@ def _charge_sale(
         sources=promotions.funding_sources(
             work, user.id, cur.code, service_code, row.provider_id, now=now
         ),
+        credit_limit=to_units(user.credit_limit, cur),
     )
     spec = charge_transfer(
         accounts,

@@ -809,11 +809,11 @@ def user_balance(work: Work, user: UserView, *, as_of: datetime | None = None) -
 
 
 def standing_with_parts(
-    work: Work, user_id: str, currency_code: str, credit_limit: int
+    work: Work, user_id: str, currency_code: str, credit_limit: int, *, postpaid: bool = False
 ) -> tuple[ledger.Standing, Parts]:
     """The user's standing (cash, holds, debt) and what vouchers and credit add to it."""
     return (
-        ledger.user_standing(work, user_id, currency_code, credit_limit),
+        ledger.user_standing(work, user_id, currency_code, credit_limit, postpaid=postpaid),
         balance_parts(work, user_id, currency_code),
     )
 

@@ -2,6 +2,7 @@
 
 from billfold.settlement.service import (
     TICK,
+    AgingView,
     CommissionRow,
     Difference,
     Payout,
@@ -10,12 +11,14 @@ from billfold.settlement.service import (
     commission_report,
     payout,
     promotion_costs,
+    receivables,
     reconcile,
     statements,
 )
 
 __all__ = [
     "TICK",
+    "AgingView",
     "CommissionRow",
     "Difference",
     "Payout",
@@ -24,6 +27,7 @@ __all__ = [
     "commission_report",
     "payout",
     "promotion_costs",
+    "receivables",
     "reconcile",
     "statements",
 ]

@@ -184,6 +184,7 @@ def _invoices(
     yield [
         "invoice_id", "number", "status", "user", "subscription", "currency", "period_start",
         "period_end", "subtotal", "tax", "total", "amount_paid", "amount_credited",
+        "billing_mode", "amount_due", "due_at", "paid_at",
     ]  # fmt: skip
     with ctx.work(read_only=True) as uow:
         query = (
@@ -212,7 +213,16 @@ def _invoices(
                 r.id, r.number, r.status, r.user_id, r.subscription_id, r.currency,
                 r.period_start.isoformat(), r.period_end.isoformat(), money(r.subtotal),
                 money(r.tax), money(r.total), money(r.amount_paid), money(r.amount_credited),
+                r.billing_mode, money(_due(r)), r.due_at.isoformat() if r.due_at else "",
+                r.paid_at.isoformat() if r.paid_at else "",
             ]  # fmt: skip
+
+
+def _due(r: Any) -> int:
+    """What an invoice row still asks for (a postpaid invoice: until money arrives)."""
+    if r.status != "open":
+        return 0
+    return max(int(r.total) - int(r.amount_paid) - int(r.amount_credited), 0)
 
 
 def _statement_rows(
@@ -220,7 +230,7 @@ def _statement_rows(
 ) -> Iterator[list[Any]]:
     yield [
         "provider", "period", "currency", "opening", "gross", "refunds", "commission", "net",
-        "payouts", "closing",
+        "payouts", "closing", "receivable", "overdue",
     ]  # fmt: skip
     with ctx.work(read_only=True) as uow:
         ids = (
@@ -234,6 +244,6 @@ def _statement_rows(
                     provider_id, period, st.currency.code,
                     *(format_money(st.money(v), st.currency) for v in (
                         st.opening, st.gross, st.refunds, st.commission, st.net, st.payouts,
-                        st.closing,
+                        st.closing, st.receivable, st.overdue,
                     )),
                 ]  # fmt: skip

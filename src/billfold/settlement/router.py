@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from billfold import settlement
@@ -21,6 +21,8 @@ from billfold.core.http import (
 )
 from billfold.settlement import exports
 from billfold.settlement.schemas import (
+    AgingOut,
+    AgingReport,
     CommissionOut,
     CommissionReport,
     PayoutCreate,
@@ -65,6 +67,18 @@ def commission_report(work: Read, who: Who, period: Period) -> CommissionReport:
         data=[CommissionOut.of(row) for row in rows],
         promotions=[PromotionsOut.of(cost) for cost in costs],
     )
+
+
+@router.get("/reports/receivables", response_model=AgingReport)
+def receivables_report(
+    work: Read,
+    who: Who,
+    by: Annotated[str, Query(pattern="^(user|provider)$", description="Group by party.")] = "user",
+) -> AgingReport:
+    """Open receivables by days past due (admin: all; provider: its own invoices;
+    user: its own)."""
+    rows = settlement.receivables(work, who, by=by)
+    return AgingReport(by=by, as_of=work.clock.now(), data=[AgingOut.of(r) for r in rows])
 
 
 @router.get(

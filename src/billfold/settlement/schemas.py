@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from billfold.core.schemas import Amount, AmountIn, Request
 from billfold.domain.money import Currency, format_money, from_units
-from billfold.settlement.service import CommissionRow, Payout, PromotionCost, Statement
+from billfold.settlement.service import AgingView, CommissionRow, Payout, PromotionCost, Statement
 
 
 def _money(units: int, cur: Currency) -> str:
@@ -42,6 +42,12 @@ class StatementOut(BaseModel):
     opening_balance: Amount
     closing_balance: Amount = Field(description="opening_balance + net - payouts.")
     transfers: int
+    receivable: Amount = Field(
+        default="0",
+        description="Invoiced and not paid yet: what postpaid customers still owe on the "
+        "provider's open invoices, now (gross counts charges, paid or not).",
+    )
+    overdue: Amount = Field(default="0", description="The part of receivable past due.")
     services: list[StatementServiceOut]
 
     @classmethod
@@ -60,6 +66,8 @@ class StatementOut(BaseModel):
             opening_balance=_money(st.opening, cur),
             closing_balance=_money(st.closing, cur),
             transfers=st.transfers,
+            receivable=_money(st.receivable, cur),
+            overdue=_money(st.overdue, cur),
             services=[
                 StatementServiceOut(
                     service=service or None,
@@ -177,3 +185,38 @@ class CommissionReport(BaseModel):
     promotions: list[PromotionsOut] = Field(
         default=[], description="What the platform's own promotions cost it in the month."
     )
+
+
+class AgingOut(BaseModel):
+    party: str = Field(description="A user id or a provider id (`platform`: its own).")
+    currency: str
+    invoices: int = Field(description="Open invoices with something due.")
+    current: Amount = Field(description="Not yet due.")
+    days_1_30: Amount
+    days_31_60: Amount
+    days_61_90: Amount
+    days_over_90: Amount
+    total: Amount
+
+    @classmethod
+    def of(cls, view: AgingView) -> AgingOut:
+        cur = view.currency
+        b = {k: format_money(v, cur) for k, v in view.buckets.items()}
+        return cls(
+            party=view.party,
+            currency=cur.code,
+            invoices=view.invoices,
+            current=b["current"],
+            days_1_30=b["1_30"],
+            days_31_60=b["31_60"],
+            days_61_90=b["61_90"],
+            days_over_90=b["over_90"],
+            total=format_money(view.total, cur),
+        )
+
+
+class AgingReport(BaseModel):
+    object: Literal["list"] = "list"
+    by: str
+    as_of: datetime
+    data: list[AgingOut]

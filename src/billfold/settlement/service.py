@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from billfold import ledger
+from billfold import invoicing, ledger
 from billfold.analytics import pending_revenue, revenue_of_transfers
 from billfold.core import audit
-from billfold.core.access import Principal, require_admin, require_provider_access
+from billfold.core.access import Principal, Role, require_admin, require_provider_access
 from billfold.core.context import Work
 from billfold.domain.errors import InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import (
@@ -61,6 +61,10 @@ class Statement:
     closing: int = 0
     promotions: int = 0
     """What the provider's vouchers cost it in the period (funded less expired back)."""
+    receivable: int = 0
+    """What the provider's postpaid customers still owe on open invoices, now."""
+    overdue: int = 0
+    """The part of `receivable` past its due date."""
     by_service: dict[str, list[int]] = field(default_factory=dict)
 
     @property
@@ -162,6 +166,11 @@ def _statements(
         st.promotions = -_moved(
             work, account, start, end, (TransferKind.GRANT, TransferKind.EXPIRY)
         )
+    # Gross counts what was charged; postpaid customers may not have paid it yet.
+    for row in invoicing.aging(work, by="provider", provider_id=provider_id):
+        if row.currency in found:
+            found[row.currency].receivable = row.total
+            found[row.currency].overdue = row.total - row.buckets["current"]
     return [found[code] for code in sorted(found)]
 
 
@@ -380,6 +389,7 @@ def reconcile(work: Work, period: str) -> Reconciliation:
        is paid no more than its total, and every ledger transfer its lines cite exists.
     5. The usage rollups (all time) equal the journal's totals: usage series add up to
        what metering charged.
+    6. Every postpaid user's receivable owes at least what their open invoices ask for.
     """
     start, end = parse_period(period)
     result = Reconciliation(period)
@@ -427,7 +437,27 @@ def reconcile(work: Work, period: str) -> Reconciliation:
     _reconcile_commission(work, start, end, rolled, result)
     _reconcile_invoices(work, start, end, result)
     _reconcile_usage(work, result)
+    _reconcile_receivables(work, result)
     return result
+
+
+def _reconcile_receivables(work: Work, result: Reconciliation) -> None:
+    """6. Every postpaid user's receivable owes at least what their open invoices ask for
+    (the rest is usage not invoiced yet): an invoice marked paid without money arriving,
+    or money taken without its invoice knowing, shows here."""
+    rows = invoicing.aging(work, by="user")
+    for row in rows:
+        result.checks += 1
+        owed = ledger.user_standing(work, row.party, row.currency, 0).owed
+        if owed < row.total:
+            result.differences.append(
+                Difference(
+                    "receivable_vs_open_invoices",
+                    f"user {row.party} {row.currency}",
+                    f"at least {row.total} owed",
+                    f"receivable owes {owed}",
+                )
+            )
 
 
 def _reconcile_commission(
@@ -465,7 +495,7 @@ def _reconcile_invoices(work: Work, start: datetime, end: datetime, result: Reco
             select(invoices).where(
                 invoices.c.period_end > start,
                 invoices.c.period_end <= end,
-                invoices.c.status.in_(("finalized", "paid", "void")),
+                invoices.c.status.in_(("open", "paid", "void")),
             )
         )
     )
@@ -562,3 +592,44 @@ def _reconcile_usage(work: Work, result: Reconciliation) -> None:
                     f"per provider {folded.get(key, 0)}",
                 )
             )
+
+
+# --- receivables: what is invoiced and not yet paid ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AgingView:
+    """Open receivables of one party in one currency, by days past due."""
+
+    party: str
+    currency: Currency
+    invoices: int
+    buckets: dict[str, Decimal]
+    total: Decimal
+
+
+def receivables(work: Work, principal: Principal, *, by: str) -> list[AgingView]:
+    """Open postpaid invoices' amounts due, by user or by provider, in aging buckets
+    (current, 1-30, 31-60, 61-90, over 90 days past due), as of now. An admin sees every
+    party; a provider its own invoices (by user: its customers' ids); a user its own."""
+    if by not in ("user", "provider"):
+        raise InvalidRequest("by is user or provider", param="by")
+    provider_id = user_id = None
+    if principal.role == Role.PROVIDER:
+        provider_id = principal.provider_id
+    elif principal.role == Role.USER:
+        user_id = principal.user_id
+    rows = invoicing.aging(work, by=by, provider_id=provider_id, user_id=user_id)
+    found = []
+    for row in rows:
+        cur = currency(row.currency)
+        found.append(
+            AgingView(
+                party=row.party,
+                currency=cur,
+                invoices=row.invoices,
+                buckets={k: from_units(v, cur) for k, v in row.buckets.items()},
+                total=from_units(row.total, cur),
+            )
+        )
+    return found

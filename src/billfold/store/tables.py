@@ -64,6 +64,11 @@ users = Table(
     Column("created_at", UTCDateTime, nullable=False),
     # The user's own tax rate on invoices (NULL: the platform's rate).
     Column("tax_rate", String(40), nullable=True),
+    # The buyer on the user's invoices (billing name, company, address, tax number, the
+    # 发票抬头 and 税号 of a fapiao request), as JSON encrypted like the name and email.
+    Column("billing_profile_enc", Text, nullable=True),
+    # Whether money arriving in a postpaid user's wallet pays open invoices at once.
+    Column("autopay_invoices", Integer, nullable=False, server_default="0"),
     CheckConstraint("credit_limit >= 0", name="credit_limit_not_negative"),
 )
 
@@ -510,7 +515,7 @@ invoices = Table(
     Column("billing_mode", String(16), nullable=False),
     Column("period_start", UTCDateTime, nullable=False),
     Column("period_end", UTCDateTime, nullable=False),
-    # draft, finalized, paid, void.
+    # draft, open (finalized, money still due), paid, void.
     Column("status", String(16), nullable=False),
     Column("subtotal", BigInteger, nullable=False),
     Column("tax", BigInteger, nullable=False),
@@ -560,6 +565,22 @@ invoice_counters = Table(
     metadata,
     Column("year", Integer, primary_key=True, autoincrement=False),
     Column("last_number", BigInteger, nullable=False),
+)
+
+# Money received for an invoice outside a gateway and recorded by an operator (a bank
+# transfer, a cheque): each is one ledger transfer from external cash to the receivable.
+invoice_payments = Table(
+    "invoice_payments",
+    metadata,
+    Column("id", String(ID), primary_key=True),
+    Column("invoice_id", String(ID), ForeignKey("invoices.id"), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),
+    # bank_transfer, cheque, other; gateway and wallet payments are in the ledger.
+    Column("method", String(16), nullable=False),
+    Column("reference", String(200), nullable=False),
+    Column("transfer_id", String(TRANSFER_ID), nullable=False),
+    Column("recorded_by", String(ID), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
 )
 
 credit_notes = Table(

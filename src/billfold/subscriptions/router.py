@@ -30,7 +30,11 @@ router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["subscriptio
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 InvoiceStatus = Annotated[
-    str | None, Query(pattern="^(draft|finalized|paid|void)$", description="Only this status.")
+    str | None,
+    Query(
+        pattern="^(draft|open|finalized|paid|void)$",
+        description="Only this status (`finalized` is an older name for `open`).",
+    ),
 ]
 
 
