@@ -43,6 +43,17 @@ class Settings(BaseSettings):
         default="billfold platform", description="Who issues invoices, as printed on them."
     )
     invoice_due_days: int = Field(default=14, ge=0, le=365)
+    # The seller on invoices: the platform's legal details. Multi-line values separate
+    # their lines with "\n" (a newline, or the two characters backslash and n).
+    invoice_seller_address: str = Field(default="", max_length=500)
+    invoice_seller_tax_number: str = Field(default="", max_length=64)
+    invoice_seller_contact: str = Field(default="", max_length=200)
+    invoice_seller_logo: Path | None = Field(
+        default=None, description="A PNG, JPEG or SVG file of at most 256 KB, on invoices."
+    )
+    invoice_bank_details: str = Field(
+        default="", max_length=500, description="Where to pay by bank transfer."
+    )
     dunning_retry_hours: list[int] = Field(
         default=[24, 72, 120], description="When a failed renewal is retried, after it failed."
     )

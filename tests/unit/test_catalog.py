@@ -8,15 +8,20 @@ from pathlib import Path
 from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.pofile import read_po
 
-from billfold.web.i18n import CATALOG, translations
+from billfold.core.i18n import CATALOG, translations
 
 ROOT = Path(__file__).resolve().parents[2]
 KEYWORDS = {**DEFAULT_KEYWORDS, "t": None, "N_": None}
 METHODS = [
     ("src/billfold/web/**.py", "python"),
+    ("src/billfold/invoicing/document.py", "python"),
     ("src/billfold/web/templates/console/**.html", "jinja2"),
+    ("src/billfold/web/templates/invoice.html", "jinja2"),
 ]
-OPTIONS = {"src/billfold/web/templates/console/**.html": {"extensions": "jinja2.ext.i18n"}}
+OPTIONS = {
+    "src/billfold/web/templates/console/**.html": {"extensions": "jinja2.ext.i18n"},
+    "src/billfold/web/templates/invoice.html": {"extensions": "jinja2.ext.i18n"},
+}
 
 
 def _messages() -> set[str]:

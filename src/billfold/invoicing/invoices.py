@@ -18,11 +18,11 @@ from typing import Any, Final
 from sqlalchemy import select
 
 from billfold import ledger
-from billfold.catalog import hides_personal_data, was_customer
+from billfold.catalog import was_customer
 from billfold.core import audit
 from billfold.core.access import Principal, Role, require_admin
 from billfold.core.context import Work
-from billfold.core.directory import load_user, user_row
+from billfold.core.directory import user_row
 from billfold.domain.errors import Conflict, InsufficientFunds, InvalidRequest, NotFound
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
@@ -44,6 +44,7 @@ from billfold.domain.money import (
 from billfold.ids import new_id
 from billfold.invoicing import billing
 from billfold.invoicing.batch import Batch
+from billfold.invoicing.document import document
 from billfold.invoicing.model import Invoice, load_invoices
 from billfold.store.tables import credit_notes, invoice_payments, invoices
 
@@ -568,30 +569,19 @@ def _environment() -> Any:
     )
 
 
-def render_html(work: Work, principal: Principal, invoice_id: str) -> str:
+def render_html(
+    work: Work, principal: Principal, invoice_id: str, *, locale: str | None = None
+) -> str:
+    """The invoice as a document, in the buyer's language (or `locale`)."""
     inv = _load(work, principal, invoice_id)
-    buyer = load_user(work, inv.user_id)
-    view = view_of(inv, principal)
-    # A provider's copy names the customer by id only: no name, no email.
-    private = hides_personal_data(principal)
-    customer = {
-        "name": None if private else buyer.name,
-        "email": None if private else buyer.email,
-        "id": buyer.id,
-    }
-
-    def fmt(value: Decimal) -> str:
-        return f"{format_money(value, view.currency)} {view.currency.code}"
-
-    return str(
-        _environment()
-        .get_template("invoice.html")
-        .render(invoice=view, customer=customer, money=fmt, issuer=work.settings.invoice_issuer)
-    )
+    context = document(work, principal, inv, view_of(inv, principal), locale)
+    return str(_environment().get_template("invoice.html").render(**context))
 
 
-def render_pdf(work: Work, principal: Principal, invoice_id: str) -> bytes:
+def render_pdf(
+    work: Work, principal: Principal, invoice_id: str, *, locale: str | None = None
+) -> bytes:
     from weasyprint import HTML  # type: ignore[import-untyped]
 
-    html = render_html(work, principal, invoice_id)
+    html = render_html(work, principal, invoice_id, locale=locale)
     return bytes(HTML(string=html).write_pdf())

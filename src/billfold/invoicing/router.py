@@ -47,6 +47,12 @@ InvoiceStatus = Annotated[
 ]
 
 
+InvoiceLocale = Annotated[
+    str | None,
+    Query(pattern="^(en|zh-CN)$", description="The language; default the buyer's own."),
+]
+
+
 @router.get("/invoices", response_model=ListOf[InvoiceOut])
 def list_invoices(
     work: Read,
@@ -70,9 +76,11 @@ def list_invoices(
 
 
 @router.get("/invoices/{invoice_id}.html", response_class=HTMLResponse)
-def invoice_html(invoice_id: str, work: Read, who: Who) -> HTMLResponse:
-    """The invoice as a document, in HTML."""
-    return HTMLResponse(invoices.render_html(work, who, invoice_id))
+def invoice_html(
+    invoice_id: str, work: Read, who: Who, locale: InvoiceLocale = None
+) -> HTMLResponse:
+    """The invoice as a document, in HTML, in the buyer's language (or `locale`)."""
+    return HTMLResponse(invoices.render_html(work, who, invoice_id, locale=locale))
 
 
 @router.get(
@@ -80,9 +88,9 @@ def invoice_html(invoice_id: str, work: Read, who: Who) -> HTMLResponse:
     response_class=Response,
     responses={200: {"content": {"application/pdf": {}}, "description": "The invoice as PDF."}},
 )
-def invoice_pdf(invoice_id: str, work: Read, who: Who) -> Response:
-    """The invoice as a PDF document."""
-    body = invoices.render_pdf(work, who, invoice_id)
+def invoice_pdf(invoice_id: str, work: Read, who: Who, locale: InvoiceLocale = None) -> Response:
+    """The invoice as a PDF document, in the buyer's language (or `locale`)."""
+    body = invoices.render_pdf(work, who, invoice_id, locale=locale)
     return Response(
         body,
         media_type="application/pdf",

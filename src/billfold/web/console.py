@@ -24,9 +24,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from billfold.core import sessions
 from billfold.core.access import Principal, Role
 from billfold.core.context import Context, Work
+from billfold.core.i18n import LOCALES, Formats, negotiate, translations
 from billfold.domain.errors import AuthenticationFailed, BillfoldError
 from billfold.ids import derived_id
-from billfold.web.i18n import LOCALES, Formats, negotiate, translations
 
 TEMPLATES: Final = Path(__file__).resolve().parent / "templates"
 LANGUAGE_COOKIE: Final = "billfold_lang"

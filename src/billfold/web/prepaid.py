@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from billfold import payments, prepaid, settlement
 from billfold.core.access import Role
+from billfold.core.i18n import Formats
 from billfold.domain.errors import BillfoldError, InvalidRequest
 from billfold.web.console import (
     form_of,
@@ -24,7 +25,6 @@ from billfold.web.console import (
     transfer_id,
     unit,
 )
-from billfold.web.i18n import Formats
 
 router = APIRouter(include_in_schema=False)
 

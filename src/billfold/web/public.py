@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from billfold import identity
 from billfold.core import sessions
 from billfold.core.access import Role
+from billfold.core.i18n import LOCALES
 from billfold.domain.errors import BillfoldError
 from billfold.web.console import (
     LANGUAGE_COOKIE,
@@ -26,7 +27,6 @@ from billfold.web.console import (
     unit,
     viewer,
 )
-from billfold.web.i18n import LOCALES
 
 router = APIRouter(include_in_schema=False)
 

@@ -379,7 +379,41 @@ def invoices(request: Request) -> Response:
             work=work,
             who=who,
         )
-    return render(request, seen, "console/invoices.html", invoices=found.data)
+        billing = (
+            parties_api.get_billing_profile(who.user_id, work=work, who=who)
+            if who.user_id
+            else None
+        )
+    return render(request, seen, "console/invoices.html", invoices=found.data, billing=billing)
+
+
+_BILLING_FIELDS = (
+    "company", "name", "address", "tax_number", "email", "fapiao_title", "fapiao_tax_number",
+)  # fmt: skip
+
+
+@router.post("/invoices/billing-details")
+async def save_billing_details(request: Request) -> Response:
+    """The buyer on the user's invoices, and whether cash pays open invoices at once."""
+    seen = person(request, Role.USER)
+    fields = await form_of(request, seen)
+    who = seen.who
+    assert who.user_id is not None
+    user_id = who.user_id
+    from billfold.parties.schemas import BillingProfileUpdate
+
+    def act(work: Any) -> str:
+        body = BillingProfileUpdate.model_validate(
+            {k: (fields.get(k) or "") for k in _BILLING_FIELDS}
+            | {"autopay_invoices": fields.get("autopay_invoices") == "on"}
+        )
+        parties_api.set_billing_profile(user_id, body, work=work, who=who)
+        return seen.t("Your billing details are saved.")
+
+    try:
+        return await run_in_threadpool(handle_form, request, seen, "/invoices", act)
+    except ValueError as error:  # A pydantic ValidationError: a field is too long.
+        return redirect("/invoices", "!" + str(error).splitlines()[0])
 
 
 @router.get("/invoices/{invoice_id}")

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+from billfold.core.i18n import Formats
 from billfold.web.console import N_, Viewer
-from billfold.web.i18n import Formats
 
 _EVERY = {
     "none": N_("each month"),

@@ -1,7 +1,7 @@
-"""The console's languages: gettext catalogs (Babel), and numbers, money and dates
-formatted for the reader's locale.
+"""The languages of the console, mail and invoices: gettext catalogs (Babel), and
+numbers, money and dates formatted for the reader's locale.
 
-English is the source language; `locale/zh_CN/LC_MESSAGES/messages.po` holds the
+English is the source language; `web/locale/zh_CN/LC_MESSAGES/messages.po` holds the
 Simplified Chinese. The catalog is compiled in memory when the process starts, so there
 is no build step and no compiled file to keep in step.
 """
@@ -24,7 +24,12 @@ from babel.support import NullTranslations, Translations
 
 LOCALES: Final = ("en", "zh-CN")
 CATALOG: Final = (
-    Path(__file__).resolve().parent / "locale" / "zh_CN" / "LC_MESSAGES" / "messages.po"
+    Path(__file__).resolve().parent.parent
+    / "web"
+    / "locale"
+    / "zh_CN"
+    / "LC_MESSAGES"
+    / "messages.po"
 )
 
 

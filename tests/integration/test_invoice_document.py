@@ -1,0 +1,111 @@
+"""The invoice a business can send, read back from the rendered PDF: seller, buyer,
+provider, service and metric names, how each usage amount came about, taxes by rate,
+payment instructions, in English and in Chinese."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from billfold import catalog, metering, parties, subscriptions
+from billfold.clock import TestClock
+from billfold.core.access import SYSTEM, Principal, Role
+from billfold.core.context import Context
+from billfold.invoicing import billing, invoices
+from billfold.parties.profile import set_profile
+
+LOGO = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" width="120" height="30">'
+    b'<rect width="120" height="30" fill="#234"/></svg>'
+)
+
+
+def _invoice(ctx: Context, clock: TestClock, tmp_path: Path) -> tuple[str, Principal]:
+    settings = ctx.settings
+    settings.invoice_issuer = "Open Platform Ltd"
+    settings.invoice_seller_address = "1 Market Street\\nLondon EC1A 1AA"
+    settings.invoice_seller_tax_number = "GB999888777"
+    settings.invoice_seller_contact = "billing@platform.example"
+    settings.invoice_bank_details = "IBAN GB00 BANK 0000 0000 0000 00\nBIC BANKGB22"
+    (tmp_path / "logo.svg").write_bytes(LOGO)
+    settings.invoice_seller_logo = tmp_path / "logo.svg"
+    settings.tax_rate = "0.2"
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name="Maps Inc", email="p@p.io", commission_rate="0.2"
+    )
+    me = Principal("k", Role.PROVIDER, provider_id=provider.id)
+    ctx.run(catalog.create_service, me, code="maps", name="Maps Platform")
+    ctx.run(catalog.create_metric, me, "maps", code="calls", name="API calls", aggregation="count")
+    ctx.run(catalog.create_metric, me, "maps", code="gb", name="Storage GB", aggregation="count")
+    ctx.run(
+        catalog.create_plan,
+        me,
+        {
+            "code": "monthly", "name": "Monthly", "service": "maps", "currency": "USD",
+            "interval": "month", "fixed_fee": "30", "fee_timing": "advance",
+            "charges": [
+                {"metric": "calls", "model": "per_unit", "unit_price": "0.002",
+                 "free_units": "1000"},
+                {"metric": "gb", "model": "graduated", "tiers": [
+                    {"up_to": "10", "unit_price": "0.5"}, {"up_to": None, "unit_price": "0.2"},
+                ]},
+            ],
+        },
+    )  # fmt: skip
+    user = ctx.run(
+        parties.create_user, SYSTEM, name="Ada Lovelace", email="ada@example.com",
+        currency_code="USD", billing_mode="postpaid", credit_limit="500",
+    )  # fmt: skip
+    ctx.run(set_profile, SYSTEM, user.id, {
+        "company": "Analytical Engines Ltd", "address": "12 St James's Square\nLondon",
+        "tax_number": "GB123456789", "fapiao_title": "分析机有限公司",
+        "fapiao_tax_number": "91310000MA1FL12345",
+    })  # fmt: skip
+    ctx.run(subscriptions.create, SYSTEM, user_ref=user.id, plan_code="monthly")
+    events = [
+        {"id": "a", "user": user.id, "service": "maps", "metric": "calls", "value": "3500"},
+        {"id": "b", "user": user.id, "service": "maps", "metric": "gb", "value": "25"},
+    ]
+    assert metering.ingest(ctx, me, events).accepted == 2
+    clock.set(datetime(2026, 12, 1, tzinfo=UTC))
+    billing.bill_run(ctx)
+    found = ctx.run(invoices.list_for, SYSTEM, user=user.id, status="open", limit=5)[0]
+    return found[0].id, me
+
+
+def _text(pdf: bytes) -> str:
+    reader = PdfReader(io.BytesIO(pdf))
+    return re.sub(r"\s+", " ", " ".join(page.extract_text() or "" for page in reader.pages))
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_the_pdf_names_everyone_and_explains_every_amount(
+    ctx: Context, clock: TestClock, tmp_path: Path
+) -> None:
+    invoice_id, provider = _invoice(ctx, clock, tmp_path)
+    english = _text(ctx.run(invoices.render_pdf, SYSTEM, invoice_id, locale="en"))
+    for expected in (
+        "Open Platform Ltd", "1 Market Street", "GB999888777", "billing@platform.example",
+        "Analytical Engines Ltd", "Ada Lovelace", "12 St James", "GB123456789",
+        "Maps Inc", "Maps Platform", "API calls", "Storage GB",
+        "1,000 free", "2,500 × $0.002 = $5.00",
+        "Tier 1 (0 to 10): 10 × $0.50 = $5.00", "Tier 2 (above 10): 15 × $0.20 = $3.00",
+        "Subtotal", "$43.00", "Tax at 20% on $43.00", "$8.60", "$51.60", "Amount due",
+        "IBAN GB00 BANK", "BF-2026-000001", "How to pay",
+    ):  # fmt: skip
+        assert expected in english, expected
+    chinese = _text(ctx.run(invoices.render_pdf, SYSTEM, invoice_id, locale="zh-CN"))
+    for expected in (
+        "账单", "发票抬头", "分析机有限公司", "91310000MA1FL12345", "Maps Inc", "API calls",
+        "免费", "应付金额", "US$51.60", "2026年12月1日",
+    ):  # fmt: skip
+        assert expected in chinese, expected
+    # A provider's copy names the customer by id only.
+    theirs = _text(ctx.run(invoices.render_pdf, provider, invoice_id, locale="en"))
+    assert "Ada Lovelace" not in theirs and "GB123456789" not in theirs
+    assert "API calls" in theirs
