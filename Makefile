@@ -47,7 +47,7 @@ browser:
 # Re-extracts the console's messages and updates the Chinese catalog (then translate).
 messages: $(STAMP)
 	$(BIN)/pybabel extract -F babel.cfg -k t -k _ -k N_ --project=billfold --no-location --omit-header -o .messages.pot .
-	$(BIN)/pybabel update -i .messages.pot -d src/billfold/web/locale -l zh_CN --no-fuzzy-matching --omit-header
+	$(BIN)/pybabel update -i .messages.pot -d src/billfold/web/locale -l zh_CN --no-fuzzy-matching
 	rm -f .messages.pot
 
 # Starts the local PostgreSQL server when it is installed but not running; the

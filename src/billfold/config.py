@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     invoice_seller_logo: Path | None = Field(
         default=None, description="A PNG, JPEG or SVG file of at most 256 KB, on invoices."
     )
+    invoice_reminder_days: list[int] = Field(
+        default=[-3, 1, 7],
+        description="When open invoices are mailed again: days before (negative) or after "
+        "their due date.",
+    )
     invoice_bank_details: str = Field(
         default="", max_length=500, description="Where to pay by bank transfer."
     )

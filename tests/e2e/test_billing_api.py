@@ -76,6 +76,10 @@ def test_subscribe_move_the_clock_and_read_the_invoice(
     # An invoice page may load nothing from anywhere (its styles are inline).
     assert html.headers["content-security-policy"].startswith("default-src 'none'")
     assert html.status_code == 200 and "BF-2026-000001" in html.text and "Ada" in html.text
+    assert "Prorated by days: 14 of the period&#39;s 31 days" in html.text
+    chinese = admin.get(f"/v1/invoices/{first['id']}.html", params={"locale": "zh-CN"})
+    assert "按天折算：本期 31 天中的 14 天" in chinese.text
+    assert admin.get(f"/v1/invoices/{first['id']}.html?locale=fr").status_code == 400
     pdf = admin.get(f"/v1/invoices/{first['id']}.pdf")
     assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
     assert len(pdf.content) > 2000

@@ -15,6 +15,7 @@ KEYWORDS = {**DEFAULT_KEYWORDS, "t": None, "N_": None}
 METHODS = [
     ("src/billfold/web/**.py", "python"),
     ("src/billfold/invoicing/document.py", "python"),
+    ("src/billfold/invoicing/notices.py", "python"),
     ("src/billfold/web/templates/console/**.html", "jinja2"),
     ("src/billfold/web/templates/invoice.html", "jinja2"),
 ]

@@ -4,6 +4,7 @@ an `.eml` file under BILLFOLD_HOME/mail/ so that a local install works offline."
 from __future__ import annotations
 
 import smtplib
+from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -16,13 +17,24 @@ from billfold.config import Settings
 log = structlog.get_logger(__name__)
 
 
-def send(settings: Settings, to: str, subject: str, text: str) -> None:
+def send(
+    settings: Settings,
+    to: str,
+    subject: str,
+    text: str,
+    *,
+    attachments: Sequence[tuple[str, str, bytes]] = (),
+) -> None:
+    """Sends a plain-text mail; `attachments` are (file name, MIME type, content)."""
     message = EmailMessage()
     message["From"] = settings.mail_from
     message["To"] = to
     message["Subject"] = subject
     message["Message-ID"] = make_msgid(domain="billfold")
     message.set_content(text)
+    for name, kind, content in attachments:
+        main, _, sub = kind.partition("/")
+        message.add_attachment(content, maintype=main, subtype=sub, filename=name)
     if settings.smtp_url is None:
         folder = Path(settings.home) / "mail"
         folder.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,7 @@ from billfold.invoicing.model import (
     load_subs,
     money,
 )
+from billfold.invoicing.notices import mail_invoices
 from billfold.invoicing.receivables import (
     BUCKETS,
     AgingRow,
@@ -61,6 +62,7 @@ __all__ = [
     "dunning_chunk",
     "load_invoices",
     "load_subs",
+    "mail_invoices",
     "money",
     "overdue",
     "overdue_since",

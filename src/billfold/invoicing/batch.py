@@ -44,6 +44,7 @@ from billfold.invoicing.model import (
 )
 from billfold.store.tables import (
     invoice_counters,
+    invoice_notices,
     usage_invoiced,
     usage_periods,
 )
@@ -64,6 +65,8 @@ class Batch:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     notes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     """What the bill run did to each subscription, for the audit trail (see `note`)."""
+    issued: list[str] = field(default_factory=list)
+    """Invoices finalized by this batch: their mail is queued in the same commit."""
     _numbers: dict[int, int] = field(default_factory=dict)
     _accounts: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
 
@@ -282,6 +285,7 @@ class Batch:
         invoice.finalized_at = self.now
         invoice.due_at = dated + timedelta(days=self.settings.invoice_due_days)
         invoice.dirty = True
+        self.issued.append(invoice.id)
 
     def next_number(self, year: int) -> str:
         """The next gap-free number of `year`, under the counter's row lock."""
@@ -551,6 +555,16 @@ class Batch:
         if self.usage_marks:
             write_usage_marks(conn, self.usage_marks)
             self.usage_marks = []
+        if self.issued:
+            # The outbox of invoice mail (invoicing.notices), written with the invoices.
+            conn.execute(
+                invoice_notices.insert(),
+                [
+                    {"invoice_id": i, "kind": "issued", "created_at": self.now, "attempts": 0}
+                    for i in self.issued
+                ],
+            )
+            self.issued = []
         for year, last in self._numbers.items():
             conn.execute(
                 update(invoice_counters)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+import re
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
@@ -211,10 +212,20 @@ def _line(
         amount=money(shown.amount),
         tax=money(shown.tax),
     )
+    prorated = _PRORATED.search(shown.description or "")
+    if prorated is not None:
+        line.explained = [
+            gettext("Prorated by days: %(used)s of the period's %(days)s days")
+            % {"used": prorated.group(1), "days": prorated.group(2)}
+        ]
     if shown.kind == "usage" and shown.metric and shown.quantity and names["plan_id"]:
         line.explained, price = _explain(work, names["plan_id"], start, shown, fmt, money, gettext)
         line.unit_price = price
     return line
+
+
+_PRORATED = re.compile(r"prorated (\d+)/(\d+) days")
+"""How a fee line's stored description says it was prorated (Batch.fee_line)."""
 
 
 def N_(message: str) -> str:

@@ -25,6 +25,7 @@ from billfold.core.http import (
 from billfold.core.schemas import ListOf
 from billfold.domain.errors import InvalidRequest, NotFound
 from billfold.invoicing import billing, invoices
+from billfold.invoicing.notices import mail_invoices
 from billfold.invoicing.schemas import (
     CreditNoteCreate,
     CreditNoteOut,
@@ -177,4 +178,5 @@ def move_test_clock(body: TestClockMove, ctx: Ctx, who: Who) -> TestClockOut:
         )
     )  # fmt: skip
     done = billing.bill_run(ctx, as_of=body.now)
-    return TestClockOut(now=clock.now(), bill_run=done)
+    mailed = mail_invoices(ctx)  # Invoice mail that fell due, as the server would send it.
+    return TestClockOut(now=clock.now(), bill_run={**done, "invoice_mails_sent": mailed["sent"]})

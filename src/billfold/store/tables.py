@@ -793,3 +793,19 @@ login_tokens = Table(
     # What the token carries besides its login (an email change's new address), encrypted.
     Column("payload_enc", Text, nullable=True),
 )
+
+# Mail about invoices, written in the transaction that makes it due and sent afterwards
+# (an outbox): the invoice when it is issued, reminders before and after its due date.
+# A notice is marked sent after the SMTP server took it; one that failed is retried.
+invoice_notices = Table(
+    "invoice_notices",
+    metadata,
+    Column("invoice_id", String(ID), ForeignKey("invoices.id"), primary_key=True),
+    # issued, due_in_<n>d, overdue_<n>d.
+    Column("kind", String(24), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Index("ix_invoice_notices_sent_at", "sent_at"),
+)

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import structlog
 
-from billfold import alerts, analytics, arrears, ledger, payments
+from billfold import alerts, analytics, arrears, invoicing, ledger, payments
 from billfold.core import idempotency, keys
 from billfold.core.context import Context
 from billfold.invoicing import billing
@@ -34,6 +34,7 @@ def run_once(ctx: Context) -> dict[str, int]:
     recharged = payments.recharge_due(ctx)
     in_arrears = arrears.review(ctx)
     sent = alerts.deliver_due(ctx)
+    mailed = invoicing.mail_invoices(ctx)
     return {
         "alerts_raised": sum(raised.values()),
         "webhooks_delivered": sent["delivered"],
@@ -42,6 +43,8 @@ def run_once(ctx: Context) -> dict[str, int]:
         "holds_expired": expired,
         "recharges_started": recharged,
         "arrears_steps": sum(in_arrears.values()),
+        "invoice_mails_sent": mailed["sent"],
+        "invoice_mails_failed": mailed["failed"],
         "grants_expired": grants_ended,
         "idempotency_keys_purged": int(purged),
         "usage_deltas_folded": folded["usage_deltas"],
