@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -30,10 +31,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from billfold import payments
+from billfold import catalog, parties, payments, subscriptions
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
 from billfold.core.keys import create_key
+from billfold.invoicing import billing, invoices
+from billfold.ledger.verify import verify
 from tests.conftest import LiveServer
 
 WEBHOOK_SECRET = "whsec_billfold_test"
@@ -179,6 +182,48 @@ def test_a_card_checkout_credits_once_however_often_the_webhook_comes(
         assert too_much.status_code == 400
         report = ctx.read(payments.reconcile, ctx.clock.now().strftime("%Y-%m"))
         assert report.differences == [], report.differences
+
+
+def test_an_open_postpaid_invoice_is_paid_by_card(
+    stripe_world: tuple[LiveServer, str, str, str], localstripe: str, ctx: Context
+) -> None:
+    """The money for an open postpaid invoice arrives through the gateway: the invoice is
+    paid with it, and nothing is drawn on the credit line."""
+    server, _admin_key, _user_key, _user = stripe_world
+    provider = ctx.run(parties.create_provider, SYSTEM, name="P", email="p@p.io",
+                       commission_rate="0.2")  # fmt: skip
+    ctx.run(catalog.create_service, SYSTEM, code="maps", name="Maps", provider_id=provider.id)
+    ctx.run(catalog.create_plan, SYSTEM, {
+        "code": "monthly", "name": "Monthly", "service": "maps", "currency": "USD",
+        "interval": "month", "fixed_fee": "30", "charges": [],
+    })  # fmt: skip
+    user = ctx.run(parties.create_user, SYSTEM, name="Post", email="post@u.io",
+                   currency_code="USD", billing_mode="postpaid", credit_limit="100")  # fmt: skip
+    ctx.run(subscriptions.create, SYSTEM, user_ref=user.id, plan_code="monthly")
+    ctx.clock.set(datetime(2026, 12, 1, tzinfo=UTC))  # type: ignore[attr-defined]
+    billing.bill_run(ctx)
+    open_ = ctx.run(invoices.list_for, SYSTEM, user=user.id, status="open", limit=5)[0]
+    (invoice,) = open_
+    key = ctx.run(create_key, SYSTEM, role=Role.USER, user_id=user.id)[1]
+    with server.client(key) as me, _stripe(localstripe) as ls:
+        started = me.post(
+            f"/v1/users/{user.id}/checkouts", json={"gateway": "stripe", "invoice": invoice.id}
+        )
+        assert started.status_code == 201, started.text
+        assert started.json()["amount"] == "30.00"
+        intent = started.json()["client_secret"].split("_secret_")[0]
+        assert ls.post(
+            f"/v1/payment_intents/{intent}", data={"payment_method": _card(ls)}
+        ).is_success
+        assert ls.post(f"/v1/payment_intents/{intent}/confirm").json()["status"] == "succeeded"
+        _wait(lambda: me.get(f"/v1/invoices/{invoice.id}").json()["status"] == "paid")
+        balance = me.get(f"/v1/users/{user.id}/balance").json()
+        assert balance["posted"] == "0.00"  # The card's money paid it, not credit.
+        again = me.post(
+            f"/v1/users/{user.id}/checkouts", json={"gateway": "stripe", "invoice": invoice.id}
+        )
+        assert again.status_code == 409  # A paid invoice asks for nothing more.
+    assert ctx.run(verify, SYSTEM).ok
 
 
 def test_a_failed_or_foreign_checkout_changes_nothing(

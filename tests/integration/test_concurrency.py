@@ -8,9 +8,11 @@ the approved charges, every approved charge is in the journal, and verify passes
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -141,3 +143,60 @@ def test_concurrent_charges_through_http(pg_ctx: Context) -> None:
             list(pool.map(client, range(CLIENTS)))
     assert statuses.count(201) == len(approved) and 402 in statuses
     _check(pg_ctx, user_id, approved)
+
+
+@pytest.mark.postgres
+def test_clients_that_hang_up_mid_request_get_the_original_answer_on_retry(
+    pg_ctx: Context,
+) -> None:
+    """16 clients send a charge and hang up before the answer (a 2 ms read timeout, so
+    most leave while their request waits in a group commit); each then retries with the
+    same Idempotency-Key. Every retry gets one answer for its key, and the ledger holds
+    exactly one charge per key: nothing a client gave up on is lost or doubled."""
+    provider_id, user_id = _setup(pg_ctx)
+    _, secret = pg_ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=provider_id)
+    keys = [f"hangup-{i}" for i in range(16)]
+    hung_up = 0
+    lock = threading.Lock()
+    barrier = threading.Barrier(len(keys))
+    with LiveServer(pg_ctx) as live:
+
+        def client(key: str) -> tuple[str, int, str]:
+            nonlocal hung_up
+            body = {"user": user_id, "amount": str(PRICE), "description": "call"}
+            headers = {"Idempotency-Key": key}
+            barrier.wait()
+            with live.client(secret) as impatient:
+                try:
+                    impatient.post("/v1/charges", json=body, headers=headers, timeout=0.002)
+                except httpx.TimeoutException:
+                    with lock:
+                        hung_up += 1
+            with live.client(secret) as patient:
+                for _ in range(50):
+                    answer = patient.post("/v1/charges", json=body, headers=headers)
+                    if answer.status_code != 409:  # idempotency_key_in_use: still running.
+                        break
+                    time.sleep(0.05)
+            assert answer.status_code == 201, answer.text
+            again = live.client(secret).post("/v1/charges", json=body, headers=headers)
+            assert again.json()["id"] == answer.json()["id"]
+            return key, answer.status_code, answer.json()["id"]
+
+        with ThreadPoolExecutor(len(keys)) as pool:
+            results = list(pool.map(client, keys))
+    assert hung_up > 0  # The test did make clients leave mid-request.
+    approved = {transfer_id for _key, _status, transfer_id in results}
+    assert len(approved) == len(keys)
+    balance = pg_ctx.run(parties.get_balance, SYSTEM, user_id)
+    assert balance.posted == START_BALANCE - PRICE * len(keys)
+    with pg_ctx.db.unit_of_work(read_only=True) as uow:
+        stored = set(
+            uow.conn.execute(
+                select(transfers.c.id).where(
+                    transfers.c.kind == "charge", transfers.c.user_id == user_id
+                )
+            ).scalars()
+        )
+    assert stored == approved
+    assert pg_ctx.run(verify, SYSTEM).ok

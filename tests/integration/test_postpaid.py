@@ -29,7 +29,7 @@ from billfold.domain.money import currency, to_units
 from billfold.invoicing import aging, billing, invoices, reopen_paid_from_credit
 from billfold.ledger.verify import verify
 from billfold.parties.profile import get_profile, set_profile
-from billfold.settlement import reconcile
+from billfold.settlement import commission_report, reconcile, statements
 from billfold.store.tables import invoices as invoice_rows
 
 DEC_1 = datetime(2026, 12, 1, tzinfo=UTC)
@@ -286,6 +286,11 @@ def test_an_overdue_postpaid_invoice_walks_the_arrears_until_paid(
     assert rows[0].buckets["1_30"] == DUE
     by_provider = ctx.run(aging, by="provider")
     assert [(r.party, r.total) for r in by_provider] == [(me.provider_id, DUE)]
+    # Statements and the commission report tell invoiced from paid.
+    (statement,) = ctx.run(statements, SYSTEM, me.provider_id, "2026-11")
+    assert (statement.receivable, statement.overdue) == (DUE, DUE)
+    (row,) = ctx.run(commission_report, SYSTEM, "2026-11")
+    assert row.receivable == DUE
     clock.set(inv.due_at + timedelta(hours=49))
     assert arrears.review(ctx)["suspended"] == 1
     assert ctx.run(entitlements, me, user, "maps").reason == "suspended"

@@ -320,6 +320,14 @@ def test_a_provider_coupon_covers_only_its_own_services(ctx: Context) -> None:
     del me
 
 
+def test_an_operator_coupon_for_a_provider_that_does_not_exist_is_a_404(ctx: Context) -> None:
+    """Found by schemathesis: an empty or unknown provider_id was a 500 (a foreign key)."""
+    for provider_id in ("", "prv_nobody"):
+        with pytest.raises(NotFound):
+            ctx.run(prepaid.create_coupon, SYSTEM, code="GIFT10", kind="amount",
+                    currency_code="USD", amount="10", provider_id=provider_id)  # fmt: skip
+
+
 def test_only_an_admin_grants_credit(ctx: Context) -> None:
     me = metered_catalog(ctx, PLAN)
     user = funded_user(ctx, 1, "1")

@@ -35,7 +35,7 @@ from billfold.core.access import (
     require_user_access,
 )
 from billfold.core.context import Work
-from billfold.core.directory import BalanceView, UserView, load_user
+from billfold.core.directory import BalanceView, UserView, load_provider, load_user
 from billfold.core.text import Page, check_limit, clean_text
 from billfold.domain.errors import Conflict, InvalidRequest, NotFound
 from billfold.domain.ledger import (
@@ -121,6 +121,8 @@ def create_coupon(
     """An admin's coupon (the platform pays for it) or a provider's (its own services
     only, paid from its earnings)."""
     owner = acting_provider(principal, provider_id)
+    if owner is not None:
+        load_provider(work, owner)  # An operator names a provider that exists (else 404).
     now = work.clock.now()
     text = clean_text(code, param="code", max_length=64)
     assert text is not None

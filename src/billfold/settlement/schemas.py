@@ -146,6 +146,11 @@ class CommissionOut(BaseModel):
     refunds: Amount
     commission: Amount
     net: Amount
+    receivable: Amount = Field(
+        default="0",
+        description="Invoiced and not paid yet, now: what the provider's postpaid customers "
+        "still owe on open invoices.",
+    )
 
     @classmethod
     def of(cls, row: CommissionRow) -> CommissionOut:
@@ -156,6 +161,7 @@ class CommissionOut(BaseModel):
             refunds=_money(row.refunds, row.currency),
             commission=_money(row.commission, row.currency),
             net=_money(row.net, row.currency),
+            receivable=_money(row.receivable, row.currency),
         )
 
 

@@ -290,6 +290,9 @@ class CommissionRow:
     gross: int
     refunds: int
     commission: int
+    receivable: int = 0
+    """Invoiced and not paid yet, now: what the provider's postpaid customers still owe
+    on open invoices (gross counts what was charged, paid or not)."""
 
     @property
     def net(self) -> int:
@@ -307,8 +310,11 @@ def commission_report(work: Work, principal: Principal, period: str) -> list[Com
         acc[0] += gross
         acc[1] += refunds
         acc[2] += commission
+    owed = {(row.party, row.currency): row.total for row in invoicing.aging(work, by="provider")}
     return [
-        CommissionRow(provider or None, currency(code), g, r, c)
+        CommissionRow(
+            provider or None, currency(code), g, r, c, owed.get((provider or "platform", code), 0)
+        )
         for (provider, code), (g, r, c) in sorted(per.items())
     ]
 
