@@ -20,6 +20,7 @@ from billfold.core.context import Context
 from billfold.domain.billing import Schedule
 from billfold.invoicing import billing
 from billfold.ledger.verify import verify
+from billfold.parties.profile import set_profile
 from billfold.store.tables import invoice_lines, invoices
 from billfold.store.tables import subscriptions as subscription_table
 from tests.conftest import TEST_SECRET, make_context
@@ -95,6 +96,8 @@ def test_two_years_of_a_thousand_subscriptions(sqlite_ctx: Context, clock: TestC
             currency_code="USD",
             billing_mode=mode,
         )
+        if mode == "postpaid":  # These customers pay their invoices from their cash.
+            ctx.run(set_profile, SYSTEM, user.id, {"autopay_invoices": True})
         ctx.run(parties.top_up, SYSTEM, user.id, amount="5000")
         timing = "arrears" if n % 2 else "advance"
         subs.append(

@@ -214,13 +214,18 @@ def dunning_chunk(
             select(subscriptions)
             .where(
                 or_(
+                    # A retry that is due; or a grace period that has run out (once: the
+                    # subscription is then suspended, and stays so until money arrives,
+                    # which reviews it at once, so suspended ones are not read again
+                    # every run however many there are).
                     and_(
                         subscriptions.c.status.in_(("past_due", "suspended")),
-                        or_(
-                            subscriptions.c.next_retry_at <= as_of,
-                            subscriptions.c.past_due_since
-                            <= as_of - timedelta(days=ctx.settings.dunning_grace_days),
-                        ),
+                        subscriptions.c.next_retry_at <= as_of,
+                    ),
+                    and_(
+                        subscriptions.c.status == "past_due",
+                        subscriptions.c.past_due_since
+                        <= as_of - timedelta(days=ctx.settings.dunning_grace_days),
                     ),
                     and_(
                         subscriptions.c.status.in_(("active", "trialing")),

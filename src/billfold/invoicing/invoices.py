@@ -552,6 +552,7 @@ def credit(
         at=now,
         details={"invoice": inv.id, "amount": str(from_units(units, cur))},
     )
+    billing.collect_for_user(work, inv.user_id)  # What is owed may now be nothing.
     return CreditNoteView(
         note_id, inv.id, cur, from_units(units, cur), reason.strip(), transfer, now
     )
