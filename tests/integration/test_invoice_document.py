@@ -109,3 +109,40 @@ def test_the_pdf_names_everyone_and_explains_every_amount(
     theirs = _text(ctx.run(invoices.render_pdf, provider, invoice_id, locale="en"))
     assert "Ada Lovelace" not in theirs and "GB123456789" not in theirs
     assert "API calls" in theirs
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_packages_and_late_usage_are_explained_in_the_readers_words(
+    ctx: Context, clock: TestClock, tmp_path: Path
+) -> None:
+    """Usage covered by a resource package, and usage that arrived after its period was
+    invoiced, each say so on the document, in English and in Chinese."""
+    from billfold import prepaid
+
+    invoice_id, provider = _invoice(ctx, clock, tmp_path)
+    user = ctx.run(invoices.get, SYSTEM, invoice_id).user
+    package = ctx.run(prepaid.create_package, provider, code="calls-2k", name="2,000 calls",
+                      service="maps", currency_code="USD", price="2",
+                      quantities={"calls": "2000"}, validity_days=60, reset="none")  # fmt: skip
+    ctx.run(prepaid.buy_package, Principal("u", Role.USER, user_id=user), user, package.id)
+    events = [
+        {"id": "dec", "user": user, "service": "maps", "metric": "calls", "value": "3500",
+         "timestamp": "2026-12-10T00:00:00Z"},
+        {"id": "late", "user": user, "service": "maps", "metric": "gb", "value": "5",
+         "timestamp": "2026-11-30T00:00:00Z"},
+    ]  # fmt: skip
+    clock.set(datetime(2026, 12, 12, tzinfo=UTC))
+    assert metering.ingest(ctx, provider, events).accepted == 2
+    clock.set(datetime(2027, 1, 1, tzinfo=UTC))
+    billing.bill_run(ctx)
+    december = next(
+        v
+        for v in ctx.run(invoices.list_for, SYSTEM, user=user, status="open", limit=5)[0]
+        if v.period_start.month == 12
+    )
+    english = _text(ctx.run(invoices.render_pdf, SYSTEM, december.id, locale="en"))
+    assert "2,000 more covered by resource packages" in english
+    assert "1,000 free" in english and "500 × $0.002 = $1.00" in english
+    assert "Late usage (earlier periods)" in english
+    chinese = _text(ctx.run(invoices.render_pdf, SYSTEM, december.id, locale="zh-CN"))
+    assert "资源包另抵扣 2,000" in chinese and "往期补计用量" in chinese

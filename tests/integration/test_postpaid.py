@@ -17,7 +17,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import update
 
-from billfold import arrears, catalog, ledger, metering, parties, subscriptions
+from billfold import arrears, catalog, ledger, metering, parties, prepaid, subscriptions
 from billfold.authorizations import authorize, entitlements
 from billfold.clock import TestClock
 from billfold.core.access import SYSTEM, Principal, Role
@@ -276,6 +276,11 @@ def test_an_overdue_postpaid_invoice_walks_the_arrears_until_paid(
     assert inv.due_at is not None and inv.due_at > DEC_1
     assert arrears.review(ctx)["grace"] == 0  # Open but not due: not in arrears.
     assert ctx.run(entitlements, me, user, "maps").has_access
+    # Owing unbilled usage and an invoice not yet due is no debt: a package may be bought.
+    package = ctx.run(prepaid.create_package, me, code="calls-1k", name="1,000 calls",
+                      service="maps", currency_code="USD", price="1",
+                      quantities={"calls": "1000"}, validity_days=30, reset="none")  # fmt: skip
+    ctx.run(prepaid.buy_package, SYSTEM, user, package.id)
     rows = ctx.run(aging, by="user")
     assert [(r.party, r.buckets["current"]) for r in rows] == [(user, DUE)]
     clock.set(inv.due_at + timedelta(hours=1))
@@ -295,6 +300,9 @@ def test_an_overdue_postpaid_invoice_walks_the_arrears_until_paid(
     assert arrears.review(ctx)["suspended"] == 1
     assert ctx.run(entitlements, me, user, "maps").reason == "suspended"
     assert ctx.run(authorize, me, user_ref=user, amount="1").reason == "suspended"
+    with pytest.raises(InvalidRequest) as refused:  # Overdue past grace: it is.
+        ctx.run(prepaid.buy_package, SYSTEM, user, package.id)
+    assert refused.value.code == "account_suspended"
     clock.set(inv.due_at + timedelta(days=45))
     assert ctx.run(aging, by="user")[0].buckets["31_60"] == DUE
     ctx.run(

@@ -13,13 +13,13 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 
 from billfold.core.context import Work
 from billfold.domain.arrears import ArrearsTerms, stage_at
 from billfold.domain.errors import NotFound
 from billfold.domain.money import Currency, currency, from_units
-from billfold.store.tables import arrears, providers, users
+from billfold.store.tables import arrears, invoices, providers, users
 
 
 class BillingMode(StrEnum):
@@ -139,6 +139,26 @@ def arrears_terms(work: Work, own: ArrearsTerms | None = None) -> ArrearsTerms:
         timedelta(hours=settings.arrears_grace_hours),
         timedelta(days=settings.arrears_terminate_days),
     )
+
+
+_DUE = invoices.c.total - invoices.c.amount_paid - invoices.c.amount_credited
+
+
+def overdue_since(work: Work, user_id: str) -> tuple[int, datetime | None]:
+    """(ledger units, the oldest due date) of what a user's open postpaid invoices ask
+    for past their due date: a postpaid user's debt. (Their receivable also holds usage
+    not invoiced yet, which is owed but not due.)"""
+    now = work.clock.now()
+    row = work.conn.execute(
+        select(func.coalesce(func.sum(_DUE), 0), func.min(invoices.c.due_at)).where(
+            invoices.c.billing_mode == "postpaid",
+            invoices.c.status == "open",
+            invoices.c.user_id == user_id,
+            invoices.c.due_at <= now,
+            _DUE > 0,
+        )
+    ).one()
+    return int(row[0]), row[1]
 
 
 def debt_stage(work: Work, user_id: str, debt: int, terms: ArrearsTerms) -> str | None:

@@ -212,20 +212,31 @@ def _line(
         amount=money(shown.amount),
         tax=money(shown.tax),
     )
+    if (shown.description or "").startswith("Late usage"):
+        line.kind = gettext("Late usage (earlier periods)")
+    covered = _COVERED.search(shown.description or "")
+    if covered is not None:
+        line.explained.append(
+            gettext("%(units)s more covered by resource packages")
+            % {"units": fmt.number(covered.group(1))}
+        )
     prorated = _PRORATED.search(shown.description or "")
     if prorated is not None:
-        line.explained = [
+        line.explained.append(
             gettext("Prorated by days: %(used)s of the period's %(days)s days")
             % {"used": prorated.group(1), "days": prorated.group(2)}
-        ]
+        )
     if shown.kind == "usage" and shown.metric and shown.quantity and names["plan_id"]:
-        line.explained, price = _explain(work, names["plan_id"], start, shown, fmt, money, gettext)
+        words, price = _explain(work, names["plan_id"], start, shown, fmt, money, gettext)
+        line.explained = words + line.explained
         line.unit_price = price
     return line
 
 
+# What a line's stored description (written by the bill run, in English) says that the
+# document says again in the reader's language.
 _PRORATED = re.compile(r"prorated (\d+)/(\d+) days")
-"""How a fee line's stored description says it was prorated (Batch.fee_line)."""
+_COVERED = re.compile(r"\(([0-9.]+) covered by resource packages\)")
 
 
 def N_(message: str) -> str:

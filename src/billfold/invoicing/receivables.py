@@ -21,6 +21,7 @@ from billfold import ledger
 from billfold.core import audit
 from billfold.core.access import SYSTEM
 from billfold.core.context import Context, Work
+from billfold.core.directory import overdue_since
 from billfold.domain.ledger import AccountKind, OwnerType, Posting, TransferKind, TransferSpec
 from billfold.ids import derived_id
 from billfold.invoicing.batch import Batch
@@ -41,18 +42,8 @@ def overdue(work: Work, user_id: str) -> int:
     return overdue_since(work, user_id)[0]
 
 
-def overdue_since(work: Work, user_id: str) -> tuple[int, datetime | None]:
-    """(units overdue, the oldest overdue invoice's due date) for one user."""
-    now = work.clock.now()
-    row = work.conn.execute(
-        select(func.coalesce(func.sum(_DUE), 0), func.min(invoices.c.due_at)).where(
-            _OPEN_POSTPAID,
-            invoices.c.user_id == user_id,
-            invoices.c.due_at <= now,
-            _DUE > 0,
-        )
-    ).one()
-    return int(row[0]), row[1]
+__all__ = ["BUCKETS", "AgingRow", "aging", "bucket_of", "overdue", "overdue_since",
+           "overdue_users", "reopen_paid_from_credit"]  # fmt: skip
 
 
 def overdue_users(work: Work) -> dict[str, tuple[str, int, datetime]]:

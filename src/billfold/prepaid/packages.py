@@ -31,6 +31,7 @@ from billfold.core.directory import (
     debt_stage,
     load_provider,
     load_user,
+    overdue_since,
 )
 from billfold.core.text import Page, check_limit, required_text
 from billfold.domain.arrears import GRACE
@@ -310,7 +311,12 @@ def buy_package(
             code="currency_mismatch",
             param="package",
         )
-    owed = ledger.user_standing(work, user.id, cur.code, 0).owed
+    # A prepaid user's debt is what the wallet could not cover; a postpaid user's is what
+    # open invoices ask for past their due date (unbilled usage is owed, not due).
+    if user.billing_mode == BillingMode.POSTPAID:
+        owed = overdue_since(work, user.id)[0]
+    else:
+        owed = ledger.user_standing(work, user.id, cur.code, 0).owed
     stage = debt_stage(work, user.id, owed, arrears_terms(work)) if owed > 0 else None
     if user.status != "active" or stage not in (None, GRACE):
         raise InvalidRequest(
