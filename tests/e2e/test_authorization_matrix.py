@@ -198,6 +198,16 @@ MATRIX: dict[str, Entry] = {
         "",
         {"admin": "ok/ok", "provider": "403/403", "user": "403/403", "none": "401/401"},
     ),
+    "GET /v1/providers/{provider_id}/seller-details": (
+        None,
+        "",
+        {"admin": "ok/ok", "provider": "ok/404", "user": "404/404", "none": "401/401"},
+    ),
+    "POST /v1/providers/{provider_id}/seller-details": (
+        {"legal_name": "Legal {n} Ltd", "tax_number": "T{n}"},
+        "",
+        {"admin": "ok/ok", "provider": "ok/404", "user": "404/404", "none": "401/401"},
+    ),
     "GET /v1/users/{user_id}/billing-profile": (
         None,
         "",

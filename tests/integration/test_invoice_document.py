@@ -146,3 +146,33 @@ def test_packages_and_late_usage_are_explained_in_the_readers_words(
     assert "Late usage (earlier periods)" in english
     chinese = _text(ctx.run(invoices.render_pdf, SYSTEM, december.id, locale="zh-CN"))
     assert "资源包另抵扣 2,000" in chinese and "往期补计用量" in chinese
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_provider_that_is_the_merchant_of_record_is_the_seller(
+    ctx: Context, clock: TestClock, tmp_path: Path
+) -> None:
+    from billfold.domain.errors import InvalidRequest, NotFound
+    from billfold.parties.profile import set_seller
+
+    invoice_id, provider = _invoice(ctx, clock, tmp_path)
+    assert provider.provider_id is not None
+    with pytest.raises(InvalidRequest):  # A seller needs its legal name and address.
+        ctx.run(set_seller, provider, provider.provider_id, {"merchant_of_record": True})
+    user = ctx.run(invoices.get, SYSTEM, invoice_id).user
+    for stranger in (Principal("u", Role.USER, user_id=user),
+                     Principal("o", Role.PROVIDER, provider_id="prv_other")):  # fmt: skip
+        with pytest.raises(NotFound):
+            ctx.run(set_seller, stranger, provider.provider_id, {"legal_name": "Mine"})
+    done = ctx.run(set_seller, provider, provider.provider_id, {
+        "merchant_of_record": True, "legal_name": "Maps Incorporated GmbH",
+        "address": "Kartenweg 5\n80331 München", "tax_number": "DE811111111",
+    })  # fmt: skip
+    assert done.merchant_of_record and done.get("tax_number") == "DE811111111"
+    english = _text(ctx.run(invoices.render_pdf, SYSTEM, invoice_id, locale="en"))
+    for expected in ("Maps Incorporated GmbH", "Kartenweg 5", "DE811111111",
+                     "BILLED ON THE SELLER'S BEHALF BY", "Open Platform Ltd", "GB999888777",
+                     "IBAN GB00 BANK"):  # fmt: skip
+        assert expected in english, expected
+    chinese = _text(ctx.run(invoices.render_pdf, SYSTEM, invoice_id, locale="zh-CN"))
+    assert "Maps Incorporated GmbH" in chinese and "代收方" in chinese

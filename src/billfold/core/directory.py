@@ -212,3 +212,33 @@ def billing_profile(work: Work, user_id: str) -> BillingProfile:
         stored = json.loads(work.cipher.decrypt(row.billing_profile_enc, context="users.billing"))
         details = {k: str(v) for k, v in stored.items() if k in PROFILE_FIELDS and v}
     return BillingProfile(user_id, bool(row.autopay_invoices), details)
+
+
+SELLER_FIELDS = ("legal_name", "address", "tax_number", "contact")
+"""What invoices print of a provider that is the merchant of record of its services."""
+
+
+@dataclass(frozen=True, slots=True)
+class SellerDetails:
+    provider_id: str
+    merchant_of_record: bool
+    details: dict[str, str]
+
+    def get(self, name: str) -> str | None:
+        return self.details.get(name)
+
+
+def seller_details(work: Work, provider_id: str) -> SellerDetails:
+    """A provider's seller details, decrypted (empty if never set)."""
+    row = work.conn.execute(
+        select(providers.c.seller_details_enc, providers.c.merchant_of_record).where(
+            providers.c.id == provider_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no provider {provider_id}", code="provider_not_found", param="provider")
+    details: dict[str, str] = {}
+    if row.seller_details_enc:
+        stored = json.loads(work.cipher.decrypt(row.seller_details_enc, context="providers.seller"))
+        details = {k: str(v) for k, v in stored.items() if k in SELLER_FIELDS and v}
+    return SellerDetails(provider_id, bool(row.merchant_of_record), details)

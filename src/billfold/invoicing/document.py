@@ -25,7 +25,7 @@ from sqlalchemy import select
 from billfold.catalog import hides_personal_data, plan_in_force
 from billfold.core.access import Principal
 from billfold.core.context import Work
-from billfold.core.directory import billing_profile, load_user
+from billfold.core.directory import billing_profile, load_user, seller_details
 from billfold.core.i18n import LOCALES, Formats, translations
 from billfold.domain.errors import BillfoldError
 from billfold.domain.money import from_units
@@ -94,7 +94,7 @@ def document(
             fapiao_title=profile.get("fapiao_title"),
             fapiao_tax_number=profile.get("fapiao_tax_number"),
         )
-    seller = {
+    platform = {
         "name": settings.invoice_issuer,
         "address": _lines(settings.invoice_seller_address),
         "tax_number": settings.invoice_seller_tax_number or None,
@@ -102,6 +102,20 @@ def document(
         "logo": _logo(settings.invoice_seller_logo),
         "bank": _lines(settings.invoice_bank_details),
     }
+    seller, agent = platform, None
+    merchant = seller_details(work, inv.provider_id) if inv.provider_id else None
+    if merchant is not None and merchant.merchant_of_record:
+        # The provider sells; the platform bills and collects on its behalf (the money
+        # is paid to the platform, so its bank details stay).
+        seller = {
+            "name": merchant.get("legal_name"),
+            "address": (merchant.get("address") or "").splitlines(),
+            "tax_number": merchant.get("tax_number"),
+            "contact": merchant.get("contact"),
+            "logo": None,
+            "bank": platform["bank"],
+        }
+        agent = platform
     names = _names(work, inv)
     lines = [_line(work, inv, line, names, fmt, gettext, money) for line in _visible(view, inv)]
     notes = [
@@ -122,6 +136,7 @@ def document(
         "number": inv.number,
         "status": gettext(view.status),
         "seller": seller,
+        "agent": agent,
         "buyer": buyer,
         "provider": names["provider"],
         "lines": lines,

@@ -35,6 +35,8 @@ from billfold.parties.schemas import (
     ProviderOut,
     ProviderUpdate,
     RefundCreate,
+    SellerDetailsOut,
+    SellerDetailsUpdate,
     TopUpCreate,
     TransactionList,
     TransactionOut,
@@ -114,6 +116,23 @@ def get_user(user_id: str, work: Read, who: Who) -> UserOut:
 @router.post("/users/{user_id}/credit-limit", response_model=UserOut)
 def set_credit_limit(user_id: str, body: CreditLimitUpdate, work: Write, who: Who) -> UserOut:
     return UserOut.of(parties.set_credit_limit(work, who, user_id, body.credit_limit))
+
+
+@router.get("/providers/{provider_id}/seller-details", response_model=SellerDetailsOut)
+def get_seller_details(provider_id: str, work: Read, who: Who) -> SellerDetailsOut:
+    """What invoices print of the provider as their seller (admin, that provider)."""
+    return SellerDetailsOut.of(profile.get_seller(work, who, provider_id))
+
+
+@router.post("/providers/{provider_id}/seller-details", response_model=SellerDetailsOut)
+def set_seller_details(
+    provider_id: str, body: SellerDetailsUpdate, work: Write, who: Who
+) -> SellerDetailsOut:
+    """Makes the provider the merchant of record of its invoices, with its legal details
+    (admin, that provider)."""
+    return SellerDetailsOut.of(
+        profile.set_seller(work, who, provider_id, body.model_dump(exclude_unset=True))
+    )
 
 
 @router.get("/users/{user_id}/billing-profile", response_model=BillingProfileOut)

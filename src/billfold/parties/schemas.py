@@ -7,7 +7,13 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from billfold.core.directory import BalanceView, BillingProfile, ProviderView, UserView
+from billfold.core.directory import (
+    BalanceView,
+    BillingProfile,
+    ProviderView,
+    SellerDetails,
+    UserView,
+)
 from billfold.core.schemas import Amount, AmountIn, ListOf, Moment, Request, Text200, Text500
 from billfold.domain.money import format_decimal, format_money
 from billfold.parties import MoneyMovement
@@ -74,6 +80,36 @@ class BillingProfileOut(BaseModel):
     @classmethod
     def of(cls, view: BillingProfile) -> BillingProfileOut:
         return cls(user=view.user_id, autopay_invoices=view.autopay_invoices, **view.details)
+
+
+class SellerDetailsUpdate(Request):
+    """The fields to change; a field left out stays, one set to "" or null is removed."""
+
+    merchant_of_record: bool | None = Field(
+        default=None,
+        description="Invoices of the provider's services name it as the seller, the "
+        "platform as who bills on its behalf.",
+    )
+    legal_name: str | None = Field(default=None, max_length=200)
+    address: str | None = Field(default=None, max_length=500, description="Lines by \\n.")
+    tax_number: str | None = Field(default=None, max_length=64)
+    contact: str | None = Field(default=None, max_length=200)
+
+
+class SellerDetailsOut(BaseModel):
+    object: Literal["seller_details"] = "seller_details"
+    provider: str
+    merchant_of_record: bool
+    legal_name: str | None = None
+    address: str | None = None
+    tax_number: str | None = None
+    contact: str | None = None
+
+    @classmethod
+    def of(cls, view: SellerDetails) -> SellerDetailsOut:
+        return cls(
+            provider=view.provider_id, merchant_of_record=view.merchant_of_record, **view.details
+        )
 
 
 class TopUpCreate(Request):

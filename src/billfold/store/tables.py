@@ -47,6 +47,10 @@ providers = Table(
     Column("commission_rate", String(40), nullable=False),
     Column("status", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The seller on invoices of its services when the provider is the merchant of record
+    # (legal name, address, tax number, contact), as JSON encrypted like the name.
+    Column("seller_details_enc", Text, nullable=True),
+    Column("merchant_of_record", Integer, nullable=False, server_default="0"),
 )
 
 users = Table(
