@@ -176,3 +176,42 @@ def test_a_provider_that_is_the_merchant_of_record_is_the_seller(
         assert expected in english, expected
     chinese = _text(ctx.run(invoices.render_pdf, SYSTEM, invoice_id, locale="zh-CN"))
     assert "Maps Incorporated GmbH" in chinese and "代收方" in chinese
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_time_of_day_usage_opens_into_its_windows(ctx: Context, clock: TestClock) -> None:
+    provider = ctx.run(
+        parties.create_provider, SYSTEM, name="Power Co", email="pw@p.io", commission_rate="0.1"
+    )
+    me = Principal("k", Role.PROVIDER, provider_id=provider.id)
+    ctx.run(catalog.create_service, me, code="gpu", name="GPU hours")
+    ctx.run(catalog.create_metric, me, "gpu", code="hours", name="GPU hours",
+            aggregation="count")  # fmt: skip
+    ctx.run(catalog.create_plan, me, {
+        "code": "tod", "name": "Peak and off-peak", "service": "gpu", "currency": "USD",
+        "interval": "month", "fixed_fee": "0",
+        "charges": [{"metric": "hours", "model": "time_of_day", "timezone": "UTC",
+                     "free_units": "10", "default_unit_price": "0.01",
+                     "windows": [{"days": ["mon", "tue", "wed", "thu", "fri"],
+                                  "from": "09:00", "to": "18:00", "unit_price": "0.02"}]}],
+    })  # fmt: skip
+    user = ctx.run(parties.create_user, SYSTEM, name="Tod", email="tod@example.com",
+                   currency_code="USD", billing_mode="postpaid", credit_limit="100")  # fmt: skip
+    ctx.run(subscriptions.create, SYSTEM, user_ref=user.id, plan_code="tod")
+    events = [  # 2026-11-02 is a Monday. The free units go to the first hours used.
+        {"id": "peak", "user": user.id, "service": "gpu", "metric": "hours", "value": "30",
+         "timestamp": "2026-11-02T10:00:00Z"},
+        {"id": "night", "user": user.id, "service": "gpu", "metric": "hours", "value": "50",
+         "timestamp": "2026-11-02T20:00:00Z"},
+    ]  # fmt: skip
+    clock.set(datetime(2026, 11, 3, tzinfo=UTC))
+    assert metering.ingest(ctx, me, events).accepted == 2
+    clock.set(datetime(2026, 12, 1, tzinfo=UTC))
+    billing.bill_run(ctx)
+    (inv,) = ctx.run(invoices.list_for, SYSTEM, user=user.id, status="open", limit=5)[0]
+    english = _text(ctx.run(invoices.render_pdf, SYSTEM, inv.id, locale="en"))
+    assert "10 free" in english
+    assert "mon,tue,wed,thu,fri 09:00-18:00 (UTC): 20 × $0.02 = $0.40" in english
+    assert "other times (UTC): 50 × $0.01 = $0.50" in english
+    chinese = _text(ctx.run(invoices.render_pdf, SYSTEM, inv.id, locale="zh-CN"))
+    assert "其他时段 (UTC)：50 × US$0.01 = US$0.50" in chinese

@@ -29,7 +29,7 @@ from billfold.core.directory import billing_profile, load_user, seller_details
 from billfold.core.i18n import LOCALES, Formats, translations
 from billfold.domain.errors import BillfoldError
 from billfold.domain.money import from_units
-from billfold.domain.pricing import parse_usage, quote
+from billfold.domain.pricing import Event, MetricUsage, parse_usage, price_charge, quote
 from billfold.invoicing.model import Invoice
 from billfold.store.tables import (
     credit_notes,
@@ -39,6 +39,7 @@ from billfold.store.tables import (
     providers,
     services,
     subscription_phases,
+    usage_events,
 )
 
 MAX_LOGO_BYTES: Final = 256 * 1024
@@ -165,7 +166,13 @@ def _visible(view: Any, inv: Invoice) -> list[Any]:
 
 def _names(work: Work, inv: Invoice) -> dict[str, Any]:
     """The provider's name, and the service and metric names of the invoice's plan."""
-    found: dict[str, Any] = {"provider": None, "service": None, "metrics": {}, "plan_id": None}
+    found: dict[str, Any] = {
+        "provider": None,
+        "service": None,
+        "metrics": {},
+        "metric_ids": {},
+        "plan_id": None,
+    }
     if inv.provider_id:
         found["provider"] = work.conn.execute(
             select(providers.c.name_enc).where(providers.c.id == inv.provider_id)
@@ -190,13 +197,13 @@ def _names(work: Work, inv: Invoice) -> dict[str, Any]:
             ).first()
             if service is not None:
                 found["service"] = service.name
-                found["metrics"] = dict(
-                    work.conn.execute(
-                        select(metrics.c.code, metrics.c.name).where(
-                            metrics.c.service_id == service.id
-                        )
-                    ).all()
-                )
+                rows = work.conn.execute(
+                    select(metrics.c.id, metrics.c.code, metrics.c.name).where(
+                        metrics.c.service_id == service.id
+                    )
+                ).all()
+                found["metrics"] = {r.code: r.name for r in rows}
+                found["metric_ids"] = {r.code: r.id for r in rows}
     return found
 
 
@@ -242,7 +249,7 @@ def _line(
             % {"used": prorated.group(1), "days": prorated.group(2)}
         )
     if shown.kind == "usage" and shown.metric and shown.quantity and names["plan_id"]:
-        words, price = _explain(work, names["plan_id"], start, shown, fmt, money, gettext)
+        words, price = _explain(work, inv, names, start, shown, fmt, money, gettext)
         line.explained = words + line.explained
         line.unit_price = price
     return line
@@ -270,11 +277,24 @@ _KINDS = {
 
 
 def _explain(
-    work: Work, plan_id: str, at: Any, shown: Any, fmt: Formats, money: Any, gettext: Any
+    work: Work,
+    inv: Invoice,
+    names: dict[str, Any],
+    at: Any,
+    shown: Any,
+    fmt: Formats,
+    money: Any,
+    gettext: Any,
 ) -> tuple[list[str], str]:
     """How a usage line's amount came about, in words; and its unit price, if one."""
     try:
-        plan = plan_in_force(work, plan_id, at)
+        plan = plan_in_force(work, names["plan_id"], at)
+    except BillfoldError:
+        return [], ""
+    charge = next((c for c in plan.charges if c.metric == shown.metric), None)
+    if charge is not None and getattr(charge, "windows", None) is not None:
+        return _by_window(work, inv, names, charge, plan, shown, fmt, money, gettext), ""
+    try:
         priced = quote(
             plan,
             parse_usage({"quantities": {shown.metric: str(shown.quantity)}}),
@@ -320,6 +340,58 @@ def _explain(
         elif "amount" in step and not words:
             words.append(money(Decimal(step["amount"])))
     return words, unit_price
+
+
+MAX_EVENTS_EXPLAINED: Final = 50_000
+"""A time-of-day line is explained from its events, up to this many."""
+
+
+def _by_window(
+    work: Work,
+    inv: Invoice,
+    names: dict[str, Any],
+    charge: Any,
+    plan: Any,
+    shown: Any,
+    fmt: Formats,
+    money: Any,
+    gettext: Any,
+) -> list[str]:
+    """A time-of-day line priced again from its events, in time order: the free units,
+    then each window's units and price."""
+    metric_id = names["metric_ids"].get(shown.metric)
+    rows = work.conn.execute(
+        select(usage_events.c.occurred_at, usage_events.c.value)
+        .where(
+            usage_events.c.user_id == inv.user_id,
+            usage_events.c.metric_id == metric_id,
+            usage_events.c.period_start == inv.period_start,
+        )
+        .order_by(usage_events.c.occurred_at, usage_events.c.seq)
+        .limit(MAX_EVENTS_EXPLAINED + 1)
+    ).all()
+    if not rows or len(rows) > MAX_EVENTS_EXPLAINED:
+        return [gettext("Rated as the usage happened (see the usage records).")]
+    events = tuple(Event(shown.metric, Decimal(r.value), r.occurred_at) for r in rows)
+    priced = price_charge(charge, MetricUsage(events=events))
+    rounded = priced.amount.quantize(plan.currency.minor_quantum, rounding=ROUND_HALF_UP)
+    if rounded != shown.amount:
+        return [gettext("Rated as the usage happened (see the usage records).")]
+    words: list[str] = []
+    for step in priced.details:
+        if "window" not in step:
+            free = Decimal(str(step.get("free_units", "0")))
+            if free:
+                words.append(gettext("%(units)s free") % {"units": fmt.number(free)})
+            continue
+        label = gettext("other times") if step["window"] == "default" else step["window"]
+        words.append(
+            gettext("%(window)s (%(zone)s): %(units)s × %(price)s = %(amount)s")
+            % {"window": label, "zone": charge.timezone, "units": fmt.number(step["units"]),
+               "price": money(Decimal(step["unit_price"])),
+               "amount": money(Decimal(step["amount"]))}
+        )  # fmt: skip
+    return words
 
 
 def _lines(text: str) -> list[str]:
