@@ -101,8 +101,11 @@ def test_the_pdf_names_everyone_and_explains_every_amount(
         assert expected in english, expected
     chinese = _text(ctx.run(invoices.render_pdf, SYSTEM, invoice_id, locale="zh-CN"))
     for expected in (
-        "账单", "发票抬头", "分析机有限公司", "91310000MA1FL12345", "Maps Inc", "API calls",
-        "免费", "应付金额", "US$51.60", "2026年12月1日",
+        "账单", "Open Platform Ltd", "GB999888777", "Analytical Engines Ltd", "GB123456789",
+        "发票抬头", "分析机有限公司", "91310000MA1FL12345", "Maps Inc", "Maps Platform",
+        "API calls", "Storage GB", "免费 1,000", "2,500 × US$0.002 = US$5.00",
+        "第 1 档（0 至 10）：10 × US$0.50 = US$5.00", "小计", "US$43.00", "US$8.60",
+        "应付金额", "US$51.60", "2026年12月1日", "付款方式",
     ):  # fmt: skip
         assert expected in chinese, expected
     # A provider's copy names the customer by id only.
