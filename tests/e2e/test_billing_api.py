@@ -171,3 +171,31 @@ def test_an_operator_records_a_bank_transfer_over_http(
     assert done.json()["invoice_status"] == "paid"
     assert admin.get("/v1/reports/receivables").json()["data"] == []
     assert admin.get("/v1/ledger/verify").json()["ok"] is True
+
+
+def test_the_test_clock_runs_the_arrears_and_the_invoice_mail(
+    ctx: Context, server: LiveServer, admin: httpx.Client, billing_setup: dict[str, str]
+) -> None:
+    ctx.settings.test_clock = True
+    user = billing_setup["user"]
+    admin.post("/v1/subscriptions", json={"user": user, "plan": "pro"})
+    issued = admin.post("/v1/test-clock", json={"now": "2026-12-01T00:00:00Z"}).json()
+    assert issued["bill_run"]["invoice_mails_sent"] == 1  # The invoice, with its PDF.
+    assert issued["bill_run"]["arrears_steps"] == 0  # Open, not yet due.
+    late = admin.post("/v1/test-clock", json={"now": "2026-12-16T00:00:00Z"}).json()
+    assert late["bill_run"]["arrears_steps"] >= 1  # Overdue: into the arrears at once.
+    seen = admin.get(f"/v1/users/{user}/entitlements", params={"service": "maps"}).json()
+    assert (seen["has_access"], seen["reason"]) == (False, "suspended")
+
+
+def test_a_yes_or_no_is_json_true_or_false(
+    admin: httpx.Client, billing_setup: dict[str, str]
+) -> None:
+    """Found by schemathesis: `"enabled": 0` was taken for false."""
+    user = billing_setup["user"]
+    for value in (0, 1, "yes", "true", "on"):
+        refused = admin.post(f"/v1/users/{user}/billing-profile", json={"autopay_invoices": value})
+        assert refused.status_code == 400, (value, refused.text)
+    assert admin.get(f"/v1/users/{user}/billing-profile").json()["autopay_invoices"] is False
+    taken = admin.post(f"/v1/users/{user}/billing-profile", json={"autopay_invoices": True})
+    assert taken.json()["autopay_invoices"] is True

@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from billfold import __version__, web
 from billfold.alerts import router as alerts_router
 from billfold.analytics import router as analytics_router
-from billfold.api import errors
+from billfold.api import errors, test_clock
 from billfold.api.middleware import (
     BodyLimitMiddleware,
     IdempotencyMiddleware,
@@ -87,6 +87,7 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
         alerts_router,
         ledger_router,
         core_router,
+        test_clock,
     ):
         app.include_router(feature.router)
     app.include_router(core_router.health)

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Final, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, WithJsonSchema
 
 from billfold.core.audit import AuditEntry
 from billfold.core.keys import ApiKey
@@ -55,6 +55,10 @@ Text500 = Annotated[str, Field(max_length=500)]
 
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+Flag = Annotated[bool, Strict()]
+"""A request's yes or no: JSON true or false only (not 0, 1 or "yes")."""
 
 
 class ListOf(BaseModel, Generic[T]):

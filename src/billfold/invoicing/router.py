@@ -7,9 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from billfold.clock import TestClock
-from billfold.core import audit
-from billfold.core.access import Principal, require_admin
+from billfold.core.access import Principal
 from billfold.core.context import Context
 from billfold.core.http import (
     Limit,
@@ -17,23 +15,18 @@ from billfold.core.http import (
     StartingAfter,
     UnitOfWorkRoute,
     Write,
-    aware,
     get_context,
     get_principal,
     transfer_id_for,
 )
 from billfold.core.schemas import ListOf
-from billfold.domain.errors import InvalidRequest, NotFound
-from billfold.invoicing import billing, invoices
-from billfold.invoicing.notices import mail_invoices
+from billfold.invoicing import invoices
 from billfold.invoicing.schemas import (
     CreditNoteCreate,
     CreditNoteOut,
     InvoiceOut,
     InvoicePaymentCreate,
     InvoicePaymentOut,
-    TestClockMove,
-    TestClockOut,
 )
 
 router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["invoices"])
@@ -157,26 +150,3 @@ def create_credit_note(body: CreditNoteCreate, work: Write, who: Who) -> CreditN
             reason=body.reason,
         )
     )
-
-
-@router.post("/test-clock", response_model=TestClockOut)
-def move_test_clock(body: TestClockMove, ctx: Ctx, who: Who) -> TestClockOut:
-    """Moves time forward and runs what falls due (servers with BILLFOLD_TEST_CLOCK=1)."""
-    require_admin(who)
-    clock = ctx.clock
-    if not ctx.settings.test_clock or not isinstance(clock, TestClock):
-        raise NotFound("this server has no test clock", code="test_clock_disabled")
-    aware(body.now, "now")
-    if body.now < clock.now():
-        raise InvalidRequest("the test clock only moves forward", param="now")
-    before = clock.now()
-    clock.set(body.now)
-    ctx.run(
-        lambda work: audit.record(
-            work, who, "test_clock.moved", "test_clock", "clock", at=body.now,
-            details={"from": before.isoformat(), "to": body.now.isoformat()},
-        )
-    )  # fmt: skip
-    done = billing.bill_run(ctx, as_of=body.now)
-    mailed = mail_invoices(ctx)  # Invoice mail that fell due, as the server would send it.
-    return TestClockOut(now=clock.now(), bill_run={**done, "invoice_mails_sent": mailed["sent"]})

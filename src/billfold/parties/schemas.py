@@ -14,7 +14,7 @@ from billfold.core.directory import (
     SellerDetails,
     UserView,
 )
-from billfold.core.schemas import Amount, AmountIn, ListOf, Moment, Request, Text200, Text500
+from billfold.core.schemas import Amount, AmountIn, Flag, ListOf, Moment, Request, Text200, Text500
 from billfold.domain.money import format_decimal, format_money
 from billfold.parties import MoneyMovement
 
@@ -50,7 +50,7 @@ class CreditLimitUpdate(Request):
 class BillingProfileUpdate(Request):
     """The fields to change; a field left out stays, one set to "" or null is removed."""
 
-    autopay_invoices: bool | None = Field(
+    autopay_invoices: Flag | None = Field(
         default=None,
         description="Postpaid: money arriving in the wallet pays open invoices at once.",
     )
@@ -85,7 +85,7 @@ class BillingProfileOut(BaseModel):
 class SellerDetailsUpdate(Request):
     """The fields to change; a field left out stays, one set to "" or null is removed."""
 
-    merchant_of_record: bool | None = Field(
+    merchant_of_record: Flag | None = Field(
         default=None,
         description="Invoices of the provider's services name it as the seller, the "
         "platform as who bills on its behalf.",

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from billfold.core.schemas import Amount, AmountIn, Request
+from billfold.core.schemas import Amount, AmountIn, Flag, Request
 from billfold.domain.money import format_money
 from billfold.payments import PaymentView, Recharge
 
@@ -21,7 +21,7 @@ class CheckoutCreate(Request):
     )
     invoice: Annotated[str | None, Field(max_length=40)] = None
     return_url: Annotated[str | None, Field(max_length=2000)] = None
-    saved_card: bool = Field(default=False, description="Charge the saved card now (Stripe).")
+    saved_card: Flag = Field(default=False, description="Charge the saved card now (Stripe).")
 
 
 class PaymentOut(BaseModel):
@@ -88,7 +88,7 @@ class RechargeSet(Request):
     threshold: AmountIn
     amount: AmountIn
     daily_cap: AmountIn | None = Field(default=None, description="Default: the amount.")
-    enabled: bool = True
+    enabled: Flag = True
 
 
 class RechargeOut(BaseModel):
