@@ -142,3 +142,31 @@ def test_chinese_mail_and_a_failed_mail_sent_later(
     message = _last(inbox, "accounts@ada.example")
     assert str(message["Subject"]) == "billfold platform 的账单 BF-2026-000001"
     assert "应付金额：US$35.00" in _text(message)
+
+
+def test_two_senders_at_once_send_each_mail_once(
+    ctx: Context,
+    clock: TestClock,
+    inbox: Inbox,  # noqa: F811
+) -> None:
+    """A server's housekeeping and the test clock (or two servers) may send at once."""
+    import threading
+
+    from billfold.invoicing import notices
+
+    _smtp(ctx, inbox)
+    _month(ctx, clock)
+    start = threading.Barrier(4)
+    results: list[dict[str, int]] = []
+
+    def sender() -> None:
+        start.wait()
+        results.append(notices.send_pending(ctx))
+
+    threads = [threading.Thread(target=sender) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r["sent"] for r in results) == 1
+    assert len(inbox.to("accounts@ada.example")) == 1

@@ -3,11 +3,12 @@ console, and reminders before and after the due date of what is still owed.
 
 Notices are an outbox (`invoice_notices`): the bill run writes `issued` in the
 transaction that finalizes the invoice, `queue` writes reminders as they fall due, and
-`send_pending` mails them afterwards and marks each sent once the
-SMTP server has taken it. A mail that fails is retried on the next round (up to
-MAX_ATTEMPTS); a reminder for an invoice paid meanwhile is dropped, not sent. A crash
-between the SMTP server's acceptance and the mark sends that one mail again, which is
-the price of never losing one.
+`send_pending` mails them afterwards and marks each sent once the SMTP server has taken
+it. A process claims a notice before sending it (the attempt count moves on for one
+process only), so two servers do not both send the same mail. A mail that fails is
+retried on the next round (up to MAX_ATTEMPTS); a reminder for an invoice paid
+meanwhile is dropped, not sent. A crash between the SMTP server's acceptance and the
+mark sends that one mail again, which is the price of never losing one.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def send_pending(ctx: Context) -> dict[str, int]:
     counts = {"sent": 0, "dropped": 0, "failed": 0}
     with ctx.work(read_only=True) as work:
         pending = work.conn.execute(
-            select(invoice_notices.c.invoice_id, invoice_notices.c.kind)
+            select(invoice_notices.c.invoice_id, invoice_notices.c.kind, invoice_notices.c.attempts)
             .where(
                 invoice_notices.c.sent_at.is_(None),
                 invoice_notices.c.attempts < MAX_ATTEMPTS,
@@ -139,7 +140,9 @@ def send_pending(ctx: Context) -> dict[str, int]:
             .order_by(invoice_notices.c.created_at, invoice_notices.c.invoice_id)
             .limit(BATCH)
         ).all()
-    for invoice_id, kind in pending:
+    for invoice_id, kind, attempts in pending:
+        if not _claim(ctx, invoice_id, kind, attempts):
+            continue  # Another process is sending it.
         with ctx.work(read_only=True) as work:
             inv = load_invoices(work, invoices.c.id == invoice_id)[0]
             letter = None
@@ -164,13 +167,29 @@ def send_pending(ctx: Context) -> dict[str, int]:
     return counts
 
 
+def _claim(ctx: Context, invoice_id: str, kind: str, attempts: int) -> bool:
+    """Counts an attempt, if no other process counted one since `attempts` was read: the
+    process whose count lands sends the mail (one that dies after it leaves the notice
+    unsent, and the next round claims it again)."""
+    with ctx.work() as work:
+        claimed = work.conn.execute(
+            update(invoice_notices)
+            .where(
+                invoice_notices.c.invoice_id == invoice_id,
+                invoice_notices.c.kind == kind,
+                invoice_notices.c.sent_at.is_(None),
+                invoice_notices.c.attempts == attempts,
+            )
+            .values(attempts=attempts + 1)
+        ).rowcount
+        work.commit()
+    return claimed == 1
+
+
 def _mark(ctx: Context, invoice_id: str, kind: str, *, error: str | None, sent: bool) -> None:
     with ctx.work() as work:
         now = work.clock.now()
-        values: dict[str, Any] = {
-            "attempts": invoice_notices.c.attempts + 1,
-            "last_error": error,
-        }
+        values: dict[str, Any] = {"last_error": error}
         if sent:
             values["sent_at"] = now
         work.conn.execute(
