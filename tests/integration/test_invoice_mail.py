@@ -170,3 +170,23 @@ def test_two_senders_at_once_send_each_mail_once(
         thread.join()
     assert sum(r["sent"] for r in results) == 1
     assert len(inbox.to("accounts@ada.example")) == 1
+
+
+def test_the_arrears_mail_is_in_the_customers_language(
+    ctx: Context,
+    clock: TestClock,
+    inbox: Inbox,  # noqa: F811
+) -> None:
+    """The arrears mail used to look for a locale on the user row, which has none, and
+    was always English."""
+    from billfold import arrears
+
+    _smtp(ctx, inbox)
+    _user, invoice_id = _month(ctx, clock, locale="zh-CN")
+    due = ctx.run(invoices.get, SYSTEM, invoice_id).due_at
+    assert due is not None
+    clock.set(due + timedelta(hours=1))
+    assert arrears.review(ctx)["suspended"] == 1
+    # Arrears mail goes to the account's address, in the account's language.
+    assert inbox.to("ada@example.com")
+    assert "停机" in str(_last(inbox, "ada@example.com")["Subject"])

@@ -21,7 +21,7 @@ from billfold.catalog import plan_in_force
 from billfold.core import audit, mail
 from billfold.core.access import SYSTEM
 from billfold.core.context import Context, Work
-from billfold.core.directory import arrears_terms, load_user, user_row
+from billfold.core.directory import arrears_terms, load_user, user_locale, user_row
 from billfold.domain.arrears import GRACE, STAGES, SUSPENDED, TERMINATED, stage_at
 from billfold.domain.errors import BillfoldError
 from billfold.domain.money import format_money, from_units
@@ -214,7 +214,7 @@ def _announce(
         now=now, user_id=user_id,
     )  # fmt: skip
     row = user_row(work, user_id)
-    locale = "zh-CN" if getattr(row, "locale", "en") == "zh-CN" else "en"
+    locale = user_locale(work, user_id)
     words = _WORDS[locale]
     if row.billing_mode == "postpaid":
         words = {**words, **_POSTPAID_WORDS[locale]}

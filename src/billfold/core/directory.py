@@ -19,7 +19,7 @@ from billfold.core.context import Work
 from billfold.domain.arrears import ArrearsTerms, stage_at
 from billfold.domain.errors import NotFound
 from billfold.domain.money import Currency, currency, from_units
-from billfold.store.tables import arrears, invoices, providers, users
+from billfold.store.tables import arrears, invoices, logins, providers, users
 
 
 class BillingMode(StrEnum):
@@ -141,7 +141,17 @@ def arrears_terms(work: Work, own: ArrearsTerms | None = None) -> ArrearsTerms:
     )
 
 
-_DUE = invoices.c.total - invoices.c.amount_paid - invoices.c.amount_credited
+AMOUNT_DUE = invoices.c.total - invoices.c.amount_paid - invoices.c.amount_credited
+"""What a postpaid invoice still asks for, in SQL (`Invoice.amount_due` in memory)."""
+_DUE = AMOUNT_DUE
+
+
+def user_locale(work: Work, user_id: str) -> str:
+    """The language a user reads: their console login's, else English (mail, invoices)."""
+    chosen = work.conn.execute(
+        select(logins.c.locale).where(logins.c.user_id == user_id).order_by(logins.c.created_at)
+    ).first()
+    return "zh-CN" if chosen is not None and chosen[0] == "zh-CN" else "en"
 
 
 def overdue_since(work: Work, user_id: str) -> tuple[int, datetime | None]:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from billfold.catalog import hides_personal_data, plan_in_force
 from billfold.core.access import Principal
 from billfold.core.context import Work
-from billfold.core.directory import billing_profile, load_user, seller_details
+from billfold.core.directory import billing_profile, load_user, seller_details, user_locale
 from billfold.core.i18n import LOCALES, Formats, translations
 from billfold.domain.errors import BillfoldError
 from billfold.domain.money import from_units
@@ -33,7 +33,6 @@ from billfold.domain.pricing import Event, MetricUsage, parse_usage, price_charg
 from billfold.invoicing.model import Invoice
 from billfold.store.tables import (
     credit_notes,
-    logins,
     metrics,
     plans,
     providers,
@@ -60,20 +59,12 @@ class DocLine:
     explained: list[str] = field(default_factory=list)
 
 
-def invoice_locale(work: Work, user_id: str) -> str:
-    """The language of the user's invoices: their console's, else English."""
-    chosen = work.conn.execute(
-        select(logins.c.locale).where(logins.c.user_id == user_id).order_by(logins.c.created_at)
-    ).first()
-    return chosen[0] if chosen is not None and chosen[0] in LOCALES else "en"
-
-
 def document(
     work: Work, principal: Principal, inv: Invoice, view: Any, locale: str | None = None
 ) -> dict[str, Any]:
     """What the invoice template renders: every text already in the reader's language."""
     settings = work.settings
-    lang = locale if locale in LOCALES else invoice_locale(work, inv.user_id)
+    lang = locale if locale in LOCALES else user_locale(work, inv.user_id)
     gettext = translations(lang).gettext
     fmt = Formats(lang)
     cur = inv.cur

@@ -4,8 +4,8 @@ console, and reminders before and after the due date of what is still owed.
 Notices are an outbox (`invoice_notices`): the bill run writes `issued` in the
 transaction that finalizes the invoice, `queue` writes reminders as they fall due, and
 `send_pending` mails them afterwards and marks each sent once the SMTP server has taken
-it. A process claims a notice before sending it (the attempt count moves on for one
-process only), so two servers do not both send the same mail. A mail that fails is
+it. A process claims a notice for a few minutes before sending it, so two servers do
+not both send the same mail. A mail that fails is
 retried on the next round (up to MAX_ATTEMPTS); a reminder for an invoice paid
 meanwhile is dropped, not sent. A crash between the SMTP server's acceptance and the
 mark sends that one mail again, which is the price of never losing one.
@@ -18,16 +18,15 @@ from datetime import timedelta
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import and_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold.core import mail
 from billfold.core.access import SYSTEM
 from billfold.core.context import Context, Work
-from billfold.core.directory import billing_profile, load_user
+from billfold.core.directory import AMOUNT_DUE, billing_profile, load_user, user_locale
 from billfold.core.i18n import Formats, translations
 from billfold.domain.money import from_units
-from billfold.invoicing.document import invoice_locale
 from billfold.invoicing.invoices import render_pdf
 from billfold.invoicing.model import Invoice, load_invoices
 from billfold.store.tables import invoice_notices, invoices
@@ -57,17 +56,16 @@ def queue(ctx: Context) -> int:
         # lets a server that was down catch up with the latest one.
         horizon = now + timedelta(days=max(0, -min(days)))
         oldest = now - timedelta(days=max(0, *days) + 30)
-        for inv in load_invoices(
-            work,
-            and_(
+        # Columns only, no lines: this runs every housekeeping round.
+        for inv in work.conn.execute(
+            select(invoices.c.id, invoices.c.due_at, invoices.c.finalized_at).where(
                 invoices.c.status == "open",
                 invoices.c.due_at <= horizon,
                 invoices.c.due_at >= oldest,
                 invoices.c.billing_mode == "postpaid",
-            ),
+                AMOUNT_DUE > 0,
+            )
         ):
-            if inv.amount_due <= 0 or inv.due_at is None:
-                continue
             due = [d for d in days if inv.due_at + timedelta(days=d) <= now]
             # A reminder "due in 3 days" for an invoice issued 2 days before its due
             # date says nothing the invoice's own mail did not.
@@ -132,7 +130,7 @@ def send_pending(ctx: Context) -> dict[str, int]:
     counts = {"sent": 0, "dropped": 0, "failed": 0}
     with ctx.work(read_only=True) as work:
         pending = work.conn.execute(
-            select(invoice_notices.c.invoice_id, invoice_notices.c.kind, invoice_notices.c.attempts)
+            select(invoice_notices.c.invoice_id, invoice_notices.c.kind)
             .where(
                 invoice_notices.c.sent_at.is_(None),
                 invoice_notices.c.attempts < MAX_ATTEMPTS,
@@ -140,8 +138,8 @@ def send_pending(ctx: Context) -> dict[str, int]:
             .order_by(invoice_notices.c.created_at, invoice_notices.c.invoice_id)
             .limit(BATCH)
         ).all()
-    for invoice_id, kind, attempts in pending:
-        if not _claim(ctx, invoice_id, kind, attempts):
+    for invoice_id, kind in pending:
+        if not _claim(ctx, invoice_id, kind):
             continue  # Another process is sending it.
         with ctx.work(read_only=True) as work:
             inv = load_invoices(work, invoices.c.id == invoice_id)[0]
@@ -167,20 +165,28 @@ def send_pending(ctx: Context) -> dict[str, int]:
     return counts
 
 
-def _claim(ctx: Context, invoice_id: str, kind: str, attempts: int) -> bool:
-    """Counts an attempt, if no other process counted one since `attempts` was read: the
-    process whose count lands sends the mail (one that dies after it leaves the notice
-    unsent, and the next round claims it again)."""
+CLAIM: Final = timedelta(minutes=5)
+"""How long a process holds a notice it is sending; past that, it is sent again."""
+
+
+def _claim(ctx: Context, invoice_id: str, kind: str) -> bool:
+    """Takes the notice for `CLAIM`, counting an attempt, unless another process holds
+    it: the process that takes it sends the mail. One that dies holding it leaves it
+    unsent, and a later round takes it again once the claim has run out."""
     with ctx.work() as work:
+        now = work.clock.now()
         claimed = work.conn.execute(
             update(invoice_notices)
             .where(
                 invoice_notices.c.invoice_id == invoice_id,
                 invoice_notices.c.kind == kind,
                 invoice_notices.c.sent_at.is_(None),
-                invoice_notices.c.attempts == attempts,
+                or_(
+                    invoice_notices.c.claimed_until.is_(None),
+                    invoice_notices.c.claimed_until < now,
+                ),
             )
-            .values(attempts=attempts + 1)
+            .values(attempts=invoice_notices.c.attempts + 1, claimed_until=now + CLAIM)
         ).rowcount
         work.commit()
     return claimed == 1
@@ -189,7 +195,7 @@ def _claim(ctx: Context, invoice_id: str, kind: str, attempts: int) -> bool:
 def _mark(ctx: Context, invoice_id: str, kind: str, *, error: str | None, sent: bool) -> None:
     with ctx.work() as work:
         now = work.clock.now()
-        values: dict[str, Any] = {"last_error": error}
+        values: dict[str, Any] = {"last_error": error, "claimed_until": None}
         if sent:
             values["sent_at"] = now
         work.conn.execute(
@@ -203,7 +209,7 @@ def _mark(ctx: Context, invoice_id: str, kind: str, *, error: str | None, sent: 
 def _letter(work: Work, inv: Invoice, kind: str, pdf: bytes) -> Letter:
     user = load_user(work, inv.user_id)
     profile = billing_profile(work, user.id)
-    lang = invoice_locale(work, user.id)
+    lang = user_locale(work, user.id)
     t = translations(lang).gettext
     fmt = Formats(lang)
     cur = inv.cur

@@ -21,7 +21,7 @@ from billfold import ledger
 from billfold.core import audit
 from billfold.core.access import SYSTEM
 from billfold.core.context import Context, Work
-from billfold.core.directory import overdue_since
+from billfold.core.directory import AMOUNT_DUE, overdue_since
 from billfold.domain.ledger import AccountKind, OwnerType, Posting, TransferKind, TransferSpec
 from billfold.ids import derived_id
 from billfold.invoicing.batch import Batch
@@ -30,7 +30,7 @@ from billfold.store.tables import invoices, users
 
 log = structlog.get_logger("billfold.invoicing")
 
-_DUE = invoices.c.total - invoices.c.amount_paid - invoices.c.amount_credited
+_DUE = AMOUNT_DUE
 _OPEN_POSTPAID = and_(invoices.c.billing_mode == "postpaid", invoices.c.status == "open")
 
 BUCKETS: Final = ("current", "1_30", "31_60", "61_90", "over_90")

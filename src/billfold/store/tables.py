@@ -811,5 +811,7 @@ invoice_notices = Table(
     Column("sent_at", UTCDateTime, nullable=True),
     Column("attempts", Integer, nullable=False),
     Column("last_error", String(500), nullable=True),
+    # A process sending it holds it until then; past it, another may send it.
+    Column("claimed_until", UTCDateTime, nullable=True),
     Index("ix_invoice_notices_sent_at", "sent_at"),
 )

@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("sent_at", billfold.store.types.UTCDateTime(timezone=True), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column("claimed_until", billfold.store.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["invoice_id"], ["invoices.id"], name=op.f("fk_invoice_notices_invoice_id_invoices")
         ),
