@@ -218,3 +218,24 @@ def test_time_of_day_usage_opens_into_its_windows(ctx: Context, clock: TestClock
     assert "other times (UTC): 50 × $0.01 = $0.50" in english
     chinese = _text(ctx.run(invoices.render_pdf, SYSTEM, inv.id, locale="zh-CN"))
     assert "其他时段 (UTC)：50 × US$0.01 = US$0.50" in chinese
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_what_buyers_and_sellers_type_is_text_on_the_invoice(
+    ctx: Context, clock: TestClock, tmp_path: Path
+) -> None:
+    """A customer's or a provider's markup is printed as text, never run: the document
+    is HTML, and the console opens it."""
+    from billfold.parties.profile import set_seller
+
+    invoice_id, provider = _invoice(ctx, clock, tmp_path)
+    user = ctx.run(invoices.get, SYSTEM, invoice_id).user
+    ctx.run(set_profile, SYSTEM, user, {"company": "<script>alert(1)</script>"})
+    assert provider.provider_id is not None
+    ctx.run(set_seller, provider, provider.provider_id, {
+        "merchant_of_record": True, "legal_name": '<img src=x onerror="alert(2)">',
+        "address": "1 <b>Bold</b> Street",
+    })  # fmt: skip
+    html = ctx.run(invoices.render_html, SYSTEM, invoice_id)
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<img" not in html and "<b>" not in html
