@@ -239,3 +239,27 @@ def test_what_buyers_and_sellers_type_is_text_on_the_invoice(
     html = ctx.run(invoices.render_html, SYSTEM, invoice_id)
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<img" not in html and "<b>" not in html
+
+
+def test_every_invoice_of_the_demo_renders_and_is_mailed(tmp_path: Path) -> None:
+    """The demo's plans use every charge model; each invoice's document renders, in both
+    languages, and the invoice mail goes out (found by `make run`: a volume tier's
+    details have no `from`, and one such invoice stopped every housekeeping round)."""
+    from billfold import demo
+    from billfold.config import Settings
+    from billfold.invoicing import mail_invoices
+    from tests.conftest import TEST_SECRET, make_context
+
+    settings = Settings(home=tmp_path, secret_key=TEST_SECRET)
+    demo.load(settings)
+    ctx = make_context(settings.resolved_database_url(), tmp_path)
+    try:
+        found = ctx.run(invoices.list_for, SYSTEM, limit=1000)[0]
+        assert len(found) > 20
+        for inv in found[:40]:
+            for locale in ("en", "zh-CN"):
+                assert "</html>" in ctx.run(invoices.render_html, SYSTEM, inv.id, locale=locale)
+        done = mail_invoices(ctx)
+        assert done["failed"] == 0 and done["sent"] > 0
+    finally:
+        ctx.db.dispose()

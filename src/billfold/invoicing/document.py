@@ -277,6 +277,25 @@ def _explain(
     money: Any,
     gettext: Any,
 ) -> tuple[list[str], str]:
+    """How a usage line's amount came about, in words; and its unit price, if one. A
+    charge model whose details it does not know how to say (volume, package, percentage
+    ...) gets none: the document never fails for want of an explanation."""
+    try:
+        return _explained(work, inv, names, at, shown, fmt, money, gettext)
+    except (KeyError, TypeError, ValueError, ArithmeticError):
+        return [], ""
+
+
+def _explained(
+    work: Work,
+    inv: Invoice,
+    names: dict[str, Any],
+    at: Any,
+    shown: Any,
+    fmt: Formats,
+    money: Any,
+    gettext: Any,
+) -> tuple[list[str], str]:
     """How a usage line's amount came about, in words; and its unit price, if one."""
     try:
         plan = plan_in_force(work, names["plan_id"], at)
@@ -303,7 +322,7 @@ def _explain(
     words: list[str] = []
     unit_price = ""
     for step in q.details:
-        if "tier" in step:
+        if "tier" in step and {"from", "units", "unit_price", "amount"} <= step.keys():
             up_to = step.get("up_to")
             span = (
                 gettext("%(start)s to %(end)s")
@@ -321,7 +340,7 @@ def _explain(
         free = Decimal(str(step.get("free_units", "0")))
         if free:
             words.append(gettext("%(units)s free") % {"units": fmt.number(free)})
-        if "billable_units" in step and "unit_price" in step:
+        if {"billable_units", "unit_price", "amount"} <= step.keys():
             unit_price = money(Decimal(step["unit_price"]))
             words.append(
                 gettext("%(units)s × %(price)s = %(amount)s")

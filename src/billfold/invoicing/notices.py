@@ -141,12 +141,18 @@ def send_pending(ctx: Context) -> dict[str, int]:
     for invoice_id, kind in pending:
         if not _claim(ctx, invoice_id, kind):
             continue  # Another process is sending it.
-        with ctx.work(read_only=True) as work:
-            inv = load_invoices(work, invoices.c.id == invoice_id)[0]
-            letter = None
-            if kind == "issued" or (inv.status == "open" and inv.amount_due > 0):
-                pdf = render_pdf(work, SYSTEM, inv.id)
-                letter = _letter(work, inv, kind, pdf)
+        try:
+            with ctx.work(read_only=True) as work:
+                inv = load_invoices(work, invoices.c.id == invoice_id)[0]
+                letter = None
+                if kind == "issued" or (inv.status == "open" and inv.amount_due > 0):
+                    pdf = render_pdf(work, SYSTEM, inv.id)
+                    letter = _letter(work, inv, kind, pdf)
+        except Exception as error:  # One invoice that cannot be written stops no other.
+            log.exception("invoice_mail_not_written", invoice=invoice_id, kind=kind)
+            _mark(ctx, invoice_id, kind, error=f"not written: {error}"[:500], sent=False)
+            counts["failed"] += 1
+            continue
         if letter is None:
             _mark(ctx, invoice_id, kind, error="no longer owed", sent=True)
             counts["dropped"] += 1
