@@ -34,7 +34,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from billfold import analytics, catalog, parties
 from billfold.clock import TestClock
@@ -44,7 +44,6 @@ from billfold.core.context import Context
 from billfold.crypto import Cipher
 from billfold.store.bulk import db_datetime, insert_rows
 from billfold.store.db import Database
-from billfold.store.ledger_tables import transfers
 from billfold.store.migrate import upgrade
 from billfold.store.tables import (
     analytics_state,
@@ -196,9 +195,8 @@ def populate(ctx: Context, count: int) -> str:
                 rows[offset : offset + BATCH],
             )
         # The folder is caught up with the ledger (the users' sign-ups are all it holds).
-        last = conn.execute(select(func.coalesce(func.max(transfers.c.seq), 0))).scalar_one()
         conn.execute(analytics_state.delete())
-        insert_rows(conn, analytics_state, ("name", "value"), [(analytics.REVENUE_MARK, int(last))])
+        analytics.mark_folded(uow)
         uow.commit()
     with ctx.db.engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE")

@@ -10,8 +10,9 @@ events from 8 clients, and 1, then 2, `billfold worker` processes charge them. I
   p99: flat out (mostly the queue), and at a steady 2,000 events/s, where it is the
   path's own (the time until a reader sees the whole batch charged);
 - the measured costs per 1,000-event batch: the edge (server CPU), the worker (worker
-  CPU), and the part of a batch's transaction that holds the journal's head (one at a
-  time, across all workers);
+  CPU), and the part of a batch's transaction that holds its journal chain's head (one
+  batch at a time per chain; the ledger has 16 chains, one per shard, which commit side
+  by side, and hot accounts are parted by chain: docs/DECISIONS.md, 114);
 - a model from those costs: events/s for 4, 16 and 64 workers on machines of their own
   (servers added alongside), and which part bounds it first.
 
@@ -47,6 +48,8 @@ from common import database
 
 NATS_URL = os.environ.get("BILLFOLD_TEST_NATS", "nats://127.0.0.1:4222")
 console = Console()
+CHAINS = 16
+"""The ledger's journal chains (and the stream's default shards)."""
 PACED_BATCHES = 30
 PACED_PER_S = 2.0
 """The steady load: two batches of 1,000 a second (2,000 events/s)."""
@@ -153,9 +156,9 @@ def run_workers(count: int, env: dict[str, str]) -> list[subprocess.Popen[bytes]
 
 
 def head_hold_ms(url: str, secret_env: dict[str, str]) -> float:
-    """How long one batch's transaction holds the journal's head: from taking it to the
-    commit, measured in process on the bench's own database (a batch of 1,000 events over
-    100 users, as the workers get)."""
+    """How long one batch's transaction holds its journal chain's head: from taking it to
+    the commit, measured in process on the bench's own database (a batch of 1,000 events
+    of the users of one shard, as a worker gets them)."""
     code = r"""
 import os, sys, time, json
 from billfold.config import Settings
@@ -163,7 +166,9 @@ from billfold.core.context import build_context
 from billfold import metering
 from billfold.store import db as store_db
 ctx = build_context(Settings(), migrate=False)
+from billfold.domain.ledger import shard_of
 users = json.loads(sys.argv[1])
+users = [u for u in users if shard_of(u, 16) == shard_of(users[0], 16)]
 provider = sys.argv[2]
 held = []
 taken = []
@@ -205,7 +210,9 @@ def model(
         ceilings = {
             "edge (servers' CPU)": workers * 1000 / edge_ms,
             "workers' CPU": workers * 1000 / worker_ms,
-            "journal head (one chain)": 1000 / hold_ms,
+            f"journal chains ({CHAINS}, one batch at a time each)": min(workers, CHAINS)
+            * 1000
+            / hold_ms,
             "PostgreSQL's work per batch (2 cores)": 2 * 1000 / pg_ms,
         }
         bound = min(ceilings, key=lambda k: ceilings[k])
@@ -346,7 +353,7 @@ def main() -> None:
         predicted.add_row(str(workers), f"{rate:,.0f}", bound)
     console.print(predicted)
     console.print(
-        f"per batch of 1,000: journal head held {hold:.1f} ms, PostgreSQL's own work "
+        f"per batch of 1,000: its chain's head held {hold:.1f} ms, PostgreSQL's own work "
         f"~{pg_ms:.1f} ms"
     )
     results["model"] = [

@@ -31,7 +31,7 @@ from billfold import ledger, parties
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
 from billfold.core.keys import create_key
-from billfold.core.stream import shard_of
+from billfold.domain.ledger import shard_of
 from billfold.domain.money import currency, from_units
 from billfold.ledger.verify import verify
 from billfold.store.tables import usage_events

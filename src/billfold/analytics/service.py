@@ -5,8 +5,9 @@ Two rollups answer every series:
 - usage: metering appends what each ingest transaction charged to `usage_deltas`;
   `fold` moves the journal into `usage_rollup` (per provider, service and metric) and
   `usage_rollup_users` (per user and metric), per UTC quarter-hour;
-- revenue: `fold` reads the ledger in transfer order past `analytics_state.revenue_seq`
-  and adds each transfer's provider and platform postings to `revenue_rollup`.
+- revenue: `fold` reads the ledger past its mark in each journal chain
+  (`analytics_state` rows `revenue_chain.<n>`) and adds each transfer's provider and
+  platform postings to `revenue_rollup`.
 
 A query reads the rollup rows in its range and adds what `fold` has not reached yet (the
 journal rows still there, the transfers past the mark), so answers are always exact and
@@ -33,7 +34,7 @@ from billfold.domain.analytics import bucket_of, check_range, window_start, wind
 from billfold.domain.errors import InvalidRequest
 from billfold.domain.ledger import TransferKind
 from billfold.domain.money import currency, format_decimal, from_units, round_to_minor
-from billfold.store.bulk import insert_rows
+from billfold.store.bulk import insert_rows, upsert
 from billfold.store.db import UnitOfWork
 from billfold.store.tables import (
     analytics_state,
@@ -48,6 +49,9 @@ from billfold.store.tables import (
 
 FOLD_BATCH: Final = 20_000
 REVENUE_MARK: Final = "revenue_seq"
+"""The folder's lock (one folder at a time). Its value was the mark before the journal
+had chains; the marks are now per chain, CHAIN_MARK."""
+CHAIN_MARK: Final = "revenue_chain."
 USAGE_GROUPS: Final = ("user", "provider", "service", "metric")
 REVENUE_GROUPS: Final = ("provider", "service")
 # Transfers that move a provider's earnings without being revenue.
@@ -71,6 +75,31 @@ def _mark(uow: UnitOfWork, name: str, *, lock: bool = False) -> int:
     return int(value)
 
 
+def chain_marks(uow: UnitOfWork) -> dict[int, int]:
+    """How far the folder has read each journal chain (a chain not named: not at all)."""
+    rows = uow.conn.execute(
+        select(analytics_state.c.name, analytics_state.c.value).where(
+            analytics_state.c.name.startswith(CHAIN_MARK)
+        )
+    )
+    return {int(row.name[len(CHAIN_MARK) :]): int(row.value) for row in rows}
+
+
+def _set_marks(uow: UnitOfWork, marks: Mapping[int, int]) -> None:
+    if marks:
+        upsert(
+            uow.conn,
+            analytics_state,
+            ("name",),
+            [{"name": f"{CHAIN_MARK}{c}", "value": s} for c, s in sorted(marks.items())],
+        )
+
+
+def mark_folded(uow: UnitOfWork) -> None:
+    """Marks every transfer so far as folded (for a benchmark that loads rollups itself)."""
+    _set_marks(uow, ledger.chain_heads(uow))
+
+
 def fold(ctx: Context, *, batch: int = FOLD_BATCH) -> dict[str, int]:
     """Moves the usage journal and new ledger transfers into the rollups, until caught up.
 
@@ -80,15 +109,11 @@ def fold(ctx: Context, *, batch: int = FOLD_BATCH) -> dict[str, int]:
     totals = {"usage_deltas": 0, "transfers": 0}
     while True:
         with ctx.db.unit_of_work() as uow:
-            mark = _mark(uow, REVENUE_MARK, lock=True)
+            _mark(uow, REVENUE_MARK, lock=True)
+            marks = chain_marks(uow)
             used = _fold_usage(uow, batch)
-            seen, last = _fold_revenue(uow, mark, batch)
-            if last > mark:
-                uow.conn.execute(
-                    update(analytics_state)
-                    .where(analytics_state.c.name == REVENUE_MARK)
-                    .values(value=last)
-                )
+            seen, reached = _fold_revenue(uow, marks, batch)
+            _set_marks(uow, {c: s for c, s in reached.items() if s > marks.get(c, 0)})
             uow.commit()
         totals["usage_deltas"] += used
         totals["transfers"] += seen
@@ -225,17 +250,17 @@ class _Revenue:
 
 def revenue_of_transfers(
     uow: UnitOfWork, which: ledger.TransferFilter, limit: int | None = None
-) -> tuple[dict[tuple[str, datetime, str, str], _Revenue], int, int]:
+) -> tuple[dict[tuple[str, datetime, str, str], _Revenue], int, dict[int, int]]:
     """Revenue per (provider, bucket, service, currency) of the selected transfers (never
     payouts: they move earnings out, they are not revenue).
 
     A transfer's provider share is its postings on provider earnings accounts and the
     platform's commission its postings on platform revenue; a transfer that adds to them
     is gross income, one that takes away (refund, reversal, credit note) a refund.
-    Returns the sums, how many transfers were read and the last seq read.
+    Returns the sums, how many transfers were read and each chain's last place read.
     """
     which = replace(which, exclude_kinds=NOT_REVENUE)
-    found, count, last = ledger.earnings(uow, which, limit=limit)
+    found, count, reached = ledger.earnings(uow, which, limit=limit)
     sums: dict[tuple[str, datetime, str, str], _Revenue] = defaultdict(_Revenue)
     for e in found:
         total = e.provider_share + e.commission
@@ -244,15 +269,19 @@ def revenue_of_transfers(
         )
         key = (e.provider_id or "", bucket_of(e.posted_at), e.service or "", e.currency)
         sums[key].add(item)
-    return sums, count, last
+    return sums, count, reached
 
 
-def _fold_revenue(uow: UnitOfWork, mark: int, batch: int) -> tuple[int, int]:
-    # Transfers are numbered under the ledger's head lock and committed in that order,
-    # so none can appear later below a seq already read.
-    sums, count, last = revenue_of_transfers(uow, ledger.TransferFilter(after_seq=mark), batch)
+def _fold_revenue(
+    uow: UnitOfWork, marks: Mapping[int, int], batch: int
+) -> tuple[int, dict[int, int]]:
+    # Within a chain, transfers are numbered under its head's lock and committed in that
+    # order, so none can appear later below a place already read; chains commit in any
+    # order among themselves, hence a mark per chain.
+    which = ledger.TransferFilter(after_chains=tuple(sorted(marks.items())))
+    sums, count, reached = revenue_of_transfers(uow, which, batch)
     if not count:
-        return 0, mark
+        return 0, {}
     _upsert(
         uow,
         revenue_rollup,
@@ -268,7 +297,7 @@ def _fold_revenue(uow: UnitOfWork, mark: int, batch: int) -> tuple[int, int]:
         },
         {},
     )
-    return count, last
+    return count, reached
 
 
 # --- series ---------------------------------------------------------------------------
@@ -509,11 +538,8 @@ def pending_revenue(
     service: str | None = None,
 ) -> list[_RevenueRow]:
     """Revenue of the transfers posted in [start, end) that the folder has not reached."""
-    mark = work.conn.execute(
-        select(analytics_state.c.value).where(analytics_state.c.name == REVENUE_MARK)
-    ).scalar_one_or_none()
     which = ledger.TransferFilter(
-        after_seq=int(mark or 0),
+        after_chains=tuple(sorted(chain_marks(work).items())),
         posted_from=start,
         posted_to=end,
         provider_id=provider,

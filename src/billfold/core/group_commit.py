@@ -14,8 +14,9 @@ Anything else (a database error, a deadlock on PostgreSQL) undoes the savepoint 
 request is run again after the group, in a unit of work of its own, where its error is
 its own. If the group's commit fails, nothing of it stands and every request is run
 again alone. The ledger's guarantees hold as they do for one request: every ledger
-writer, holds included, locks the journal head and then its accounts, in the same order,
-in the one transaction (billfold.ledger).
+writer, holds included, locks its journal chains and then its accounts, in the same
+order; in a group, a lock that a later request needs and another process holds is not
+waited for, and that request too runs again alone (billfold.ledger._order).
 """
 
 from __future__ import annotations
@@ -133,6 +134,7 @@ class GroupCommitter:
             return
         try:
             with self._ctx.work() as work:
+                work.grouped = True  # Later ledger locks do not wait (billfold.ledger).
                 for job in group:
                     self._part(work, job)
                 work.commit()

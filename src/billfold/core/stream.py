@@ -23,14 +23,10 @@ from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 
 from billfold.config import Settings
+from billfold.domain.ledger import shard_of  # The same shards as the journal's chains.
 
 DUPLICATE_WINDOW_S: Final = 600
 """How long JetStream itself remembers a message id (the database remembers forever)."""
-
-
-def shard_of(user_id: str, shards: int) -> int:
-    """The user's shard: the same on every machine and in every process (not hash())."""
-    return int.from_bytes(hashlib.sha256(user_id.encode()).digest()[:8], "big") % shards
 
 
 def refuse_sqlite(settings: Settings) -> str | None:

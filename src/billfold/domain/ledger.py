@@ -406,6 +406,29 @@ def reversal_postings(
     return tuple(result)
 
 
+def shard_of(key: str, shards: int) -> int:
+    """A stable shard of a user (or provider) id: the same on every machine and in every
+    process (never Python's hash()). The stream's subjects and the journal's chains both
+    use it, so a worker's shard is one chain of the ledger (docs/DECISIONS.md, 114)."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % shards
+
+
+def chain_of(user_id: str | None, provider_id: str | None, chains: int) -> int:
+    """The journal chain of a transfer (or hold): its user's shard, so that one user's
+    transfers are one chain, in order; else its provider's; chain 0 for the platform's."""
+    key = user_id or provider_id
+    return 0 if not key else shard_of(key, chains)
+
+
+def chain_genesis(chain: int) -> str:
+    """What a chain's first entry chains to. Chain 0 keeps the journal's original genesis,
+    so a ledger from before the chains verifies unchanged; every other chain has its own,
+    so an entry moved from one chain to another does not verify."""
+    if chain == 0:
+        return GENESIS_HASH
+    return _sha256(f"billfold journal chain {chain}".encode())
+
+
 def chain_hash(
     *,
     prev_hash: str,

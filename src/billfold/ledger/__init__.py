@@ -2,14 +2,16 @@
 
 Every function here works inside the caller's unit of work and never commits.
 
-Concurrency. Every writer of the ledger, holds included, first locks the journal head
-(one row, `_order.lock_journal`), then the accounts it touches, then the holds it
-touches. The head lock orders all transfers (the hash chain needs a total order anyway),
-which makes the duplicate-id check race-free and rules out deadlocks between writers,
-also when one transaction of the group commit makes holds and transfers together. On
-SQLite BEGIN IMMEDIATE already serialises writers; on PostgreSQL the locks are
-`SELECT ... FOR UPDATE`. Throughput comes from batching: many transfers share one head
-lock and one commit (`post_many`)."""
+Concurrency. The journal is one hash chain per shard of users (`_order`). Every writer
+of the ledger, holds included, first locks the heads of the chains it appends to, lowest
+first, then the accounts it touches by id, then the holds. A chain's head orders its
+transfers (its hash chain needs a total order anyway), which makes the duplicate-id
+check race-free (a transfer's chain follows from its content) and rules out deadlocks
+between writers. The platform's and providers' accounts, which every user's charges
+move, are parted by chain, so writers of different chains share no lock. On SQLite BEGIN
+IMMEDIATE already serialises writers; on PostgreSQL the locks are `SELECT ... FOR
+UPDATE`. Throughput comes from batching (many transfers share one lock and one commit,
+`post_many`) and, past one process, from chains that commit side by side."""
 
 from billfold.ledger._accounts import (
     balance,
@@ -26,6 +28,7 @@ from billfold.ledger._holds import (
     release_hold,
     void_hold,
 )
+from billfold.ledger._order import chain_count, chain_heads
 from billfold.ledger._posting import (
     MAX_BATCH,
     POSTING_COLUMNS,
@@ -85,6 +88,8 @@ __all__ = [
     "accounts_of",
     "balance",
     "balances",
+    "chain_count",
+    "chain_heads",
     "charge_accounts",
     "create_hold",
     "debtors",

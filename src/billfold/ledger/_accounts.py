@@ -22,7 +22,7 @@ from billfold.domain.ledger import (
     OwnerType,
 )
 from billfold.store.db import UnitOfWork
-from billfold.store.ledger_tables import accounts, holds, postings, transfers
+from billfold.store.ledger_tables import account_parts, accounts, holds, postings, transfers
 
 # --- accounts -------------------------------------------------------------------------
 
@@ -42,6 +42,7 @@ def ensure_account(
     floor: int | None = None,
 ) -> int:
     """The account's id, creating it (with `floor`) if it does not exist yet."""
+    assert floor is None or not is_parted(owner_type), "a parted account has no floor"
     known = _ACCOUNT_IDS.setdefault(uow.engine, {})
     key = (str(owner_type), owner_id, str(kind), currency)
     cached = known.get(key)
@@ -56,6 +57,7 @@ def ensure_account(
         "held": 0,
         "floor": floor,
         "created_at": now,
+        "parted": int(is_parted(owner_type)),
     }
     insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
     uow.conn.execute(insert(accounts).values(values).on_conflict_do_nothing())
@@ -73,6 +75,12 @@ def ensure_account(
     # until then it is invisible to them, and a rollback would unmake it.
     uow.after_commit(lambda: known.__setitem__(key, account_id))
     return account_id
+
+
+def is_parted(owner_type: OwnerType) -> bool:
+    """Whether accounts of this owner are parted by journal chain: the platform's and the
+    providers' accounts, which every user's charges move (docs/DECISIONS.md, 114)."""
+    return owner_type in (OwnerType.PLATFORM, OwnerType.PROVIDER)
 
 
 def find_account(
@@ -94,15 +102,16 @@ def find_account(
 
 def balance(uow: UnitOfWork, account_id: int, *, as_of: datetime | None = None) -> Balance:
     """The account's balance now (cached) or as of a past instant (from the journal)."""
+    if as_of is None:
+        found = balances(uow, [account_id])
+        if account_id not in found:
+            raise NotFound("no such account", code="account_not_found")
+        return found[account_id]
     row = uow.conn.execute(
-        select(accounts.c.posted, accounts.c.held, accounts.c.floor).where(
-            accounts.c.id == account_id
-        )
+        select(accounts.c.floor).where(accounts.c.id == account_id)
     ).one_or_none()
     if row is None:
         raise NotFound("no such account", code="account_not_found")
-    if as_of is None:
-        return Balance(row.posted, row.held, row.floor)
     posted = uow.conn.execute(
         select(func.coalesce(func.sum(postings.c.amount), 0))
         .select_from(postings.join(transfers, postings.c.transfer_seq == transfers.c.seq))
@@ -119,15 +128,24 @@ def balance(uow: UnitOfWork, account_id: int, *, as_of: datetime | None = None) 
 
 
 def balances(uow: UnitOfWork, account_ids: Sequence[int]) -> dict[int, Balance]:
-    """Several accounts' cached balances, in one query."""
+    """Several accounts' cached balances, in one query (a parted account's: its parts')."""
     if not account_ids:
         return {}
     rows = uow.conn.execute(
-        select(accounts.c.id, accounts.c.posted, accounts.c.held, accounts.c.floor).where(
-            accounts.c.id.in_(list(account_ids))
+        _BALANCES.where(accounts.c.id.in_(list(account_ids))).group_by(
+            accounts.c.id, accounts.c.posted, accounts.c.held, accounts.c.floor
         )
     ).all()
-    return {int(r.id): Balance(r.posted, r.held, r.floor) for r in rows}
+    return {int(r.id): Balance(int(r.posted + r.parts), r.held, r.floor) for r in rows}
+
+
+_BALANCES = select(
+    accounts.c.id,
+    accounts.c.posted,
+    accounts.c.held,
+    accounts.c.floor,
+    func.coalesce(func.sum(account_parts.c.posted), 0).label("parts"),
+).select_from(accounts.outerjoin(account_parts, account_parts.c.account_id == accounts.c.id))
 
 
 def set_floor(uow: UnitOfWork, account_id: int, floor: int | None) -> None:

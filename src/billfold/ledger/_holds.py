@@ -17,7 +17,7 @@ from billfold.domain.ledger import (
     TransferSpec,
     check_hold,
 )
-from billfold.ledger._order import lock_journal
+from billfold.ledger._order import chain_for, lock_chains, lock_journal
 from billfold.ledger._records import HoldView
 from billfold.store.db import UnitOfWork
 from billfold.store.ledger_tables import accounts, holds
@@ -81,11 +81,10 @@ def _capture_update(spec: TransferSpec, hold: HoldView, now: datetime) -> dict[s
 
 
 # The hot path's statements, built once (docs/DECISIONS.md, 102).
-_ACCOUNT_FOR_UPDATE = (
-    select(accounts.c.posted, accounts.c.held, accounts.c.floor)
-    .where(accounts.c.id == bindparam("account_id"))
-    .with_for_update()
+_ACCOUNT = select(accounts.c.posted, accounts.c.held, accounts.c.floor, accounts.c.parted).where(
+    accounts.c.id == bindparam("account_id")
 )
+_ACCOUNT_FOR_UPDATE = {nowait: _ACCOUNT.with_for_update(nowait=nowait) for nowait in (False, True)}
 _HOLD_BY_ID = select(holds).where(holds.c.id == bindparam("hold_id"))
 _LAPSED = select(holds.c.id, holds.c.amount).where(
     holds.c.account_id == bindparam("account_id"),
@@ -122,10 +121,12 @@ def create_hold(
         raise InvalidRequest("a hold must not be for a negative amount", param="amount")
     if expires_at <= now:
         raise InvalidRequest("a hold must expire in the future", param="expires_at")
-    lock_journal(uow)
-    row = uow.conn.execute(_ACCOUNT_FOR_UPDATE, {"account_id": account_id}).one_or_none()
+    nowait = lock_journal(uow, user_id, provider_id)
+    row = uow.conn.execute(_ACCOUNT_FOR_UPDATE[nowait], {"account_id": account_id}).one_or_none()
     if row is None:
         raise NotFound("no such account", code="account_not_found")
+    if row.parted:
+        raise InvalidRequest("a hold reserves a user's money, not the platform's or a provider's")
     existing = uow.conn.execute(_HOLD_BY_ID, {"hold_id": hold_id}).one_or_none()
     if existing is not None:
         view = _hold_view(existing)
@@ -176,10 +177,8 @@ def release_hold(uow: UnitOfWork, hold_id: str, *, now: datetime, status: HoldSt
     again with the same status returns it unchanged.
     """
     hold = get_hold(uow, hold_id)
-    lock_journal(uow)
-    row = uow.conn.execute(
-        select(accounts.c.held).where(accounts.c.id == hold.account_id).with_for_update()
-    ).one()
+    nowait = lock_journal(uow, hold.user_id, hold.provider_id)
+    row = uow.conn.execute(_ACCOUNT_FOR_UPDATE[nowait], {"account_id": hold.account_id}).one()
     hold = _hold_view(
         uow.conn.execute(select(holds).where(holds.c.id == hold_id).with_for_update()).one()
     )
@@ -227,7 +226,12 @@ def expire_holds(uow: UnitOfWork, *, now: datetime, limit: int = 1000) -> int:
     )
     expired = 0
     if account_ids:
-        lock_journal(uow)
+        owners = uow.conn.execute(
+            select(holds.c.user_id, holds.c.provider_id)
+            .where(holds.c.account_id.in_(account_ids), holds.c.status == str(HoldStatus.PENDING))
+            .distinct()
+        ).all()
+        lock_chains(uow, {chain_for(uow, o.user_id, o.provider_id) for o in owners})
     for account_id in sorted(account_ids):
         uow.conn.execute(
             select(accounts.c.id).where(accounts.c.id == account_id).with_for_update()

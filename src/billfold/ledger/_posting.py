@@ -7,8 +7,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold.domain.errors import (
     BillfoldError,
@@ -24,6 +26,7 @@ from billfold.domain.ledger import (
     TransferSpec,
     apply_postings,
     chain_hash,
+    chain_of,
     draw_from_sources,
     validate_postings,
 )
@@ -32,11 +35,24 @@ from billfold.ledger._holds import (
     _lock_holds,
     _release_for_capture,
 )
-from billfold.ledger._order import HEAD_FOR_UPDATE
+from billfold.ledger._order import chain_count, lock_chains
 from billfold.ledger._records import HoldView, PostedPosting, PostedTransfer, load_transfers
-from billfold.store.bulk import db_datetime, insert_rows, update_rows
+from billfold.store.bulk import (
+    array_element,
+    db_datetime,
+    driver_execute,
+    insert_rows,
+    update_rows,
+)
 from billfold.store.db import UnitOfWork
-from billfold.store.ledger_tables import accounts, holds, ledger_head, postings, transfers
+from billfold.store.ledger_tables import (
+    account_parts,
+    accounts,
+    holds,
+    ledger_chains,
+    postings,
+    transfers,
+)
 
 MAX_BATCH = 10_000
 """The most transfers one `post_many` call takes; callers split larger work."""
@@ -55,14 +71,22 @@ def post(uow: UnitOfWork, spec: TransferSpec, *, now: datetime) -> PostedTransfe
 
 @dataclass
 class _Batch:
-    """What one post_many call has locked and what it has posted so far."""
+    """What one post_many call has locked and what it has posted so far.
 
-    seq: int
-    prev_hash: str
+    Balances are per slot, (account id, part): an ordinary account's part is 0; a parted
+    account (a hot one) has a part per journal chain, and a transfer moves the part of its
+    own chain (docs/DECISIONS.md, 114)."""
+
+    chains: int
+    heads: dict[int, tuple[int, str]]
+    next_seq: int | None
+    """SQLite: the next journal number (its writer holds the database). PostgreSQL: None,
+    the database numbers transfers as it inserts them, after every lock is held."""
     existing: dict[str, str]
-    rows: list[Any]
     currencies: dict[int, str]
-    balances: dict[int, Balance]
+    parted: frozenset[int]
+    before: dict[tuple[int, int], Balance]
+    balances: dict[tuple[int, int], Balance]
     hold_rows: dict[str, HoldView]
     posted_now: dict[str, tuple[str, PostedTransfer]] = field(default_factory=dict)
     new_transfers: list[tuple[object, ...]] = field(default_factory=list)
@@ -82,74 +106,152 @@ def post_many(
     if not specs:
         return []
     normalised = [_normalise(spec) for spec in specs]
-    batch = _lock(uow, normalised)
+    count = chain_count(uow)
+    chains = [chain_of(spec.user_id, spec.provider_id, count) for spec in normalised]
+    batch = _lock(uow, normalised, chains, count)
     db_now = db_datetime(uow.conn, now)
     results: list[PostedTransfer | BillfoldError | str] = []
-    for requested in normalised:
+    for requested, chain in zip(normalised, chains, strict=True):
         earlier = _earlier(batch, requested)
         if earlier is not None:
             results.append(earlier)
             continue
         try:
-            spec, released, changes = _apply(batch, requested, now)
+            spec, view, changes = _apply(batch, requested, chain, now)
         except BillfoldError as error:
             results.append(error)
             continue
-        results.append(_record(batch, spec, released, changes, now, db_now))
-    _write(
-        uow,
-        batch.balances,
-        batch.rows,
-        batch.new_transfers,
-        batch.new_postings,
-        batch.hold_updates,
-        batch.seq,
-        batch.prev_hash,
-    )
+        results.append(_record(batch, spec, chain, view, changes, now, db_now))
+    numbered = _write(uow, batch)
+    if numbered:
+        for transfer_id, (digest, posted) in batch.posted_now.items():
+            batch.posted_now[transfer_id] = (digest, replace(posted, seq=numbered[transfer_id]))
+        results = [
+            replace(r, seq=numbered[r.id]) if isinstance(r, PostedTransfer) and not r.seq else r
+            for r in results
+        ]
     replays = {r for r in results if isinstance(r, str)}
     loaded = {t.id: t for t in load_transfers(uow, replays)} if replays else {}
     return [_replayed(loaded[r]) if isinstance(r, str) else r for r in results]
 
 
 # The hot path's statements, built once (docs/DECISIONS.md, 102).
+_ACCOUNTS = select(accounts.c.id, accounts.c.currency, accounts.c.parted).where(
+    accounts.c.id.in_(bindparam("ids", expanding=True))
+)
 _ACCOUNTS_FOR_UPDATE = (
-    select(accounts.c.id, accounts.c.currency, accounts.c.posted, accounts.c.held, accounts.c.floor)
+    select(accounts.c.id, accounts.c.posted, accounts.c.held, accounts.c.floor)
     .where(accounts.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(accounts.c.id)
-    .with_for_update()
+)
+_PARTS_FOR_UPDATE = (
+    select(account_parts.c.account_id, account_parts.c.part, account_parts.c.posted)
+    .where(
+        tuple_(account_parts.c.account_id, account_parts.c.part).in_(
+            bindparam("slots", expanding=True)
+        )
+    )
+    .order_by(account_parts.c.account_id, account_parts.c.part)
 )
 _DIGESTS = select(transfers.c.id, transfers.c.digest).where(
     transfers.c.id.in_(bindparam("ids", expanding=True))
 )
-_MOVE_HEAD = (
-    update(ledger_head)
-    .where(ledger_head.c.id == 1)
-    .values(seq=bindparam("head_seq"), hash=bindparam("head_hash"))
-)
+_LAST_SEQ = select(func.coalesce(func.max(transfers.c.seq), 0))
+
+# Accounts' currencies and whether they are parted never change: known once committed.
+_KNOWN: WeakKeyDictionary[Engine, dict[int, tuple[str, bool]]] = WeakKeyDictionary()
 
 
-def _lock(uow: UnitOfWork, specs: Sequence[TransferSpec]) -> _Batch:
-    """Locks in the ledger's order: the journal head, the accounts by id, then the holds."""
-    head = uow.conn.execute(HEAD_FOR_UPDATE).one()
+def _lock(
+    uow: UnitOfWork, specs: Sequence[TransferSpec], chains: Sequence[int], count: int
+) -> _Batch:
+    """Locks in the ledger's order: the chains by number, the accounts by id, their parts,
+    then the holds (billfold.ledger._order)."""
+    nowait = uow.grouped and uow.ledger_locked
+    heads = lock_chains(uow, chains, nowait=nowait)
     existing = _existing_digests(uow, {spec.id for spec in specs})
     account_ids = sorted(
         {p.account_id for spec in specs for p in spec.postings}
         | {spec.overflow_account for spec in specs if spec.overflow_account is not None}
         | {source for spec in specs for source in spec.sources}
     )
-    rows = uow.conn.execute(_ACCOUNTS_FOR_UPDATE, {"ids": account_ids}).all()
-    if len(rows) != len(account_ids):
-        missing = set(account_ids) - {row.id for row in rows}
-        raise NotFound(f"no such account: {sorted(missing)}", code="account_not_found")
+    known = _accounts_known(uow, account_ids)
+    parted = frozenset(a for a in account_ids if known[a][1])
+    plain = [a for a in account_ids if a not in parted]
+    rows = uow.conn.execute(
+        _ACCOUNTS_FOR_UPDATE.with_for_update(nowait=nowait), {"ids": plain}
+    ).all()
+    before = {(int(row.id), 0): Balance(row.posted, row.held, row.floor) for row in rows}
+    if parted:
+        before |= _lock_parts(uow, _slots(specs, chains, parted, count), nowait=nowait)
     return _Batch(
-        seq=int(head.seq),
-        prev_hash=str(head.hash),
+        chains=count,
+        heads=heads,
+        next_seq=int(uow.conn.execute(_LAST_SEQ).scalar_one()) + 1
+        if uow.dialect != "postgresql"
+        else None,
         existing=existing,
-        rows=list(rows),
-        currencies={row.id: row.currency for row in rows},
-        balances={row.id: Balance(row.posted, row.held, row.floor) for row in rows},
+        currencies={a: known[a][0] for a in account_ids},
+        parted=parted,
+        before=before,
+        balances=dict(before),
         hold_rows=_lock_holds(uow, {spec.hold_id for spec in specs if spec.hold_id}),
     )
+
+
+def _accounts_known(uow: UnitOfWork, account_ids: Sequence[int]) -> dict[int, tuple[str, bool]]:
+    """Each account's (currency, parted), from memory once it was read in a committed
+    transaction; a missing account is refused."""
+    known = _KNOWN.setdefault(uow.engine, {})
+    wanted = [a for a in account_ids if a not in known]
+    if not wanted:
+        return known
+    found = {
+        int(row.id): (str(row.currency), bool(row.parted))
+        for row in uow.conn.execute(_ACCOUNTS, {"ids": wanted})
+    }
+    if len(found) != len(wanted):
+        missing = set(wanted) - set(found)
+        raise NotFound(f"no such account: {sorted(missing)}", code="account_not_found")
+    uow.after_commit(lambda: known.update(found))
+    return {**known, **found}
+
+
+def _slots(
+    specs: Sequence[TransferSpec], chains: Sequence[int], parted: frozenset[int], count: int
+) -> list[tuple[int, int]]:
+    """The parts the transfers move: their own chain's part of each parted account, and
+    every part of a parted account whose whole balance must cover a debit (a payout)."""
+    slots: set[tuple[int, int]] = set()
+    for spec, chain in zip(specs, chains, strict=True):
+        for posting in spec.postings:
+            if posting.account_id in parted:
+                slots.add((posting.account_id, chain))
+        for account_id in spec.covered_accounts & parted:
+            slots.update((account_id, part) for part in range(count))
+    return sorted(slots)
+
+
+def _lock_parts(
+    uow: UnitOfWork, slots: list[tuple[int, int]], *, nowait: bool
+) -> dict[tuple[int, int], Balance]:
+    """Locks these parts of parted accounts (made at 0 on first use)."""
+    statement = _PARTS_FOR_UPDATE.with_for_update(nowait=nowait)
+    found = {
+        (int(r.account_id), int(r.part)): Balance(r.posted, 0, None)
+        for r in uow.conn.execute(statement, {"slots": slots})
+    }
+    missing = [slot for slot in slots if slot not in found]
+    if missing:
+        insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
+        uow.conn.execute(
+            insert(account_parts)
+            .values([{"account_id": a, "part": p, "posted": 0} for a, p in missing])
+            .on_conflict_do_nothing()
+        )
+        for r in uow.conn.execute(statement, {"slots": missing}):
+            found[(int(r.account_id), int(r.part))] = Balance(r.posted, 0, None)
+    return found
 
 
 def _earlier(batch: _Batch, spec: TransferSpec) -> PostedTransfer | BillfoldError | str | None:
@@ -169,20 +271,40 @@ def _earlier(batch: _Batch, spec: TransferSpec) -> PostedTransfer | BillfoldErro
     return spec.id  # Loaded after the writes.
 
 
+def _view(batch: _Batch, spec: TransferSpec, chain: int) -> dict[int, Balance]:
+    """The balances the transfer is checked against, by account: an ordinary account's
+    own; a parted account's part in this chain, or, where the transfer's debit must be
+    covered, the sum of all its parts."""
+    ids = {p.account_id for p in spec.postings} | set(spec.sources)
+    if spec.overflow_account is not None:
+        ids.add(spec.overflow_account)
+    view: dict[int, Balance] = {}
+    for account_id in ids:
+        if account_id not in batch.parted:
+            view[account_id] = batch.balances[(account_id, 0)]
+        elif account_id in spec.covered_accounts:
+            total = sum(batch.balances[(account_id, part)].posted for part in range(batch.chains))
+            view[account_id] = Balance(total, 0, None)
+        else:
+            view[account_id] = batch.balances[(account_id, chain)]
+    return view
+
+
 def _apply(
-    batch: _Batch, spec: TransferSpec, now: datetime
-) -> tuple[TransferSpec, dict[int, Balance], dict[int, Balance]]:
+    batch: _Batch, spec: TransferSpec, chain: int, now: datetime
+) -> tuple[TransferSpec, Mapping[int, Balance], dict[int, Balance]]:
     """Checks a new transfer against the balances so far: (the transfer as posted, the
-    balances its hold releases, the balances it changes). Raises what refuses it."""
+    balances it was checked against, the balances it changes). Raises what refuses it."""
     for posting in spec.postings:
         if batch.currencies[posting.account_id] != posting.currency:
             raise InvalidRequest(
                 "a posting's currency differs from its account's", code="currency_mismatch"
             )
+    view = _view(batch, spec, chain)
     released: dict[int, Balance] = {}
     if spec.hold_id:
-        released = _release_for_capture(spec, batch.hold_rows, batch.balances, now)
-    current = ChainMap(released, batch.balances)
+        released = _release_for_capture(spec, batch.hold_rows, view, now)
+    current = ChainMap(released, view)
     if spec.sources:
         spec = draw_from_sources(spec, current)
     limits = dict(spec.limits) if spec.limits else None
@@ -205,37 +327,57 @@ def _apply(
             covered=spec.covered_accounts,
             limits=limits,
         )
-    return spec, released, changes
+    # A released hold changes the account even where no posting does.
+    return spec, view, {**released, **changes}
 
 
 def _record(
     batch: _Batch,
     spec: TransferSpec,
-    released: dict[int, Balance],
+    chain: int,
+    view: Mapping[int, Balance],
     changes: dict[int, Balance],
     now: datetime,
     db_now: object,
 ) -> PostedTransfer:
-    """Takes an accepted transfer into the batch: balances, journal row, hash chain."""
-    batch.balances.update(released)
-    batch.balances.update(changes)
+    """Takes an accepted transfer into the batch: balances, journal row, its chain."""
+    parts: dict[int, int] = {}
+    for account_id, after in changes.items():
+        part = chain if account_id in batch.parted else 0
+        parts[account_id] = part
+        slot = batch.balances[(account_id, part)]
+        checked = view[account_id]
+        batch.balances[(account_id, part)] = Balance(
+            slot.posted + after.posted - checked.posted,
+            slot.held + after.held - checked.held,
+            slot.floor,
+        )
     if spec.hold_id:
         # The hold is spent now: a second capture in the same batch must fail.
         batch.hold_rows[spec.hold_id] = replace(
             batch.hold_rows[spec.hold_id], status=HoldStatus.CAPTURED
         )
         batch.hold_updates.append(_capture_update(spec, batch.hold_rows[spec.hold_id], now))
-    batch.seq += 1
+    seq = 0
+    if batch.next_seq is not None:
+        seq, batch.next_seq = batch.next_seq, batch.next_seq + 1
+    chain_seq, prev_hash = batch.heads[chain]
+    chain_seq += 1
     digest = spec.digest()
     posted = PostedTransfer(
-        seq=batch.seq,
+        seq=seq,
         id=spec.id,
         kind=str(spec.kind),
         posted_at=now,
         # Postings are merged per account, so an account's balance after this transfer is
-        # the balance after its posting.
+        # the balance after its posting (a parted account's: its part's).
         postings=tuple(
-            PostedPosting(p.account_id, p.currency, p.amount, batch.balances[p.account_id].posted)
+            PostedPosting(
+                p.account_id,
+                p.currency,
+                p.amount,
+                batch.balances[(p.account_id, parts[p.account_id])].posted,
+            )
             for p in spec.postings
         ),
         user_id=spec.user_id,
@@ -249,19 +391,22 @@ def _record(
         hold_id=spec.hold_id,
     )
     hash_ = chain_hash(
-        prev_hash=batch.prev_hash,
-        seq=batch.seq,
+        prev_hash=prev_hash,
+        seq=chain_seq,
         transfer_id=spec.id,
         kind=str(spec.kind),
         posted_at=now,
         digest=digest,
         postings=[(p.account_id, p.currency, p.amount) for p in spec.postings],
     )
-    batch.new_transfers.append(_transfer_row(posted, db_now, digest, batch.prev_hash, hash_))
-    batch.new_postings.extend(
-        (batch.seq, p.account_id, p.currency, p.amount, p.balance_after) for p in posted.postings
+    batch.new_transfers.append(
+        _transfer_row(posted, db_now, digest, prev_hash, hash_, chain, chain_seq)
     )
-    batch.prev_hash = hash_
+    batch.new_postings.extend(
+        (spec.id, p.account_id, p.currency, p.amount, p.balance_after, parts[p.account_id])
+        for p in posted.postings
+    )
+    batch.heads[chain] = (chain_seq, hash_)
     batch.posted_now[spec.id] = (digest, posted)
     return posted
 
@@ -305,9 +450,15 @@ def _existing_digests(uow: UnitOfWork, ids: set[str]) -> dict[str, str]:
 
 
 def _transfer_row(
-    posted: PostedTransfer, posted_at: object, digest: str, prev_hash: str, hash_: str
+    posted: PostedTransfer,
+    posted_at: object,
+    digest: str,
+    prev_hash: str,
+    hash_: str,
+    chain: int,
+    chain_seq: int,
 ) -> tuple[object, ...]:
-    """The transfer's row in TRANSFER_COLUMNS order, ready for the driver."""
+    """The transfer's row in TRANSFER_COLUMNS order (its seq first), ready for the driver."""
     return (
         posted.seq,
         posted.id,
@@ -325,31 +476,46 @@ def _transfer_row(
         digest,
         prev_hash,
         hash_,
+        chain,
+        chain_seq,
     )
 
 
-def _write(
-    uow: UnitOfWork,
-    balances: dict[int, Balance],
-    before: Sequence[object],
-    new_transfers: list[tuple[object, ...]],
-    new_postings: list[tuple[object, ...]],
-    hold_updates: list[dict[str, object]],
-    seq: int,
-    head_hash: str,
-) -> None:
-    if not new_transfers:
-        return
+def _write(uow: UnitOfWork, batch: _Batch) -> dict[str, int]:
+    """Writes what the batch posted; on PostgreSQL returns the numbers the database gave
+    the new transfers (by id). SQLite numbered them already."""
+    if not batch.new_transfers:
+        return {}
     changed = [
-        (balances[row.id].posted, balances[row.id].held, row.id)  # type: ignore[attr-defined]
-        for row in before
-        if (row.posted, row.held) != (balances[row.id].posted, balances[row.id].held)  # type: ignore[attr-defined]
+        (after.posted, after.held, account_id, part)
+        for (account_id, part), after in batch.balances.items()
+        if (after.posted, after.held)
+        != (batch.before[(account_id, part)].posted, batch.before[(account_id, part)].held)
     ]
+    plain = [(posted, held, a) for posted, held, a, _ in changed if a not in batch.parted]
+    parts = [(posted, a, part) for posted, _, a, part in changed if a in batch.parted]
+    heads = [(seq, hash_, chain) for chain, (seq, hash_) in sorted(batch.heads.items())]
     conn = uow.conn
-    update_rows(conn, accounts, ("posted", "held"), "id", changed)
-    insert_rows(conn, transfers, TRANSFER_COLUMNS, new_transfers)
-    insert_rows(conn, postings, POSTING_COLUMNS, new_postings)
-    if hold_updates:
+    if uow.dialect == "postgresql":
+        numbered = _write_postgresql(
+            conn, plain, parts, batch.new_transfers, batch.new_postings, heads
+        )
+    else:
+        numbered = {}
+        seqs = {row[1]: row[0] for row in batch.new_transfers}
+        update_rows(conn, accounts, ("posted", "held"), "id", plain)
+        conn.execute(
+            _SET_PARTS, [{"b_posted": p, "b_account": a, "b_part": n} for p, a, n in parts]
+        ) if parts else None
+        insert_rows(conn, transfers, TRANSFER_COLUMNS, batch.new_transfers)
+        insert_rows(
+            conn,
+            postings,
+            POSTING_COLUMNS,
+            [(seqs[row[0]], *row[1:]) for row in batch.new_postings],
+        )
+        update_rows(conn, ledger_chains, ("seq", "hash"), "chain", heads)
+    if batch.hold_updates:
         conn.execute(
             update(holds)
             .where(holds.c.id == bindparam("b_id"))
@@ -359,9 +525,90 @@ def _write(
                 closed_at=bindparam("b_closed_at"),
                 capture_transfer_id=bindparam("b_transfer_id"),
             ),
-            hold_updates,
+            batch.hold_updates,
         )
-    conn.execute(_MOVE_HEAD, {"head_seq": seq, "head_hash": head_hash})
+    return numbered
+
+
+_SET_PARTS = (
+    update(account_parts)
+    .where(
+        account_parts.c.account_id == bindparam("b_account"),
+        account_parts.c.part == bindparam("b_part"),
+    )
+    .values(posted=bindparam("b_posted"))
+)
+
+_WRITE_SQL: dict[str, str] = {}
+
+
+def _write_postgresql(
+    conn: Connection,
+    plain: Sequence[tuple[Any, ...]],
+    parts: Sequence[tuple[Any, ...]],
+    new_transfers: Sequence[tuple[Any, ...]],
+    new_postings: Sequence[tuple[Any, ...]],
+    heads: Sequence[tuple[Any, ...]],
+) -> dict[str, int]:
+    """Every write of a batch in one statement, one round trip (docs/DECISIONS.md, 114):
+    balances, parts, transfers numbered by the journal's sequence as they are inserted
+    (every lock is held by then, so an account's transfers are numbered in the order they
+    commit), their postings, and the chains' heads."""
+    sql = _WRITE_SQL.get("sql")
+    if sql is None:
+        sql = _WRITE_SQL["sql"] = _write_statement(conn)
+    params = (
+        *_columns(plain, 3),
+        *_columns(parts, 3),
+        *_columns([row[1:] for row in new_transfers], len(TRANSFER_COLUMNS) - 1),
+        *_columns(new_postings, len(POSTING_COLUMNS)),
+        *_columns(heads, 3),
+    )
+    return {str(row[0]): int(row[1]) for row in driver_execute(conn, sql, params, fetch=True)}
+
+
+def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
+    """The rows' values column by column (for unnest), also when there are none."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _write_statement(conn: Connection) -> str:
+    """The one statement of `_write_postgresql`: a data-modifying CTE per table."""
+    dialect = conn.dialect
+
+    def unnest(table: Table, names: Sequence[str], first: str | None = None) -> str:
+        typed = names if first is None else names[1:]
+        types = [f"%b::{array_element(table, n, dialect)}[]" for n in typed]
+        return f"unnest({', '.join([first, *types] if first else types)})"
+
+    def set_from(table: Table, values: Sequence[str], keys: Sequence[str]) -> str:
+        names = (*values, *keys)
+        sets = ", ".join(f"{n} = v.{n}" for n in values)
+        where = " AND ".join(f"{table.name}.{k} = v.{k}" for k in keys)
+        return (
+            f"UPDATE {table.name} SET {sets} FROM {unnest(table, names)} "  # noqa: S608
+            f"AS v({', '.join(names)}) WHERE {where}"
+        )
+
+    numbered = TRANSFER_COLUMNS[1:]
+    legs = ("transfer_id", *POSTING_COLUMNS[1:])
+    # Table and column names come from the schema in code, never from input.
+    return (
+        f"WITH a AS ({set_from(accounts, ('posted', 'held'), ('id',))}), "  # noqa: S608
+        f"p AS ({set_from(account_parts, ('posted',), ('account_id', 'part'))}), "
+        f"t AS (INSERT INTO transfers (seq, {', '.join(numbered)}) "
+        f"SELECT nextval('transfer_seq'), {', '.join('v.' + n for n in numbered)} "
+        f"FROM {unnest(transfers, numbered)} WITH ORDINALITY AS v({', '.join(numbered)}, n) "
+        "ORDER BY v.n RETURNING id, seq), "
+        f"q AS (INSERT INTO postings ({', '.join(POSTING_COLUMNS)}) "
+        f"SELECT t.seq, {', '.join('v.' + n for n in POSTING_COLUMNS[1:])} "
+        f"FROM {unnest(postings, legs, first='%b::text[]')} AS v({', '.join(legs)}) "
+        "JOIN t ON t.id = v.transfer_id), "
+        f"c AS ({set_from(ledger_chains, ('seq', 'hash'), ('chain',))}) "
+        "SELECT id, seq FROM t"
+    )
 
 
 TRANSFER_COLUMNS = (
@@ -381,5 +628,7 @@ TRANSFER_COLUMNS = (
     "digest",
     "prev_hash",
     "hash",
+    "chain",
+    "chain_seq",
 )
-POSTING_COLUMNS = ("transfer_seq", "account_id", "currency", "amount", "balance_after")
+POSTING_COLUMNS = ("transfer_seq", "account_id", "currency", "amount", "balance_after", "part")

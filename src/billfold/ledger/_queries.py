@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, true
 
 from billfold.domain.ledger import AccountKind, OwnerType, TransferKind
 from billfold.ledger._records import PostedTransfer, load_transfers_by_seq
@@ -29,6 +29,10 @@ class TransferFilter:
     """Which transfers: every field that is set narrows the selection."""
 
     after_seq: int | None = None
+    after_chains: tuple[tuple[int, int], ...] | None = None
+    """(chain, chain_seq) marks: only the transfers past their chain's mark (a chain not
+    named: all of it). Within a chain, places follow the commit order, so a reader that
+    keeps these marks never misses a transfer that commits after it read."""
     posted_from: datetime | None = None
     posted_to: datetime | None = None
     """Excluded: [posted_from, posted_to)."""
@@ -44,6 +48,17 @@ class TransferFilter:
         found: list[ColumnElement[bool]] = []
         if self.after_seq is not None:
             found.append(transfers.c.seq > self.after_seq)
+        if self.after_chains is not None:
+            marks = dict(self.after_chains)
+            found.append(
+                or_(
+                    *(
+                        and_(transfers.c.chain == chain, transfers.c.chain_seq > seq)
+                        for chain, seq in sorted(marks.items())
+                    ),
+                    transfers.c.chain.notin_(list(marks)) if marks else true(),
+                )
+            )
         if self.posted_from is not None:
             found.append(transfers.c.posted_at >= self.posted_from)
         if self.posted_to is not None:
@@ -171,9 +186,12 @@ class Earning:
 
 def earnings(
     uow: UnitOfWork, which: TransferFilter, *, limit: int | None = None
-) -> tuple[list[Earning], int, int]:
+) -> tuple[list[Earning], int, dict[int, int]]:
     """Each selected transfer's postings on provider earnings and platform revenue, in
-    journal order; also how many transfers were read and the last seq read (0 if none)."""
+    journal order; also how many transfers were read and, per chain, the last place read.
+
+    With a limit, what is read of each chain is a run from its start in the selection:
+    within a chain, seq and chain_seq follow the same (commit) order."""
     query = (
         select(
             transfers.c.seq,
@@ -181,15 +199,20 @@ def earnings(
             transfers.c.provider_id,
             transfers.c.service,
             transfers.c.user_id,
+            transfers.c.chain,
+            transfers.c.chain_seq,
         )
         .where(*which.conditions())
         .order_by(transfers.c.seq)
     )
     if limit is not None:
         query = query.limit(limit)
-    heads = list(uow.conn.execute(query))
+    heads: list[Any] = list(uow.conn.execute(query))
     if not heads:
-        return [], 0, 0
+        return [], 0, {}
+    reached: dict[int, int] = {}
+    for row in heads:
+        reached[int(row.chain)] = max(reached.get(int(row.chain), 0), int(row.chain_seq))
     by_seq = {row.seq: row for row in heads}
     parts: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     first, last = heads[0].seq, heads[-1].seq
@@ -219,7 +242,7 @@ def earnings(
         for seq, by_currency in sorted(parts.items())
         for code, (share, commission) in by_currency.items()
     ]
-    return found, len(heads), int(last)
+    return found, len(heads), reached
 
 
 def postings_on(

@@ -13,21 +13,28 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 
 from billfold.core import audit
 from billfold.core.access import Principal, require_admin
 from billfold.core.context import Work
 from billfold.domain.ledger import (
-    GENESIS_HASH,
     HoldStatus,
     Posting,
     TransferKind,
     TransferSpec,
+    chain_genesis,
     chain_hash,
 )
 from billfold.store.db import UnitOfWork
-from billfold.store.ledger_tables import accounts, holds, ledger_head, postings, transfers
+from billfold.store.ledger_tables import (
+    account_parts,
+    accounts,
+    holds,
+    ledger_chains,
+    postings,
+    transfers,
+)
 
 CHUNK = 5_000
 MAX_PROBLEMS_SHOWN = 20
@@ -91,19 +98,10 @@ def verify_in(uow: UnitOfWork, *, progress: Progress | None = None) -> Report:
     for row in conn.execute(select(counts.c.seq, counts.c.n).where(counts.c.n < 2)):
         two_sided.fail(f"transfer #{row.seq} has {row.n} postings")
 
-    sums = (
-        select(postings.c.account_id, func.sum(postings.c.amount).label("total"))
-        .group_by(postings.c.account_id)
-        .subquery()
-    )
     cached = Check("cached_balances", "every cached balance equals the sum of its postings")
+    for problem in _cached_balances(uow):
+        cached.fail(problem)
     currency_ok = Check("posting_currencies", "every posting is in its account's currency")
-    for row in conn.execute(
-        select(accounts.c.id, accounts.c.posted, func.coalesce(sums.c.total, 0).label("total"))
-        .select_from(accounts.outerjoin(sums, sums.c.account_id == accounts.c.id))
-        .where(accounts.c.posted != func.coalesce(sums.c.total, 0))
-    ):
-        cached.fail(f"account {row.id} caches {row.posted} but its postings sum to {row.total}")
     for row in conn.execute(
         select(postings.c.id, postings.c.account_id)
         .select_from(postings.join(accounts, accounts.c.id == postings.c.account_id))
@@ -149,62 +147,177 @@ def verify_in(uow: UnitOfWork, *, progress: Progress | None = None) -> Report:
     )
 
 
+def _cached_balances(uow: UnitOfWork) -> list[str]:
+    """Each cached balance against its postings: an ordinary account's row, and each part
+    of a parted account (whose own row stays at 0)."""
+    conn = uow.conn
+    found: list[str] = []
+    row: Any
+    sums = (
+        select(
+            postings.c.account_id,
+            postings.c.part,
+            func.sum(postings.c.amount).label("total"),
+        )
+        .group_by(postings.c.account_id, postings.c.part)
+        .subquery()
+    )
+    plain = (
+        select(accounts.c.id, accounts.c.posted, func.coalesce(sums.c.total, 0).label("total"))
+        .select_from(
+            accounts.outerjoin(sums, (sums.c.account_id == accounts.c.id) & (sums.c.part == 0))
+        )
+        .where(accounts.c.parted == 0, accounts.c.posted != func.coalesce(sums.c.total, 0))
+    )
+    for row in conn.execute(plain):
+        found.append(f"account {row.id} caches {row.posted} but its postings sum to {row.total}")
+    for row in conn.execute(
+        select(postings.c.account_id, postings.c.part)
+        .select_from(postings.join(accounts, accounts.c.id == postings.c.account_id))
+        .where(accounts.c.parted == 0, postings.c.part != 0)
+        .distinct()
+    ):
+        found.append(f"account {row.account_id} is not parted but has postings in part {row.part}")
+    for row in conn.execute(
+        select(accounts.c.id, accounts.c.posted, accounts.c.held).where(
+            accounts.c.parted != 0, (accounts.c.posted != 0) | (accounts.c.held != 0)
+        )
+    ):
+        found.append(f"parted account {row.id} caches {row.posted} on its own row, not in parts")
+    for row in conn.execute(
+        select(
+            account_parts.c.account_id,
+            account_parts.c.part,
+            account_parts.c.posted,
+            func.coalesce(sums.c.total, 0).label("total"),
+        )
+        .select_from(
+            account_parts.outerjoin(
+                sums,
+                (sums.c.account_id == account_parts.c.account_id)
+                & (sums.c.part == account_parts.c.part),
+            )
+        )
+        .where(account_parts.c.posted != func.coalesce(sums.c.total, 0))
+    ):
+        found.append(
+            f"account {row.account_id} part {row.part} caches {row.posted} "
+            f"but its postings sum to {row.total}"
+        )
+    for row in conn.execute(
+        select(sums.c.account_id, sums.c.part, sums.c.total)
+        .select_from(
+            sums.join(accounts, accounts.c.id == sums.c.account_id).outerjoin(
+                account_parts,
+                (account_parts.c.account_id == sums.c.account_id)
+                & (account_parts.c.part == sums.c.part),
+            )
+        )
+        .where(accounts.c.parted != 0, account_parts.c.account_id.is_(None))
+    ):
+        found.append(
+            f"account {row.account_id} part {row.part} has postings summing to {row.total}"
+            " but no cached balance"
+        )
+    return found
+
+
 def _walk_journal(uow: UnitOfWork, progress: Progress | None) -> tuple[Check, Check]:
-    """Recomputes the hash chain and the running balances, in journal order."""
-    chain = Check("hash_chain", "the journal's hash chain is unbroken (no row edited or deleted)")
+    """Recomputes every chain's hashes, in its order, and every account's running balances."""
+    chain = Check("hash_chain", "each journal chain is unbroken (no row edited or deleted)")
     running = Check("running_balances", "each posting's balance_after follows from the one before")
     conn = uow.conn
     total = int(conn.execute(select(func.count()).select_from(transfers)).scalar_one())
-    head = conn.execute(select(ledger_head.c.seq, ledger_head.c.hash)).one()
-    expected_seq, prev_hash = 1, GENESIS_HASH
-    balances: dict[int, int] = {}
-    last_seq = 0
+    heads = {int(r.chain): (int(r.seq), str(r.hash)) for r in conn.execute(select(ledger_chains))}
+    for row in conn.execute(
+        select(transfers.c.chain).where(transfers.c.chain.notin_(list(heads) or [-1])).distinct()
+    ):
+        chain.fail(f"transfers are in chain {row.chain}, which the journal does not have")
     done = 0
-    while True:
-        rows = conn.execute(
-            select(transfers)
-            .where(transfers.c.seq > last_seq)
-            .order_by(transfers.c.seq)
-            .limit(CHUNK)
-        ).all()
-        if not rows:
-            break
-        first, last = rows[0].seq, rows[-1].seq
-        by_seq: dict[int, list[Any]] = {}
-        for p in conn.execute(
+    for number, (head_seq, head_hash) in sorted(heads.items()):
+        expected, prev_hash = 1, chain_genesis(number)
+        while True:
+            rows = conn.execute(
+                select(transfers)
+                .where(transfers.c.chain == number, transfers.c.chain_seq >= expected)
+                .order_by(transfers.c.chain_seq)
+                .limit(CHUNK)
+            ).all()
+            if not rows:
+                break
+            legs = _legs(uow, [row.seq for row in rows])
+            for row in rows:
+                if row.chain_seq != expected:
+                    chain.fail(
+                        f"transfer #{expected} of chain {number} is missing "
+                        f"(next is #{row.chain_seq})"
+                    )
+                if row.prev_hash != prev_hash:
+                    chain.fail(f"transfer {row.id} does not chain to the one before it")
+                if not _matches_its_hash(row, legs.get(row.seq, [])):
+                    chain.fail(f"transfer {row.id} does not match its hash")
+                prev_hash = row.hash
+                expected = row.chain_seq + 1
+            done += len(rows)
+            if progress:
+                progress(done, total)
+        if head_seq != expected - 1 or head_hash != prev_hash:
+            chain.fail(
+                f"chain {number}'s head says #{head_seq} but the chain ends at #{expected - 1}"
+                " (a transfer was removed or the head was edited)"
+            )
+    for problem in _running_balances(uow):
+        running.fail(problem)
+    return chain, running
+
+
+def _legs(uow: UnitOfWork, seqs: list[int]) -> dict[int, list[Any]]:
+    by_seq: dict[int, list[Any]] = {}
+    for offset in range(0, len(seqs), 1000):
+        for p in uow.conn.execute(
             select(postings)
-            .where(postings.c.transfer_seq >= first, postings.c.transfer_seq <= last)
+            .where(postings.c.transfer_seq.in_(seqs[offset : offset + 1000]))
             .order_by(postings.c.transfer_seq, postings.c.id)
         ):
             by_seq.setdefault(p.transfer_seq, []).append(p)
-        for row in rows:
-            if row.seq != expected_seq:
-                chain.fail(f"transfer #{expected_seq} is missing (next is #{row.seq})")
-            if row.prev_hash != prev_hash:
-                chain.fail(f"transfer #{row.seq} ({row.id}) does not chain to the one before")
-            legs = by_seq.get(row.seq, [])
-            if not _matches_its_hash(row, legs):
-                chain.fail(f"transfer #{row.seq} ({row.id}) does not match its hash")
-            for p in legs:
-                account_id = p.account_id
-                balances[account_id] = balances.get(account_id, 0) + p.amount
-                if balances[account_id] != p.balance_after:
-                    running.fail(
-                        f"posting {p.id} on account {account_id} says {p.balance_after} "
-                        f"after, but the journal gives {balances[account_id]}"
-                    )
-            prev_hash = row.hash
-            expected_seq = row.seq + 1
-        last_seq = last
-        done += len(rows)
-        if progress:
-            progress(done, total)
-    if head.seq != expected_seq - 1 or head.hash != prev_hash:
-        chain.fail(
-            f"the journal head says #{head.seq} but the journal ends at #{expected_seq - 1}"
-            " (a transfer was removed or the head was edited)"
-        )
-    return chain, running
+    return by_seq
+
+
+def _running_balances(uow: UnitOfWork) -> list[str]:
+    """Each account's postings in journal order (the order they committed in: an
+    account's transfers are numbered under its lock), each balance_after the sum so far
+    of its account, or of its part of a parted account."""
+    found: list[str] = []
+    running: dict[int, int] = {}
+    account, after_seq = -1, -1
+    while True:
+        rows = uow.conn.execute(
+            select(
+                postings.c.id,
+                postings.c.account_id,
+                postings.c.transfer_seq,
+                postings.c.part,
+                postings.c.amount,
+                postings.c.balance_after,
+            )
+            .where(
+                tuple_(postings.c.account_id, postings.c.transfer_seq) > tuple_(account, after_seq)
+            )
+            .order_by(postings.c.account_id, postings.c.transfer_seq)
+            .limit(CHUNK)
+        ).all()
+        if not rows:
+            return found
+        for p in rows:
+            if p.account_id != account:
+                running = {}
+            account, after_seq = int(p.account_id), int(p.transfer_seq)
+            running[p.part] = running.get(p.part, 0) + p.amount
+            if running[p.part] != p.balance_after:
+                found.append(
+                    f"posting {p.id} on account {account} says {p.balance_after} "
+                    f"after, but the journal gives {running[p.part]}"
+                )
 
 
 def _matches_its_hash(row: Any, legs: list[Any]) -> bool:
@@ -229,7 +342,7 @@ def _matches_its_hash(row: Any, legs: list[Any]) -> bool:
     digest = spec.digest()
     recomputed = chain_hash(
         prev_hash=row.prev_hash,
-        seq=row.seq,
+        seq=row.chain_seq,
         transfer_id=row.id,
         kind=row.kind,
         posted_at=row.posted_at,

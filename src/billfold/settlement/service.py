@@ -209,8 +209,8 @@ def payout(
 ) -> Payout:
     """Moves part of a provider's earned balance out (to the platform's cash account).
 
-    Never more than the balance: the check runs under the ledger's head lock, which every
-    posting takes first, so no charge or refund can slip in between.
+    Never more than the balance: the check runs with every part of the earnings account
+    locked (docs/DECISIONS.md, 114), so no charge or refund can slip in between.
     """
     require_admin(principal)
     now = work.clock.now()
@@ -273,9 +273,9 @@ def payout(
             details={"provider_id": provider_id, "units": units, "currency": cur.code},
         )
     mine = next(p for p in posted.postings if p.account_id == account)
-    return Payout(
-        posted.id, provider_id, cur, -mine.amount, mine.balance_after, posted.posted_at, reference
-    )
+    # The earnings account is parted by journal chain: what is left is all its parts.
+    left = ledger.balance(work, account).posted
+    return Payout(posted.id, provider_id, cur, -mine.amount, left, posted.posted_at, reference)
 
 
 # --- the platform's commission and reconciliation -------------------------------------

@@ -32,9 +32,7 @@ def insert_rows(
         return
     if connection.dialect.name == "postgresql":
         # One statement of one array per column (DECISIONS 103), not a pipeline of rows.
-        _driver_execute(
-            connection, _unnest_insert(connection, table, tuple(columns)), _arrays(rows)
-        )
+        driver_execute(connection, _unnest_insert(connection, table, tuple(columns)), _arrays(rows))
         return
     # Table and column names come from the schema in code, never from input.
     sql = (
@@ -59,13 +57,13 @@ def update_rows(
         assert len({row[-1] for row in rows}) == len(rows), "a key may be updated once"
         names = (*columns, key)
         dialect = connection.dialect
-        arrays = ", ".join(f"%b::{_array_element(table, n, dialect)}[]" for n in names)
+        arrays = ", ".join(f"%b::{array_element(table, n, dialect)}[]" for n in names)
         sets = ", ".join(f"{column} = v.{column}" for column in columns)
         sql = (
             f"UPDATE {table.name} SET {sets} "  # noqa: S608
             f"FROM unnest({arrays}) AS v({', '.join(names)}) WHERE {table.name}.{key} = v.{key}"
         )
-        _driver_execute(connection, sql, _arrays(rows))
+        driver_execute(connection, sql, _arrays(rows))
         return
     sets = ", ".join(f"{column} = ?" for column in columns)
     sql = f"UPDATE {table.name} SET {sets} WHERE {key} = ?"  # noqa: S608
@@ -105,7 +103,7 @@ def insert_new_returning(
         params = tuple(itertools.chain.from_iterable(rows))
     # Straight to the driver's cursor: SQLAlchemy's Result would build a Row for each of
     # thousands of returned keys, which costs more than the insert.
-    return _driver_execute(connection, sql, params, fetch=True)
+    return driver_execute(connection, sql, params, fetch=True)
 
 
 def _arrays(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
@@ -113,7 +111,7 @@ def _arrays(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     return tuple(list(column) for column in zip(*rows, strict=True))
 
 
-def _driver_execute(
+def driver_execute(
     connection: Connection, sql: str, params: Sequence[Any], *, fetch: bool = False
 ) -> list[Any]:
     """Runs `sql` on the driver's own cursor, inside the connection's transaction.
@@ -149,7 +147,7 @@ def _unnest_insert(connection: Connection, table: Table, columns: tuple[str, ...
     if sql is None:
         dialect = connection.dialect
         # %b: each array travels in the binary format (the text one quotes every element).
-        arrays = ", ".join(f"%b::{_array_element(table, name, dialect)}[]" for name in columns)
+        arrays = ", ".join(f"%b::{array_element(table, name, dialect)}[]" for name in columns)
         sql = _UNNEST[key] = (
             f"INSERT INTO {table.name} ({', '.join(columns)}) "  # noqa: S608
             f"SELECT * FROM unnest({arrays})"
@@ -157,7 +155,7 @@ def _unnest_insert(connection: Connection, table: Table, columns: tuple[str, ...
     return sql
 
 
-def _array_element(table: Table, name: str, dialect: Any) -> str:
+def array_element(table: Table, name: str, dialect: Any) -> str:
     """The column's type for its array of values: text for every string type, since an
     explicit cast to varchar(n) would cut a longer value short where the column's own
     (assignment) cast refuses it."""

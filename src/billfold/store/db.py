@@ -166,6 +166,11 @@ class UnitOfWork:
         self._before_commit: dict[str, Callable[[], None]] = {}
         self.pending: dict[str, list[Any]] = {}
         """Writes gathered during the unit and made at commit (see `before_commit`)."""
+        self.grouped = False
+        """Whether the unit holds several requests (the group commit): then a ledger lock
+        taken after the first is taken without waiting (billfold.ledger._order)."""
+        self.ledger_locked = False
+        """Whether the current transaction has taken ledger locks yet."""
 
     @property
     def conn(self) -> Connection:
@@ -243,12 +248,14 @@ class UnitOfWork:
             hook()
         self.pending.clear()
         self.conn.commit()
+        self.ledger_locked = False
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
 
     def rollback(self) -> None:
         self.conn.rollback()
+        self.ledger_locked = False
         self._after_commit.clear()
         self._before_commit.clear()
         self.pending.clear()

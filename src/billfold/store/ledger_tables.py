@@ -1,4 +1,5 @@
-"""The ledger's tables: accounts, the journal head, transfers, postings and holds.
+"""The ledger's tables: accounts and their parts, the journal's chains, transfers,
+postings and holds.
 
 They are apart from the rest of the schema so that an import contract can keep them the
 ledger's own: only `billfold.ledger` (and the store itself, for migrations) imports
@@ -40,14 +41,28 @@ accounts = Table(
     Column("held", BigInteger, nullable=False),
     Column("floor", BigInteger, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    # 1: a hot account shared by every user (the platform's, a provider's earnings). Its
+    # balance lives in `account_parts`, one row per journal chain, so that chains never
+    # wait for one row; `posted` and `held` here stay 0 (docs/DECISIONS.md, 114).
+    Column("parted", Integer, nullable=False, server_default="0"),
     UniqueConstraint("owner_type", "owner_id", "kind", "currency"),
     CheckConstraint("held >= 0", name="held_not_negative"),
 )
 
-ledger_head = Table(
-    "ledger_head",
+account_parts = Table(
+    "account_parts",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("account_id", BigInteger, ForeignKey("accounts.id"), primary_key=True),
+    Column("part", Integer, primary_key=True, autoincrement=False),
+    # The cached sum of the account's postings made in this chain.
+    Column("posted", BigInteger, nullable=False),
+)
+
+ledger_chains = Table(
+    "ledger_chains",
+    metadata,
+    # Each chain is a hash chain of its own transfers, in the order they committed.
+    Column("chain", Integer, primary_key=True, autoincrement=False),
     Column("seq", BigInteger, nullable=False),
     Column("hash", String(64), nullable=False),
 )
@@ -71,6 +86,11 @@ transfers = Table(
     Column("digest", String(64), nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # Its chain and place in it: within a chain, places follow the commit order (the
+    # chain's head is locked from numbering to commit); `seq` numbers all chains.
+    Column("chain", Integer, nullable=False, server_default="0"),
+    Column("chain_seq", BigInteger, nullable=False),
+    Index("uq_transfers_chain_chain_seq", "chain", "chain_seq", unique=True),
     Index("ix_transfers_user_id_seq", "user_id", "seq"),
     Index("ix_transfers_provider_id_seq", "provider_id", "seq"),
     Index("ix_transfers_posted_at", "posted_at"),
@@ -86,7 +106,9 @@ postings = Table(
     Column("account_id", BigInteger, ForeignKey("accounts.id"), nullable=False),
     Column("currency", String(3), nullable=False),
     Column("amount", BigInteger, nullable=False),
+    # The account's (or, for a parted account, the part's) balance after this posting.
     Column("balance_after", BigInteger, nullable=False),
+    Column("part", Integer, nullable=False, server_default="0"),
     Index("ix_postings_account_id_transfer_seq", "account_id", "transfer_seq"),
     Index("ix_postings_transfer_seq", "transfer_seq"),
 )
