@@ -139,6 +139,8 @@ def timed(label: str, count: int, work: Callable[[Callable[[int], None]], None])
 def raw_insert(ctx: Context, count: int, advance: Callable[[int], None]) -> None:
     """The same rows a charge writes, inserted with nothing else done."""
     seq_base = 10**12  # Clear of the ledger's own sequence numbers.
+    chained = "chain" in ledger.TRANSFER_COLUMNS
+    parted = "part" in ledger.POSTING_COLUMNS
     now = datetime.now(UTC)
     for start in range(0, count, BATCH):
         with ctx.db.unit_of_work() as uow:
@@ -165,10 +167,13 @@ def raw_insert(ctx: Context, count: int, advance: Callable[[int], None]) -> None
                         "d" * 64,
                         "p" * 64,
                         "h" * 64,
+                        # Its chain and place (columns a tree before the chains lacks).
+                        *((0, seq) if chained else ()),
                     )
                 )
                 rows_p.extend(
-                    [(seq, 1, "USD", -1000, 0), (seq, 3, "USD", 800, 0), (seq, 4, "USD", 200, 0)]
+                    (seq, account, "USD", amount, 0, *((0,) if parted else ()))
+                    for account, amount in ((1, -1000), (3, 800), (4, 200))
                 )
             insert_rows(conn, transfers, ledger.TRANSFER_COLUMNS, rows_t)
             insert_rows(conn, postings, ledger.POSTING_COLUMNS, rows_p)

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, Table, bindparam, func, select, tuple_, update
+from sqlalchemy import Connection, Engine, Table, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold.domain.errors import (
@@ -35,7 +35,7 @@ from billfold.ledger._holds import (
     _lock_holds,
     _release_for_capture,
 )
-from billfold.ledger._order import chain_count, lock_chains
+from billfold.ledger._order import chain_count, lock_chains, select_in
 from billfold.ledger._records import HoldView, PostedPosting, PostedTransfer, load_transfers
 from billfold.store.bulk import (
     array_element,
@@ -79,9 +79,10 @@ class _Batch:
 
     chains: int
     heads: dict[int, tuple[int, str]]
-    next_seq: int | None
-    """SQLite: the next journal number (its writer holds the database). PostgreSQL: None,
-    the database numbers transfers as it inserts them, after every lock is held."""
+    seqs: list[int]
+    """Journal numbers for the new transfers, in order, taken once every lock is held:
+    so one account's transfers are numbered in the order they commit (PostgreSQL's
+    sequence; on SQLite the writer holds the database and counts on from the last)."""
     existing: dict[str, str]
     currencies: dict[int, str]
     parted: frozenset[int]
@@ -107,7 +108,14 @@ def post_many(
         return []
     normalised = [_normalise(spec) for spec in specs]
     count = chain_count(uow)
-    chains = [chain_of(spec.user_id, spec.provider_id, count) for spec in normalised]
+    memo: dict[tuple[str | None, str | None], int] = {}
+    chains = []
+    for spec in normalised:
+        key = (spec.user_id, spec.provider_id)
+        chain = memo.get(key)
+        if chain is None:
+            chain = memo[key] = chain_of(spec.user_id, spec.provider_id, count)
+        chains.append(chain)
     batch = _lock(uow, normalised, chains, count)
     db_now = db_datetime(uow.conn, now)
     results: list[PostedTransfer | BillfoldError | str] = []
@@ -122,41 +130,24 @@ def post_many(
             results.append(error)
             continue
         results.append(_record(batch, spec, chain, view, changes, now, db_now))
-    numbered = _write(uow, batch)
-    if numbered:
-        for transfer_id, (digest, posted) in batch.posted_now.items():
-            batch.posted_now[transfer_id] = (digest, replace(posted, seq=numbered[transfer_id]))
-        results = [
-            replace(r, seq=numbered[r.id]) if isinstance(r, PostedTransfer) and not r.seq else r
-            for r in results
-        ]
+    _write(uow, batch)
     replays = {r for r in results if isinstance(r, str)}
     loaded = {t.id: t for t in load_transfers(uow, replays)} if replays else {}
     return [_replayed(loaded[r]) if isinstance(r, str) else r for r in results]
 
 
-# The hot path's statements, built once (docs/DECISIONS.md, 102).
-_ACCOUNTS = select(accounts.c.id, accounts.c.currency, accounts.c.parted).where(
-    accounts.c.id.in_(bindparam("ids", expanding=True))
-)
-_ACCOUNTS_FOR_UPDATE = (
-    select(accounts.c.id, accounts.c.posted, accounts.c.held, accounts.c.floor)
-    .where(accounts.c.id.in_(bindparam("ids", expanding=True)))
-    .order_by(accounts.c.id)
-)
+# The hot path's reads (docs/DECISIONS.md, 102), run by `select_in`.
+_ACCOUNTS = "SELECT id, currency, parted FROM accounts WHERE id {0}"
+_ACCOUNTS_FOR_UPDATE = "SELECT id, posted, held, floor FROM accounts WHERE id {0} ORDER BY id"
+# A superset of the slots wanted (every account in every part): the few extra are
+# dropped, and rendering pairs would cost more than they do.
 _PARTS_FOR_UPDATE = (
-    select(account_parts.c.account_id, account_parts.c.part, account_parts.c.posted)
-    .where(
-        tuple_(account_parts.c.account_id, account_parts.c.part).in_(
-            bindparam("slots", expanding=True)
-        )
-    )
-    .order_by(account_parts.c.account_id, account_parts.c.part)
+    "SELECT account_id, part, posted FROM account_parts WHERE account_id {0} AND part {1} "
+    "ORDER BY account_id, part"
 )
-_DIGESTS = select(transfers.c.id, transfers.c.digest).where(
-    transfers.c.id.in_(bindparam("ids", expanding=True))
-)
-_LAST_SEQ = select(func.coalesce(func.max(transfers.c.seq), 0))
+_DIGESTS = "SELECT id, digest FROM transfers WHERE id {0}"
+_LAST_SEQ = "SELECT coalesce(max(seq), 0) FROM transfers"
+_NEXT_SEQS = "SELECT nextval('transfer_seq') FROM generate_series(1, %s)"
 
 # Accounts' currencies and whether they are parted never change: known once committed.
 _KNOWN: WeakKeyDictionary[Engine, dict[int, tuple[str, bool]]] = WeakKeyDictionary()
@@ -178,25 +169,33 @@ def _lock(
     known = _accounts_known(uow, account_ids)
     parted = frozenset(a for a in account_ids if known[a][1])
     plain = [a for a in account_ids if a not in parted]
-    rows = uow.conn.execute(
-        _ACCOUNTS_FOR_UPDATE.with_for_update(nowait=nowait), {"ids": plain}
-    ).all()
-    before = {(int(row.id), 0): Balance(row.posted, row.held, row.floor) for row in rows}
+    rows = select_in(uow, _ACCOUNTS_FOR_UPDATE, [plain], lock=True, nowait=nowait)
+    before = {(int(r[0]), 0): Balance(int(r[1]), int(r[2]), r[3]) for r in rows}
     if parted:
         before |= _lock_parts(uow, _slots(specs, chains, parted, count), nowait=nowait)
+    hold_rows = _lock_holds(uow, {spec.hold_id for spec in specs if spec.hold_id})
     return _Batch(
         chains=count,
         heads=heads,
-        next_seq=int(uow.conn.execute(_LAST_SEQ).scalar_one()) + 1
-        if uow.dialect != "postgresql"
-        else None,
+        seqs=_numbers(uow, len(specs) - len(existing)),  # Last: every lock is held.
         existing=existing,
         currencies={a: known[a][0] for a in account_ids},
         parted=parted,
         before=before,
         balances=dict(before),
-        hold_rows=_lock_holds(uow, {spec.hold_id for spec in specs if spec.hold_id}),
+        hold_rows=hold_rows,
     )
+
+
+def _numbers(uow: UnitOfWork, count: int) -> list[int]:
+    """`count` journal numbers, ascending, popped from the end (so reversed here)."""
+    if count <= 0:
+        return []
+    if uow.dialect == "postgresql":
+        taken = [int(r[0]) for r in driver_execute(uow.conn, _NEXT_SEQS, (count,), fetch=True)]
+        return sorted(taken, reverse=True)
+    last = int(driver_execute(uow.conn, _LAST_SEQ, (), fetch=True)[0][0])
+    return list(range(last + count, last, -1))
 
 
 def _accounts_known(uow: UnitOfWork, account_ids: Sequence[int]) -> dict[int, tuple[str, bool]]:
@@ -206,10 +205,7 @@ def _accounts_known(uow: UnitOfWork, account_ids: Sequence[int]) -> dict[int, tu
     wanted = [a for a in account_ids if a not in known]
     if not wanted:
         return known
-    found = {
-        int(row.id): (str(row.currency), bool(row.parted))
-        for row in uow.conn.execute(_ACCOUNTS, {"ids": wanted})
-    }
+    found = {int(r[0]): (str(r[1]), bool(r[2])) for r in select_in(uow, _ACCOUNTS, [wanted])}
     if len(found) != len(wanted):
         missing = set(wanted) - set(found)
         raise NotFound(f"no such account: {sorted(missing)}", code="account_not_found")
@@ -236,11 +232,13 @@ def _lock_parts(
     uow: UnitOfWork, slots: list[tuple[int, int]], *, nowait: bool
 ) -> dict[tuple[int, int], Balance]:
     """Locks these parts of parted accounts (made at 0 on first use)."""
-    statement = _PARTS_FOR_UPDATE.with_for_update(nowait=nowait)
-    found = {
-        (int(r.account_id), int(r.part)): Balance(r.posted, 0, None)
-        for r in uow.conn.execute(statement, {"slots": slots})
-    }
+
+    def lock(wanted: list[tuple[int, int]]) -> dict[tuple[int, int], Balance]:
+        ids, parts = sorted({a for a, _ in wanted}), sorted({p for _, p in wanted})
+        rows = select_in(uow, _PARTS_FOR_UPDATE, [ids, parts], lock=True, nowait=nowait)
+        return {(int(r[0]), int(r[1])): Balance(int(r[2]), 0, None) for r in rows}
+
+    found = lock(slots)
     missing = [slot for slot in slots if slot not in found]
     if missing:
         insert = postgresql.insert if uow.dialect == "postgresql" else sqlite.insert
@@ -249,9 +247,8 @@ def _lock_parts(
             .values([{"account_id": a, "part": p, "posted": 0} for a, p in missing])
             .on_conflict_do_nothing()
         )
-        for r in uow.conn.execute(statement, {"slots": missing}):
-            found[(int(r.account_id), int(r.part))] = Balance(r.posted, 0, None)
-    return found
+        found |= lock(missing)
+    return {slot: found[slot] for slot in slots}
 
 
 def _earlier(batch: _Batch, spec: TransferSpec) -> PostedTransfer | BillfoldError | str | None:
@@ -275,18 +272,20 @@ def _view(batch: _Batch, spec: TransferSpec, chain: int) -> dict[int, Balance]:
     """The balances the transfer is checked against, by account: an ordinary account's
     own; a parted account's part in this chain, or, where the transfer's debit must be
     covered, the sum of all its parts."""
-    ids = {p.account_id for p in spec.postings} | set(spec.sources)
-    if spec.overflow_account is not None:
-        ids.add(spec.overflow_account)
+    balances, parted = batch.balances, batch.parted
     view: dict[int, Balance] = {}
+    ids = [p.account_id for p in spec.postings]
+    ids.extend(spec.sources)
+    if spec.overflow_account is not None:
+        ids.append(spec.overflow_account)
     for account_id in ids:
-        if account_id not in batch.parted:
-            view[account_id] = batch.balances[(account_id, 0)]
+        if account_id not in parted:
+            view[account_id] = balances[(account_id, 0)]
         elif account_id in spec.covered_accounts:
-            total = sum(batch.balances[(account_id, part)].posted for part in range(batch.chains))
+            total = sum(balances[(account_id, part)].posted for part in range(batch.chains))
             view[account_id] = Balance(total, 0, None)
         else:
-            view[account_id] = batch.balances[(account_id, chain)]
+            view[account_id] = balances[(account_id, chain)]
     return view
 
 
@@ -342,25 +341,29 @@ def _record(
 ) -> PostedTransfer:
     """Takes an accepted transfer into the batch: balances, journal row, its chain."""
     parts: dict[int, int] = {}
+    posted_after: dict[int, int] = {}
+    balances, parted = batch.balances, batch.parted
     for account_id, after in changes.items():
-        part = chain if account_id in batch.parted else 0
-        parts[account_id] = part
-        slot = batch.balances[(account_id, part)]
+        key = (account_id, chain if account_id in parted else 0)
+        parts[account_id] = key[1]
+        slot = balances[key]
         checked = view[account_id]
-        batch.balances[(account_id, part)] = Balance(
-            slot.posted + after.posted - checked.posted,
-            slot.held + after.held - checked.held,
-            slot.floor,
-        )
+        if slot is checked:  # Not parted, or its whole balance is this part.
+            balances[key] = after
+        else:
+            balances[key] = Balance(
+                slot.posted + after.posted - checked.posted,
+                slot.held + after.held - checked.held,
+                slot.floor,
+            )
+        posted_after[account_id] = balances[key].posted
     if spec.hold_id:
         # The hold is spent now: a second capture in the same batch must fail.
         batch.hold_rows[spec.hold_id] = replace(
             batch.hold_rows[spec.hold_id], status=HoldStatus.CAPTURED
         )
         batch.hold_updates.append(_capture_update(spec, batch.hold_rows[spec.hold_id], now))
-    seq = 0
-    if batch.next_seq is not None:
-        seq, batch.next_seq = batch.next_seq, batch.next_seq + 1
+    seq = batch.seqs.pop()
     chain_seq, prev_hash = batch.heads[chain]
     chain_seq += 1
     digest = spec.digest()
@@ -372,12 +375,7 @@ def _record(
         # Postings are merged per account, so an account's balance after this transfer is
         # the balance after its posting (a parted account's: its part's).
         postings=tuple(
-            PostedPosting(
-                p.account_id,
-                p.currency,
-                p.amount,
-                batch.balances[(p.account_id, parts[p.account_id])].posted,
-            )
+            PostedPosting(p.account_id, p.currency, p.amount, posted_after[p.account_id])
             for p in spec.postings
         ),
         user_id=spec.user_id,
@@ -403,7 +401,7 @@ def _record(
         _transfer_row(posted, db_now, digest, prev_hash, hash_, chain, chain_seq)
     )
     batch.new_postings.extend(
-        (spec.id, p.account_id, p.currency, p.amount, p.balance_after, parts[p.account_id])
+        (seq, p.account_id, p.currency, p.amount, p.balance_after, parts[p.account_id])
         for p in posted.postings
     )
     batch.heads[chain] = (chain_seq, hash_)
@@ -443,9 +441,8 @@ def _existing_digests(uow: UnitOfWork, ids: set[str]) -> dict[str, str]:
     found: dict[str, str] = {}
     ordered = sorted(ids)
     for start in range(0, len(ordered), 1000):
-        chunk = ordered[start : start + 1000]
-        for row in uow.conn.execute(_DIGESTS, {"ids": chunk}):
-            found[row.id] = row.digest
+        for row in select_in(uow, _DIGESTS, [ordered[start : start + 1000]]):
+            found[str(row[0])] = str(row[1])
     return found
 
 
@@ -481,39 +478,27 @@ def _transfer_row(
     )
 
 
-def _write(uow: UnitOfWork, batch: _Batch) -> dict[str, int]:
-    """Writes what the batch posted; on PostgreSQL returns the numbers the database gave
-    the new transfers (by id). SQLite numbered them already."""
+def _write(uow: UnitOfWork, batch: _Batch) -> None:
+    """Writes what the batch posted: balances, parts, transfers, postings, chain heads."""
     if not batch.new_transfers:
-        return {}
+        return
     changed = [
         (after.posted, after.held, account_id, part)
         for (account_id, part), after in batch.balances.items()
-        if (after.posted, after.held)
-        != (batch.before[(account_id, part)].posted, batch.before[(account_id, part)].held)
+        if after is not batch.before[(account_id, part)]
     ]
     plain = [(posted, held, a) for posted, held, a, _ in changed if a not in batch.parted]
     parts = [(posted, a, part) for posted, _, a, part in changed if a in batch.parted]
     heads = [(seq, hash_, chain) for chain, (seq, hash_) in sorted(batch.heads.items())]
     conn = uow.conn
     if uow.dialect == "postgresql":
-        numbered = _write_postgresql(
-            conn, plain, parts, batch.new_transfers, batch.new_postings, heads
-        )
+        _write_postgresql(conn, (plain, parts, batch.new_transfers, batch.new_postings, heads))
     else:
-        numbered = {}
-        seqs = {row[1]: row[0] for row in batch.new_transfers}
         update_rows(conn, accounts, ("posted", "held"), "id", plain)
-        conn.execute(
-            _SET_PARTS, [{"b_posted": p, "b_account": a, "b_part": n} for p, a, n in parts]
-        ) if parts else None
+        if parts:
+            conn.exec_driver_sql(_SET_PARTS, parts)
         insert_rows(conn, transfers, TRANSFER_COLUMNS, batch.new_transfers)
-        insert_rows(
-            conn,
-            postings,
-            POSTING_COLUMNS,
-            [(seqs[row[0]], *row[1:]) for row in batch.new_postings],
-        )
+        insert_rows(conn, postings, POSTING_COLUMNS, batch.new_postings)
         update_rows(conn, ledger_chains, ("seq", "hash"), "chain", heads)
     if batch.hold_updates:
         conn.execute(
@@ -527,88 +512,6 @@ def _write(uow: UnitOfWork, batch: _Batch) -> dict[str, int]:
             ),
             batch.hold_updates,
         )
-    return numbered
-
-
-_SET_PARTS = (
-    update(account_parts)
-    .where(
-        account_parts.c.account_id == bindparam("b_account"),
-        account_parts.c.part == bindparam("b_part"),
-    )
-    .values(posted=bindparam("b_posted"))
-)
-
-_WRITE_SQL: dict[str, str] = {}
-
-
-def _write_postgresql(
-    conn: Connection,
-    plain: Sequence[tuple[Any, ...]],
-    parts: Sequence[tuple[Any, ...]],
-    new_transfers: Sequence[tuple[Any, ...]],
-    new_postings: Sequence[tuple[Any, ...]],
-    heads: Sequence[tuple[Any, ...]],
-) -> dict[str, int]:
-    """Every write of a batch in one statement, one round trip (docs/DECISIONS.md, 114):
-    balances, parts, transfers numbered by the journal's sequence as they are inserted
-    (every lock is held by then, so an account's transfers are numbered in the order they
-    commit), their postings, and the chains' heads."""
-    sql = _WRITE_SQL.get("sql")
-    if sql is None:
-        sql = _WRITE_SQL["sql"] = _write_statement(conn)
-    params = (
-        *_columns(plain, 3),
-        *_columns(parts, 3),
-        *_columns([row[1:] for row in new_transfers], len(TRANSFER_COLUMNS) - 1),
-        *_columns(new_postings, len(POSTING_COLUMNS)),
-        *_columns(heads, 3),
-    )
-    return {str(row[0]): int(row[1]) for row in driver_execute(conn, sql, params, fetch=True)}
-
-
-def _columns(rows: Sequence[tuple[object, ...]], width: int) -> list[list[object]]:
-    """The rows' values column by column (for unnest), also when there are none."""
-    if not rows:
-        return [[] for _ in range(width)]
-    return [list(column) for column in zip(*rows, strict=True)]
-
-
-def _write_statement(conn: Connection) -> str:
-    """The one statement of `_write_postgresql`: a data-modifying CTE per table."""
-    dialect = conn.dialect
-
-    def unnest(table: Table, names: Sequence[str], first: str | None = None) -> str:
-        typed = names if first is None else names[1:]
-        types = [f"%b::{array_element(table, n, dialect)}[]" for n in typed]
-        return f"unnest({', '.join([first, *types] if first else types)})"
-
-    def set_from(table: Table, values: Sequence[str], keys: Sequence[str]) -> str:
-        names = (*values, *keys)
-        sets = ", ".join(f"{n} = v.{n}" for n in values)
-        where = " AND ".join(f"{table.name}.{k} = v.{k}" for k in keys)
-        return (
-            f"UPDATE {table.name} SET {sets} FROM {unnest(table, names)} "  # noqa: S608
-            f"AS v({', '.join(names)}) WHERE {where}"
-        )
-
-    numbered = TRANSFER_COLUMNS[1:]
-    legs = ("transfer_id", *POSTING_COLUMNS[1:])
-    # Table and column names come from the schema in code, never from input.
-    return (
-        f"WITH a AS ({set_from(accounts, ('posted', 'held'), ('id',))}), "  # noqa: S608
-        f"p AS ({set_from(account_parts, ('posted',), ('account_id', 'part'))}), "
-        f"t AS (INSERT INTO transfers (seq, {', '.join(numbered)}) "
-        f"SELECT nextval('transfer_seq'), {', '.join('v.' + n for n in numbered)} "
-        f"FROM {unnest(transfers, numbered)} WITH ORDINALITY AS v({', '.join(numbered)}, n) "
-        "ORDER BY v.n RETURNING id, seq), "
-        f"q AS (INSERT INTO postings ({', '.join(POSTING_COLUMNS)}) "
-        f"SELECT t.seq, {', '.join('v.' + n for n in POSTING_COLUMNS[1:])} "
-        f"FROM {unnest(postings, legs, first='%b::text[]')} AS v({', '.join(legs)}) "
-        "JOIN t ON t.id = v.transfer_id), "
-        f"c AS ({set_from(ledger_chains, ('seq', 'hash'), ('chain',))}) "
-        "SELECT id, seq FROM t"
-    )
 
 
 TRANSFER_COLUMNS = (
@@ -632,3 +535,54 @@ TRANSFER_COLUMNS = (
     "chain_seq",
 )
 POSTING_COLUMNS = ("transfer_seq", "account_id", "currency", "amount", "balance_after", "part")
+
+_SET_PARTS = "UPDATE account_parts SET posted = ? WHERE account_id = ? AND part = ?"
+
+# What one PostgreSQL statement writes (docs/DECISIONS.md, 114): its table, the columns
+# of the rows given (the key last, for an update) and whether it updates.
+_WRITES: tuple[tuple[Table, tuple[str, ...], tuple[str, ...]], ...] = (
+    (accounts, ("posted", "held"), ("id",)),
+    (account_parts, ("posted",), ("account_id", "part")),
+    (transfers, TRANSFER_COLUMNS, ()),
+    (postings, POSTING_COLUMNS, ()),
+    (ledger_chains, ("seq", "hash"), ("chain",)),
+)
+_WRITE_SQL: dict[str, str] = {}
+
+
+def _write_postgresql(conn: Connection, rows: tuple[Sequence[tuple[Any, ...]], ...]) -> None:
+    """Every write of a batch in one statement of data-modifying CTEs: one round trip."""
+    sql = _WRITE_SQL.get("sql")
+    if sql is None:
+        sql = _WRITE_SQL["sql"] = _write_statement(conn)
+    params: list[list[object]] = []
+    for (_table, values, keys), some in zip(_WRITES, rows, strict=True):
+        width = len(values) + len(keys)
+        params.extend(
+            [list(column) for column in zip(*some, strict=True)]
+            if some
+            else [[] for _ in range(width)]
+        )
+    driver_execute(conn, sql, params)
+
+
+def _write_statement(conn: Connection) -> str:
+    """The one statement of `_write_postgresql`: each write a CTE but the last."""
+    dialect = conn.dialect
+    parts = []
+    for table, values, keys in _WRITES:
+        names = (*values, *keys)
+        arrays = ", ".join(f"%b::{array_element(table, n, dialect)}[]" for n in names)
+        source = f"unnest({arrays}) AS v({', '.join(names)})"
+        if keys:
+            sets = ", ".join(f"{n} = v.{n}" for n in values)
+            where = " AND ".join(f"{table.name}.{k} = v.{k}" for k in keys)
+            parts.append(f"UPDATE {table.name} SET {sets} FROM {source} WHERE {where}")  # noqa: S608
+        else:
+            parts.append(
+                f"INSERT INTO {table.name} ({', '.join(names)}) "  # noqa: S608
+                f"SELECT {', '.join('v.' + n for n in names)} FROM {source}"
+            )
+    # Table and column names come from the schema in code, never from input.
+    ctes = ", ".join(f"w{n} AS ({part})" for n, part in enumerate(parts[:-1]))
+    return f"WITH {ctes} {parts[-1]}"
