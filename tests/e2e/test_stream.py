@@ -34,6 +34,7 @@ from billfold.core.keys import create_key
 from billfold.domain.ledger import shard_of
 from billfold.domain.money import currency, from_units
 from billfold.ledger.verify import verify
+from billfold.store.ledger_tables import transfers
 from billfold.store.tables import usage_events
 from tests.conftest import IN_CI, PG_ADMIN_DSN, TEST_SECRET, LiveServer
 from tests.e2e.test_metrics import PLAN, scrape, value
@@ -263,6 +264,17 @@ def test_a_worker_killed_mid_stream_loses_and_doubles_nothing(
         for process in workers:
             assert process.wait(timeout=30) == 0
     assert ctx.read(verify, SYSTEM).ok
+    # The workers appended to several journal chains, each user's usage to its shard's.
+    with ctx.db.unit_of_work(read_only=True) as uow:
+        chains = dict(
+            uow.conn.execute(
+                select(transfers.c.user_id, transfers.c.chain)
+                .where(transfers.c.metric.is_not(None))
+                .distinct()
+            ).all()
+        )
+    assert chains == {user: shard_of(user, 16) for user in users}
+    assert len(set(chains.values())) > 1
 
 
 @pytest.mark.parametrize("command", [["serve", "--port", "0"], ["worker"]])

@@ -364,3 +364,42 @@ def test_a_group_does_not_wait_for_a_chain_it_locks_late(pg_ctx: Context) -> Non
         answers[user] = job.result
     assert books.balance(books.wallet(second)) == 901
     assert books.verify() == set()
+
+
+@pytest.mark.postgres
+def test_concurrent_payouts_never_take_more_than_every_part_holds(pg_ctx: Context) -> None:
+    """Payouts lock every part of the provider's earnings while charges in many chains
+    add to their own parts: the payouts together never exceed what was earned."""
+    books = Ledger(pg_ctx)
+    users = users_in_chains(6)
+    books.post(*(books.top_up(u, 10_000) for u in users))
+    paid: list[int] = []
+    errors: list[BaseException] = []
+
+    def charge(user: str) -> None:
+        try:
+            for _ in range(20):
+                books.post(books.charge(user, 100))  # 80 earned each.
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    def pay_out() -> None:
+        try:
+            for _ in range(15):
+                (result,) = books.post(books.payout(500))
+                if isinstance(result, ledger.PostedTransfer):
+                    paid.append(500)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=charge, args=(u,)) for u in users]
+    threads += [threading.Thread(target=pay_out) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    earned = 6 * 20 * 80
+    assert books.balance(books.earnings) == earned - sum(paid) >= 0
+    assert sum(paid) > 0
+    assert books.verify() == set()
