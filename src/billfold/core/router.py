@@ -149,7 +149,7 @@ async def metrics(
     token = ctx.settings.metrics_token
     given = credentials.credentials if credentials is not None else ""
     if token is None or not hmac.compare_digest(given.encode(), token.encode()):
-        who = await get_principal(request, credentials, ctx)
+        who = await get_principal(request, credentials)
         if who.role != Role.ADMIN:
             raise PermissionDenied("metrics are for the operator", code="admin_only")
     if ctx.settings.nats_url:
