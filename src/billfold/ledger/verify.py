@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import func, select
 
 from billfold.core import audit
 from billfold.core.access import Principal, require_admin
@@ -223,101 +223,86 @@ def _cached_balances(uow: UnitOfWork) -> list[str]:
 
 
 def _walk_journal(uow: UnitOfWork, progress: Progress | None) -> tuple[Check, Check]:
-    """Recomputes every chain's hashes, in its order, and every account's running balances."""
+    """Recomputes every chain's hashes and every running balance, in one pass in journal
+    order. Within a chain, numbers follow places (both are taken under the chain's lock),
+    and one account's transfers are numbered in the order they committed (the number is
+    taken with the account locked), so journal order is each chain's order and each
+    account's (docs/DECISIONS.md, 114)."""
     chain = Check("hash_chain", "each journal chain is unbroken (no row edited or deleted)")
     running = Check("running_balances", "each posting's balance_after follows from the one before")
     conn = uow.conn
     total = int(conn.execute(select(func.count()).select_from(transfers)).scalar_one())
     heads = {int(r.chain): (int(r.seq), str(r.hash)) for r in conn.execute(select(ledger_chains))}
-    for row in conn.execute(
-        select(transfers.c.chain).where(transfers.c.chain.notin_(list(heads) or [-1])).distinct()
-    ):
-        chain.fail(f"transfers are in chain {row.chain}, which the journal does not have")
+    # Per chain: the next place expected and the hash the next entry must chain to.
+    state = {number: (1, chain_genesis(number)) for number in heads}
+    balances: dict[tuple[int, int], int] = {}
+    last_seq = 0
     done = 0
+    while True:
+        rows = conn.execute(
+            select(transfers)
+            .where(transfers.c.seq > last_seq)
+            .order_by(transfers.c.seq)
+            .limit(CHUNK)
+        ).all()
+        if not rows:
+            break
+        first, last = rows[0].seq, rows[-1].seq
+        by_seq: dict[int, list[Any]] = {}
+        for p in conn.execute(
+            select(postings)
+            .where(postings.c.transfer_seq >= first, postings.c.transfer_seq <= last)
+            .order_by(postings.c.transfer_seq, postings.c.id)
+        ):
+            by_seq.setdefault(p.transfer_seq, []).append(p)
+        for row in rows:
+            _check_entry(row, by_seq.get(row.seq, []), state, balances, chain, running)
+        last_seq = last
+        done += len(rows)
+        if progress:
+            progress(done, total)
     for number, (head_seq, head_hash) in sorted(heads.items()):
-        expected, prev_hash = 1, chain_genesis(number)
-        while True:
-            rows = conn.execute(
-                select(transfers)
-                .where(transfers.c.chain == number, transfers.c.chain_seq >= expected)
-                .order_by(transfers.c.chain_seq)
-                .limit(CHUNK)
-            ).all()
-            if not rows:
-                break
-            legs = _legs(uow, [row.seq for row in rows])
-            for row in rows:
-                if row.chain_seq != expected:
-                    chain.fail(
-                        f"transfer #{expected} of chain {number} is missing "
-                        f"(next is #{row.chain_seq})"
-                    )
-                if row.prev_hash != prev_hash:
-                    chain.fail(f"transfer {row.id} does not chain to the one before it")
-                if not _matches_its_hash(row, legs.get(row.seq, [])):
-                    chain.fail(f"transfer {row.id} does not match its hash")
-                prev_hash = row.hash
-                expected = row.chain_seq + 1
-            done += len(rows)
-            if progress:
-                progress(done, total)
+        expected, prev_hash = state[number]
         if head_seq != expected - 1 or head_hash != prev_hash:
             chain.fail(
                 f"chain {number}'s head says #{head_seq} but the chain ends at #{expected - 1}"
                 " (a transfer was removed or the head was edited)"
             )
-    for problem in _running_balances(uow):
-        running.fail(problem)
     return chain, running
 
 
-def _legs(uow: UnitOfWork, seqs: list[int]) -> dict[int, list[Any]]:
-    by_seq: dict[int, list[Any]] = {}
-    for offset in range(0, len(seqs), 1000):
-        for p in uow.conn.execute(
-            select(postings)
-            .where(postings.c.transfer_seq.in_(seqs[offset : offset + 1000]))
-            .order_by(postings.c.transfer_seq, postings.c.id)
-        ):
-            by_seq.setdefault(p.transfer_seq, []).append(p)
-    return by_seq
-
-
-def _running_balances(uow: UnitOfWork) -> list[str]:
-    """Each account's postings in journal order (the order they committed in: an
-    account's transfers are numbered under its lock), each balance_after the sum so far
-    of its account, or of its part of a parted account."""
-    found: list[str] = []
-    running: dict[int, int] = {}
-    account, after_seq = -1, -1
-    while True:
-        rows = uow.conn.execute(
-            select(
-                postings.c.id,
-                postings.c.account_id,
-                postings.c.transfer_seq,
-                postings.c.part,
-                postings.c.amount,
-                postings.c.balance_after,
+def _check_entry(
+    row: Any,
+    legs: list[Any],
+    state: dict[int, tuple[int, str]],
+    balances: dict[tuple[int, int], int],
+    chain: Check,
+    running: Check,
+) -> None:
+    """One journal entry against its chain's state so far, and its postings against the
+    running balances so far; moves both on."""
+    place = state.get(row.chain)
+    if place is None:
+        chain.fail(f"transfer {row.id} is in chain {row.chain}, which the journal lacks")
+        place = (row.chain_seq, row.prev_hash)
+    expected, prev_hash = place
+    if row.chain_seq != expected:
+        chain.fail(
+            f"transfer #{expected} of chain {row.chain} is missing (next is #{row.chain_seq})"
+        )
+    if row.prev_hash != prev_hash:
+        chain.fail(f"transfer {row.id} does not chain to the one before it")
+    if not _matches_its_hash(row, legs):
+        chain.fail(f"transfer {row.id} does not match its hash")
+    for p in legs:
+        slot = (p.account_id, p.part)
+        balances[slot] = balances.get(slot, 0) + p.amount
+        if balances[slot] != p.balance_after:
+            running.fail(
+                f"posting {p.id} on account {p.account_id} says {p.balance_after} "
+                f"after, but the journal gives {balances[slot]}"
             )
-            .where(
-                tuple_(postings.c.account_id, postings.c.transfer_seq) > tuple_(account, after_seq)
-            )
-            .order_by(postings.c.account_id, postings.c.transfer_seq)
-            .limit(CHUNK)
-        ).all()
-        if not rows:
-            return found
-        for p in rows:
-            if p.account_id != account:
-                running = {}
-            account, after_seq = int(p.account_id), int(p.transfer_seq)
-            running[p.part] = running.get(p.part, 0) + p.amount
-            if running[p.part] != p.balance_after:
-                found.append(
-                    f"posting {p.id} on account {account} says {p.balance_after} "
-                    f"after, but the journal gives {running[p.part]}"
-                )
+    state[row.chain] = (row.chain_seq + 1, row.hash)
 
 
 def _matches_its_hash(row: Any, legs: list[Any]) -> bool:
