@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import event as sql_event
 from sqlalchemy import select
 
 from billfold import parties
@@ -18,6 +19,7 @@ from billfold.core.context import Context
 from billfold.core.keys import create_key
 from billfold.ledger.verify import verify
 from billfold.store.ledger_tables import transfers
+from billfold.store.tables import idempotency_keys
 from tests.conftest import LiveServer, make_context
 from tests.integration.helpers import funded_user, metered_catalog
 
@@ -91,3 +93,74 @@ def test_32_clients_on_one_wallet_across_two_processes(
     assert sorted(ids) == sorted(c["id"] for c in charged)
     report = ctx.read(verify, SYSTEM)
     assert report.ok, [(c.name, c.problems) for c in report.checks if not c.ok]
+
+
+def test_single_events_claim_their_keys_in_the_usage_group(
+    ctx: Context, server: LiveServer
+) -> None:
+    """Single usage events with Idempotency-Keys, sent at once: each key is claimed and
+    its answer recorded in the transaction that stores the event, one commit per group.
+    The same key sent twice at once stores the event once and answers both alike; a
+    refused event's answer is recorded too; a key reused for another event is a 409."""
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 0, "10")
+    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    commits = 0
+
+    def count(_connection: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    def one(n: int) -> tuple[int, httpx.Response, httpx.Response]:
+        # Requests n and n + 12 are the same request: the same key, the same event.
+        key, event = f"key-{n % 12}", {"id": f"evt-{n % 12}", "user": user,
+                                       "service": "maps", "metric": "calls"}  # fmt: skip
+        if n == 24:  # Not a customer: refused, and the refusal recorded.
+            key, event = "key-stranger", {**event, "id": "evt-x", "user": "usr_nobody"}
+        with server.client(secret) as client:
+            headers = {"Idempotency-Key": key}
+            return (
+                n,
+                client.post("/v1/events", json=event, headers=headers),
+                client.post("/v1/events", json=event, headers=headers),
+            )
+
+    sql_event.listen(ctx.db.engine, "commit", count)
+    try:
+        with ThreadPoolExecutor(25) as pool:
+            answers = list(pool.map(one, range(25)))
+    finally:
+        sql_event.remove(ctx.db.engine, "commit", count)
+
+    for n, first, again in answers:
+        assert (again.status_code, again.json()) == (first.status_code, first.json()), n
+        assert again.headers.get("idempotent-replayed") == "true", n
+        if n == 24:
+            assert first.status_code == 404, first.text
+            assert first.json()["error"]["code"] == "user_not_found"
+        else:
+            assert first.status_code == 200, first.text
+    by_key: dict[int, list[dict[str, Any]]] = {}
+    for n, first, _ in answers[:24]:
+        by_key.setdefault(n % 12, []).append(first.json())
+    for pair in by_key.values():  # The second of a pair is the first's answer replayed...
+        assert pair[0] == pair[1]
+        assert sorted(p["accepted"] + p["duplicates"] for p in pair) == [1, 1]
+    # ... and each event was stored and charged once: 12 events at 0.1 each.
+    assert ctx.read(parties.get_balance, SYSTEM, user).posted == Decimal("8.8")
+    # A commit per group at most (a request whose key is another's of its group commits
+    # once more, to replay it; the refusal is noted once for the provider), where a keyed
+    # request used to cost three commits of its own and its replay one: 100.
+    assert commits <= 2 * len(answers) + 12 + 1, commits
+    with server.client(secret) as client:
+        reused = client.post(
+            "/v1/events",
+            json={"id": "evt-other", "user": user, "service": "maps", "metric": "calls"},
+            headers={"Idempotency-Key": "key-0"},
+        )
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    with ctx.work(read_only=True) as work:
+        states = work.conn.execute(select(idempotency_keys.c.state)).scalars().all()
+    assert set(states) == {"done"}
+    assert ctx.read(verify, SYSTEM).ok

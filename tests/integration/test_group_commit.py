@@ -154,14 +154,16 @@ def _api_routes(routes: list[Any]) -> list[APIRoute]:
 
 def test_the_grouped_writes_are_exactly_the_routes_that_group(ctx: Context) -> None:
     """The middleware leaves the Idempotency-Key of GROUPED_WRITES to the group: a route
-    listed there must group its work, and one that groups must be listed."""
+    listed there must group its work (money writes) or claim the key with it (usage),
+    and one that does must be listed."""
     app = create_app(ctx)
     grouped = set()
     for route in _api_routes(app.routes):
         if "POST" not in route.methods:
             continue
         sample = re.sub(r"\{[^}]+\}", "x1", route.path)
-        calls = "grouped(" in inspect.getsource(route.endpoint)
+        source = inspect.getsource(route.endpoint)
+        calls = "grouped(" in source or "pending_claim(" in source
         takes_write = any(d.call is write_unit for d in route.dependant.dependencies)
         assert bool(GROUPED_WRITES.match(sample)) == calls, route.path
         if calls:
@@ -173,5 +175,6 @@ def test_the_grouped_writes_are_exactly_the_routes_that_group(ctx: Context) -> N
         "/v1/authorizations/{auth_id}/void",
         "/v1/charges",
         "/v1/charges/{charge_id}/refunds",
+        "/v1/events",
         "/v1/users/{user_id}/top-ups",
     }

@@ -273,7 +273,9 @@ class IdempotencyMiddleware:
                     partial(
                         idempotency.finish,
                         path=scope["path"],
-                        digest=digest if grouped else None,
+                        # Still to claim (the route failed before its group claimed
+                        # it, or never reached one): claimed and answered at once.
+                        digest=digest if state.get(IDEMPOTENCY_CLAIM) else None,
                     ),
                     self.ctx,
                     reservation,

@@ -43,7 +43,7 @@ IDEMPOTENCY_CLAIM = "idempotency_claim"
 # Idempotency-Key to be claimed in their group's transaction (a test checks the list).
 GROUPED_WRITES = re.compile(
     r"^/v1/(authorizations(/[^/]+/(capture|void))?|charges(/[^/]+/refunds)?"
-    r"|users/[^/]+/top-ups)$"
+    r"|users/[^/]+/top-ups|events)$"
 )
 WORK_STATE = "work"
 
@@ -229,33 +229,52 @@ async def grouped(request: Request, run: Callable[[Work], Response]) -> Response
     The request's Idempotency-Key is claimed, and its answer recorded, in the same
     savepoint as its work: the change and its record commit together, in one commit.
     A route that uses this takes no `Write`, and its path is in `GROUPED_WRITES`."""
-    state = request.scope.setdefault("state", {})
-    reservation: idempotency.Reservation | None = state.get(IDEMPOTENCY_STATE)
-    claim: tuple[str, str] | None = state.get(IDEMPOTENCY_CLAIM)
+    claim = pending_claim(request)
     replayed = False
 
     def job(work: Work) -> Response:
         nonlocal replayed
         replayed = False
-        if reservation is not None and claim is not None:
-            earlier = idempotency.claim(
-                work, work.cipher, reservation, claim[0], claim[1], work.clock.now()
-            )
+        if claim is not None:
+            earlier = claim.claim(work, work.cipher, work.clock.now())
             if earlier is not None:
                 replayed = True
                 return replay_answer(earlier)
         response = run(work)
-        if reservation is not None and response.status_code < 400:
+        if claim is not None and response.status_code < 400:
             idempotency.record(
-                work, work.cipher, reservation, response.status_code, bytes(response.body)
+                work, work.cipher, claim.reservation, response.status_code, bytes(response.body)
             )
         return response
 
     response = await committer(request.app.state.ctx).run(job)
-    if reservation is not None and (response.status_code < 400 or replayed):
+    if claim is not None and (response.status_code < 400 or replayed):
         # Recorded with the work, or answered from the record: nothing left to record.
-        state[IDEMPOTENCY_RECORDED] = True
+        key_recorded(request)
     return response
+
+
+def pending_claim(request: Request) -> idempotency.Claim | None:
+    """The request's Idempotency-Key, when the middleware left it to be claimed in the
+    transaction of the request's work (a path of `GROUPED_WRITES`); else None."""
+    state = request.scope.get("state", {})
+    reservation: idempotency.Reservation | None = state.get(IDEMPOTENCY_STATE)
+    pending: tuple[str, str] | None = state.get(IDEMPOTENCY_CLAIM)
+    if reservation is None or pending is None:
+        return None
+    return idempotency.Claim(reservation, *pending)
+
+
+def key_recorded(request: Request) -> None:
+    """The request's answer is recorded under its key (or was answered from the record):
+    the middleware has nothing left to record."""
+    request.scope.setdefault("state", {})[IDEMPOTENCY_RECORDED] = True
+
+
+def key_reserved(request: Request) -> None:
+    """The route reserved its key itself, in a transaction of its own, instead of
+    claiming it with its work: the middleware records the answer as for any route."""
+    request.scope.setdefault("state", {}).pop(IDEMPOTENCY_CLAIM, None)
 
 
 def replay_answer(decision: idempotency.Replay) -> Response:

@@ -52,6 +52,19 @@ class Replay:
     conflict: str | None = None  # An error code when the key is in use or was reused.
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A key to claim in the transaction that does the request's work (a group commit's):
+    the reservation, and the request it names (its path and the digest of its body)."""
+
+    reservation: Reservation
+    path: str
+    digest: str
+
+    def claim(self, uow: UnitOfWork, cipher: Cipher, now: datetime) -> Replay | None:
+        return claim(uow, cipher, self.reservation, self.path, self.digest, now)
+
+
 BODY_CONTEXT = "idempotency_keys.response_body"
 KEY_IN_USE = {
     "error": {

@@ -18,6 +18,7 @@ The response is sent only after the commit, so an acknowledged event is never lo
 
 from billfold.metering._group_commit import (
     MAX_GROUP_EVENTS,
+    Keyed,
 )
 from billfold.metering._parsing import (
     EVENT_COLUMNS,
@@ -63,6 +64,7 @@ __all__ = [
     "Group",
     "GroupKey",
     "IngestResult",
+    "Keyed",
     "Rejection",
     "Stored",
     "apply_streamed",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from billfold.core import metrics
-from billfold.core.context import Context
+from billfold.core import idempotency, metrics
+from billfold.core.context import Context, Work
 from billfold.metering._parsing import (
     IngestResult,
     Rejection,
@@ -30,12 +31,35 @@ from billfold.metering._validation import (
 
 
 @dataclass(slots=True)
+class Keyed:
+    """A request's Idempotency-Key, claimed in the transaction that stores its events, and
+    how its answer is made from its result: the answer is recorded in the same commit, so
+    a request costs one commit, not three (docs/DECISIONS.md, 100). After the group:
+    `replay` if the key was used before (the events were not applied), else `answered`,
+    the answer recorded with the events (a batch with nothing to store too)."""
+
+    claim: idempotency.Claim
+    answer: Callable[[IngestResult], tuple[int, bytes]]
+    replay: idempotency.Replay | None = None
+    answered: tuple[int, bytes] | None = None
+
+
+@dataclass(slots=True)
 class _Job:
     prepared: _Prepared
+    keyed: Keyed | None = None
     done: threading.Event = field(default_factory=threading.Event)
     result: IngestResult | None = None
     error: BaseException | None = None
     stored: list[_Valid] = field(default_factory=list)
+    again: bool = False  # Its key is another job's of the same group: applied after it.
+
+    def reset(self) -> None:
+        """Nothing of a group that failed stands: the job is applied again from scratch."""
+        self.result, self.error, self.again = None, None, False
+        self.stored.clear()
+        if self.keyed is not None:
+            self.keyed.replay, self.keyed.answered = None, None
 
 
 class _GroupCommitter:
@@ -45,7 +69,8 @@ class _GroupCommitter:
     waiting (its own included) in one unit of work, then the batches that queued up
     meanwhile, until none is left. The others wait for their result. Work per user, metric
     and period (usage rows, rating, one ledger transfer) and the commit are shared by all
-    the batches of a group. If a group fails, each batch is applied alone, so one bad
+    the batches of a group, and so are each request's Idempotency-Key claim and the
+    record of its answer. If a group fails, each batch is applied alone, so one bad
     batch fails only its own request.
     """
 
@@ -55,8 +80,10 @@ class _GroupCommitter:
         self._pending: list[_Job] = []
         self._leading = False
 
-    def submit(self, prepared: _Prepared) -> IngestResult:
-        job = _Job(prepared)
+    def submit(self, prepared: _Prepared, keyed: Keyed | None = None) -> IngestResult:
+        """The batch's result once committed; with `keyed`, an empty result when the
+        key's earlier answer is to be replayed instead (`keyed.replay`)."""
+        job = _Job(prepared, keyed)
         with self._lock:
             self._pending.append(job)
             lead = not self._leading
@@ -66,6 +93,8 @@ class _GroupCommitter:
         job.done.wait()
         if job.error is not None:
             raise job.error
+        if keyed is not None and keyed.replay is not None:
+            return IngestResult(0, 0, [])
         assert job.result is not None
         return job.result
 
@@ -105,26 +134,69 @@ class _GroupCommitter:
 
     def _apply(self, group: list[_Job]) -> None:
         try:
-            results = self._apply_together(group)
+            self._apply_together(group)
         except BaseException:
             if len(group) == 1:
+                group[0].reset()
                 group[0].error = sys.exc_info()[1]
                 group[0].done.set()
                 return
             for job in group:
+                job.reset()
                 self._apply([job])
             return
-        for job, result in zip(group, results, strict=True):
-            job.result = result
-            job.done.set()
+        for job in group:
+            if job.again:  # Now that the other's answer is recorded, it is replayed.
+                job.again = False
+                self._apply([job])
+            else:
+                job.done.set()
 
-    def _apply_together(self, group: list[_Job]) -> list[IngestResult]:
+    def _apply_together(self, group: list[_Job]) -> None:
         ctx = self._ctx
-        if len(group) == 1:
-            with ctx.work() as work:
-                result = _apply(work, group[0].prepared, None)
-                work.commit()
-            return [result]
+        with ctx.work() as work:
+            live = self._claim(work, group)
+            storing = [job for job in live if job.prepared.valid]
+            for job in live:
+                if not job.prepared.valid:  # Only its key to claim and its answer.
+                    job.result = IngestResult(0, job.prepared.duplicates, job.prepared.rejected)
+            if len(storing) == 1:
+                storing[0].result = _apply(work, storing[0].prepared, None)
+            elif storing:
+                self._apply_merged(work, storing)
+            for job in live:
+                if job.keyed is not None:
+                    assert job.result is not None
+                    answer = job.keyed.answer(job.result)
+                    idempotency.record(work, work.cipher, job.keyed.claim.reservation, *answer)
+                    job.keyed.answered = answer
+            work.commit()
+
+    @staticmethod
+    def _claim(work: Work, group: list[_Job]) -> list[_Job]:
+        """Claims the group's keys, in the order of the keys (two processes claiming the
+        same keys wait for each other in one order); the jobs whose events are to be
+        applied, in the group's order. A key used before is replayed; a key that an
+        earlier job of the group holds waits for that job's answer (`again`)."""
+        keyed = [job for job in group if job.keyed is not None]
+        if not keyed:
+            return group
+        now = work.clock.now()
+        held: set[tuple[str, str]] = set()
+        for job in sorted(keyed, key=_key_of):
+            assert job.keyed is not None
+            if _key_of(job) in held:
+                job.again = True
+                continue
+            held.add(_key_of(job))
+            job.keyed.replay = job.keyed.claim.claim(work, work.cipher, now)
+        return [
+            job
+            for job in group
+            if not job.again and (job.keyed is None or job.keyed.replay is None)
+        ]
+
+    def _apply_merged(self, work: Work, group: list[_Job]) -> None:
         # The first batch to carry an event id owns it; the same id in a later batch of
         # the group is that batch's duplicate, as it would be one request later.
         owner: dict[tuple[str, str], int] = {}
@@ -137,13 +209,11 @@ class _GroupCommitter:
                     merged.append(event)
         catalog = _merge_catalogs([job.prepared.catalog for job in group])
         now = max(job.prepared.now for job in group)
-        with ctx.work() as work:
-            applied = apply_isolating(work, merged, catalog, now)
-            results = self._results(group, owner, applied)
-            for job, result in zip(group, results, strict=True):
-                audit_batch(work, job.prepared, result, job.stored)
-            work.commit()
-        return results
+        applied = apply_isolating(work, merged, catalog, now)
+        results = self._results(group, owner, applied)
+        for job, result in zip(group, results, strict=True):
+            audit_batch(work, job.prepared, result, job.stored)
+            job.result = result
 
     @staticmethod
     def _results(
@@ -181,6 +251,12 @@ class _GroupCommitter:
 
 
 MAX_GROUP_EVENTS: Final = 20_000
+
+
+def _key_of(job: _Job) -> tuple[str, str]:
+    assert job.keyed is not None
+    reservation = job.keyed.claim.reservation
+    return reservation.principal, reservation.key
 
 
 def _committer(ctx: Context) -> _GroupCommitter:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 from starlette.concurrency import run_in_threadpool
 
 from billfold import metering
-from billfold.core import metrics
+from billfold.core import idempotency, metrics
 from billfold.core.access import Principal, Role, require_role
 from billfold.core.context import Context
-from billfold.core.http import UnitOfWorkRoute, Write, get_context, get_principal
+from billfold.core.http import (
+    UnitOfWorkRoute,
+    Write,
+    get_context,
+    get_principal,
+    key_recorded,
+    key_reserved,
+    pending_claim,
+    replay_answer,
+)
 from billfold.core.stream import HOLDERS, EventStream, consumer_name, lock_key, messages
 from billfold.core.stream import state as stream_status
 from billfold.domain.errors import InvalidRequest, NotFound, StreamUnavailable
@@ -82,28 +92,59 @@ async def ingest_events(request: Request, ctx: Ctx, who: Who) -> Any:
         if set(body) != {"events"} or not isinstance(body["events"], list):
             raise InvalidRequest('a batch is {"events": [EVENT, ...]}', param="events")
         items, single = body["events"], False
+    claim = pending_claim(request)
     if ctx.settings.nats_url:
+        if claim is not None:
+            # No transaction here to claim it in: reserved first, as for any route.
+            earlier = await run_in_threadpool(
+                idempotency.reserve, ctx, claim.reservation, claim.path, claim.digest
+            )
+            if earlier is not None:
+                key_recorded(request)
+                return replay_answer(earlier)
+            key_reserved(request)
         result = await _publish(ctx, who, items, cloudevents)
-        out = IngestOut.of(result, streamed=True)
-    else:
-        result = await run_in_threadpool(metering.ingest, ctx, who, items, cloudevents=cloudevents)
-        out = IngestOut.of(result)
+        return _answer(_outcome(result, single, streamed=True))
+    keyed = None
+    if claim is not None:
+        keyed = metering.Keyed(claim, lambda result: _outcome(result, single))
+    result = await run_in_threadpool(
+        partial(metering.ingest, ctx, who, items, cloudevents=cloudevents, keyed=keyed)
+    )
+    if keyed is not None and keyed.replay is not None:
+        key_recorded(request)
+        return replay_answer(keyed.replay)
+    if keyed is not None and keyed.answered is not None:
+        key_recorded(request)
+        return _answer(keyed.answered)
+    return _answer(_outcome(result, single))
+
+
+def _outcome(
+    result: metering.IngestResult, single: bool, *, streamed: bool = False
+) -> tuple[int, bytes]:
+    """The status and body that answer a batch: a single event that was refused is the
+    request's error; otherwise the batch's counts, with each rejected event's error."""
     if single and result.rejected:
         rejection = result.rejected[0]
         # A user who is not the provider's customer is, to the provider, not there.
         missing = rejection.code.endswith("_not_found") or rejection.code == "not_subscribed"
-        return JSONResponse(
-            {
-                "error": {
-                    "type": "not_found" if missing else "invalid_request",
-                    "code": rejection.code,
-                    "message": rejection.message,
-                    "param": rejection.param,
-                }
-            },
-            status_code=404 if missing else 400,
-        )
-    return out
+        error = {
+            "error": {
+                "type": "not_found" if missing else "invalid_request",
+                "code": rejection.code,
+                "message": rejection.message,
+                "param": rejection.param,
+            }
+        }
+        return 404 if missing else 400, bytes(JSONResponse(error).body)
+    out = IngestOut.of(result, streamed=streamed)
+    return 200, out.model_dump_json(by_alias=True).encode()
+
+
+def _answer(outcome: tuple[int, bytes]) -> Response:
+    status, body = outcome
+    return Response(body, status_code=status, media_type="application/json")
 
 
 PUBLISH_TIMEOUT_S = 5.0

@@ -17,6 +17,7 @@ from billfold.core.access import Principal, Role, require_role
 from billfold.core.context import Context, Work
 from billfold.domain.errors import InvalidRequest, LimitExceeded
 from billfold.metering._group_commit import (
+    Keyed,
     _committer,
 )
 from billfold.metering._parsing import (
@@ -58,19 +59,28 @@ def _checked(
 
 
 def ingest(
-    ctx: Context, principal: Principal, items: Sequence[object], *, cloudevents: bool = False
+    ctx: Context,
+    principal: Principal,
+    items: Sequence[object],
+    *,
+    cloudevents: bool = False,
+    keyed: Keyed | None = None,
 ) -> IngestResult:
     """Validates, stores, rates and charges a batch; each event stands on its own.
 
     Parsing, catalog lookups and validation read only, before the write transaction, so
     that several server processes can do that work at once while writes take turns.
+    With `keyed`, the request's Idempotency-Key is claimed, and its answer recorded, in
+    the transaction that stores the events (see `Keyed` for what the caller learns);
+    a batch with nothing to store claims its key all the same, so that its answer too is
+    replayed.
     """
     now = ctx.clock.now()
     prepared = _checked(ctx, principal, items, cloudevents, now)
-    if not prepared.valid:
+    if not prepared.valid and keyed is None:
         result = IngestResult(0, prepared.duplicates, prepared.rejected)
     else:
-        result = _committer(ctx).submit(prepared)
+        result = _committer(ctx).submit(prepared, keyed)
     metrics.observe_ingest(
         result.accepted, result.duplicates, len(result.rejected), len(result.charges)
     )
