@@ -171,6 +171,7 @@ class UnitOfWork:
         taken after the first is taken without waiting (billfold.ledger._order)."""
         self.ledger_locked = False
         """Whether the current transaction has taken ledger locks yet."""
+        self._savepoints = 0
 
     @property
     def conn(self) -> Connection:
@@ -224,11 +225,16 @@ class UnitOfWork:
         pending = {name: len(items) for name, items in self.pending.items()}
         hooks = set(self._before_commit)
         callbacks = len(self._after_commit)
-        nested = self.conn.begin_nested()
+        # Said to the driver: SQLAlchemy's begin_nested and its release cost about 100 µs
+        # a request in the group commit, for two statements of microseconds.
+        self._savepoints += 1
+        name = f"bf_part_{self._savepoints}"
+        self._driver_statement(f"SAVEPOINT {name}")
         try:
             yield
         except BaseException:
-            nested.rollback()
+            self._driver_statement(f"ROLLBACK TO SAVEPOINT {name}")
+            self._driver_statement(f"RELEASE SAVEPOINT {name}")
             for name in list(self.pending):
                 if name in pending:
                     del self.pending[name][pending[name] :]
@@ -239,7 +245,18 @@ class UnitOfWork:
                     del self._before_commit[name]
             del self._after_commit[callbacks:]
             raise
-        nested.commit()
+        self._driver_statement(f"RELEASE SAVEPOINT {name}")
+
+    def _driver_statement(self, sql: str) -> None:
+        """`sql` on the driver's cursor, in the unit's transaction (begun if need be)."""
+        connection = self.conn
+        if not connection.in_transaction():
+            connection.begin()
+        cursor = connection.connection.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
 
     def commit(self) -> None:
         assert not self._read_only, "a read-only unit of work cannot commit"
