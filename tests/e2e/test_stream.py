@@ -609,9 +609,13 @@ def test_a_stream_that_does_not_answer_is_a_503_and_nothing_is_counted(
     users, key = _platform(ctx, 1)
     dead = f"nats://127.0.0.1:{_free_ports(1)[0]}"
     ctx.settings = ctx.settings.model_copy(update={"nats_url": dead, "stream_shards": SHARDS})
+    batch = {"events": _batches(ctx, users, 1, 5, "d")[0]}
     with LiveServer(ctx) as server, server.client(key) as client:
-        refused = client.post("/v1/events", json={"events": _batches(ctx, users, 1, 5, "d")[0]})
-    assert refused.status_code == 503, refused.text
+        refused = client.post("/v1/events", json=batch, headers={"Idempotency-Key": "d-1"})
+        # The key is free again: the request is sent again, not replayed.
+        retried = client.post("/v1/events", json=batch, headers={"Idempotency-Key": "d-1"})
+    assert refused.status_code == retried.status_code == 503, refused.text
+    assert retried.headers.get("idempotent-replayed") is None
     error = refused.json()["error"]
     assert error["code"] == "stream_unavailable" and "same ids" in error["message"]
     assert _stored(ctx) == 0 and _spent(ctx, users) == 0
@@ -647,3 +651,25 @@ def test_a_provider_cannot_stream_usage_for_another_providers_service(
 
     assert _run(held()) == 0  # Nothing reached the stream.
     assert _stored(ctx) == 0 and _spent(ctx, users) == 0
+
+
+def test_the_edge_reserves_a_keyed_request_and_replays_it(
+    pg_ctx: Context, stream: dict[str, str], tmp_path: Path
+) -> None:
+    """With the stream there is no usage group to claim the Idempotency-Key in: the edge
+    reserves it first. The same key again replays the answer; another body under it is
+    refused."""
+    ctx = pg_ctx
+    users, key = _platform(ctx, 1)
+    batch = {"events": _batches(ctx, users, 1, 3, "k")[0]}
+    with LiveServer(ctx) as server, server.client(key) as client:
+        headers = {"Idempotency-Key": "edge-1"}
+        first = client.post("/v1/events", json=batch, headers=headers)
+        again = client.post("/v1/events", json=batch, headers=headers)
+        other = client.post("/v1/events", json={"events": batch["events"][:1]}, headers=headers)
+    assert first.status_code == 200, first.text
+    assert first.json()["accepted"] == 3 and first.json()["charging"] == "asynchronous"
+    assert (again.status_code, again.json()) == (200, first.json())
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
