@@ -69,6 +69,16 @@ class UserView:
     balance: BalanceView | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Payer:
+    """What a charge needs of its user: no name or email, so nothing to decrypt."""
+
+    id: str
+    currency: Currency
+    billing_mode: BillingMode
+    credit_limit: Decimal
+
+
 def provider_view(work: Work, row: Any) -> ProviderView:
     return ProviderView(
         id=row.id,
@@ -83,6 +93,7 @@ def provider_view(work: Work, row: Any) -> ProviderView:
 # Statements of the hot path are built once, with bind parameters: building one costs
 # SQLAlchemy more than SQLite takes to run it (docs/DECISIONS.md, 102).
 _PROVIDER_BY_ID = select(providers).where(providers.c.id == bindparam("id"))
+_COMMISSION = select(providers.c.commission_rate).where(providers.c.id == bindparam("id"))
 _USER_BY = {
     (column.name, lock): (
         select(users).where(column == bindparam("ref")).with_for_update()
@@ -99,6 +110,14 @@ def load_provider(work: Work, provider_id: str) -> ProviderView:
     if row is None:
         raise NotFound(f"no provider {provider_id}", code="provider_not_found", param="provider_id")
     return provider_view(work, row)
+
+
+def commission_rate(work: Work, provider_id: str) -> Decimal:
+    """The provider's commission rate (a 404 if there is no such provider)."""
+    rate = work.conn.execute(_COMMISSION, {"id": provider_id}).scalar_one_or_none()
+    if rate is None:
+        raise NotFound(f"no provider {provider_id}", code="provider_not_found", param="provider_id")
+    return Decimal(rate)
 
 
 def user_view(work: Work, row: Any) -> UserView:
@@ -123,6 +142,13 @@ def user_row(work: Work, user_ref: str, *, lock: bool = False) -> Any:
         if row is not None:
             return row
     raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
+
+
+def load_payer(work: Work, user_ref: str) -> Payer:
+    """A user by id or by external id, as a charge needs it (a 404 if there is none)."""
+    row = user_row(work, user_ref)
+    cur = currency(row.currency)
+    return Payer(row.id, cur, BillingMode(row.billing_mode), from_units(row.credit_limit, cur))
 
 
 def load_user(work: Work, user_ref: str) -> UserView:

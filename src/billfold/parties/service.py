@@ -35,6 +35,8 @@ from billfold.core.directory import (
     BillingMode,
     ProviderView,
     UserView,
+    commission_rate,
+    load_payer,
     load_provider,
     load_user,
     provider_view,
@@ -477,14 +479,14 @@ def charge(
     text = clean_text(description, param="description", max_length=MAX_DESCRIPTION_LENGTH)
     service_code = clean_text(service, param="service", max_length=100, required=False)
     now = work.clock.now()
-    user = load_user(work, user_ref)
+    user = load_payer(work, user_ref)
     provider_ref = _charged_service(work, service_code, provider_ref)
     if provider_ref is not None and principal.role == Role.PROVIDER:
         require_customer(work, principal, user.id, asked=user_ref)
     value = parse_amount(amount, allow_zero=False)
     units = to_units(value, user.currency)
     cur = user.currency
-    provider = load_provider(work, provider_ref) if provider_ref is not None else None
+    rate = commission_rate(work, provider_ref) if provider_ref is not None else Decimal(1)
     accounts = ledger.charge_accounts(
         work,
         user.id,
@@ -503,7 +505,7 @@ def charge(
         kind=TransferKind.CHARGE,
         currency=cur.code,
         amount=units,
-        commission_rate=provider.commission_rate if provider else Decimal(1),
+        commission_rate=rate,
         user_id=user.id,
         provider_id=provider_ref,
         service=service_code,
