@@ -183,12 +183,12 @@ class _GroupCommitter:
             return group
         now = work.clock.now()
         held: set[tuple[str, str]] = set()
-        for job in sorted(keyed, key=_key_of):
+        for key, job in sorted(((_key_of(job), job) for job in keyed), key=lambda kj: kj[0]):
             assert job.keyed is not None
-            if _key_of(job) in held:
+            if key in held:
                 job.again = True
                 continue
-            held.add(_key_of(job))
+            held.add(key)
             job.keyed.replay = job.keyed.claim.claim(work, work.cipher, now)
         return [
             job

@@ -22,6 +22,8 @@ from typing import Any, Self
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from billfold.store.bulk import driver_execute
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "billfold_read_only"
 
@@ -248,15 +250,7 @@ class UnitOfWork:
         self._driver_statement(f"RELEASE SAVEPOINT {name}")
 
     def _driver_statement(self, sql: str) -> None:
-        """`sql` on the driver's cursor, in the unit's transaction (begun if need be)."""
-        connection = self.conn
-        if not connection.in_transaction():
-            connection.begin()
-        cursor = connection.connection.cursor()
-        try:
-            cursor.execute(sql)
-        finally:
-            cursor.close()
+        driver_execute(self.conn, sql, ())
 
     def commit(self) -> None:
         assert not self._read_only, "a read-only unit of work cannot commit"
