@@ -164,3 +164,34 @@ def test_single_events_claim_their_keys_in_the_usage_group(
         states = work.conn.execute(select(idempotency_keys.c.state)).scalars().all()
     assert set(states) == {"done"}
     assert ctx.read(verify, SYSTEM).ok
+
+
+def test_two_providers_using_one_idempotency_key_at_once_get_their_own_answers(
+    ctx: Context, server: LiveServer
+) -> None:
+    """Keys are scoped to the API key that sent them, in a usage group too: a hostile
+    provider that sends another's Idempotency-Key at the same moment neither replays
+    the other's answer nor stops the other's events."""
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 0, "10")
+    _, mine = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    other = ctx.run(
+        parties.create_provider, SYSTEM, name="B", email="b@p.io", commission_rate="0.2"
+    )
+    _, theirs = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=other.id)
+    event = {"id": "evt-1", "user": user, "service": "maps", "metric": "calls"}
+
+    def send(secret: str) -> httpx.Response:
+        with server.client(secret) as client:
+            return client.post("/v1/events", json=event, headers={"Idempotency-Key": "shared"})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, [mine, theirs] * 4))
+    for n, answer in enumerate(answers):
+        if n % 2 == 0:  # The provider's own: accepted once, then duplicates replayed.
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["accepted"] + answer.json()["duplicates"] == 1
+        else:  # The stranger's: its own refusal, never the provider's answer.
+            assert answer.status_code == 404, answer.text
+            assert answer.json()["error"]["code"] == "service_not_found"
+    assert ctx.read(parties.get_balance, SYSTEM, user).posted == Decimal("9.9")
