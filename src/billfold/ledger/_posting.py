@@ -41,6 +41,7 @@ from billfold.store.bulk import (
     array_element,
     db_datetime,
     driver_execute,
+    driver_execute_many,
     insert_rows,
     update_rows,
 )
@@ -496,7 +497,7 @@ def _write(uow: UnitOfWork, batch: _Batch) -> None:
     else:
         update_rows(conn, accounts, ("posted", "held"), "id", plain)
         if parts:
-            conn.exec_driver_sql(_SET_PARTS, parts)
+            driver_execute_many(conn, _SET_PARTS, parts)
         insert_rows(conn, transfers, TRANSFER_COLUMNS, batch.new_transfers)
         insert_rows(conn, postings, POSTING_COLUMNS, batch.new_postings)
         update_rows(conn, ledger_chains, ("seq", "hash"), "chain", heads)
