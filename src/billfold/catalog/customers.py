@@ -18,22 +18,23 @@ from sqlalchemy import bindparam, select
 from billfold.core.access import Principal, Role, require_user_access
 from billfold.core.context import Work
 from billfold.domain.errors import NotFound
+from billfold.store.prepared import Prepared, one_of
 from billfold.store.tables import subscriptions
 
 CURRENT: Final = ("trialing", "active", "past_due", "suspended")
 """Subscription statuses that make (and keep) a user a customer."""
 
 
-_CURRENT_WITH = (
-    select(subscriptions.c.id)
-    .where(
-        subscriptions.c.user_id == bindparam("user_id"),
-        subscriptions.c.provider_id == bindparam("provider_id"),
-        subscriptions.c.status.in_(CURRENT),
-    )
-    .limit(1)
+_CURRENT = select(subscriptions.c.id).where(
+    subscriptions.c.user_id == bindparam("user_id"),
+    subscriptions.c.provider_id == bindparam("provider_id"),
+    one_of(subscriptions.c.status, CURRENT),
 )
-_CURRENT_TO = _CURRENT_WITH.where(subscriptions.c.service_id == bindparam("service_id"))
+# Asked on every provider's charge and authorization (docs/DECISIONS.md, 118).
+_CURRENT_WITH = Prepared(_CURRENT.limit(1))
+_CURRENT_TO = Prepared(
+    _CURRENT.where(subscriptions.c.service_id == bindparam("service_id")).limit(1)
+)
 
 
 def is_customer(
@@ -42,9 +43,9 @@ def is_customer(
     """Whether the user holds a current subscription with the provider (to that service)."""
     values = {"user_id": user_id, "provider_id": provider_id}
     if service_id is None:
-        return work.conn.execute(_CURRENT_WITH, values).first() is not None
+        return _CURRENT_WITH.first(work.conn, values) is not None
     values["service_id"] = service_id
-    return work.conn.execute(_CURRENT_TO, values).first() is not None
+    return _CURRENT_TO.first(work.conn, values) is not None
 
 
 def was_customer(work: Work, user_id: str, provider_id: str) -> bool:

@@ -19,6 +19,7 @@ from billfold.core.context import Work
 from billfold.domain.arrears import ArrearsTerms, stage_at
 from billfold.domain.errors import NotFound
 from billfold.domain.money import Currency, currency, from_units
+from billfold.store.prepared import Prepared
 from billfold.store.tables import arrears, invoices, logins, providers, users
 
 
@@ -93,7 +94,15 @@ def provider_view(work: Work, row: Any) -> ProviderView:
 # Statements of the hot path are built once, with bind parameters: building one costs
 # SQLAlchemy more than SQLite takes to run it (docs/DECISIONS.md, 102).
 _PROVIDER_BY_ID = select(providers).where(providers.c.id == bindparam("id"))
-_COMMISSION = select(providers.c.commission_rate).where(providers.c.id == bindparam("id"))
+_COMMISSION = Prepared(select(providers.c.commission_rate).where(providers.c.id == bindparam("id")))
+_PAYER_BY = {
+    column.name: Prepared(
+        select(users.c.id, users.c.currency, users.c.billing_mode, users.c.credit_limit).where(
+            column == bindparam("ref")
+        )
+    )
+    for column in (users.c.id, users.c.external_id)
+}
 _USER_BY = {
     (column.name, lock): (
         select(users).where(column == bindparam("ref")).with_for_update()
@@ -114,10 +123,10 @@ def load_provider(work: Work, provider_id: str) -> ProviderView:
 
 def commission_rate(work: Work, provider_id: str) -> Decimal:
     """The provider's commission rate (a 404 if there is no such provider)."""
-    rate = work.conn.execute(_COMMISSION, {"id": provider_id}).scalar_one_or_none()
-    if rate is None:
+    row = _COMMISSION.first(work.conn, {"id": provider_id})
+    if row is None:
         raise NotFound(f"no provider {provider_id}", code="provider_not_found", param="provider_id")
-    return Decimal(rate)
+    return Decimal(row.commission_rate)
 
 
 def user_view(work: Work, row: Any) -> UserView:
@@ -146,7 +155,12 @@ def user_row(work: Work, user_ref: str, *, lock: bool = False) -> Any:
 
 def load_payer(work: Work, user_ref: str) -> Payer:
     """A user by id or by external id, as a charge needs it (a 404 if there is none)."""
-    row = user_row(work, user_ref)
+    for column in ("id", "external_id"):
+        row = _PAYER_BY[column].first(work.conn, {"ref": user_ref})
+        if row is not None:
+            break
+    else:
+        raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
     cur = currency(row.currency)
     return Payer(row.id, cur, BillingMode(row.billing_mode), from_units(row.credit_limit, cur))
 

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from billfold.core.context import Context
 from billfold.crypto import Cipher
 from billfold.store.db import UnitOfWork
+from billfold.store.prepared import Prepared
 from billfold.store.tables import idempotency_keys
 
 MAX_KEY_LENGTH = 255
@@ -87,13 +88,34 @@ KEY_REUSED = {
 # Built once: the group commit claims and records a key for every money write.
 # A key already there is not an error but an answer: ON CONFLICT DO NOTHING, on both.
 # (Its RETURNING says whether it inserted: psycopg reports no rowcount for it.)
-_INSERT_NEW_SQLITE = (
-    sqlite.insert(idempotency_keys).on_conflict_do_nothing().returning(idempotency_keys.c.key)
+_NEW: dict[str, Any] = {
+    name: bindparam(f"v_{name}")
+    for name in (
+        "principal",
+        "key",
+        "method",
+        "path",
+        "request_hash",
+        "state",
+        "response_status",
+        "response_body",
+        "created_at",
+        "locked_until",
+    )
+}
+_INSERT_NEW_SQLITE = Prepared(
+    sqlite.insert(idempotency_keys)
+    .values(_NEW)
+    .on_conflict_do_nothing()
+    .returning(idempotency_keys.c.key)
 )
-_INSERT_NEW_PG = (
-    postgresql.insert(idempotency_keys).on_conflict_do_nothing().returning(idempotency_keys.c.key)
+_INSERT_NEW_PG = Prepared(
+    postgresql.insert(idempotency_keys)
+    .values(_NEW)
+    .on_conflict_do_nothing()
+    .returning(idempotency_keys.c.key)
 )
-_RECORD = (
+_RECORD = Prepared(
     update(idempotency_keys)
     .where(
         idempotency_keys.c.principal == bindparam("b_principal"),
@@ -138,21 +160,21 @@ def claim(
     request costs one commit, not two. A key claimed by an earlier request of the same
     group is seen as that request left it (its answer is then replayed)."""
     insert = _INSERT_NEW_PG if uow.dialect == "postgresql" else _INSERT_NEW_SQLITE
-    claimed = uow.conn.execute(
-        insert,
+    claimed = insert.first(
+        uow.conn,
         {
-            "principal": reservation.principal,
-            "key": reservation.key,
-            "method": "POST",
-            "path": path[:500],
-            "request_hash": digest,
-            "state": "in_progress",
-            "response_status": None,
-            "response_body": None,
-            "created_at": now,
-            "locked_until": now + IN_PROGRESS_LEASE,
+            "v_principal": reservation.principal,
+            "v_key": reservation.key,
+            "v_method": "POST",
+            "v_path": path[:500],
+            "v_request_hash": digest,
+            "v_state": "in_progress",
+            "v_response_status": None,
+            "v_response_body": None,
+            "v_created_at": now,
+            "v_locked_until": now + IN_PROGRESS_LEASE,
         },
-    ).first()
+    )
     if claimed is not None:
         return None
     where = (
@@ -190,8 +212,8 @@ def record(
         text = json.dumps(json.loads(body)) if body else "null"
     except ValueError:
         text = json.dumps(None)
-    uow.conn.execute(
-        _RECORD,
+    _RECORD.count(
+        uow.conn,
         {
             "b_principal": reservation.principal,
             "b_key": reservation.key,

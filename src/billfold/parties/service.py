@@ -67,6 +67,7 @@ from billfold.domain.money import (
 from billfold.ids import new_id
 from billfold.invoicing import billing
 from billfold.ledger import PostedTransfer
+from billfold.store.prepared import Prepared
 from billfold.store.tables import providers, services, users
 
 MAX_NAME_LENGTH = 200
@@ -543,7 +544,9 @@ def _private(movement: MoneyMovement, principal: Principal) -> MoneyMovement:
     return replace(movement, balance_after=None)
 
 
-_SERVICE_OWNER = select(services.c.provider_id).where(services.c.code == bindparam("code"))
+_SERVICE_OWNER = Prepared(
+    select(services.c.provider_id).where(services.c.code == bindparam("code"))
+)
 
 
 def _charged_service(work: Work, code: str | None, provider_id: str | None) -> str | None:
@@ -552,7 +555,7 @@ def _charged_service(work: Work, code: str | None, provider_id: str | None) -> s
     without a provider (by an admin) makes the charge that service's provider's."""
     if code is None:
         return provider_id
-    row = work.conn.execute(_SERVICE_OWNER, {"code": code}).one_or_none()
+    row = _SERVICE_OWNER.first(work.conn, {"code": code})
     if row is None or (provider_id is not None and row.provider_id != provider_id):
         raise NotFound(f"no service {code}", code="service_not_found", param="service")
     return str(row.provider_id)

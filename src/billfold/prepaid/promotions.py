@@ -55,6 +55,7 @@ from billfold.domain.money import (
 )
 from billfold.domain.prepaid import discount_units, parse_percent
 from billfold.ids import derived_id, new_id
+from billfold.store.prepared import Prepared, one_of
 from billfold.store.tables import coupons, grants
 
 COUPON_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{2,63}$")
@@ -559,6 +560,14 @@ _ACTIVE_SOURCES = select(grants).where(
     grants.c.status == "active",
     grants.c.kind.in_(("voucher", "credit")),
 )
+# One user's, for a single charge (docs/DECISIONS.md, 118).
+_ACTIVE_SOURCES_OF = Prepared(
+    select(grants).where(
+        grants.c.user_id == bindparam("user_id"),
+        grants.c.status == "active",
+        one_of(grants.c.kind, ("voucher", "credit")),
+    )
+)
 _LIVE_PARTS = select(grants.c.kind, grants.c.account_id, grants.c.expires_at).where(
     grants.c.user_id == bindparam("user_id"),
     grants.c.currency == bindparam("currency"),
@@ -588,7 +597,8 @@ def funding_sources(
     now: datetime,
 ) -> tuple[int, ...]:
     """The accounts that pay one charge before the user's cash (see `Sources.accounts`)."""
-    return load_sources(work, [user_id]).accounts(
+    rows = _ACTIVE_SOURCES_OF.rows(work.conn, {"user_id": user_id})
+    return Sources({user_id: rows} if rows else {}).accounts(
         user_id, currency_code, service_code, provider_id, now
     )
 
