@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from billfold import invoicing, ledger, metering, prepaid
 from billfold.catalog import (
@@ -30,9 +30,11 @@ from billfold.core.access import Principal, Role, require_role, require_user_acc
 from billfold.core.context import Work
 from billfold.core.directory import (
     BillingMode,
+    Payer,
     UserView,
     arrears_terms,
     debt_stage,
+    load_payer,
     load_provider,
     load_user,
 )
@@ -50,6 +52,7 @@ from billfold.domain.pricing import Event, Plan
 from billfold.domain.rating import MetricState, rate, units_due
 from billfold.ids import new_id
 from billfold.ledger import HoldView
+from billfold.store.prepared import Prepared
 from billfold.store.tables import metrics
 
 
@@ -93,7 +96,17 @@ class _Means:
     reserves cash only)."""
 
 
-def _standing(work: Work, user: UserView) -> _Means:
+Account = Payer | UserView
+"""Whom an authorization is for: what it needs of the user (id, currency, billing mode,
+credit limit), a `Payer` when it is decided, the whole view when a hold is shown again."""
+_METRIC = Prepared(
+    select(metrics).where(
+        metrics.c.service_id == bindparam("service_id"), metrics.c.code == bindparam("code")
+    )
+)
+
+
+def _standing(work: Work, user: Account) -> _Means:
     limit = to_units(user.credit_limit, user.currency)
     postpaid = user.billing_mode == BillingMode.POSTPAID
     standing, parts = prepaid.standing_with_parts(
@@ -236,7 +249,7 @@ def authorize(
     ttl = _lifetime(work, expires_in_s)
     now = work.clock.now()
     auth_id = authorization_id or new_id("auth")
-    user = load_user(work, user_ref)
+    user = load_payer(work, user_ref)  # Nothing to decrypt (docs/DECISIONS.md, 117).
     cur = user.currency
     service, asked, service_terms = None, None, None
     if by_quantity:
@@ -318,7 +331,7 @@ def _lifetime(work: Work, expires_in_s: int | None) -> int:
 def _price_use(
     work: Work,
     principal: Principal,
-    user: UserView,
+    user: Account,
     user_ref: str,
     service_code: str,
     metric_code: str,
@@ -331,9 +344,7 @@ def _price_use(
     reason to decline (not subscribed, suspended)."""
     pricing = _service_plan(work, principal, service_code, now, user.id, user_ref)
     service, plan = pricing.service, pricing.plan
-    metric = work.conn.execute(
-        select(metrics).where(metrics.c.service_id == service.id, metrics.c.code == metric_code)
-    ).one_or_none()
+    metric = _METRIC.first(work.conn, {"service_id": service.id, "code": metric_code})
     if metric is None:
         raise NotFound(
             f"service {service_code} has no metric {metric_code}",
@@ -362,7 +373,7 @@ def _price_use(
 def _declined(
     auth_id: str,
     reason: str,
-    user: UserView,
+    user: Account,
     service: str | None,
     metric: str | None,
     quantity: Decimal | None,
@@ -382,7 +393,7 @@ def _declined(
     )
 
 
-def _view(hold: HoldView, user: UserView, amount: Decimal | None = None) -> Authorization:
+def _view(hold: HoldView, user: Account, amount: Decimal | None = None) -> Authorization:
     status = {"pending": "approved"}.get(hold.status, hold.status)
     return Authorization(
         hold.id,

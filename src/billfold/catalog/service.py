@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -38,6 +38,7 @@ from billfold.domain.pricing import (
 )
 from billfold.domain.rating import check_charge_fits_metric
 from billfold.ids import new_id
+from billfold.store.prepared import Prepared
 from billfold.store.tables import metrics, plan_versions, plans, services
 
 AGGREGATIONS: Final = ("count", "sum", "max", "unique_count", "latest")
@@ -121,14 +122,14 @@ def _can_see_service(principal: Principal, service: ServiceView) -> bool:
     return service.status == "active"
 
 
-_SERVICE_BY_CODE = select(services).where(services.c.code == bindparam("code"))
+_SERVICE_BY_CODE = Prepared(select(services).where(services.c.code == bindparam("code")))
 
 
 def load_service(
     work: Work, principal: Principal, code: str, *, write: bool = False
 ) -> ServiceView:
     """The service with this code, if the principal may see it (or change it, with `write`)."""
-    row = work.conn.execute(_SERVICE_BY_CODE, {"code": code}).one_or_none()
+    row = _SERVICE_BY_CODE.first(work.conn, {"code": code})
     service = _service_view(row) if row is not None else None
     if (
         service is None
@@ -416,25 +417,38 @@ _VERSIONS = (
     .where(plan_versions.c.plan_id.in_(bindparam("plan_ids", expanding=True)))
     .order_by(plan_versions.c.plan_id, plan_versions.c.effective_from, plan_versions.c.version)
 )
+_VERSIONS_OF = Prepared(
+    select(plan_versions)
+    .where(plan_versions.c.plan_id == bindparam("plan_id"))
+    .order_by(plan_versions.c.effective_from, plan_versions.c.version)
+)
 
 
 def load_versions(work: Work, plan_ids: Iterable[str]) -> dict[str, PlanVersions]:
     """The versions of each plan, for asking `.at(moment)` as often as needed."""
     found: dict[str, PlanVersions] = {}
-    wanted = sorted(set(plan_ids))
-    for offset in range(0, len(wanted), 500):
-        for row in work.conn.execute(_VERSIONS, {"plan_ids": wanted[offset : offset + 500]}):
-            versions = found.setdefault(row.plan_id, PlanVersions([], []))
-            versions.starts.append(row.effective_from)
-            versions.versions.append(
-                VersionView(
-                    row.version,
-                    row.effective_from,
-                    row.created_at,
-                    plan_from_definition(row.definition),
-                )
+    for row in _version_rows(work, sorted(set(plan_ids))):
+        versions = found.setdefault(row.plan_id, PlanVersions([], []))
+        versions.starts.append(row.effective_from)
+        versions.versions.append(
+            VersionView(
+                row.version,
+                row.effective_from,
+                row.created_at,
+                plan_from_definition(row.definition),
             )
+        )
     return found
+
+
+def _version_rows(work: Work, plan_ids: list[str]) -> Iterator[Any]:
+    """The plans' version rows, in `_VERSIONS`' order: one plan's (an authorization's, a
+    single event's) by a statement of its own, prepared; many by lists of 500."""
+    if len(plan_ids) == 1:
+        yield from _VERSIONS_OF.rows(work.conn, {"plan_id": plan_ids[0]})
+        return
+    for offset in range(0, len(plan_ids), 500):
+        yield from work.conn.execute(_VERSIONS, {"plan_ids": plan_ids[offset : offset + 500]})
 
 
 def plan_in_force(work: Work, plan_id: str, at: datetime) -> Plan:

@@ -15,7 +15,7 @@ way. Outside every phase there are no terms, and the usage is not the provider's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -25,6 +25,7 @@ from sqlalchemy import bindparam, select
 from billfold.core.context import Work
 from billfold.domain.billing import Schedule
 from billfold.domain.periods import calendar_period
+from billfold.store.prepared import Prepared
 from billfold.store.tables import subscription_phases, subscriptions
 
 Period = tuple[datetime, datetime]
@@ -64,7 +65,7 @@ def subscription_period(
 
 
 # Built once: authorizations and metering ask this on every request (DECISIONS 102).
-_PHASES = (
+_PHASE_ROWS = (
     select(
         subscriptions.c.id,
         subscriptions.c.user_id,
@@ -81,9 +82,11 @@ _PHASES = (
         subscription_phases.c.ends_at,
     )
     .join(subscription_phases, subscription_phases.c.subscription_id == subscriptions.c.id)
-    .where(subscriptions.c.user_id.in_(bindparam("user_ids", expanding=True)))
     .order_by(subscription_phases.c.starts_at)
 )
+_PHASES = _PHASE_ROWS.where(subscriptions.c.user_id.in_(bindparam("user_ids", expanding=True)))
+# One user's (an authorization's, a single event's): prepared (docs/DECISIONS.md, 118).
+_PHASES_OF = Prepared(_PHASE_ROWS.where(subscriptions.c.user_id == bindparam("user_id")))
 
 
 def plans_at(
@@ -94,13 +97,19 @@ def plans_at(
     if not pairs:
         return found
     user_ids = sorted({user for user, _ in pairs})
-    for offset in range(0, len(user_ids), 500):
-        chunk = user_ids[offset : offset + 500]
-        for row in work.conn.execute(_PHASES, {"user_ids": chunk}):
-            key = (row.user_id, row.service_id)
-            if key in pairs:
-                found.setdefault(key, []).append((row, row))
+    for row in _phase_rows(work, user_ids):
+        key = (row.user_id, row.service_id)
+        if key in pairs:
+            found.setdefault(key, []).append((row, row))
     return found
+
+
+def _phase_rows(work: Work, user_ids: list[str]) -> Iterator[Any]:
+    if len(user_ids) == 1:
+        yield from _PHASES_OF.rows(work.conn, {"user_id": user_ids[0]})
+        return
+    for offset in range(0, len(user_ids), 500):
+        yield from work.conn.execute(_PHASES, {"user_ids": user_ids[offset : offset + 500]})
 
 
 def phase_for(phases: list[tuple[Any, Any]], moment: datetime) -> PlanAt | None:

@@ -21,6 +21,7 @@ from billfold.ledger._order import chain_for, lock_chains, lock_journal
 from billfold.ledger._records import HoldView
 from billfold.store.db import UnitOfWork
 from billfold.store.ledger_tables import accounts, holds
+from billfold.store.prepared import Prepared
 
 # --- holds ----------------------------------------------------------------------------
 
@@ -80,21 +81,25 @@ def _capture_update(spec: TransferSpec, hold: HoldView, now: datetime) -> dict[s
     }
 
 
-# The hot path's statements, built once (docs/DECISIONS.md, 102).
+# The hot path's statements, built once (docs/DECISIONS.md, 102) and prepared (118).
 _ACCOUNT = select(accounts.c.posted, accounts.c.held, accounts.c.floor, accounts.c.parted).where(
     accounts.c.id == bindparam("account_id")
 )
-_ACCOUNT_FOR_UPDATE = {nowait: _ACCOUNT.with_for_update(nowait=nowait) for nowait in (False, True)}
-_HOLD_BY_ID = select(holds).where(holds.c.id == bindparam("hold_id"))
-_LAPSED = select(holds.c.id, holds.c.amount).where(
-    holds.c.account_id == bindparam("account_id"),
-    holds.c.status == str(HoldStatus.PENDING),
-    holds.c.expires_at <= bindparam("now"),
+_ACCOUNT_FOR_UPDATE = {
+    nowait: Prepared(_ACCOUNT.with_for_update(nowait=nowait)) for nowait in (False, True)
+}
+_HOLD_BY_ID = Prepared(select(holds).where(holds.c.id == bindparam("hold_id")))
+_LAPSED = Prepared(
+    select(holds.c.id, holds.c.amount).where(
+        holds.c.account_id == bindparam("account_id"),
+        holds.c.status == str(HoldStatus.PENDING),
+        holds.c.expires_at <= bindparam("now"),
+    )
 )
-_SET_HELD = (
+_SET_HELD = Prepared(
     update(accounts).where(accounts.c.id == bindparam("account_id")).values(held=bindparam("held"))
 )
-_INSERT_HOLD = holds.insert()
+_INSERT_HOLD = Prepared(holds.insert().values({c.name: bindparam(f"v_{c.name}") for c in holds.c}))
 
 
 def create_hold(
@@ -122,12 +127,12 @@ def create_hold(
     if expires_at <= now:
         raise InvalidRequest("a hold must expire in the future", param="expires_at")
     nowait = lock_journal(uow, user_id, provider_id)
-    row = uow.conn.execute(_ACCOUNT_FOR_UPDATE[nowait], {"account_id": account_id}).one_or_none()
+    row = _ACCOUNT_FOR_UPDATE[nowait].first(uow.conn, {"account_id": account_id})
     if row is None:
         raise NotFound("no such account", code="account_not_found")
     if row.parted:
         raise InvalidRequest("a hold reserves a user's money, not the platform's or a provider's")
-    existing = uow.conn.execute(_HOLD_BY_ID, {"hold_id": hold_id}).one_or_none()
+    existing = _HOLD_BY_ID.first(uow.conn, {"hold_id": hold_id})
     if existing is not None:
         view = _hold_view(existing)
         if (view.account_id, view.amount) != (account_id, amount):
@@ -136,7 +141,7 @@ def create_hold(
     released = _expire_account_holds(uow, account_id, now)
     current = Balance(row.posted, row.held - released, row.floor)
     after = check_hold(current, amount, limit=limit)
-    uow.conn.execute(_SET_HELD, {"account_id": account_id, "held": after.held})
+    _SET_HELD.count(uow.conn, {"account_id": account_id, "held": after.held})
     values = {
         "id": hold_id,
         "account_id": account_id,
@@ -154,7 +159,7 @@ def create_hold(
         "metric": metric,
         "quantity": quantity,
     }
-    uow.conn.execute(_INSERT_HOLD, values)
+    _INSERT_HOLD.count(uow.conn, {f"v_{name}": value for name, value in values.items()})
     return HoldView(**values)  # type: ignore[arg-type]
 
 
@@ -178,7 +183,7 @@ def release_hold(uow: UnitOfWork, hold_id: str, *, now: datetime, status: HoldSt
     """
     hold = get_hold(uow, hold_id)
     nowait = lock_journal(uow, hold.user_id, hold.provider_id)
-    row = uow.conn.execute(_ACCOUNT_FOR_UPDATE[nowait], {"account_id": hold.account_id}).one()
+    row = _ACCOUNT_FOR_UPDATE[nowait].first(uow.conn, {"account_id": hold.account_id})
     hold = _hold_view(
         uow.conn.execute(select(holds).where(holds.c.id == hold_id).with_for_update()).one()
     )
@@ -197,7 +202,7 @@ def release_hold(uow: UnitOfWork, hold_id: str, *, now: datetime, status: HoldSt
 
 def _expire_account_holds(uow: UnitOfWork, account_id: int, now: datetime) -> int:
     """Expires the account's lapsed holds (the account row is locked); returns the release."""
-    lapsed = uow.conn.execute(_LAPSED, {"account_id": account_id, "now": now}).all()
+    lapsed = _LAPSED.rows(uow.conn, {"account_id": account_id, "now": now})
     if not lapsed:
         return 0
     uow.conn.execute(

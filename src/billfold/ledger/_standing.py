@@ -16,6 +16,7 @@ from billfold.domain.money import from_units, to_units
 from billfold.ledger._accounts import balance, find_account
 from billfold.store.db import UnitOfWork
 from billfold.store.ledger_tables import accounts
+from billfold.store.prepared import Prepared, one_of
 
 # --- a user's standing ----------------------------------------------------------------
 
@@ -45,11 +46,13 @@ class Standing:
         return self.posted - self.held + self.credit_limit
 
 
-_CASH_AND_DEBT = select(accounts.c.kind, accounts.c.posted, accounts.c.held).where(
-    accounts.c.owner_type == str(OwnerType.USER),
-    accounts.c.owner_id == bindparam("user_id"),
-    accounts.c.currency == bindparam("currency"),
-    accounts.c.kind.in_((str(AccountKind.WALLET), str(AccountKind.RECEIVABLE))),
+_CASH_AND_DEBT = Prepared(
+    select(accounts.c.kind, accounts.c.posted, accounts.c.held).where(
+        accounts.c.owner_type == str(OwnerType.USER),
+        accounts.c.owner_id == bindparam("user_id"),
+        accounts.c.currency == bindparam("currency"),
+        one_of(accounts.c.kind, (str(AccountKind.WALLET), str(AccountKind.RECEIVABLE))),
+    )
 )
 
 
@@ -65,7 +68,7 @@ def user_standing(
     """The user's wallet and receivable in `currency`, now or as of a past moment."""
     if as_of is None:
         # Now: both cached balances in one query (authorizations ask this every time).
-        rows = uow.conn.execute(_CASH_AND_DEBT, {"user_id": user_id, "currency": currency}).all()
+        rows = _CASH_AND_DEBT.rows(uow.conn, {"user_id": user_id, "currency": currency})
         found = {row.kind: row for row in rows}
         wallet_row = found.get(str(AccountKind.WALLET))
         receivable_row = found.get(str(AccountKind.RECEIVABLE))

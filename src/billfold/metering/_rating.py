@@ -44,6 +44,7 @@ from billfold.metering._validation import (
 )
 from billfold.metering.journal import UsageJournal
 from billfold.store.bulk import db_datetime, insert_new_returning
+from billfold.store.prepared import Prepared
 from billfold.store.tables import (
     usage_events,
     usage_periods,
@@ -223,14 +224,18 @@ def period_state(
 ) -> tuple[MetricState, int]:
     """`stored_state` of the user's usage row of a metric and period (empty if none yet):
     what an authorization prices more usage on top of, as metering will."""
-    row = work.conn.execute(
-        select(usage_periods).where(
-            usage_periods.c.user_id == user_id,
-            usage_periods.c.metric_id == metric_id,
-            usage_periods.c.period_start == start,
-        )
-    ).one_or_none()
+    values = {"user_id": user_id, "metric_id": metric_id, "start": start}
+    row = _PERIOD_ROW.first(work.conn, values)
     return (MetricState(), 0) if row is None else stored_state(row, plan_id, version)
+
+
+_PERIOD_ROW = Prepared(
+    select(usage_periods).where(
+        usage_periods.c.user_id == bindparam("user_id"),
+        usage_periods.c.metric_id == bindparam("metric_id"),
+        usage_periods.c.period_start == bindparam("start"),
+    )
+)
 
 
 Stored = list[tuple[_Valid, datetime, datetime, int, Plan]]

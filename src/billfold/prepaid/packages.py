@@ -56,6 +56,7 @@ from billfold.domain.prepaid import (
 from billfold.ids import new_id
 from billfold.prepaid import promotions
 from billfold.store.bulk import db_datetime, insert_new_returning
+from billfold.store.prepared import Prepared
 from billfold.store.tables import metrics, package_holdings, package_usage, packages, services
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -659,12 +660,15 @@ def expiring(work: Work, now: datetime, within: timedelta) -> list[HoldingView]:
     return _holdings(work, ids, now)
 
 
-_VALID_HOLDINGS = select(package_holdings.c.id).where(
-    package_holdings.c.user_id == bindparam("user_id"),
-    package_holdings.c.service_id == bindparam("service_id"),
-    package_holdings.c.status == "active",
-    package_holdings.c.starts_at <= bindparam("now"),
-    package_holdings.c.expires_at > bindparam("now"),
+# Asked by every authorization of a metered use (docs/DECISIONS.md, 118).
+_VALID_HOLDINGS = Prepared(
+    select(package_holdings.c.id).where(
+        package_holdings.c.user_id == bindparam("user_id"),
+        package_holdings.c.service_id == bindparam("service_id"),
+        package_holdings.c.status == "active",
+        package_holdings.c.starts_at <= bindparam("now"),
+        package_holdings.c.expires_at > bindparam("now"),
+    )
 )
 
 
@@ -672,11 +676,10 @@ def remaining_now(work: Work, user_id: str, service_id: str) -> dict[str, Decima
     """{metric code: what the user's valid packages of the service have left now}: what
     entitlements show and authorizations do not need to price."""
     now = work.clock.now()
-    ids = list(
-        work.conn.execute(
-            _VALID_HOLDINGS, {"user_id": user_id, "service_id": service_id, "now": now}
-        ).scalars()
+    found = _VALID_HOLDINGS.rows(
+        work.conn, {"user_id": user_id, "service_id": service_id, "now": now}
     )
+    ids = [row.id for row in found]
     left: dict[str, Decimal] = {}
     for holding in _holdings(work, ids, now):
         for metric, quantity in holding.remaining.items():

@@ -568,12 +568,14 @@ _ACTIVE_SOURCES_OF = Prepared(
         one_of(grants.c.kind, ("voucher", "credit")),
     )
 )
-_LIVE_PARTS = select(grants.c.kind, grants.c.account_id, grants.c.expires_at).where(
-    grants.c.user_id == bindparam("user_id"),
-    grants.c.currency == bindparam("currency"),
-    grants.c.kind.in_(("voucher", "credit")),
-    grants.c.created_at <= bindparam("moment"),
-    grants.c.status == "active",
+_LIVE_PARTS = Prepared(
+    select(grants.c.kind, grants.c.account_id, grants.c.expires_at).where(
+        grants.c.user_id == bindparam("user_id"),
+        grants.c.currency == bindparam("currency"),
+        one_of(grants.c.kind, ("voucher", "credit")),
+        grants.c.created_at <= bindparam("moment"),
+        grants.c.status == "active",
+    )
 )
 
 
@@ -711,9 +713,10 @@ def balance_parts(
     """What the user holds in vouchers and in credit (ledger units), now or at a moment;
     an expired grant counts for nothing, even before its expiry transfer ran."""
     moment = as_of or work.clock.now()
+    rows: Sequence[Any]
     if as_of is None:  # Now: the statement of the hot path, built once.
-        rows = work.conn.execute(
-            _LIVE_PARTS, {"user_id": user_id, "currency": currency_code, "moment": moment}
+        rows = _LIVE_PARTS.rows(
+            work.conn, {"user_id": user_id, "currency": currency_code, "moment": moment}
         )
     else:
         rows = work.conn.execute(
@@ -723,7 +726,7 @@ def balance_parts(
                 grants.c.kind.in_(("voucher", "credit")),
                 grants.c.created_at <= moment,
             )
-        )
+        ).all()
     live = [row for row in rows if row.expires_at is None or row.expires_at > moment]
     if as_of is None:
         now = ledger.balances(work, [row.account_id for row in live])
