@@ -159,6 +159,33 @@ def test_usage_is_rated_split_and_charged_at_once(world: World) -> None:
     assert report["ok"]
 
 
+def test_a_single_event_is_resolved_as_one_in_a_batch_is(world: World) -> None:
+    """One user's events of one service take statements of their own (DECISIONS 118):
+    the same users, by id or external id, the same services and the same refusals."""
+    alone = {
+        "by-external-id": (event("x-1", "ext-pre", value=10), None),
+        "unknown-user": (event("x-2", "usr_nobody"), "user_not_found"),
+        "unknown-external-id": (event("x-3", "ext-nobody"), "user_not_found"),
+        "unknown-service": (
+            {**event("x-4", world.prepaid), "service": "nope"},
+            "service_not_found",
+        ),
+        # Provider b's service: provider a may not meter it, nor learn that it exists.
+        "strangers-service": (
+            {**event("x-5", world.prepaid), "service": "geo"},
+            "service_not_found",
+        ),
+        "unknown-metric": (event("x-6", world.prepaid, metric="sms"), "metric_not_found"),
+    }
+    for name, (sent, refused) in alone.items():
+        result = world.send([sent])
+        codes = [r["error"]["code"] for r in result["rejected"]]
+        assert codes == ([refused] if refused else []), name
+        assert result["accepted"] == (0 if refused else 1), name
+    # Ten calls at 0.01, charged to the user the external id names.
+    assert world.balance(world.prepaid)["posted"] == "9.90"
+
+
 def test_each_event_is_checked_on_its_own(world: World, clock: TestClock) -> None:
     future = (clock.now() + timedelta(hours=1)).isoformat()
     batch = [

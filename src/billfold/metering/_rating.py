@@ -289,6 +289,20 @@ def _rate_and_charge(
     return _charge(work, deltas, catalog, now, capture_hold)
 
 
+# Built once, the keys one expanding parameter: building `tuple_(...).in_(keys)` for
+# every group cost more than running it (docs/DECISIONS.md, 118).
+_LOCK_PERIODS = (
+    select(usage_periods)
+    .where(
+        tuple_(
+            usage_periods.c.user_id, usage_periods.c.metric_id, usage_periods.c.period_start
+        ).in_(bindparam("keys", expanding=True))
+    )
+    .order_by(usage_periods.c.user_id, usage_periods.c.metric_id, usage_periods.c.period_start)
+    .with_for_update()
+)
+
+
 def _lock_usage_rows(
     work: Work, groups: dict[GroupKey, Group], now: datetime
 ) -> dict[GroupKey, Any]:
@@ -332,18 +346,7 @@ def _lock_usage_rows(
     existing: dict[GroupKey, Any] = {}
     for offset in range(0, len(keys), 500):
         chunk = keys[offset : offset + 500]
-        for row in conn.execute(
-            select(usage_periods)
-            .where(
-                tuple_(
-                    usage_periods.c.user_id, usage_periods.c.metric_id, usage_periods.c.period_start
-                ).in_(chunk)
-            )
-            .order_by(
-                usage_periods.c.user_id, usage_periods.c.metric_id, usage_periods.c.period_start
-            )
-            .with_for_update()
-        ):
+        for row in conn.execute(_LOCK_PERIODS, {"keys": chunk}):
             existing[(row.user_id, row.metric_id, row.period_start)] = row
     return existing
 

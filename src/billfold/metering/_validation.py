@@ -5,13 +5,13 @@ metric, plan and usage period (billfold.catalog.terms), or why it has none.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from billfold.catalog import PlanVersions, load_versions, terms
 from billfold.core.access import Principal, Role
@@ -31,6 +31,7 @@ from billfold.metering._parsing import (
     _Reject,
     _Valid,
 )
+from billfold.store.prepared import Prepared
 from billfold.store.tables import (
     metrics,
     providers,
@@ -68,32 +69,62 @@ class _Catalog:
         return period
 
 
+_USER_COLUMNS = (
+    users.c.id,
+    users.c.external_id,
+    users.c.currency,
+    users.c.billing_mode,
+    users.c.status,
+)
+# One user's, one service's, one provider's: what a single event (or a batch of one user's
+# events of one service) asks, prepared (docs/DECISIONS.md, 118). Many: lists, in chunks.
+_USER_BY_REF = Prepared(
+    select(*_USER_COLUMNS).where(
+        (users.c.id == bindparam("ref")) | (users.c.external_id == bindparam("ref"))
+    )
+)
+_SERVICE_BY_CODE = Prepared(select(services).where(services.c.code == bindparam("code")))
+_METRICS_OF = Prepared(select(metrics).where(metrics.c.service_id == bindparam("service_id")))
+_RATE_OF = Prepared(
+    select(providers.c.id, providers.c.commission_rate).where(providers.c.id == bindparam("id"))
+)
+
+
+def _user_rows(work: Work, refs: list[str]) -> Iterator[Any]:
+    if len(refs) == 1:
+        yield from _USER_BY_REF.rows(work.conn, {"ref": refs[0]})
+        return
+    for start in range(0, len(refs), 1000):
+        chunk = refs[start : start + 1000]
+        yield from work.conn.execute(
+            select(*_USER_COLUMNS).where(users.c.id.in_(chunk) | users.c.external_id.in_(chunk))
+        )
+
+
 def _load_catalog(work: Work, raws: Sequence[_Raw], now: datetime) -> _Catalog:
     conn = work.conn
     refs = sorted({r.user for r in raws})
     user_rows: dict[str, Any] = {}
-    for start in range(0, len(refs), 1000):
-        chunk = refs[start : start + 1000]
-        for row in conn.execute(
-            select(
-                users.c.id,
-                users.c.external_id,
-                users.c.currency,
-                users.c.billing_mode,
-                users.c.status,
-            ).where(users.c.id.in_(chunk) | users.c.external_id.in_(chunk))
-        ):
-            user_rows[row.id] = row
-            if row.external_id:
-                user_rows[row.external_id] = row
+    for row in _user_rows(work, refs):
+        user_rows[row.id] = row
+        if row.external_id:
+            user_rows[row.external_id] = row
     codes = sorted({r.service for r in raws})
-    service_rows = {
-        row.code: row for row in conn.execute(select(services).where(services.c.code.in_(codes)))
-    }
+    found = (
+        _SERVICE_BY_CODE.rows(conn, {"code": codes[0]})
+        if len(codes) == 1
+        else conn.execute(select(services).where(services.c.code.in_(codes)))
+    )
+    service_rows = {row.code: row for row in found}
     metric_rows = {}
     if service_rows:
         ids = {row.id: row.code for row in service_rows.values()}
-        for row in conn.execute(select(metrics).where(metrics.c.service_id.in_(list(ids)))):
+        listed = (
+            _METRICS_OF.rows(conn, {"service_id": next(iter(ids))})
+            if len(ids) == 1
+            else conn.execute(select(metrics).where(metrics.c.service_id.in_(list(ids))))
+        )
+        for row in listed:
             metric_rows[(ids[row.service_id], row.code)] = row
     pairs = {
         (user.id, service.id) for user in user_rows.values() for service in service_rows.values()
@@ -102,14 +133,16 @@ def _load_catalog(work: Work, raws: Sequence[_Raw], now: datetime) -> _Catalog:
     plan_ids = sorted({phase.plan_id for phases in subscribed.values() for _, phase in phases})
     versions = load_versions(work, plan_ids)
     provider_ids = sorted({row.provider_id for row in service_rows.values()})
-    rates = {
-        row.id: Decimal(row.commission_rate)
-        for row in conn.execute(
+    owners = (
+        _RATE_OF.rows(conn, {"id": provider_ids[0]})
+        if len(provider_ids) == 1
+        else conn.execute(
             select(providers.c.id, providers.c.commission_rate).where(
                 providers.c.id.in_(provider_ids)
             )
         )
-    }
+    )
+    rates = {row.id: Decimal(row.commission_rate) for row in owners}
     return _Catalog(
         user_rows,
         service_rows,

@@ -613,22 +613,22 @@ def load_draws(work: Work, moments: dict[tuple[str, str], list[datetime]], now: 
         )
     for offset in range(0, len(keys), 500):
         chunk = keys[offset : offset + 500]
-        for u in conn.execute(
-            select(package_usage)
-            .where(
-                tuple_(
-                    package_usage.c.holding_id,
-                    package_usage.c.metric_id,
-                    package_usage.c.cycle_start,
-                ).in_(chunk)
-            )
-            .order_by(
-                package_usage.c.holding_id, package_usage.c.metric_id, package_usage.c.cycle_start
-            )
-            .with_for_update()
-        ):
+        for u in conn.execute(_LOCK_CYCLES, {"keys": chunk}):
             draws.used[(u.holding_id, u.metric_id, u.cycle_start)] = Decimal(u.used)
     return draws
+
+
+_LOCK_CYCLES = (
+    select(package_usage)
+    .where(
+        tuple_(
+            package_usage.c.holding_id, package_usage.c.metric_id, package_usage.c.cycle_start
+        ).in_(bindparam("keys", expanding=True))
+    )
+    .order_by(package_usage.c.holding_id, package_usage.c.metric_id, package_usage.c.cycle_start)
+    .with_for_update()
+)
+"""The usage rows of package cycles, locked in key order (built once, as _LOCK_PERIODS)."""
 
 
 def usage_levels(work: Work, now: datetime) -> list[tuple[HoldingView, str, Decimal]]:
