@@ -77,11 +77,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 # A path segment that may be personal data: an email address, or a phone number (an
 # external id may be either). Such segments are not written to the logs.
 _PERSONAL = re.compile(r"@|\+?\d[\d\s().-]{6,}\d")
+# One of billfold's own ids (billfold.ids): random, never personal, though its 26 base32
+# characters may hold a run of digits that looks like a phone number.
+_OWN_ID = re.compile(r"[a-z]{2,8}_[0-9a-hjkmnp-tv-z]{26}")
 
 
 def redacted_path(path: str) -> str:
     """The path as logged: segments that look like an email or a phone number hidden."""
-    return "/".join("(redacted)" if _PERSONAL.search(part) else part for part in path.split("/"))
+    return "/".join(
+        "(redacted)" if _PERSONAL.search(part) and not _OWN_ID.fullmatch(part) else part
+        for part in path.split("/")
+    )
 
 
 class RequestLogMiddleware:
