@@ -20,6 +20,7 @@ from billfold.core.keys import create_key
 from billfold.domain.pricing import parse_plan, parse_usage, quote
 from billfold.domain.rating import units_due
 from billfold.ledger.verify import verify
+from billfold.store.ledger_tables import accounts, postings, transfers
 from billfold.store.tables import usage_events, usage_periods
 from billfold.workers.housekeeping import run_once
 from tests.conftest import START, LiveServer, make_context
@@ -400,6 +401,23 @@ def test_authorizations_hold_capture_void_and_expire(world: World, clock: TestCl
         ).json()
         assert partial["captured"] == "2.00"
         assert world.balance(world.prepaid)["posted"] == "6.90"
+    with world.client("admin") as admin:
+        listed = admin.get(f"/v1/users/{world.prepaid}/transactions").json()["data"]
+    (split,) = [t for t in listed if t["kind"] == "capture"]
+    assert split["amount"] == "-2.00"
+    # The amount captured is split at the provider's commission rate (0.2), as a charge is.
+    with world.ctx.db.unit_of_work() as uow:
+        legs = dict(
+            uow.conn.execute(
+                select(accounts.c.kind, postings.c.amount)
+                .join(transfers, transfers.c.seq == postings.c.transfer_seq)
+                .join(accounts, accounts.c.id == postings.c.account_id)
+                .where(transfers.c.id == split["id"])
+            ).all()
+        )
+    assert legs["provider_earnings"] == 4 * legs["platform_revenue"] > 0
+    assert sum(legs.values()) == 0
+    with world.client("a") as a:
         voided = a.post("/v1/authorizations", json={"user": world.prepaid, "amount": "1"}).json()
         assert a.post(f"/v1/authorizations/{voided['id']}/void").json()["status"] == "voided"
         lapsing = a.post(

@@ -33,9 +33,9 @@ from billfold.core.directory import (
     Payer,
     UserView,
     arrears_terms,
+    commission_rate,
     debt_stage,
     load_payer,
-    load_provider,
     load_user,
 )
 from billfold.domain.arrears import GRACE, ArrearsTerms
@@ -412,7 +412,7 @@ def _view(hold: HoldView, user: Account, amount: Decimal | None = None) -> Autho
 
 def _own_hold(
     work: Work, principal: Principal, auth_id: str, *, customer: bool = False
-) -> tuple[HoldView, UserView]:
+) -> tuple[HoldView, Payer]:
     """The authorization, if it is the asker's; with `customer`, only while its user is
     still the provider's customer (a void, which frees the user's money, needs not)."""
     require_role(principal, Role.ADMIN, Role.PROVIDER)
@@ -432,7 +432,7 @@ def _own_hold(
         and not is_customer(work, hold.user_id, hold.provider_id or "")
     ):
         raise NotFound(f"no authorization {auth_id}", code="authorization_not_found")
-    return hold, load_user(work, hold.user_id)
+    return hold, load_payer(work, hold.user_id)
 
 
 def capture(
@@ -514,9 +514,9 @@ def capture(
     return _view(hold, user)
 
 
-def _capture_amount(work: Work, hold: HoldView, user: UserView, units: int, now: datetime) -> None:
+def _capture_amount(work: Work, hold: HoldView, user: Account, units: int, now: datetime) -> None:
     """Charges `units` of an amount hold, releasing the hold in the same transfer."""
-    provider = load_provider(work, hold.provider_id) if hold.provider_id else None
+    rate = commission_rate(work, hold.provider_id) if hold.provider_id else Decimal(1)
     accounts = ledger.charge_accounts(
         work,
         user.id,
@@ -533,7 +533,7 @@ def _capture_amount(work: Work, hold: HoldView, user: UserView, units: int, now:
         kind=TransferKind.CAPTURE,
         currency=user.currency.code,
         amount=units,
-        commission_rate=provider.commission_rate if provider else Decimal(1),
+        commission_rate=rate,
         user_id=user.id,
         provider_id=hold.provider_id,
         description="authorized charge",

@@ -34,9 +34,10 @@ def _lock_holds(uow: UnitOfWork, hold_ids: set[str | None]) -> dict[str, HoldVie
     wanted = sorted(h for h in hold_ids if h)
     if not wanted:
         return {}
-    rows = uow.conn.execute(
-        select(holds).where(holds.c.id.in_(wanted)).order_by(holds.c.id).with_for_update()
-    ).all()
+    if len(wanted) == 1:  # A capture's: prepared (docs/DECISIONS.md, 119).
+        rows = _HOLD_FOR_UPDATE.rows(uow.conn, {"hold_id": wanted[0]})
+    else:
+        rows = list(uow.conn.execute(_HOLDS_FOR_UPDATE, {"hold_ids": wanted}))
     return {row.id: _hold_view(row) for row in rows}
 
 
@@ -95,6 +96,15 @@ _LAPSED = Prepared(
         holds.c.status == str(HoldStatus.PENDING),
         holds.c.expires_at <= bindparam("now"),
     )
+)
+_HOLD_FOR_UPDATE = Prepared(
+    select(holds).where(holds.c.id == bindparam("hold_id")).with_for_update()
+)
+_HOLDS_FOR_UPDATE = (
+    select(holds)
+    .where(holds.c.id.in_(bindparam("hold_ids", expanding=True)))
+    .order_by(holds.c.id)
+    .with_for_update()
 )
 _SET_HELD = Prepared(
     update(accounts).where(accounts.c.id == bindparam("account_id")).values(held=bindparam("held"))
@@ -164,7 +174,7 @@ def create_hold(
 
 
 def get_hold(uow: UnitOfWork, hold_id: str) -> HoldView:
-    row = uow.conn.execute(select(holds).where(holds.c.id == hold_id)).one_or_none()
+    row = _HOLD_BY_ID.first(uow.conn, {"hold_id": hold_id})
     if row is None:
         raise NotFound(f"no hold {hold_id}", code="hold_not_found", param="id")
     return _hold_view(row)

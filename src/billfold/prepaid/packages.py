@@ -565,6 +565,26 @@ class Draws:
         )
 
 
+_HELD = select(package_holdings).where(
+    package_holdings.c.status == "active",
+    package_holdings.c.starts_at <= bindparam("latest"),
+    package_holdings.c.expires_at > bindparam("earliest"),
+)
+_HELD_BY = _HELD.where(package_holdings.c.user_id.in_(bindparam("user_ids", expanding=True)))
+_HELD_BY_USER = Prepared(_HELD.where(package_holdings.c.user_id == bindparam("user_id")))
+"""The packages that users hold at some moment of a span: built once, one user's prepared."""
+
+
+def _held(work: Work, users: list[str], earliest: datetime, latest: datetime) -> list[Any]:
+    span = {"latest": latest, "earliest": earliest}
+    if len(users) == 1:  # A single event, a capture: prepared (docs/DECISIONS.md, 119).
+        return _HELD_BY_USER.rows(work.conn, {**span, "user_id": users[0]})
+    rows: list[Any] = []
+    for offset in range(0, len(users), 500):
+        rows += work.conn.execute(_HELD_BY, {**span, "user_ids": users[offset : offset + 500]})
+    return rows
+
+
 def load_draws(work: Work, moments: dict[tuple[str, str], list[datetime]], now: datetime) -> Draws:
     """The packages the users of a batch hold for its metrics at its events' moments, with
     the cycles those moments fall in created if missing and locked (in key order, after
@@ -575,16 +595,7 @@ def load_draws(work: Work, moments: dict[tuple[str, str], list[datetime]], now: 
     users = sorted({u for u, _m in moments})
     earliest = min(t for ts in moments.values() for t in ts)
     latest = max(t for ts in moments.values() for t in ts)
-    rows: list[Any] = []
-    for offset in range(0, len(users), 500):
-        rows += work.conn.execute(
-            select(package_holdings).where(
-                package_holdings.c.user_id.in_(users[offset : offset + 500]),
-                package_holdings.c.status == "active",
-                package_holdings.c.starts_at <= latest,
-                package_holdings.c.expires_at > earliest,
-            )
-        ).all()
+    rows = _held(work, users, earliest, latest)
     if not rows:
         return draws
     cycles: set[tuple[str, str, datetime]] = set()
