@@ -163,6 +163,11 @@ def test_a_provider_cannot_touch_a_non_customer(world: World, target: str) -> No
     before = world.balance(target)
     attempts: list[tuple[str, str, dict[str, Any] | None]] = [
         ("POST", "/v1/charges", {"user": user, "amount": "5", "description": "x"}),
+        (
+            "POST",
+            "/v1/charges",
+            {"user": user, "amount": "5", "description": "x", "service": "maps"},
+        ),
         ("POST", "/v1/authorizations", {"user": user, "amount": "5"}),
         (
             "POST",
@@ -189,6 +194,44 @@ def test_a_provider_cannot_touch_a_non_customer(world: World, target: str) -> No
         assert all(s["plan"] != "maps-pro" for s in subs)
         holds = world.balance(target)["held"]
         assert holds == "0.00"
+
+
+def test_a_charge_finds_its_user_service_and_commission_as_asked(world: World) -> None:
+    """A one-off charge reads its user, service, commission and the customer check in one
+    statement (DECISIONS 121): the same answers, refusals and order of refusals as four."""
+    alice = world.users["alice"]
+    with world.client("admin") as admin:
+        # Another user whose external id spells alice's id: alice's own id wins.
+        spelled = {"name": "Dave", "email": "dave@u.io", "currency": "USD", "external_id": alice}
+        assert admin.post("/v1/users", json=spelled).status_code == 201
+        erin = admin.post(
+            "/v1/users",
+            json={"name": "Erin", "email": "erin@u.io", "currency": "USD", "external_id": "e-1"},
+        ).json()["id"]
+        admin.post(f"/v1/users/{erin}/top-ups", json={"amount": "20"}).raise_for_status()
+        admin.post("/v1/subscriptions", json={"user": erin, "service": "maps"}).raise_for_status()
+    body = {"amount": "5", "description": "x", "service": "maps"}
+    with world.client("a") as a:
+        charged = a.post("/v1/charges", json={**body, "user": alice})
+        assert charged.status_code == 201, charged.text
+        assert (charged.json()["user"], charged.json()["provider_amount"]) == (alice, "4.00")
+        assert charged.json()["commission"] == "1.00"
+        by_external_id = a.post("/v1/charges", json={**body, "user": "e-1"})
+        assert by_external_id.status_code == 201 and by_external_id.json()["user"] == erin
+        refusals = {
+            "user_not_found": {**body, "user": "usr_nobody", "amount": "not money"},
+            "service_not_found": {**body, "user": alice, "service": "nope"},
+        }
+        for code, sent in refusals.items():
+            refused = a.post("/v1/charges", json=sent)
+            assert refused.status_code == 404 and refused.json()["error"]["code"] == code
+        assert a.post("/v1/charges", json={**body, "user": alice, "amount": "0"}).status_code == 400
+    with world.client("b") as b:
+        # Provider B may not bill in the name of A's service, even for A's customer.
+        stranger = b.post("/v1/charges", json={**body, "user": alice})
+        assert stranger.status_code == 404
+        assert stranger.json()["error"]["code"] == "service_not_found"
+    assert world.balance("alice")["posted"] == "15.00"
 
 
 def test_only_the_user_or_an_admin_makes_the_first_subscription(world: World) -> None:
