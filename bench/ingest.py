@@ -368,7 +368,7 @@ def main() -> None:
             ),
         )
     console.print(table)
-    console.print("target: >= 20,000 events/s on SQLite, ratio >= 0.15")
+    console.print("target (issue 15): ratio >= 0.3 on SQLite, >= 0.4 on PostgreSQL")
     if args.packages:
         console.print("target: events/s with packages >= 0.90 of the figure without")
     print(json.dumps({b: {k: round(v, 1) for k, v in f.items()} for b, f in results.items()}))
