@@ -72,7 +72,12 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # FastAPI tries the routers in order, each route in turn, and matching a path costs
+    # more per route than `GET /v1/me` does otherwise: the keys' own routes (six, among
+    # them /v1/me, which gateways ask) come first (docs/DECISIONS.md, 122). No path of
+    # one router is also a path of another, so the order changes no answer.
     for feature in (
+        core_router,
         parties_router,
         identity_router,
         catalog_router,
@@ -86,7 +91,6 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
         settlement_router,
         alerts_router,
         ledger_router,
-        core_router,
         test_clock,
     ):
         app.include_router(feature.router)

@@ -21,6 +21,7 @@ from billfold.core.http import (
     bearer,
     get_context,
     get_principal,
+    json_answer,
     maybe_aware,
 )
 from billfold.core.metrics import exposition, observe_lag
@@ -113,10 +114,13 @@ def list_audit_events(
 
 
 @router.get("/me", response_model=MeOut)
-async def whoami(who: Who) -> MeOut:
+async def whoami(who: Who) -> Response:
     """The role and party of the API key in use."""
-    return MeOut(
-        key_id=who.key_id, role=str(who.role), provider_id=who.provider_id, user_id=who.user_id
+    # Encoded once, not validated again on the way out: a gateway may ask this often.
+    return json_answer(
+        MeOut(
+            key_id=who.key_id, role=str(who.role), provider_id=who.provider_id, user_id=who.user_id
+        )
     )
 
 
