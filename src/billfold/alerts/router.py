@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from billfold import alerts
 from billfold.alerts.schemas import (
@@ -21,6 +21,7 @@ from billfold.core.access import Principal
 from billfold.core.context import Context
 from billfold.core.http import (
     Read,
+    SegmentRouter,
     UnitOfWorkRoute,
     Write,
     get_context,
@@ -28,7 +29,7 @@ from billfold.core.http import (
 )
 from billfold.core.schemas import ListOf
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["alerts"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["alerts"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from billfold import analytics
 from billfold.analytics import simulator
@@ -23,6 +23,7 @@ from billfold.core.http import (
     From,
     Read,
     Ref,
+    SegmentRouter,
     To,
     Tz,
     UnitOfWorkRoute,
@@ -32,7 +33,7 @@ from billfold.core.http import (
     get_principal,
 )
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["analytics"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["analytics"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 

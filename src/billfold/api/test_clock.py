@@ -6,19 +6,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from billfold import arrears
 from billfold.clock import TestClock
 from billfold.core import audit
 from billfold.core.access import Principal, require_admin
 from billfold.core.context import Context
-from billfold.core.http import UnitOfWorkRoute, aware, get_context, get_principal
+from billfold.core.http import SegmentRouter, UnitOfWorkRoute, aware, get_context, get_principal
 from billfold.domain.errors import InvalidRequest, NotFound
 from billfold.invoicing import billing, mail_invoices
 from billfold.invoicing.schemas import TestClockMove, TestClockOut
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["invoices"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["invoices"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import Body, Depends, Query, Request, Response
 
 from billfold import authorizations
 from billfold.authorizations.schemas import (
@@ -17,6 +17,7 @@ from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.http import (
     Read,
+    SegmentRouter,
     UnitOfWorkRoute,
     get_context,
     get_principal,
@@ -24,7 +25,7 @@ from billfold.core.http import (
     json_answer,
 )
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["authorizations"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["authorizations"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 EVENT_EXAMPLE = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import Body, Depends, Query
 
 from billfold import catalog
 from billfold.catalog.schemas import (
@@ -27,6 +27,7 @@ from billfold.core.context import Context
 from billfold.core.http import (
     Limit,
     Read,
+    SegmentRouter,
     StartingAfter,
     UnitOfWorkRoute,
     Write,
@@ -36,7 +37,7 @@ from billfold.core.http import (
 )
 from billfold.core.schemas import Moment
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["catalog and pricing"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["catalog and pricing"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 PLAN_EXAMPLE = {

@@ -6,7 +6,7 @@ import hmac
 from typing import Annotated
 
 import structlog
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials
 
@@ -16,6 +16,7 @@ from billfold.core.context import Context
 from billfold.core.http import (
     Limit,
     Read,
+    SegmentRouter,
     UnitOfWorkRoute,
     Write,
     bearer,
@@ -38,7 +39,7 @@ from billfold.core.schemas import (
 from billfold.core.stream import EventStream, consumer_name, state
 from billfold.domain.errors import PermissionDenied
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["operator"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["operator"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 
@@ -125,7 +126,7 @@ async def whoami(who: Who) -> Response:
 
 
 log = structlog.get_logger("billfold.api")
-health = APIRouter(tags=["operator"])
+health = SegmentRouter(tags=["operator"])
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
 
 

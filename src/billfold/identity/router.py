@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import Depends, Path, Request, Response
 
 from billfold import identity
 from billfold.core import sessions
 from billfold.core.access import Principal
-from billfold.core.http import Read, UnitOfWorkRoute, Write, get_principal
+from billfold.core.http import Read, SegmentRouter, UnitOfWorkRoute, Write, get_principal
 from billfold.core.schemas import ListOf
 from billfold.identity.schemas import (
     Accepted,
@@ -35,7 +35,7 @@ from billfold.identity.schemas import (
 )
 from billfold.parties.schemas import ProviderOut
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["identity"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["identity"])
 Who = Annotated[Principal, Depends(get_principal)]
 Token = Annotated[str, Path(min_length=1, max_length=200)]
 ProviderId = Annotated[str, Path(min_length=1, max_length=64)]

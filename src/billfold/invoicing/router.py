@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from billfold.core.access import Principal
@@ -12,6 +12,7 @@ from billfold.core.context import Context
 from billfold.core.http import (
     Limit,
     Read,
+    SegmentRouter,
     StartingAfter,
     UnitOfWorkRoute,
     Write,
@@ -29,7 +30,7 @@ from billfold.invoicing.schemas import (
     InvoicePaymentOut,
 )
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["invoices"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["invoices"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 InvoiceStatus = Annotated[

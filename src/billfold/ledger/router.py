@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from billfold.core.access import Principal
 from billfold.core.context import Context
-from billfold.core.http import Read, UnitOfWorkRoute, get_context, get_principal
+from billfold.core.http import Read, SegmentRouter, UnitOfWorkRoute, get_context, get_principal
 from billfold.ledger import verify
 from billfold.ledger.schemas import VerifyOut
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["ledger"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["ledger"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 

@@ -6,7 +6,7 @@ import asyncio
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends, Request, Response
 from fastapi.responses import JSONResponse
 from nats.errors import Error as NatsError
 from starlette.concurrency import run_in_threadpool
@@ -16,6 +16,7 @@ from billfold.core import idempotency, metrics
 from billfold.core.access import Principal, Role, require_role
 from billfold.core.context import Context
 from billfold.core.http import (
+    SegmentRouter,
     UnitOfWorkRoute,
     Write,
     get_context,
@@ -30,7 +31,7 @@ from billfold.core.stream import state as stream_status
 from billfold.domain.errors import InvalidRequest, NotFound, StreamUnavailable
 from billfold.metering.schemas import DefaultPlanSet, IngestOut, StreamOut
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["usage"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["usage"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 EVENT_EXAMPLE = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from billfold import parties
 from billfold.core.access import Principal
@@ -12,6 +12,7 @@ from billfold.core.context import Context, Work
 from billfold.core.http import (
     Limit,
     Read,
+    SegmentRouter,
     StartingAfter,
     UnitOfWorkRoute,
     Write,
@@ -45,7 +46,7 @@ from billfold.parties.schemas import (
     UserOut,
 )
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["parties and money"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["parties and money"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 

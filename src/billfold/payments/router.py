@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from fastapi.responses import Response
 
 from billfold import payments
 from billfold.core.access import Principal
-from billfold.core.http import Read, UnitOfWorkRoute, Write, get_principal
+from billfold.core.http import Read, SegmentRouter, UnitOfWorkRoute, Write, get_principal
 from billfold.payments.schemas import (
     CheckoutCreate,
     MethodCreate,
@@ -22,7 +22,7 @@ from billfold.payments.schemas import (
     RechargeSet,
 )
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["payments"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["payments"])
 Who = Annotated[Principal, Depends(get_principal)]
 GATEWAY_DOWN: dict[int | str, dict[str, Any]] = {
     502: {"description": "The gateway refused or could not be reached; nothing changed."}

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 
 from billfold import prepaid
 from billfold.core.access import Principal
 from billfold.core.http import (
     Limit,
     Read,
+    SegmentRouter,
     StartingAfter,
     UnitOfWorkRoute,
     Write,
@@ -35,7 +36,7 @@ from billfold.prepaid.schemas import (
     Redemption,
 )
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["prepaid products"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["prepaid products"])
 Who = Annotated[Principal, Depends(get_principal)]
 Ended = Annotated[bool, Query(description="Also the expired, used and refunded ones.")]
 

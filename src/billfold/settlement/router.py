@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from billfold import settlement
@@ -13,6 +13,7 @@ from billfold.core.context import Context
 from billfold.core.http import (
     Period,
     Read,
+    SegmentRouter,
     UnitOfWorkRoute,
     Write,
     get_context,
@@ -31,7 +32,7 @@ from billfold.settlement.schemas import (
     StatementsOut,
 )
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["settlement"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["settlement"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from billfold import subscriptions
 from billfold.core.access import Principal
@@ -12,6 +12,7 @@ from billfold.core.context import Context
 from billfold.core.http import (
     Limit,
     Read,
+    SegmentRouter,
     StartingAfter,
     UnitOfWorkRoute,
     Write,
@@ -26,7 +27,7 @@ from billfold.subscriptions.schemas import (
     SubscriptionOut,
 )
 
-router = APIRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["subscriptions"])
+router = SegmentRouter(prefix="/v1", route_class=UnitOfWorkRoute, tags=["subscriptions"])
 Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 InvoiceStatus = Annotated[
