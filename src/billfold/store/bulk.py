@@ -8,12 +8,14 @@ on SQLite it is written in exactly the text form SQLAlchemy itself writes and re
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, String, Table, exc
 from sqlalchemy.dialects import postgresql, sqlite
+
+T = TypeVar("T")
 
 
 def db_datetime(connection: Connection, value: datetime) -> Any:
@@ -118,38 +120,37 @@ def driver_execute_many(connection: Connection, sql: str, rows: Sequence[Sequenc
     if len(rows) == 1:
         driver_execute(connection, sql, rows[0])
         return
-    if not connection.in_transaction():
-        connection.begin()
-    dbapi_error = connection.dialect.loaded_dbapi.Error
-    cursor = connection.connection.cursor()
-    try:
-        cursor.executemany(sql, rows)
-    except dbapi_error as error:
-        raise exc.DBAPIError.instance(
-            sql, None, error, dbapi_error, dialect=connection.dialect
-        ) from error
-    finally:
-        cursor.close()
+    on_driver_cursor(connection, sql, lambda cursor: cursor.executemany(sql, rows))
 
 
 def driver_execute(
     connection: Connection, sql: str, params: Sequence[Any], *, fetch: bool = False
 ) -> list[Any]:
-    """Runs `sql` on the driver's own cursor, inside the connection's transaction.
+    """Runs `sql` on the driver's own cursor, inside the connection's transaction
+    (`on_driver_cursor`); with `fetch`, its rows."""
+
+    def run(cursor: Any) -> list[Any]:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall()) if fetch else []
+
+    return on_driver_cursor(connection, sql, run)
+
+
+def on_driver_cursor(connection: Connection, sql: str, run: Callable[[Any], T]) -> T:
+    """`run(cursor)` on the driver's own cursor, inside the connection's transaction.
 
     The transaction is begun through SQLAlchemy first (as its first statement would), so
     that the unit of work commits or rolls back this statement with the rest. A driver
     error is raised as SQLAlchemy raises it (IntegrityError, OperationalError, with the
     driver's error as .orig), so that retries on deadlocks and refusals see what they
-    expect.
+    expect. `sql` names the statement in that error.
     """
     if not connection.in_transaction():
         connection.begin()
     dbapi_error = connection.dialect.loaded_dbapi.Error
     cursor = connection.connection.cursor()
     try:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall()) if fetch else []
+        return run(cursor)
     except dbapi_error as error:
         raise exc.DBAPIError.instance(
             sql, None, error, dbapi_error, dialect=connection.dialect

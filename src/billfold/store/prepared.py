@@ -17,8 +17,10 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, exc, literal
+from sqlalchemy import Connection, literal
 from sqlalchemy.sql.expression import Executable
+
+from billfold.store.bulk import on_driver_cursor
 
 Processor = Callable[[Any], Any] | None
 T = TypeVar("T")
@@ -133,17 +135,9 @@ class Prepared:
         read: Callable[[Any], T],
     ) -> T:
         params = form.params(values or {})
-        if not connection.in_transaction():
-            connection.begin()  # As SQLAlchemy would: the unit of work owns this statement.
-        dialect = connection.dialect
-        dbapi_error = dialect.loaded_dbapi.Error
-        cursor = connection.connection.cursor()
-        try:
+
+        def run(cursor: Any) -> T:
             cursor.execute(form.sql, params)
             return read(cursor)
-        except dbapi_error as error:
-            raise exc.DBAPIError.instance(
-                form.sql, params, error, dbapi_error, dialect=dialect
-            ) from error
-        finally:
-            cursor.close()
+
+        return on_driver_cursor(connection, form.sql, run)
