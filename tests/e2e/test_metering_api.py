@@ -187,6 +187,20 @@ def test_a_single_event_is_resolved_as_one_in_a_batch_is(world: World) -> None:
     assert world.balance(world.prepaid)["posted"] == "9.90"
 
 
+def test_a_users_own_id_wins_over_another_users_external_id_that_spells_it(
+    world: World,
+) -> None:
+    """A careless (or hostile) admin gives a new user an external id that is another
+    user's id: usage sent by that id is still the first user's, alone or in a batch."""
+    with world.client("admin") as admin:
+        spelled = {"name": "S", "email": "s@u.io", "currency": "USD", "external_id": world.prepaid}
+        assert admin.post("/v1/users", json=spelled).status_code == 201
+    assert world.send([event("own-1", world.prepaid)])["accepted"] == 1
+    batch = world.send([event("own-2", world.prepaid), event("own-3", world.postpaid)])
+    assert (batch["accepted"], batch["rejected"]) == (2, [])
+    assert world.balance(world.prepaid)["posted"] == "9.98"
+
+
 def test_each_event_is_checked_on_its_own(world: World, clock: TestClock) -> None:
     future = (clock.now() + timedelta(hours=1)).isoformat()
     batch = [

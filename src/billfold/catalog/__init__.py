@@ -32,6 +32,7 @@ from billfold.catalog.service import (
     quote_for,
     retire_plan,
     service_metrics,
+    service_row,
 )
 
 __all__ = [
@@ -63,5 +64,6 @@ __all__ = [
     "require_customer",
     "retire_plan",
     "service_metrics",
+    "service_row",
     "was_customer",
 ]

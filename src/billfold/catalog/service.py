@@ -125,11 +125,16 @@ def _can_see_service(principal: Principal, service: ServiceView) -> bool:
 _SERVICE_BY_CODE = Prepared(select(services).where(services.c.code == bindparam("code")))
 
 
+def service_row(work: Work, code: str) -> Any:
+    """The stored row of the service with this code, or None (no access checked)."""
+    return _SERVICE_BY_CODE.first(work.conn, {"code": code})
+
+
 def load_service(
     work: Work, principal: Principal, code: str, *, write: bool = False
 ) -> ServiceView:
     """The service with this code, if the principal may see it (or change it, with `write`)."""
-    row = _SERVICE_BY_CODE.first(work.conn, {"code": code})
+    row = service_row(work, code)
     service = _service_view(row) if row is not None else None
     if (
         service is None

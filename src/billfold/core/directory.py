@@ -7,6 +7,7 @@ lookup, the decryption of personal data and the not-found answer are the same fo
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -95,14 +96,11 @@ def provider_view(work: Work, row: Any) -> ProviderView:
 # SQLAlchemy more than SQLite takes to run it (docs/DECISIONS.md, 102).
 _PROVIDER_BY_ID = select(providers).where(providers.c.id == bindparam("id"))
 _COMMISSION = Prepared(select(providers.c.commission_rate).where(providers.c.id == bindparam("id")))
-_PAYER_BY = {
-    column.name: Prepared(
-        select(users.c.id, users.c.currency, users.c.billing_mode, users.c.credit_limit).where(
-            column == bindparam("ref")
-        )
+_PAYER_BY_REF = Prepared(
+    select(users.c.id, users.c.currency, users.c.billing_mode, users.c.credit_limit).where(
+        (users.c.id == bindparam("ref")) | (users.c.external_id == bindparam("ref"))
     )
-    for column in (users.c.id, users.c.external_id)
-}
+)
 _USER_BY = {
     (column.name, lock): (
         select(users).where(column == bindparam("ref")).with_for_update()
@@ -155,12 +153,22 @@ def user_row(work: Work, user_ref: str, *, lock: bool = False) -> Any:
 
 def load_payer(work: Work, user_ref: str) -> Payer:
     """A user by id or by external id, as a charge needs it (a 404 if there is none)."""
-    for column in ("id", "external_id"):
-        row = _PAYER_BY[column].first(work.conn, {"ref": user_ref})
-        if row is not None:
-            break
-    else:
+    return payer_of(by_ref(_PAYER_BY_REF.rows(work.conn, {"ref": user_ref}), user_ref))
+
+
+def by_ref(rows: Sequence[Any], user_ref: str) -> Any:
+    """Of the users a reference found by id or by external id, the one it names: a
+    user's own id before another user's external id that spells it (a 404 if none)."""
+    for row in rows:
+        if row.id == user_ref:
+            return row
+    if not rows:
         raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
+    return rows[0]
+
+
+def payer_of(row: Any) -> Payer:
+    """A `Payer` from a row with the user's id, currency, billing mode and credit limit."""
     cur = currency(row.currency)
     return Payer(row.id, cur, BillingMode(row.billing_mode), from_units(row.credit_limit, cur))
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from billfold.catalog import PlanVersions, load_versions, terms
+from billfold.catalog import PlanVersions, load_versions, service_row, terms
 from billfold.core.access import Principal, Role
 from billfold.core.context import Work
 from billfold.domain.errors import BillfoldError
@@ -83,7 +83,6 @@ _USER_BY_REF = Prepared(
         (users.c.id == bindparam("ref")) | (users.c.external_id == bindparam("ref"))
     )
 )
-_SERVICE_BY_CODE = Prepared(select(services).where(services.c.code == bindparam("code")))
 _METRICS_OF = Prepared(select(metrics).where(metrics.c.service_id == bindparam("service_id")))
 _RATE_OF = Prepared(
     select(providers.c.id, providers.c.commission_rate).where(providers.c.id == bindparam("id"))
@@ -105,16 +104,18 @@ def _load_catalog(work: Work, raws: Sequence[_Raw], now: datetime) -> _Catalog:
     conn = work.conn
     refs = sorted({r.user for r in raws})
     user_rows: dict[str, Any] = {}
-    for row in _user_rows(work, refs):
-        user_rows[row.id] = row
+    rows = list(_user_rows(work, refs))
+    for row in rows:
         if row.external_id:
             user_rows[row.external_id] = row
+    for row in rows:  # A user's own id wins over another's external id that spells it.
+        user_rows[row.id] = row
     codes = sorted({r.service for r in raws})
-    found = (
-        _SERVICE_BY_CODE.rows(conn, {"code": codes[0]})
-        if len(codes) == 1
-        else conn.execute(select(services).where(services.c.code.in_(codes)))
-    )
+    if len(codes) == 1:
+        one = service_row(work, codes[0])
+        found = [] if one is None else [one]
+    else:
+        found = list(conn.execute(select(services).where(services.c.code.in_(codes))))
     service_rows = {row.code: row for row in found}
     metric_rows = {}
     if service_rows:

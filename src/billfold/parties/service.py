@@ -37,8 +37,10 @@ from billfold.core.directory import (
     Payer,
     ProviderView,
     UserView,
+    by_ref,
     load_provider,
     load_user,
+    payer_of,
     provider_view,
     user_view,
 )
@@ -577,13 +579,9 @@ def _charge_terms(
     """The payer, the provider charged and its commission rate (None: no such provider),
     with the refusals of `load_payer`, `_charged_service` and `require_customer`, in
     that order, from one statement instead of four."""
-    found = _CHARGE_TERMS.rows(work.conn, {"ref": user_ref, "code": code, "provider": provider_id})
-    # A user's own id is found before another user's external id that spells it.
-    row = next((r for r in found if r.id == user_ref), found[0] if found else None)
-    if row is None:
-        raise NotFound(f"no user {user_ref}", code="user_not_found", param="user")
-    cur = currency(row.currency)
-    payer = Payer(row.id, cur, BillingMode(row.billing_mode), from_units(row.credit_limit, cur))
+    values = {"ref": user_ref, "code": code, "provider": provider_id}
+    row = by_ref(_CHARGE_TERMS.rows(work.conn, values), user_ref)
+    payer = payer_of(row)
     if code is not None:
         if row.owner is None or (provider_id is not None and row.owner != provider_id):
             raise NotFound(f"no service {code}", code="service_not_found", param="service")
