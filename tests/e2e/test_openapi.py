@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 
 from billfold.api.errors import ErrorBody
@@ -37,3 +39,31 @@ def test_errors_are_the_documented_body(server: LiveServer, admin: httpx.Client)
     ):
         assert answer.status_code in (400, 401, 404), answer.text
         ErrorBody.model_validate(answer.json())
+
+
+def test_the_document_asks_for_a_key_exactly_where_the_server_does(server: LiveServer) -> None:
+    # get_principal reads the key itself, out of FastAPI's sight (DECISIONS 124): each
+    # operation must still name the bearer scheme, and only those that ask for a key.
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    scheme = spec["components"]["securitySchemes"]["HTTPBearer"]
+    assert scheme == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key: admin, provider or user.",
+    }
+    asked, documented = set(), set()
+    with httpx.Client(base_url=server.url) as anonymous:
+        for path, operations in spec["paths"].items():
+            if not path.startswith("/v1/"):
+                continue
+            concrete = re.sub(r"\{[^}]+\}", "x", path)
+            for method, operation in operations.items():
+                if operation.get("security") == [{"HTTPBearer": []}]:
+                    documented.add((method, path))
+                answer = anonymous.request(method.upper(), concrete, json={})
+                if answer.status_code == 401 and answer.json()["error"]["code"] == (
+                    "missing_api_key"
+                ):
+                    asked.add((method, path))
+    assert len(asked) > 100
+    assert asked == documented

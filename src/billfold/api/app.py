@@ -26,6 +26,7 @@ from billfold.authorizations import router as authorizations_router
 from billfold.catalog import router as catalog_router
 from billfold.core import router as core_router
 from billfold.core.context import Context
+from billfold.core.http import document_security
 from billfold.identity import router as identity_router
 from billfold.invoicing import router as invoicing_router
 from billfold.ledger import router as ledger_router
@@ -68,7 +69,7 @@ def create_app(ctx: Context, *, housekeeping: bool = False) -> FastAPI:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = errors.document_errors(default_openapi())
+            app.openapi_schema = errors.document_errors(document_security(default_openapi()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

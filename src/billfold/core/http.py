@@ -17,9 +17,11 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request, Response
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.routing import APIRoute, APIRouter
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
@@ -50,6 +52,22 @@ GROUPED_WRITES = re.compile(
 WORK_STATE = "work"
 
 bearer = HTTPBearer(auto_error=False, description="An API key: admin, provider or user.")
+BEARER_SCHEME = bearer.scheme_name
+
+
+def _asks_who(dependant: Dependant) -> bool:
+    """Whether solving `dependant` asks `get_principal` who is asking."""
+    return any(sub.call is get_principal or _asks_who(sub) for sub in dependant.dependencies)
+
+
+def document_security(document: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAPI document with the bearer scheme among its components, as FastAPI
+    would list it if `get_principal` depended on `bearer` (`UnitOfWorkRoute`)."""
+    schemes = document.setdefault("components", {}).setdefault("securitySchemes", {})
+    schemes.setdefault(
+        BEARER_SCHEME, jsonable_encoder(bearer.model, by_alias=True, exclude_none=True)
+    )
+    return document
 
 
 async def get_context(request: Request) -> Context:
@@ -57,15 +75,15 @@ async def get_context(request: Request) -> Context:
     return ctx
 
 
-async def get_principal(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """Who is asking: an API key (`Authorization: Bearer`), or else a console session's
     cookie, whose state-changing requests must carry its CSRF token.
 
-    The context comes from the app, not from a dependency of its own: FastAPI's solving
-    costs more per dependency than the whole of `GET /v1/me` otherwise does."""
+    The context comes from the app, and the key from `bearer` called here, not from
+    dependencies of their own: FastAPI's solving costs more per dependency than the whole
+    of `GET /v1/me` otherwise does (docs/DECISIONS.md, 124). `UnitOfWorkRoute` documents
+    the bearer scheme of each route that asks, as FastAPI would for a dependency."""
+    credentials = await bearer(request)
     ctx: Context = request.app.state.ctx
     if credentials is None:
         cookie = request.cookies.get(sessions.SECURE_COOKIE) or request.cookies.get(sessions.COOKIE)
@@ -297,6 +315,13 @@ def replay_answer(decision: idempotency.Replay) -> Response:
 class UnitOfWorkRoute(APIRoute):
     """A route whose body numbers are parsed exactly (never through a float), and whose
     unit of work commits once, with the record of its answer, before it is sent."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        if _asks_who(self.dependant):
+            # `get_principal` calls `bearer` itself, out of FastAPI's sight: the route's
+            # operation names the scheme, as it would for a dependency on `bearer`.
+            self.openapi_extra = {"security": [{BEARER_SCHEME: []}], **(self.openapi_extra or {})}
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()

@@ -44,6 +44,17 @@ Ctx = Annotated[Context, Depends(get_context)]
 Who = Annotated[Principal, Depends(get_principal)]
 
 
+@router.get("/me", response_model=MeOut)
+async def whoami(who: Who) -> Response:
+    """The role and party of the API key in use."""
+    # Encoded once, not validated again on the way out: a gateway may ask this often.
+    return json_answer(
+        MeOut(
+            key_id=who.key_id, role=str(who.role), provider_id=who.provider_id, user_id=who.user_id
+        )
+    )
+
+
 @router.post("/api-keys", status_code=201, response_model=ApiKeyOut)
 def create_api_key(body: ApiKeyCreate, work: Write, who: Who) -> ApiKeyOut:
     """A new API key; its secret is in this answer only (the operator for anyone; a
@@ -114,17 +125,6 @@ def list_audit_events(
     )
 
 
-@router.get("/me", response_model=MeOut)
-async def whoami(who: Who) -> Response:
-    """The role and party of the API key in use."""
-    # Encoded once, not validated again on the way out: a gateway may ask this often.
-    return json_answer(
-        MeOut(
-            key_id=who.key_id, role=str(who.role), provider_id=who.provider_id, user_id=who.user_id
-        )
-    )
-
-
 log = structlog.get_logger("billfold.api")
 health = SegmentRouter(tags=["operator"])
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
@@ -154,7 +154,7 @@ async def metrics(
     token = ctx.settings.metrics_token
     given = credentials.credentials if credentials is not None else ""
     if token is None or not hmac.compare_digest(given.encode(), token.encode()):
-        who = await get_principal(request, credentials)
+        who = await get_principal(request)
         if who.role != Role.ADMIN:
             raise PermissionDenied("metrics are for the operator", code="admin_only")
     if ctx.settings.nats_url:
