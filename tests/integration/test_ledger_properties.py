@@ -8,6 +8,7 @@ runs the full `verify` report.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +38,9 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.clock = TestClock(START)
         self.ctx: Context = make_context(self.database_url, self.home, self.clock)
+        # Not id(self): examples share the database, and a later machine can be given an
+        # earlier one's id, and with it that machine's wallet and transfer ids.
+        self.tag = uuid.uuid4().hex[:12]
         self.counter = 0
         self.model_posted = 0
         self.model_holds: dict[str, tuple[int, object]] = {}  # id -> (amount, expires_at)
@@ -46,11 +50,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def _id(self, prefix: str) -> str:
         self.counter += 1
-        return f"{prefix}-{id(self)}-{self.counter}"
+        return f"{prefix}-{self.tag}-{self.counter}"
 
     @initialize()
     def open(self) -> None:
-        self.books: Books = open_books(self.ctx, owner=f"u-{id(self)}", floor=FLOOR)
+        self.books: Books = open_books(self.ctx, owner=f"u-{self.tag}", floor=FLOOR)
 
     def _post(self, spec):  # type: ignore[no-untyped-def]
         with self.ctx.db.unit_of_work() as uow:
