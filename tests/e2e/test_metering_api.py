@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -249,6 +250,33 @@ def test_each_event_is_checked_on_its_own(world: World, clock: TestClock) -> Non
         assert too_many.json()["error"]["type"] == "limit_exceeded"
     with world.client("user") as me:
         assert me.post("/v1/events", json=event("x", world.prepaid)).status_code == 403
+
+
+def test_properties_are_bounded_in_depth_and_size(world: World) -> None:
+    """Properties are kept as sent: a hostile client's deeply nested or oversized object
+    is that event's refusal, never an error of the request."""
+
+    def nested(levels: int, leaf: object = 1) -> object:
+        value = leaf
+        for _ in range(levels - 1):
+            value = {"a": value}
+        return {"a": value}
+
+    batch = [
+        event("depth-32", world.prepaid, properties=nested(32)),
+        event("depth-33", world.prepaid, properties=nested(33)),
+        event("depth-600", world.prepaid, properties=nested(600)),
+        event("too-big", world.prepaid, properties={"k": "x" * 9000}),
+    ]
+    result = world.send(batch)
+    assert result["accepted"] == 1
+    refused = {r["index"]: (r["error"]["code"], r["error"]["param"]) for r in result["rejected"]}
+    assert refused == dict.fromkeys((1, 2, 3), ("invalid_event", "properties"))
+    with world.client("a") as a:
+        body = json.dumps({"events": [event("nul", world.prepaid, properties=nested(600, "\x00"))]})
+        answer = a.post("/v1/events", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 400, answer.text  # A NUL anywhere: the body's refusal.
+        assert answer.json()["error"]["code"] == "malformed_json"
 
 
 def test_a_resent_event_changes_nothing_even_after_a_restart(world: World, tmp_path: Any) -> None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billfold.core.exact_json import loads_exact
+from billfold.core.exact_json import loads_exact, nested_deeper
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b'{"a": 1} x', b"NaN", b"[Infinity]", b"\xff"])
@@ -44,3 +44,26 @@ def test_numbers_are_exact_and_text_is_kept() -> None:
 def test_nesting_too_deep_is_a_json_decode_error() -> None:
     with pytest.raises(json.JSONDecodeError):
         loads_exact(b"[" * 100_000 + b"]" * 100_000)
+
+
+def _nest(levels: int, leaf: str = "1") -> str:
+    return '{"a": ' * levels + leaf + "}" * levels
+
+
+def test_a_deep_body_that_spells_nul_is_refused_not_an_error() -> None:
+    # Nested as deep as the parser allows: the NUL check walks it without recursion
+    # (a recursive walk raised RecursionError here, which answered 500).
+    with pytest.raises(json.JSONDecodeError):
+        loads_exact(_nest(900, '"\\u0000"'))
+    assert loads_exact(_nest(900, '"ok \\u00e9"')) is not None
+    with pytest.raises(json.JSONDecodeError):  # Past what the parser takes: refused.
+        loads_exact("[" * 5000 + "]" * 5000)
+
+
+def test_nesting_is_measured_level_by_level() -> None:
+    assert not nested_deeper(loads_exact(_nest(32)))
+    assert nested_deeper(loads_exact(_nest(33)))
+    assert not nested_deeper(loads_exact('[{"a": [1, {}]}, 2, "x"]'), limit=4)
+    assert nested_deeper(loads_exact('[{"a": [1, {"b": []}]}]'), limit=4)
+    assert not nested_deeper("text") and not nested_deeper(7)
+    assert nested_deeper(loads_exact(_nest(900)))

@@ -11,26 +11,56 @@ import msgspec
 from fastapi import Request
 
 MAX_JSON_DEPTH = 32
+"""How deep free-form JSON that billfold keeps (an event's properties) may nest."""
 
 
 # msgspec parses in C, about twice as fast as the standard library's json with its
 # parse_float hook, and hands every non-integer number to Decimal as its text. It refuses
 # NaN and Infinity (not JSON) and lone UTF-16 surrogates; NUL is the one escape left to
-# check, after parsing, and only in a body that spells it.
+# check, after parsing, and only in a body that spells it. It refuses a body nested past
+# Python's recursion limit (about 1,000 levels); what it accepts is walked without
+# recursion here, so that no depth it lets through can fail a request with a 500.
 _DECODER = msgspec.json.Decoder(float_hook=Decimal)
 _NUL_TEXT = re.compile(r"\\u0000")
 _NUL_BYTES = re.compile(rb"\\u0000")
 
 
+def _bad(text: str) -> bool:
+    return any(ch == "\x00" or "\ud800" <= ch <= "\udfff" for ch in text)
+
+
 def _bad_text(value: Any) -> bool:
     """Whether any text in a parsed JSON value holds a NUL or a lone UTF-16 surrogate."""
-    if isinstance(value, str):
-        return any(ch == "\x00" or "\ud800" <= ch <= "\udfff" for ch in value)
-    if isinstance(value, dict):
-        return any(_bad_text(k) or _bad_text(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_bad_text(item) for item in value)
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if _bad(item):
+                return True
+        elif isinstance(item, dict):
+            if any(_bad(key) for key in item):
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
+
+
+def nested_deeper(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether a parsed JSON value nests objects and arrays more than `limit` deep
+    (`{}` is one level); walked level by level, without recursion."""
+    level = [value]
+    for _ in range(limit):
+        below: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                below.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                below.extend(v for v in item if isinstance(v, dict | list))
+        if not below:
+            return False
+        level = below
+    return True
 
 
 def loads_exact(body: bytes | str) -> Any:

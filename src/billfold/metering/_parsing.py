@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
+from billfold.core.exact_json import MAX_JSON_DEPTH, nested_deeper
 from billfold.domain.errors import InvalidRequest
 from billfold.domain.pricing import Plan, parse_time
 
@@ -127,6 +128,8 @@ def _properties(value: object, name: str) -> Mapping[str, Any] | None:
         return None
     if not isinstance(value, Mapping):
         raise _Reject("invalid_event", f"{name} must be an object", name)
+    if nested_deeper(value):
+        raise _Reject("invalid_event", f"{name} may nest at most {MAX_JSON_DEPTH} levels", name)
     if len(json.dumps(value, default=str)) > MAX_PROPERTIES_BYTES:
         raise _Reject("invalid_event", f"{name} may be at most {MAX_PROPERTIES_BYTES} bytes", name)
     return value
