@@ -64,7 +64,7 @@ services:
 	fi
 
 test: $(STAMP) $(NODE_STAMP) browser services
-	$(BIN)/lint-imports --config pyproject.toml
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
