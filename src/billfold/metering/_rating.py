@@ -305,8 +305,8 @@ def _write_periods(work: Work, updates: list[tuple[Any, ...]], now: datetime) ->
     conn = work.conn
     written = db_datetime(conn, now)
     rows = [
-        (*row[:8], None if row[8] is None else db_datetime(conn, row[8]), written, row[9])
-        for row in updates
+        (*values, None if latest is None else db_datetime(conn, latest), written, row_id)
+        for *values, latest, row_id in updates
     ]
     update_rows(conn, usage_periods, _UPDATED, "id", rows)
 
@@ -424,7 +424,7 @@ def _rate_group(
     if abs(before) >= MAX_UNITS:
         raise TooLarge
     updates.append(
-        (  # _UPDATED's first eight, then latest_at and the row's id (_write_periods).
+        (  # _UPDATED's values up to `covered`, then latest_at and the row's id.
             first.plan_id,
             version,
             format_decimal(state.quantity),
