@@ -10,6 +10,7 @@ A provider has earnings per currency; the platform has revenue and external cash
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -45,10 +46,11 @@ from billfold.core.directory import (
     user_view,
 )
 from billfold.core.text import Page, check_limit, clean_email, clean_text
-from billfold.domain.errors import Conflict, InvalidRequest, NotFound
+from billfold.domain.errors import BillfoldError, Conflict, InvalidRequest, NotFound
 from billfold.domain.ledger import (
     PLATFORM_OWNER_ID,
     AccountKind,
+    ChargeAccounts,
     OwnerType,
     Posting,
     TransferKind,
@@ -461,6 +463,31 @@ def top_up(
     return _movement(posted, wallet, user.currency, "wallet")
 
 
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    """One one-off charge asked by `principal` (the arguments of `charge`)."""
+
+    principal: Principal
+    user_ref: str
+    amount: object
+    description: str
+    provider_id: str | None = None
+    service: str | None = None
+    transfer_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Charge:
+    """A charge checked and ready to post: its transfer and what its answer needs."""
+
+    request: ChargeRequest
+    payer: Payer
+    provider_id: str | None
+    value: Decimal
+    accounts: ChargeAccounts
+    spec: TransferSpec
+
+
 def charge(
     work: Work,
     principal: Principal,
@@ -478,65 +505,121 @@ def charge(
     postpaid users accrue it on their receivable, to be invoiced, and are refused when
     it would take what they owe past their credit limit.
     """
-    provider_ref = acting_provider(principal, provider_id)
-    text = clean_text(description, param="description", max_length=MAX_DESCRIPTION_LENGTH)
-    service_code = clean_text(service, param="service", max_length=100, required=False)
+    request = ChargeRequest(
+        principal, user_ref, amount, description, provider_id, service, transfer_id
+    )
+    (result,) = charge_many(work, [request])
+    if isinstance(result, BillfoldError):
+        raise result
+    return result
+
+
+def charge_many(
+    work: Work, requests: Sequence[ChargeRequest]
+) -> list[MoneyMovement | BillfoldError]:
+    """Each request's charge (as `charge` makes it) or its refusal, in order: the group
+    commit's charges at once, with one read of their funding sources and one posting
+    of their transfers, each still checked on its own (two charges of one wallet are
+    checked in turn). A refused charge writes nothing."""
     now = work.clock.now()
-    user, provider_ref, rate = _charge_terms(work, principal, user_ref, service_code, provider_ref)
-    value = parse_amount(amount, allow_zero=False)
-    units = to_units(value, user.currency)
-    cur = user.currency
+    results: list[MoneyMovement | BillfoldError | None] = [None] * len(requests)
+    checked: list[tuple[int, ChargeRequest, Payer, str | None, Decimal, Decimal]] = []
+    for n, request in enumerate(requests):
+        try:
+            checked.append((n, request, *_checked_charge(work, request)))
+        except BillfoldError as error:
+            results[n] = error
+    sources = prepaid.load_sources(work, [payer.id for _, _, payer, *_ in checked])
+    charges: list[tuple[int, _Charge]] = []
+    for n, request, payer, provider_ref, rate, value in checked:
+        cur = payer.currency
+        service_code = _service_code(request)
+        accounts = ledger.charge_accounts(
+            work,
+            payer.id,
+            cur.code,
+            prepaid=payer.billing_mode == BillingMode.PREPAID,
+            provider_id=provider_ref,
+            now=now,
+            sources=sources.accounts(payer.id, cur.code, service_code, provider_ref, now),
+            credit_limit=to_units(payer.credit_limit, cur),
+        )
+        spec = charge_transfer(
+            accounts,
+            transfer_id=request.transfer_id or new_id("tr"),
+            kind=TransferKind.CHARGE,
+            currency=cur.code,
+            amount=to_units(value, cur),
+            commission_rate=rate,
+            user_id=payer.id,
+            provider_id=provider_ref,
+            service=service_code,
+            description=_description(request),
+        )
+        charges.append((n, _Charge(request, payer, provider_ref, value, accounts, spec)))
+    posts = ledger.post_many(work, [c.spec for _, c in charges], now=now) if charges else []
+    for (n, planned), posted in zip(charges, posts, strict=True):
+        results[n] = (
+            posted if isinstance(posted, BillfoldError) else _charged(work, planned, posted, now)
+        )
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
+
+
+def _description(request: ChargeRequest) -> str | None:
+    return clean_text(request.description, param="description", max_length=MAX_DESCRIPTION_LENGTH)
+
+
+def _service_code(request: ChargeRequest) -> str | None:
+    return clean_text(request.service, param="service", max_length=100, required=False)
+
+
+def _checked_charge(
+    work: Work, request: ChargeRequest
+) -> tuple[Payer, str | None, Decimal, Decimal]:
+    """The payer, the provider charged, its commission rate and the amount, or the
+    charge's refusal, in the order `charge` has always checked them."""
+    provider_ref = acting_provider(request.principal, request.provider_id)
+    _description(request)
+    service_code = _service_code(request)
+    payer, provider_ref, rate = _charge_terms(
+        work, request.principal, request.user_ref, service_code, provider_ref
+    )
+    value = parse_amount(request.amount, allow_zero=False)
+    to_units(value, payer.currency)
     if rate is None:
         raise NotFound(
             f"no provider {provider_ref}", code="provider_not_found", param="provider_id"
         )
-    accounts = ledger.charge_accounts(
-        work,
-        user.id,
-        cur.code,
-        prepaid=user.billing_mode == BillingMode.PREPAID,
-        provider_id=provider_ref,
-        now=now,
-        sources=prepaid.funding_sources(
-            work, user.id, cur.code, service_code, provider_ref, now=now
-        ),
-        credit_limit=to_units(user.credit_limit, cur),
-    )
-    spec = charge_transfer(
-        accounts,
-        transfer_id=transfer_id or new_id("tr"),
-        kind=TransferKind.CHARGE,
-        currency=cur.code,
-        amount=units,
-        commission_rate=rate,
-        user_id=user.id,
-        provider_id=provider_ref,
-        service=service_code,
-        description=text,
-    )
-    payer = accounts.payer
-    provider_share = spec_amount(spec, accounts.earnings)
-    commission = spec_amount(spec, accounts.revenue)
-    posted = ledger.post(work, spec, now=now)
+    return payer, provider_ref, rate, value
+
+
+def _charged(work: Work, planned: _Charge, posted: PostedTransfer, now: datetime) -> MoneyMovement:
+    """The answer of a posted charge, and its audit entry (once: not for a replay)."""
+    request, payer, spec = planned.request, planned.payer, planned.spec
     if not posted.replayed:
         audit.record(
             work,
-            principal,
+            request.principal,
             "user.charged",
             "transfer",
             posted.id,
             at=now,
-            details={"user_id": user.id, "amount": str(value), "provider_id": provider_ref},
+            details={
+                "user_id": payer.id,
+                "amount": str(planned.value),
+                "provider_id": planned.provider_id,
+            },
         )
     movement = _movement(
         posted,
-        payer,
-        cur,
-        "wallet" if user.billing_mode == BillingMode.PREPAID else "receivable",
-        provider_share=provider_share,
-        commission=commission,
+        planned.accounts.payer,
+        payer.currency,
+        "wallet" if payer.billing_mode == BillingMode.PREPAID else "receivable",
+        provider_share=spec_amount(spec, planned.accounts.earnings),
+        commission=spec_amount(spec, planned.accounts.revenue),
     )
-    return _private(movement, principal)
+    return _private(movement, request.principal)
 
 
 def _private(movement: MoneyMovement, principal: Principal) -> MoneyMovement:
