@@ -4,22 +4,27 @@ in the ledger once, and every retry with its Idempotency-Key gets the original a
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import event as sql_event
 from sqlalchemy import select
 
 from billfold import parties
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
+from billfold.core.group_commit import committer
 from billfold.core.keys import create_key
 from billfold.ledger.verify import verify
+from billfold.parties.router import CHARGES
 from billfold.store.ledger_tables import transfers
-from billfold.store.tables import idempotency_keys
+from billfold.store.tables import audit_log, idempotency_keys
 from tests.conftest import LiveServer, make_context
 from tests.integration.helpers import funded_user, metered_catalog
 
@@ -195,3 +200,103 @@ def test_two_providers_using_one_idempotency_key_at_once_get_their_own_answers(
             assert answer.status_code == 404, answer.text
             assert answer.json()["error"]["code"] == "service_not_found"
     assert ctx.read(parties.get_balance, SYSTEM, user).posted == Decimal("9.9")
+
+
+def test_a_groups_charges_are_answered_together_each_as_if_alone(
+    ctx: Context, server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Charges that queue while the writer is busy are answered at once (one posting, one
+    claim of their keys, one record of their answers), and each gets the answer it would
+    get alone: a refusal writes nothing and is recorded on its own, a key sent twice in
+    the group charges once and replays, a reused key is a 409, a charge without a key
+    is charged, and another provider's user is not found."""
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 0, "10")
+    stranger = funded_user(ctx, 1, "10", customer_of=None)
+    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    sizes: list[int] = []
+    answers_of = CHARGES.answers
+
+    def counted(work: Any, asked: list[Any]) -> Any:
+        sizes.append(len(asked))
+        return answers_of(work, asked)
+
+    monkeypatch.setattr(CHARGES, "answers", counted)
+
+    def body(amount: str, who: str = user) -> dict[str, str]:
+        return {"user": who, "amount": amount, "service": "maps", "description": "x"}
+
+    asked = {
+        "ok": ("key-a", body("1")),
+        "twice": ("key-a", body("1")),  # The same request again, in the same group.
+        "poor": ("key-b", body("100")),  # More than the wallet holds.
+        "stranger": ("key-c", body("1", stranger)),  # Not this provider's customer.
+        "unkeyed": (None, body("2")),
+        "zero": ("key-d", body("0")),  # Not an amount to charge.
+    }
+    writer = committer(ctx)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(_work: Any) -> None:
+        entered.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=writer.submit, args=(hold,))
+    holder.start()
+    assert entered.wait(10)
+
+    def send(name: str) -> tuple[str, httpx.Response]:
+        key, data = asked[name]
+        headers = {"Idempotency-Key": key} if key else {}
+        with server.client(secret) as client:
+            return name, client.post("/v1/charges", json=data, headers=headers)
+
+    with ThreadPoolExecutor(len(asked)) as pool:
+        futures = [pool.submit(send, name) for name in asked]
+        deadline = time.monotonic() + 10
+        while len(writer._pending) < len(asked) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(writer._pending) == len(asked)
+        release.set()
+        got = dict(f.result() for f in futures)
+    holder.join(10)
+
+    assert sizes[0] == len(asked) - 1  # All but the key's second use, at once ...
+    assert got["ok"].status_code == 201, got["ok"].text
+    assert got["twice"].status_code == 201  # ... which replays the first's answer
+    assert got["twice"].json() == got["ok"].json()  # (whichever queued first).
+    replayed = [got[n].headers.get("idempotent-replayed") for n in ("ok", "twice")]
+    assert sorted(replayed, key=str) == [None, "true"]
+    assert got["unkeyed"].status_code == 201
+    assert got["poor"].status_code == 402
+    assert got["poor"].json()["error"]["code"] == "insufficient_funds"
+    assert got["stranger"].status_code == 404
+    assert got["stranger"].json()["error"]["code"] == "user_not_found"
+    assert got["zero"].status_code == 400
+    # Each refusal is recorded under its key and replayed; a key reused is refused.
+    with server.client(secret) as client:
+        for name in ("poor", "stranger", "zero", "ok"):
+            key, data = asked[name]
+            again = client.post("/v1/charges", json=data, headers={"Idempotency-Key": key})
+            assert (again.status_code, again.json()) == (
+                got[name].status_code,
+                got[name].json(),
+            ), name
+            assert again.headers.get("idempotent-replayed") == "true", name
+        reused = client.post("/v1/charges", json=body("3"), headers={"Idempotency-Key": "key-a"})
+    assert reused.status_code == 409
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
+    # Two charges stand (1 and 2), each once, with one audit entry each.
+    assert ctx.read(parties.get_balance, SYSTEM, user).posted == Decimal("7")
+    assert ctx.read(parties.get_balance, SYSTEM, stranger).posted == Decimal("10")
+    with ctx.work(read_only=True) as work:
+        charges = work.conn.execute(
+            select(transfers.c.id).where(transfers.c.kind == "charge")
+        ).all()
+        entries = work.conn.execute(
+            select(audit_log.c.object_id).where(audit_log.c.action == "user.charged")
+        ).all()
+        states = work.conn.execute(select(idempotency_keys.c.state)).scalars().all()
+    assert len(charges) == 2 and sorted(entries) == sorted(charges)
+    assert set(states) == {"done"}
+    assert ctx.read(verify, SYSTEM).ok

@@ -17,7 +17,7 @@ from billfold.api.app import create_app
 from billfold.core import audit
 from billfold.core.access import SYSTEM
 from billfold.core.context import Context, Work
-from billfold.core.group_commit import GroupCommitter
+from billfold.core.group_commit import SEPARATELY, GroupCommitter
 from billfold.core.http import GROUPED_WRITES, write_unit
 from billfold.domain.errors import InsufficientFunds
 from billfold.ledger.verify import verify
@@ -163,7 +163,9 @@ def test_the_grouped_writes_are_exactly_the_routes_that_group(ctx: Context) -> N
             continue
         sample = re.sub(r"\{[^}]+\}", "x1", route.path)
         source = inspect.getsource(route.endpoint)
-        calls = "grouped(" in source or "pending_claim(" in source
+        calls = any(
+            f"{name}(" in source for name in ("grouped", "grouped_together", "pending_claim")
+        )
         takes_write = any(d.call is write_unit for d in route.dependant.dependencies)
         assert bool(GROUPED_WRITES.match(sample)) == calls, route.path
         if calls:
@@ -178,3 +180,93 @@ def test_the_grouped_writes_are_exactly_the_routes_that_group(ctx: Context) -> N
         "/v1/events",
         "/v1/users/{user_id}/top-ups",
     }
+
+
+class _TopUps:
+    """A kind of job done together: top-ups of one user, with a switch that breaks them."""
+
+    def __init__(self, user: str) -> None:
+        self.user, self.calls, self.broken, self.apart = user, [], False, set()
+
+    def many(self, work: Work, amounts: list[str]) -> list[Any]:
+        self.calls.append(list(amounts))
+        answers: list[Any] = []
+        for amount in amounts:
+            if amount in self.apart:
+                answers.append(SEPARATELY)
+            elif amount == "0":
+                answers.append(InsufficientFunds("refused"))
+            else:
+                answers.append(parties.top_up(work, SYSTEM, self.user, amount=amount))
+        if self.broken:
+            raise RuntimeError("a deadlock, say")  # After writing: none of it may stay.
+        return answers
+
+
+def _group_of(ctx: Context, kind: _TopUps, amounts: list[str]) -> dict[str, Any]:
+    """Each amount's result (or error), the jobs queued behind a slow one as one group."""
+    committer = GroupCommitter(ctx)
+    entered, release = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def slow(work: Work) -> None:
+        entered.set()
+        release.wait(10)
+
+    def alone(amount: str) -> Any:
+        def run(work: Work) -> Any:
+            if amount == "0":
+                raise InsufficientFunds("refused")
+            return ("alone", parties.top_up(work, SYSTEM, kind.user, amount=amount))
+
+        return run
+
+    def submit(amount: str) -> None:
+        try:
+            results[amount] = committer.submit(alone(amount), together=(kind, amount))
+        except Exception as error:
+            results[amount] = error
+
+    first = threading.Thread(target=committer.submit, args=(slow,))
+    first.start()
+    assert entered.wait(10)
+    others = [threading.Thread(target=submit, args=(a,)) for a in amounts]
+    for thread in others:
+        thread.start()
+    while len(committer._pending) < len(amounts):
+        threading.Event().wait(0.01)
+    release.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert committer.groups == 1
+    return results
+
+
+def test_jobs_of_one_kind_are_done_together_each_with_its_own_answer(ctx: Context) -> None:
+    user = funded_user(ctx, 0, "10")
+    kind = _TopUps(user)
+    kind.apart = {"3"}
+    results = _group_of(ctx, kind, ["1", "0", "2", "3"])
+    assert len(kind.calls) == 1 and sorted(kind.calls[0]) == ["0", "1", "2", "3"]
+    assert results["1"].amount == 1 and results["2"].amount == 2
+    assert isinstance(results["0"], InsufficientFunds)
+    assert results["3"][0] == "alone"  # Left to run on its own, in the same group.
+    assert ctx.read(parties.get_balance, SYSTEM, user).posted == 10 + 1 + 2 + 3
+    assert ctx.read(verify, SYSTEM).ok
+
+
+def test_jobs_done_together_that_fail_are_done_one_by_one(ctx: Context) -> None:
+    """The kind fails after writing: nothing it wrote stands, and each job runs its own
+    way in the same group, with its own answer."""
+    user = funded_user(ctx, 0, "10")
+    kind = _TopUps(user)
+    kind.broken = True
+    audits = _count(ctx, audit_log)
+    results = _group_of(ctx, kind, ["1", "0", "2"])
+    assert len(kind.calls) == 1
+    assert results["1"] == ("alone", results["1"][1]) and results["1"][1].amount == 1
+    assert results["2"][0] == "alone" and isinstance(results["0"], InsufficientFunds)
+    assert ctx.read(parties.get_balance, SYSTEM, user).posted == 10 + 1 + 2
+    assert _count(ctx, audit_log) - audits == 2
+    assert ctx.read(verify, SYSTEM).ok
+    assert not ctx.read(audit.broken_links)

@@ -17,6 +17,12 @@ again alone. The ledger's guarantees hold as they do for one request: every ledg
 writer, holds included, locks its journal chains and then its accounts, in the same
 order; in a group, a lock that a later request needs and another process holds is not
 waited for, and that request too runs again alone (billfold.ledger._order).
+
+Requests of one kind can also be done together (`Together`): a group's one-off charges
+are checked each on its own and posted with one set of statements, their keys claimed
+and their answers recorded with one statement each, in one savepoint. Each still has its
+own answer; a refused one writes nothing. If anything else goes wrong, the savepoint is
+undone and each of them runs on its own in the group, as above.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from sqlalchemy.exc import OperationalError
 
@@ -40,9 +46,24 @@ IDLE_S: Final = 5.0
 """How long the writer thread waits for work before it ends (a quiet process holds none)."""
 
 
+SEPARATELY: Final = object()
+"""What `Together.many` answers for a request it leaves to be run on its own in the
+group, after the others (its Idempotency-Key was used before, say)."""
+
+
+class Together(Protocol):
+    """A kind of request that a group does at once: `many(work, items)` is each item's
+    result, its refusal (a `BillfoldError`, having written nothing) or `SEPARATELY`, in
+    order. The requests of one kind in a group are those with the same `Together`."""
+
+    def many(self, work: Work, items: list[Any]) -> list[Any]: ...
+
+
 @dataclass(slots=True)
 class _Job(Generic[R]):
     run: Callable[[Work], R]
+    together: tuple[Together, Any] | None = None
+    """Its kind and its item, when it can be done together with others of its kind."""
     # How the waiter learns its answer: an asyncio future on its loop, or an event.
     future: asyncio.Future[Any] | None = None
     loop: asyncio.AbstractEventLoop | None = None
@@ -80,18 +101,23 @@ class GroupCommitter:
         self.groups = 0
         """Groups of more than one request committed so far (for tests and metrics)."""
 
-    async def run(self, run: Callable[[Work], R]) -> R:
+    async def run(
+        self, run: Callable[[Work], R], *, together: tuple[Together, Any] | None = None
+    ) -> R:
         """`run(work)`'s result, once committed with whatever group it joined; or its
-        error."""
+        error. With `together` (a kind and an item), the group may do it with others of
+        its kind instead: `kind.many(work, [..., item, ...])`."""
         loop = asyncio.get_running_loop()
-        job: _Job[R] = _Job(run, loop.create_future(), loop)
+        job: _Job[R] = _Job(run, together, loop.create_future(), loop)
         self._queue(job)
         result: R = await job.future  # type: ignore[misc]
         return result
 
-    def submit(self, run: Callable[[Work], R]) -> R:
+    def submit(
+        self, run: Callable[[Work], R], *, together: tuple[Together, Any] | None = None
+    ) -> R:
         """`run`, from a thread: blocks until it is committed."""
-        job: _Job[R] = _Job(run)
+        job: _Job[R] = _Job(run, together)
         self._queue(job)
         job.done.wait()
         if job.error is not None:
@@ -135,8 +161,11 @@ class GroupCommitter:
         try:
             with self._ctx.work() as work:
                 work.grouped = True  # Later ledger locks do not wait (billfold.ledger).
-                for job in group:
-                    self._part(work, job)
+                for kind, jobs in _kinds(group):
+                    if kind is None or len(jobs) == 1:
+                        self._part(work, jobs[0])
+                    else:
+                        self._together(work, kind, jobs)
                 work.commit()
             self.groups += 1
         except Exception:  # The commit failed: nothing of the group stands.
@@ -145,6 +174,24 @@ class GroupCommitter:
         for job in group:
             if job.again:
                 self._alone(job)
+
+    def _together(self, work: Work, kind: Together, jobs: list[_Job[Any]]) -> None:
+        """The jobs of one kind at once, in one savepoint; if that fails, each alone."""
+        try:
+            with work.savepoint():
+                answers = kind.many(work, [job.together[1] for job in jobs])  # type: ignore[index]
+            assert len(answers) == len(jobs), "many answers each item"
+        except Exception:  # Nothing of it stands: each is done on its own instead.
+            for job in jobs:
+                self._part(work, job)
+            return
+        for job, answer in zip(jobs, answers, strict=True):
+            if answer is SEPARATELY:
+                self._part(work, job)
+            elif isinstance(answer, BillfoldError):
+                job.error = answer
+            else:
+                job.result = answer
 
     @staticmethod
     def _part(work: Work, job: _Job[Any]) -> None:
@@ -174,6 +221,23 @@ class GroupCommitter:
             except Exception as error:
                 job.error = error
                 return
+
+
+def _kinds(group: list[_Job[Any]]) -> list[tuple[Together | None, list[_Job[Any]]]]:
+    """The group's jobs in order, those of one kind together where the first of them is."""
+    kinds: list[tuple[Together | None, list[_Job[Any]]]] = []
+    seen: dict[int, list[_Job[Any]]] = {}
+    for job in group:
+        if job.together is None:
+            kinds.append((None, [job]))
+            continue
+        kind = job.together[0]
+        jobs = seen.get(id(kind))
+        if jobs is None:
+            jobs = seen[id(kind)] = []
+            kinds.append((kind, jobs))
+        jobs.append(job)
+    return kinds
 
 
 def _transient(error: OperationalError) -> bool:

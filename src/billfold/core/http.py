@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import Depends, Query, Request, Response
 from fastapi.dependencies.models import Dependant
@@ -31,10 +31,10 @@ from billfold.core import idempotency, sessions
 from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.exact_json import ExactJSONRequest
-from billfold.core.group_commit import committer
+from billfold.core.group_commit import SEPARATELY, committer
 from billfold.core.keys import authenticate, remembered
 from billfold.core.schemas import MONTH, Moment
-from billfold.domain.errors import AuthenticationFailed, PermissionDenied
+from billfold.domain.errors import AuthenticationFailed, BillfoldError, PermissionDenied
 from billfold.domain.periods import check_moment
 from billfold.ids import derived_id, new_id
 
@@ -50,6 +50,7 @@ GROUPED_WRITES = re.compile(
     r"|users/[^/]+/top-ups|events)$"
 )
 WORK_STATE = "work"
+Item = TypeVar("Item")
 
 bearer = HTTPBearer(auto_error=False, description="An API key: admin, provider or user.")
 BEARER_SCHEME = bearer.scheme_name
@@ -242,13 +243,20 @@ def json_answer(model: BaseModel, status: int = 200) -> Response:
     )
 
 
-async def grouped(request: Request, run: Callable[[Work], Response]) -> Response:
+async def grouped(
+    request: Request,
+    run: Callable[[Work], Response],
+    *,
+    kind: AnsweredTogether[Any] | None = None,
+    item: object = None,
+) -> Response:
     """The answer of `run(work)`, run in the group commit of money writes
     (billfold.core.group_commit) instead of a unit of work of the request's own: many
     concurrent requests share one transaction and one commit, each still all or nothing.
     The request's Idempotency-Key is claimed, and its answer recorded, in the same
     savepoint as its work: the change and its record commit together, in one commit.
-    A route that uses this takes no `Write`, and its path is in `GROUPED_WRITES`."""
+    A route that uses this takes no `Write`, and its path is in `GROUPED_WRITES`. With
+    `kind`, the group may answer `item` with others of its kind (`grouped_together`)."""
     claim = pending_claim(request)
     replayed = False
 
@@ -267,11 +275,59 @@ async def grouped(request: Request, run: Callable[[Work], Response]) -> Response
             )
         return response
 
-    response = await committer(request.app.state.ctx).run(job)
+    together = None if kind is None else (kind, (claim, item))
+    response = await committer(request.app.state.ctx).run(job, together=together)
     if claim is not None and (response.status_code < 400 or replayed):
         # Recorded with the work, or answered from the record: nothing left to record.
         key_recorded(request)
     return response
+
+
+async def grouped_together(request: Request, kind: AnsweredTogether[Item], item: Item) -> Response:
+    """`grouped` for a route whose requests the group does at once (`AnsweredTogether`):
+    alone, `kind.answers(work, [item])`'s answer; with others of its kind, in one go."""
+
+    def run(work: Work) -> Response:
+        (answer,) = kind.answers(work, [item])
+        if isinstance(answer, BillfoldError):
+            raise answer
+        return answer
+
+    return await grouped(request, run, kind=kind, item=item)
+
+
+class AnsweredTogether(Generic[Item]):
+    """A grouped route's requests answered at once (`group_commit.Together`):
+    `answers(work, items)` is each item's answer or refusal, in order; their
+    Idempotency-Keys are claimed with one statement before, and the answers recorded with
+    one after. A request whose key is not new (used before, in use, or sent twice in the
+    group) is left to run on its own after the others, where its key's record decides.
+    A refused request's key is given back, to be answered on its own (`finish`), as when
+    a savepoint is undone."""
+
+    def __init__(self, answers: Callable[[Work, list[Item]], list[Response | BillfoldError]]):
+        self.answers = answers
+
+    def many(self, work: Work, items: list[tuple[idempotency.Claim | None, Item]]) -> list[object]:
+        claims = [(n, claim) for n, (claim, _) in enumerate(items) if claim is not None]
+        new = idempotency.claim_new(work, [claim for _, claim in claims], work.clock.now())
+        left = {n for (n, _), fresh in zip(claims, new, strict=True) if not fresh}
+        todo = [n for n in range(len(items)) if n not in left]
+        out: list[object] = [SEPARATELY] * len(items)
+        done: list[tuple[idempotency.Reservation, int, bytes]] = []
+        refused: list[idempotency.Reservation] = []
+        for n, answer in zip(todo, self.answers(work, [items[n][1] for n in todo]), strict=True):
+            out[n] = answer
+            claim = items[n][0]
+            if claim is None:
+                continue
+            if isinstance(answer, BillfoldError) or answer.status_code >= 400:
+                refused.append(claim.reservation)
+            else:
+                done.append((claim.reservation, answer.status_code, bytes(answer.body)))
+        idempotency.record_many(work, work.cipher, done)
+        idempotency.release(work, refused)
+        return out
 
 
 def pending_claim(request: Request) -> idempotency.Claim | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from billfold.core.context import Context
 from billfold.crypto import Cipher
+from billfold.store.bulk import (
+    columns_of,
+    db_datetime,
+    driver_execute,
+    driver_execute_many,
+    insert_new_returning,
+)
 from billfold.store.db import UnitOfWork
 from billfold.store.prepared import Prepared
 from billfold.store.tables import idempotency_keys
@@ -204,21 +212,123 @@ def claim(
     return None
 
 
-def record(
-    uow: UnitOfWork, cipher: Cipher, reservation: Reservation, status: int, body: bytes
+def claim_new(uow: UnitOfWork, claims: Sequence[Claim], now: datetime) -> list[bool]:
+    """Claims the keys of many requests in one statement: for each, whether it was new
+    and is now this transaction's. A key that was not new (used before, in use, or a
+    second time in `claims`) is left to `claim`, which says what to answer instead.
+    Keys are claimed in their order, so that two processes wait in one order."""
+    first: dict[tuple[str, str], int] = {}
+    for n, each in enumerate(claims):
+        first.setdefault((each.reservation.principal, each.reservation.key), n)
+    moment, lease = db_datetime(uow.conn, now), db_datetime(uow.conn, now + IN_PROGRESS_LEASE)
+    rows = [
+        (
+            principal,
+            key,
+            "POST",
+            claims[n].path[:500],
+            claims[n].digest,
+            "in_progress",
+            moment,
+            lease,
+        )
+        for (principal, key), n in sorted(first.items())
+    ]
+    inserted = {
+        (row[0], row[1])
+        for row in insert_new_returning(
+            uow.conn,
+            idempotency_keys,
+            _CLAIM_COLUMNS,
+            rows,
+            conflict=("principal", "key"),
+            returning=("principal", "key"),
+        )
+    }
+    return [first[k] == n and k in inserted for n, k in enumerate(map(_pk, claims))]
+
+
+_CLAIM_COLUMNS = (
+    "principal",
+    "key",
+    "method",
+    "path",
+    "request_hash",
+    "state",
+    "created_at",
+    "locked_until",
+)
+
+
+def _pk(claim: Claim) -> tuple[str, str]:
+    return claim.reservation.principal, claim.reservation.key
+
+
+def record_many(
+    uow: UnitOfWork, cipher: Cipher, answers: Sequence[tuple[Reservation, int, bytes]]
 ) -> None:
-    """Stores the answer under the key, encrypted, in the caller's transaction."""
+    """`record` for many keys, in one statement."""
+    if not answers:
+        return
+    rows = [
+        (_stored(cipher, body), status, reservation.principal, reservation.key)
+        for reservation, status, body in answers
+    ]
+    if uow.dialect == "postgresql":
+        driver_execute(uow.conn, _RECORD_MANY_PG, columns_of(rows))
+    else:
+        driver_execute_many(uow.conn, _RECORD_ONE_SQLITE, rows)
+
+
+def release(uow: UnitOfWork, reservations: Sequence[Reservation]) -> None:
+    """Gives back keys claimed in this transaction whose requests were refused: their
+    answers are recorded on their own afterwards (`finish`), as after a savepoint's undo."""
+    if not reservations:
+        return
+    rows = [(r.principal, r.key) for r in reservations]
+    if uow.dialect == "postgresql":
+        driver_execute(uow.conn, _RELEASE_PG, columns_of(rows))
+    else:
+        driver_execute_many(uow.conn, _RELEASE_ONE_SQLITE, rows)
+
+
+_RECORD_MANY_PG = (
+    "UPDATE idempotency_keys SET state = 'done', response_body = v.body, "
+    "response_status = v.status FROM unnest(%b::text[], %b::int[], %b::text[], %b::text[]) "
+    "AS v(body, status, principal, key) "
+    "WHERE idempotency_keys.principal = v.principal AND idempotency_keys.key = v.key"
+)
+_RECORD_ONE_SQLITE = (
+    "UPDATE idempotency_keys SET state = 'done', response_body = ?, response_status = ? "
+    "WHERE principal = ? AND key = ?"
+)
+_RELEASE_PG = (
+    "DELETE FROM idempotency_keys USING unnest(%b::text[], %b::text[]) AS v(principal, key) "
+    "WHERE idempotency_keys.principal = v.principal AND idempotency_keys.key = v.key"
+)
+_RELEASE_ONE_SQLITE = "DELETE FROM idempotency_keys WHERE principal = ? AND key = ?"
+
+
+def _stored(cipher: Cipher, body: bytes) -> str:
+    """An answer's body as its record keeps it: the JSON, encrypted."""
     try:
         text = json.dumps(json.loads(body)) if body else "null"
     except ValueError:
         text = json.dumps(None)
+    return cipher.encrypt(text, context=BODY_CONTEXT)
+
+
+def record(
+    uow: UnitOfWork, cipher: Cipher, reservation: Reservation, status: int, body: bytes
+) -> None:
+    """Stores the answer under the key, encrypted, in the caller's transaction."""
     _RECORD.count(
         uow.conn,
         {
             "b_principal": reservation.principal,
             "b_key": reservation.key,
             "b_status": status,
-            "b_body": cipher.encrypt(text, context=BODY_CONTEXT),
+            "b_body": _stored(cipher, body),
         },
     )
 

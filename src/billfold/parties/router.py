@@ -10,6 +10,7 @@ from billfold import parties
 from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.http import (
+    AnsweredTogether,
     Limit,
     Read,
     SegmentRouter,
@@ -19,11 +20,13 @@ from billfold.core.http import (
     get_context,
     get_principal,
     grouped,
+    grouped_together,
     json_answer,
     maybe_aware,
     transfer_id_for,
 )
 from billfold.core.schemas import Moment
+from billfold.domain.errors import BillfoldError
 from billfold.parties import profile
 from billfold.parties.schemas import (
     BalanceOut,
@@ -196,22 +199,29 @@ def list_transactions(
 @router.post("/charges", status_code=201, response_model=TransactionOut)
 async def create_charge(body: ChargeCreate, request: Request, who: Who) -> Response:
     """A one-off charge, split between the provider and the platform (provider: own; admin)."""
-    transfer_id = transfer_id_for(request, who)
+    asked = parties.ChargeRequest(
+        who,
+        user_ref=body.user,
+        amount=body.amount,
+        description=body.description,
+        provider_id=body.provider_id,
+        service=body.service,
+        transfer_id=transfer_id_for(request, who),
+    )
+    return await grouped_together(request, CHARGES, asked)
 
-    def run(work: Work) -> Response:
-        movement = parties.charge(
-            work,
-            who,
-            user_ref=body.user,
-            amount=body.amount,
-            description=body.description,
-            provider_id=body.provider_id,
-            service=body.service,
-            transfer_id=transfer_id,
-        )
-        return json_answer(TransactionOut.of(movement), 201)
 
-    return await grouped(request, run)
+def _charge_answers(
+    work: Work, asked: list[parties.ChargeRequest]
+) -> list[Response | BillfoldError]:
+    return [
+        answer if isinstance(answer, BillfoldError) else json_answer(TransactionOut.of(answer), 201)
+        for answer in parties.charge_many(work, asked)
+    ]
+
+
+CHARGES = AnsweredTogether(_charge_answers)
+"""A group's one-off charges, answered at once (billfold.core.group_commit)."""
 
 
 @router.post("/charges/{charge_id}/refunds", status_code=201, response_model=TransactionOut)

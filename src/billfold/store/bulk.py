@@ -34,7 +34,9 @@ def insert_rows(
         return
     if connection.dialect.name == "postgresql":
         # One statement of one array per column (DECISIONS 103), not a pipeline of rows.
-        driver_execute(connection, _unnest_insert(connection, table, tuple(columns)), _arrays(rows))
+        driver_execute(
+            connection, _unnest_insert(connection, table, tuple(columns)), columns_of(rows)
+        )
         return
     # Table and column names come from the schema in code, never from input.
     sql = (
@@ -65,7 +67,7 @@ def update_rows(
             f"UPDATE {table.name} SET {sets} "  # noqa: S608
             f"FROM unnest({arrays}) AS v({', '.join(names)}) WHERE {table.name}.{key} = v.{key}"
         )
-        driver_execute(connection, sql, _arrays(rows))
+        driver_execute(connection, sql, columns_of(rows))
         return
     sets = ", ".join(f"{column} = ?" for column in columns)
     sql = f"UPDATE {table.name} SET {sets} WHERE {key} = ?"  # noqa: S608
@@ -95,7 +97,7 @@ def insert_new_returning(
     tail = f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {', '.join(returning)}"
     if connection.dialect.name == "postgresql":
         sql = _unnest_insert(connection, table, tuple(columns)) + " " + tail
-        params = _arrays(rows)
+        params = columns_of(rows)
     else:
         row_marks = f"({', '.join('?' for _ in columns)})"
         sql = (
@@ -108,7 +110,7 @@ def insert_new_returning(
     return driver_execute(connection, sql, params, fetch=True)
 
 
-def _arrays(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
+def columns_of(rows: Sequence[tuple[Any, ...]]) -> tuple[list[Any], ...]:
     """The rows' values column by column, one list each (for unnest)."""
     return tuple(list(column) for column in zip(*rows, strict=True))
 
