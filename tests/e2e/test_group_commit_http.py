@@ -26,7 +26,7 @@ from billfold.parties.router import CHARGES
 from billfold.store.ledger_tables import transfers
 from billfold.store.tables import audit_log, idempotency_keys
 from tests.conftest import LiveServer, make_context
-from tests.integration.helpers import funded_user, metered_catalog
+from tests.integration.helpers import funded_user, metered_catalog, subscribe
 
 PLAN = {
     "code": "payg",
@@ -213,6 +213,12 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
     me = metered_catalog(ctx, PLAN)
     user = funded_user(ctx, 0, "10")
     stranger = funded_user(ctx, 1, "10", customer_of=None)
+    known = ctx.run(
+        parties.create_user, SYSTEM, name="E", email="e@u.io", currency_code="USD",
+        external_id="crm-7",
+    ).id  # fmt: skip
+    ctx.run(parties.top_up, SYSTEM, known, amount="10")
+    subscribe(ctx, known)
     _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
     sizes: list[int] = []
     answers_of = CHARGES.answers
@@ -233,6 +239,9 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
         "stranger": ("key-c", body("1", stranger)),  # Not this provider's customer.
         "unkeyed": (None, body("2")),
         "zero": ("key-d", body("0")),  # Not an amount to charge.
+        "nobody": ("key-e", body("1", "usr_nobody")),
+        "external": ("key-f", body("4", "crm-7")),  # By the user's external id.
+        "elsewhere": ("key-g", {**body("1"), "service": "nowhere"}),
     }
     writer = committer(ctx)
     entered, release = threading.Event(), threading.Event()
@@ -273,9 +282,12 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
     assert got["stranger"].status_code == 404
     assert got["stranger"].json()["error"]["code"] == "user_not_found"
     assert got["zero"].status_code == 400
+    assert got["nobody"].json()["error"]["code"] == "user_not_found"
+    assert got["elsewhere"].json()["error"]["code"] == "service_not_found"
+    assert got["external"].status_code == 201 and got["external"].json()["user"] == known
     # Each refusal is recorded under its key and replayed; a key reused is refused.
     with server.client(secret) as client:
-        for name in ("poor", "stranger", "zero", "ok"):
+        for name in ("poor", "stranger", "zero", "nobody", "elsewhere", "ok"):
             key, data = asked[name]
             again = client.post("/v1/charges", json=data, headers={"Idempotency-Key": key})
             assert (again.status_code, again.json()) == (
@@ -286,8 +298,10 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
         reused = client.post("/v1/charges", json=body("3"), headers={"Idempotency-Key": "key-a"})
     assert reused.status_code == 409
     assert reused.json()["error"]["code"] == "idempotency_key_reused"
-    # Two charges stand (1 and 2), each once, with one audit entry each.
+    # Three charges stand (1 and 2, and 4 of the other user), each once, with one audit
+    # entry each.
     assert ctx.read(parties.get_balance, SYSTEM, user).posted == Decimal("7")
+    assert ctx.read(parties.get_balance, SYSTEM, known).posted == Decimal("6")
     assert ctx.read(parties.get_balance, SYSTEM, stranger).posted == Decimal("10")
     with ctx.work(read_only=True) as work:
         charges = work.conn.execute(
@@ -297,6 +311,6 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
             select(audit_log.c.object_id).where(audit_log.c.action == "user.charged")
         ).all()
         states = work.conn.execute(select(idempotency_keys.c.state)).scalars().all()
-    assert len(charges) == 2 and sorted(entries) == sorted(charges)
+    assert len(charges) == 3 and sorted(entries) == sorted(charges)
     assert set(states) == {"done"}
     assert ctx.read(verify, SYSTEM).ok
