@@ -203,8 +203,11 @@ class _TopUps:
         return answers
 
 
-def _group_of(ctx: Context, kind: _TopUps, amounts: list[str]) -> dict[str, Any]:
-    """Each amount's result (or error), the jobs queued behind a slow one as one group."""
+def _group_of(
+    ctx: Context, kind: _TopUps, amounts: list[str], *, groups: int = 1, plain: str = ""
+) -> dict[str, Any]:
+    """Each amount's result (or error), the jobs queued behind a slow one as one group;
+    with `plain`, a job of no kind tops that amount up in the same group."""
     committer = GroupCommitter(ctx)
     entered, release = threading.Event(), threading.Event()
     results: dict[str, Any] = {}
@@ -222,23 +225,25 @@ def _group_of(ctx: Context, kind: _TopUps, amounts: list[str]) -> dict[str, Any]
         return run
 
     def submit(amount: str) -> None:
+        together = None if amount == plain else (kind, amount)
         try:
-            results[amount] = committer.submit(alone(amount), together=(kind, amount))
+            results[amount] = committer.submit(alone(amount), together=together)
         except Exception as error:
             results[amount] = error
 
     first = threading.Thread(target=committer.submit, args=(slow,))
     first.start()
     assert entered.wait(10)
-    others = [threading.Thread(target=submit, args=(a,)) for a in amounts]
+    asked = [*amounts, plain] if plain else amounts
+    others = [threading.Thread(target=submit, args=(a,)) for a in asked]
     for thread in others:
         thread.start()
-    while len(committer._pending) < len(amounts):
+    while len(committer._pending) < len(asked):
         threading.Event().wait(0.01)
     release.set()
     for thread in [first, *others]:
         thread.join(10)
-    assert committer.groups == 1
+    assert committer.groups == groups
     return results
 
 
@@ -255,18 +260,21 @@ def test_jobs_of_one_kind_are_done_together_each_with_its_own_answer(ctx: Contex
     assert ctx.read(verify, SYSTEM).ok
 
 
-def test_jobs_done_together_that_fail_are_done_one_by_one(ctx: Context) -> None:
+@pytest.mark.parametrize("plain", ["", "5"])
+def test_jobs_done_together_that_fail_are_done_one_by_one(ctx: Context, plain: str) -> None:
     """The kind fails after writing: nothing it wrote stands, and each job runs its own
-    way in the same group, with its own answer."""
+    way, with its own answer: in the same group when the group holds other jobs (the
+    kind had a savepoint of its own), else each in a transaction of its own."""
     user = funded_user(ctx, 0, "10")
     kind = _TopUps(user)
     kind.broken = True
     audits = _count(ctx, audit_log)
-    results = _group_of(ctx, kind, ["1", "0", "2"])
+    results = _group_of(ctx, kind, ["1", "0", "2"], plain=plain, groups=1 if plain else 0)
     assert len(kind.calls) == 1
     assert results["1"] == ("alone", results["1"][1]) and results["1"][1].amount == 1
     assert results["2"][0] == "alone" and isinstance(results["0"], InsufficientFunds)
-    assert ctx.read(parties.get_balance, SYSTEM, user).posted == 10 + 1 + 2
-    assert _count(ctx, audit_log) - audits == 2
+    extra = 5 if plain else 0
+    assert ctx.read(parties.get_balance, SYSTEM, user).posted == 10 + 1 + 2 + extra
+    assert _count(ctx, audit_log) - audits == 2 + (1 if plain else 0)
     assert ctx.read(verify, SYSTEM).ok
     assert not ctx.read(audit.broken_links)

@@ -20,6 +20,7 @@ from billfold.domain.audit import GENESIS, at_text, entry_hash
 from billfold.domain.errors import PermissionDenied
 from billfold.store.bulk import db_datetime, insert_rows
 from billfold.store.db import UnitOfWork
+from billfold.store.prepared import Prepared
 from billfold.store.tables import audit_head, audit_log
 
 COLUMNS = (
@@ -68,8 +69,11 @@ def record(
     uow.before_commit("audit", lambda: _write(uow))
 
 
-_HEAD_FOR_UPDATE = select(audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
-_MOVE_HEAD = update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("head_hash"))
+# Built once (docs/DECISIONS.md, 118): every money write in a group commit ends here.
+_HEAD_FOR_UPDATE = Prepared(select(audit_head.c.hash).where(audit_head.c.id == 1).with_for_update())
+_MOVE_HEAD = Prepared(
+    update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("head_hash"))
+)
 
 
 def _write(uow: UnitOfWork) -> None:
@@ -77,7 +81,8 @@ def _write(uow: UnitOfWork) -> None:
     entries = uow.pending.get("audit", [])
     if not entries:
         return
-    head = uow.conn.execute(_HEAD_FOR_UPDATE).scalar_one_or_none()
+    found = _HEAD_FOR_UPDATE.first(uow.conn)
+    head = None if found is None else found.hash
     prev = head or GENESIS
     rows = []
     for entry in entries:
@@ -89,7 +94,7 @@ def _write(uow: UnitOfWork) -> None:
     if head is None:
         uow.conn.execute(audit_head.insert().values(id=1, hash=prev))
     else:
-        uow.conn.execute(_MOVE_HEAD, {"head_hash": prev})
+        _MOVE_HEAD.count(uow.conn, {"head_hash": prev})
 
 
 def entries(

@@ -161,11 +161,14 @@ class GroupCommitter:
         try:
             with self._ctx.work() as work:
                 work.grouped = True  # Later ledger locks do not wait (billfold.ledger).
-                for kind, jobs in _kinds(group):
+                kinds = _kinds(group)
+                for kind, jobs in kinds:
                     if kind is None or len(jobs) == 1:
                         self._part(work, jobs[0])
                     else:
-                        self._together(work, kind, jobs)
+                        # Alone in the group, it needs no savepoint: if it fails, the
+                        # group does, and each job runs again on its own.
+                        self._together(work, kind, jobs, savepoint=len(kinds) > 1)
                 work.commit()
             self.groups += 1
         except Exception:  # The commit failed: nothing of the group stands.
@@ -175,16 +178,23 @@ class GroupCommitter:
             if job.again:
                 self._alone(job)
 
-    def _together(self, work: Work, kind: Together, jobs: list[_Job[Any]]) -> None:
-        """The jobs of one kind at once, in one savepoint; if that fails, each alone."""
-        try:
-            with work.savepoint():
-                answers = kind.many(work, [job.together[1] for job in jobs])  # type: ignore[index]
-            assert len(answers) == len(jobs), "many answers each item"
-        except Exception:  # Nothing of it stands: each is done on its own instead.
-            for job in jobs:
-                self._part(work, job)
-            return
+    def _together(
+        self, work: Work, kind: Together, jobs: list[_Job[Any]], *, savepoint: bool
+    ) -> None:
+        """The jobs of one kind at once, in a savepoint; if that fails, each on its own
+        (without a savepoint, its failure is the group's)."""
+        items = [job.together[1] for job in jobs]  # type: ignore[index]
+        if not savepoint:
+            answers = kind.many(work, items)
+        else:
+            try:
+                with work.savepoint():
+                    answers = kind.many(work, items)
+            except Exception:  # Nothing of it stands: each is done on its own instead.
+                for job in jobs:
+                    self._part(work, job)
+                return
+        assert len(answers) == len(jobs), "many answers each item"
         for job, answer in zip(jobs, answers, strict=True):
             if answer is SEPARATELY:
                 self._part(work, job)

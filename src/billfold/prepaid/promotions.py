@@ -22,7 +22,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import String, any_, bindparam, select, update
+from sqlalchemy.dialects import postgresql
 
 from billfold import ledger
 from billfold.catalog import load_service
@@ -568,6 +569,13 @@ _ACTIVE_SOURCES_OF = Prepared(
         one_of(grants.c.kind, ("voucher", "credit")),
     )
 )
+_ACTIVE_SOURCES_ANY = Prepared(
+    select(grants).where(
+        grants.c.user_id == any_(bindparam("user_ids", type_=postgresql.ARRAY(String))),
+        grants.c.status == "active",
+        one_of(grants.c.kind, ("voucher", "credit")),
+    )
+)
 _LIVE_PARTS = Prepared(
     select(grants.c.kind, grants.c.account_id, grants.c.expires_at).where(
         grants.c.user_id == bindparam("user_id"),
@@ -586,6 +594,10 @@ def load_sources(work: Work, user_ids: Sequence[str]) -> Sources:
     if len(ordered) == 1:  # One user's, by the statement built for it (118).
         found = _ACTIVE_SOURCES_OF.rows(work.conn, {"user_id": ordered[0]})
         return Sources({ordered[0]: found} if found else {})
+    if work.dialect == "postgresql":  # One array, whatever the number of users.
+        for row in _ACTIVE_SOURCES_ANY.rows(work.conn, {"user_ids": ordered}):
+            rows.setdefault(row.user_id, []).append(row)
+        return Sources(rows)
     for offset in range(0, len(ordered), 500):
         for row in work.conn.execute(_ACTIVE_SOURCES, {"user_ids": ordered[offset : offset + 500]}):
             rows.setdefault(row.user_id, []).append(row)
