@@ -256,7 +256,8 @@ async def grouped(
     The request's Idempotency-Key is claimed, and its answer recorded, in the same
     savepoint as its work: the change and its record commit together, in one commit.
     A route that uses this takes no `Write`, and its path is in `GROUPED_WRITES`. With
-    `kind`, the group may answer `item` with others of its kind (`grouped_together`)."""
+    `kind`, the group may answer `item` with others of its kind (`grouped_together`);
+    without, it is done on its own in the group (`EACH`)."""
     claim = pending_claim(request)
     replayed = False
 
@@ -275,8 +276,9 @@ async def grouped(
             )
         return response
 
-    together = None if kind is None else (kind, (claim, item))
-    response = await committer(request.app.state.ctx).run(job, together=together)
+    if kind is None:  # Any money write: with others, still run on its own (`EACH`).
+        kind, item = EACH, run
+    response = await committer(request.app.state.ctx).run(job, together=(kind, (claim, item)))
     if claim is not None and (response.status_code < 400 or replayed):
         # Recorded with the work, or answered from the record: nothing left to record.
         key_recorded(request)
@@ -328,6 +330,25 @@ class AnsweredTogether(Generic[Item]):
         idempotency.record_many(work, work.cipher, done)
         idempotency.release(work, refused)
         return out
+
+
+def _each_on_its_own(
+    work: Work, runs: list[Callable[[Work], Response]]
+) -> list[Response | BillfoldError]:
+    """Each request's own work, in a savepoint of its own: a refusal undoes its own."""
+    answers: list[Response | BillfoldError] = []
+    for run in runs:
+        try:
+            with work.savepoint():
+                answers.append(run(work))
+        except BillfoldError as error:
+            answers.append(error)
+    return answers
+
+
+EACH: AnsweredTogether[Callable[[Work], Response]] = AnsweredTogether(_each_on_its_own)
+"""The money writes that have no way of their own to be done together: in a group, their
+keys are still claimed and their answers recorded with one statement each."""
 
 
 def pending_claim(request: Request) -> idempotency.Claim | None:
