@@ -314,3 +314,67 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
     assert len(charges) == 3 and sorted(entries) == sorted(charges)
     assert set(states) == {"done"}
     assert ctx.read(verify, SYSTEM).ok
+
+
+def test_other_money_writes_in_a_group_claim_and_record_their_keys_together(
+    ctx: Context, server: LiveServer
+) -> None:
+    """Authorizations, captures and refunds queued together are each done on its own in
+    the group (a refusal undoes only its own work), while their keys are claimed and their
+    answers recorded for all of them at once; every retry gets the original answer."""
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 0, "10")
+    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    hold = {"user": user, "service": "maps", "amount": "3"}
+    asked = {
+        "hold": ("/v1/authorizations", "k-1", hold),
+        "too_much": ("/v1/authorizations", "k-2", {**hold, "amount": "30"}),
+        "capture": ("/v1/authorizations/auth_nothing/capture", "k-3", {}),
+        "refund": ("/v1/charges/tr_nothing/refunds", "k-4", {}),
+        "charge": ("/v1/charges", "k-5", {**hold, "description": "x"}),
+    }
+    writer = committer(ctx)
+    entered, release = threading.Event(), threading.Event()
+
+    def wait(_work: Any) -> None:
+        entered.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=writer.submit, args=(wait,))
+    holder.start()
+    assert entered.wait(10)
+
+    def send(name: str) -> tuple[str, httpx.Response]:
+        path, key, data = asked[name]
+        with server.client(secret) as client:
+            return name, client.post(path, json=data, headers={"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(len(asked)) as pool:
+        futures = [pool.submit(send, name) for name in asked]
+        deadline = time.monotonic() + 10
+        while len(writer._pending) < len(asked) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(writer._pending) == len(asked)
+        release.set()
+        got = dict(f.result() for f in futures)
+    holder.join(10)
+
+    assert got["hold"].status_code == 201 and got["hold"].json()["status"] == "approved"
+    assert got["too_much"].status_code == 200
+    assert got["too_much"].json()["reason"] == "insufficient_funds"
+    assert got["capture"].status_code == 404 and got["refund"].status_code == 404
+    assert got["charge"].status_code == 201
+    with server.client(secret) as client:
+        for name, (path, key, data) in asked.items():
+            again = client.post(path, json=data, headers={"Idempotency-Key": key})
+            assert (again.status_code, again.json()) == (
+                got[name].status_code,
+                got[name].json(),
+            ), name
+            assert again.headers.get("idempotent-replayed") == "true", name
+    balance = ctx.read(parties.get_balance, SYSTEM, user)
+    assert (balance.posted, balance.held) == (Decimal("7"), Decimal("3"))
+    with ctx.work(read_only=True) as work:
+        states = work.conn.execute(select(idempotency_keys.c.state)).scalars().all()
+    assert sorted(states) == ["done"] * len(asked)
+    assert ctx.read(verify, SYSTEM).ok
