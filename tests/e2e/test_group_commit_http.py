@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import event as sql_event
 from sqlalchemy import select
 
-from billfold import parties
+from billfold import authorizations, parties
 from billfold.core.access import SYSTEM, Role
 from billfold.core.context import Context
 from billfold.core.group_commit import committer
@@ -317,16 +317,29 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
 
 
 def test_other_money_writes_in_a_group_claim_and_record_their_keys_together(
-    ctx: Context, server: LiveServer
+    ctx: Context, server: LiveServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Authorizations, captures and refunds queued together are each done on its own in
     the group (a refusal undoes only its own work), while their keys are claimed and their
-    answers recorded for all of them at once; every retry gets the original answer."""
+    answers recorded for all of them at once; every retry gets the original answer. One
+    that fails unexpectedly once is undone and run again on its own, under its key."""
     me = metered_catalog(ctx, PLAN)
     user = funded_user(ctx, 0, "10")
+    flaky = funded_user(ctx, 1, "10")
     _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    original, failed = authorizations.authorize, []
+
+    def once_broken(work: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = original(work, *args, **kwargs)  # It writes its hold, then fails.
+        if kwargs["user_ref"] == flaky and not failed:
+            failed.append(True)
+            raise RuntimeError("a lock another process holds, say")
+        return answer
+
+    monkeypatch.setattr(authorizations, "authorize", once_broken)
     hold = {"user": user, "service": "maps", "amount": "3"}
     asked = {
+        "flaky": ("/v1/authorizations", "k-0", {**hold, "user": flaky}),
         "hold": ("/v1/authorizations", "k-1", hold),
         "too_much": ("/v1/authorizations", "k-2", {**hold, "amount": "30"}),
         "capture": ("/v1/authorizations/auth_nothing/capture", "k-3", {}),
@@ -372,8 +385,11 @@ def test_other_money_writes_in_a_group_claim_and_record_their_keys_together(
                 got[name].json(),
             ), name
             assert again.headers.get("idempotent-replayed") == "true", name
+    assert failed and got["flaky"].status_code == 201  # On its second try, alone.
     balance = ctx.read(parties.get_balance, SYSTEM, user)
     assert (balance.posted, balance.held) == (Decimal("7"), Decimal("3"))
+    balance = ctx.read(parties.get_balance, SYSTEM, flaky)  # One hold: the first undone.
+    assert (balance.posted, balance.held) == (Decimal("10"), Decimal("3"))
     with ctx.work(read_only=True) as work:
         states = work.conn.execute(select(idempotency_keys.c.state)).scalars().all()
     assert sorted(states) == ["done"] * len(asked)

@@ -12,7 +12,7 @@ work per request").
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -51,6 +51,8 @@ GROUPED_WRITES = re.compile(
 )
 WORK_STATE = "work"
 Item = TypeVar("Item")
+Answer = Response | BillfoldError | object
+"""What `AnsweredTogether` has for a request: its answer, its refusal, or SEPARATELY."""
 
 bearer = HTTPBearer(auto_error=False, description="An API key: admin, provider or user.")
 BEARER_SCHEME = bearer.scheme_name
@@ -293,6 +295,7 @@ async def grouped_together(request: Request, kind: AnsweredTogether[Item], item:
         (answer,) = kind.answers(work, [item])
         if isinstance(answer, BillfoldError):
             raise answer
+        assert isinstance(answer, Response), "a request alone has its answer"
         return answer
 
     return await grouped(request, run, kind=kind, item=item)
@@ -307,7 +310,7 @@ class AnsweredTogether(Generic[Item]):
     A refused request's key is given back, to be answered on its own (`finish`), as when
     a savepoint is undone."""
 
-    def __init__(self, answers: Callable[[Work, list[Item]], list[Response | BillfoldError]]):
+    def __init__(self, answers: Callable[[Work, list[Item]], Sequence[Answer]]):
         self.answers = answers
 
     def many(self, work: Work, items: list[tuple[idempotency.Claim | None, Item]]) -> list[object]:
@@ -323,26 +326,28 @@ class AnsweredTogether(Generic[Item]):
             claim = items[n][0]
             if claim is None:
                 continue
-            if isinstance(answer, BillfoldError) or answer.status_code >= 400:
-                refused.append(claim.reservation)
-            else:
+            if isinstance(answer, Response) and answer.status_code < 400:
                 done.append((claim.reservation, answer.status_code, bytes(answer.body)))
+            else:  # Refused, or to run on its own: its key is claimed again then.
+                refused.append(claim.reservation)
         idempotency.record_many(work, work.cipher, done)
         idempotency.release(work, refused)
         return out
 
 
-def _each_on_its_own(
-    work: Work, runs: list[Callable[[Work], Response]]
-) -> list[Response | BillfoldError]:
-    """Each request's own work, in a savepoint of its own: a refusal undoes its own."""
-    answers: list[Response | BillfoldError] = []
+def _each_on_its_own(work: Work, runs: list[Callable[[Work], Response]]) -> list[Answer]:
+    """Each request's own work, in a savepoint of its own: a refusal undoes its own, and
+    a request that fails otherwise (a lock another process holds, say) is undone and run
+    again on its own, as `GroupCommitter` runs any job that fails."""
+    answers: list[Answer] = []
     for run in runs:
         try:
             with work.savepoint():
                 answers.append(run(work))
         except BillfoldError as error:
             answers.append(error)
+        except Exception:
+            answers.append(SEPARATELY)
     return answers
 
 
