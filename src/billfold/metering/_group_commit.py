@@ -164,12 +164,14 @@ class _GroupCommitter:
                 storing[0].result = _apply(work, storing[0].prepared, None)
             elif storing:
                 self._apply_merged(work, storing)
+            answers = []
             for job in live:
                 if job.keyed is not None:
                     assert job.result is not None
                     answer = job.keyed.answer(job.result)
-                    idempotency.record(work, work.cipher, job.keyed.claim.reservation, *answer)
+                    answers.append((job.keyed.claim.reservation, *answer))
                     job.keyed.answered = answer
+            idempotency.record_many(work, work.cipher, answers)  # One statement for all.
             work.commit()
 
     @staticmethod
@@ -182,14 +184,19 @@ class _GroupCommitter:
         if not keyed:
             return group
         now = work.clock.now()
+        # One statement claims every new key (in the keys' order); a key that was not
+        # new is asked again on its own, for what to answer instead.
+        fresh = idempotency.claim_new(work, [job.keyed.claim for job in keyed if job.keyed], now)
         held: set[tuple[str, str]] = set()
-        for key, job in sorted(((_key_of(job), job) for job in keyed), key=lambda kj: kj[0]):
+        for job, new in zip(keyed, fresh, strict=True):
             assert job.keyed is not None
+            key = _key_of(job)
             if key in held:
                 job.again = True
                 continue
             held.add(key)
-            job.keyed.replay = job.keyed.claim.claim(work, work.cipher, now)
+            if not new:
+                job.keyed.replay = job.keyed.claim.claim(work, work.cipher, now)
         return [
             job
             for job in group
