@@ -35,7 +35,7 @@ def insert_rows(
     if connection.dialect.name == "postgresql":
         # One statement of one array per column (DECISIONS 103), not a pipeline of rows.
         driver_execute(
-            connection, _unnest_insert(connection, table, tuple(columns)), columns_of(rows)
+            connection, unnest_insert(connection, table, tuple(columns)), columns_of(rows)
         )
         return
     # Table and column names come from the schema in code, never from input.
@@ -96,7 +96,7 @@ def insert_new_returning(
         return []
     tail = f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING RETURNING {', '.join(returning)}"
     if connection.dialect.name == "postgresql":
-        sql = _unnest_insert(connection, table, tuple(columns)) + " " + tail
+        sql = unnest_insert(connection, table, tuple(columns)) + " " + tail
         params = columns_of(rows)
     else:
         row_marks = f"({', '.join('?' for _ in columns)})"
@@ -164,7 +164,7 @@ def on_driver_cursor(connection: Connection, sql: str, run: Callable[[Any], T]) 
 _UNNEST: dict[tuple[str, tuple[str, ...]], str] = {}
 
 
-def _unnest_insert(connection: Connection, table: Table, columns: tuple[str, ...]) -> str:
+def unnest_insert(connection: Connection, table: Table, columns: tuple[str, ...]) -> str:
     """INSERT INTO table (columns) SELECT * FROM unnest(%b::type[], ...), built once."""
     key = (table.name, columns)
     sql = _UNNEST.get(key)
