@@ -243,32 +243,8 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
         "external": ("key-f", body("4", "crm-7")),  # By the user's external id.
         "elsewhere": ("key-g", {**body("1"), "service": "nowhere"}),
     }
-    writer = committer(ctx)
-    entered, release = threading.Event(), threading.Event()
-
-    def hold(_work: Any) -> None:
-        entered.set()
-        release.wait(10)
-
-    holder = threading.Thread(target=writer.submit, args=(hold,))
-    holder.start()
-    assert entered.wait(10)
-
-    def send(name: str) -> tuple[str, httpx.Response]:
-        key, data = asked[name]
-        headers = {"Idempotency-Key": key} if key else {}
-        with server.client(secret) as client:
-            return name, client.post("/v1/charges", json=data, headers=headers)
-
-    with ThreadPoolExecutor(len(asked)) as pool:
-        futures = [pool.submit(send, name) for name in asked]
-        deadline = time.monotonic() + 10
-        while len(writer._pending) < len(asked) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(writer._pending) == len(asked)
-        release.set()
-        got = dict(f.result() for f in futures)
-    holder.join(10)
+    sent = {name: ("/v1/charges", key, data) for name, (key, data) in asked.items()}
+    got = _sent_in_one_group(ctx, server, secret, sent)
 
     assert sizes[0] == len(asked) - 1  # All but the key's second use, at once ...
     assert got["ok"].status_code == 201, got["ok"].text
@@ -346,31 +322,7 @@ def test_other_money_writes_in_a_group_claim_and_record_their_keys_together(
         "refund": ("/v1/charges/tr_nothing/refunds", "k-4", {}),
         "charge": ("/v1/charges", "k-5", {**hold, "description": "x"}),
     }
-    writer = committer(ctx)
-    entered, release = threading.Event(), threading.Event()
-
-    def wait(_work: Any) -> None:
-        entered.set()
-        release.wait(10)
-
-    holder = threading.Thread(target=writer.submit, args=(wait,))
-    holder.start()
-    assert entered.wait(10)
-
-    def send(name: str) -> tuple[str, httpx.Response]:
-        path, key, data = asked[name]
-        with server.client(secret) as client:
-            return name, client.post(path, json=data, headers={"Idempotency-Key": key})
-
-    with ThreadPoolExecutor(len(asked)) as pool:
-        futures = [pool.submit(send, name) for name in asked]
-        deadline = time.monotonic() + 10
-        while len(writer._pending) < len(asked) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(writer._pending) == len(asked)
-        release.set()
-        got = dict(f.result() for f in futures)
-    holder.join(10)
+    got = _sent_in_one_group(ctx, server, secret, asked)
 
     assert got["hold"].status_code == 201 and got["hold"].json()["status"] == "approved"
     assert got["too_much"].status_code == 200
@@ -394,3 +346,41 @@ def test_other_money_writes_in_a_group_claim_and_record_their_keys_together(
         states = work.conn.execute(select(idempotency_keys.c.state)).scalars().all()
     assert sorted(states) == ["done"] * len(asked)
     assert ctx.read(verify, SYSTEM).ok
+
+
+def _sent_in_one_group(
+    ctx: Context,
+    server: LiveServer,
+    secret: str,
+    requests: dict[str, tuple[str, str | None, dict[str, Any]]],
+) -> dict[str, httpx.Response]:
+    """Each (path, Idempotency-Key, body)'s answer, the requests sent at once while the
+    money writer is held busy, so that they queue and are written as one group."""
+    writer = committer(ctx)
+    entered, release = threading.Event(), threading.Event()
+
+    def busy(_work: Any) -> None:
+        entered.set()
+        release.wait(10)
+
+    holder = threading.Thread(target=writer.submit, args=(busy,))
+    holder.start()
+    assert entered.wait(10)
+
+    def send(name: str) -> tuple[str, httpx.Response]:
+        path, key, data = requests[name]
+        headers = {"Idempotency-Key": key} if key else {}
+        with server.client(secret) as client:
+            return name, client.post(path, json=data, headers=headers)
+
+    with ThreadPoolExecutor(len(requests)) as pool:
+        futures = [pool.submit(send, name) for name in requests]
+        deadline = time.monotonic() + 10
+        while len(writer._pending) < len(requests) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        queued = len(writer._pending)
+        release.set()
+        got = dict(f.result() for f in futures)
+    holder.join(10)
+    assert queued == len(requests)
+    return got

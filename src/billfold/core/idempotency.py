@@ -248,16 +248,8 @@ def claim_new(uow: UnitOfWork, claims: Sequence[Claim], now: datetime) -> list[b
     return [first[k] == n and k in inserted for n, k in enumerate(map(_pk, claims))]
 
 
-_CLAIM_COLUMNS = (
-    "principal",
-    "key",
-    "method",
-    "path",
-    "request_hash",
-    "state",
-    "created_at",
-    "locked_until",
-)
+# What a claim writes: every column of `_NEW` but the answer, which comes later.
+_CLAIM_COLUMNS = tuple(name for name in _NEW if not name.startswith("response_"))
 
 
 def _pk(claim: Claim) -> tuple[str, str]:
