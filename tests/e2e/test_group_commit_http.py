@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy import event as sql_event
 from sqlalchemy import select
@@ -23,9 +24,10 @@ from billfold.core.group_commit import committer
 from billfold.core.keys import create_key
 from billfold.ledger.verify import verify
 from billfold.parties.router import CHARGES
+from billfold.store import db
 from billfold.store.ledger_tables import transfers
 from billfold.store.tables import audit_log, idempotency_keys
-from tests.conftest import LiveServer, make_context
+from tests.conftest import PG_ADMIN_DSN, LiveServer, make_context
 from tests.integration.helpers import funded_user, metered_catalog, subscribe
 
 PLAN = {
@@ -384,3 +386,43 @@ def _sent_in_one_group(
     holder.join(10)
     assert queued == len(requests)
     return got
+
+
+def _cut_connections(ctx: Context) -> int:
+    """Ends every connection to the test's database, as a restart of PostgreSQL would."""
+    database = ctx.db.url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_money_write_on_a_lost_connection_is_written_on_a_new_one(
+    pg_ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pooled connections that PostgreSQL ended (a restart): a connection lent again at
+    once is not pinged first, so the write meets the loss; nothing was written, so it
+    runs again on a new connection and the client never knows. One idle for a while is
+    pinged and replaced before it is lent."""
+    ctx = pg_ctx
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 0, "10")
+    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    charge = {"user": user, "amount": "1", "service": "maps", "description": "x"}
+    with LiveServer(ctx) as server, server.client(secret) as client:
+        assert client.post("/v1/charges", json=charge).status_code == 201
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)  # Never pinged.
+        assert _cut_connections(ctx) > 0
+        answer = client.post("/v1/charges", json=charge, headers={"Idempotency-Key": "c-1"})
+        assert answer.status_code == 201, answer.text
+        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # Always pinged.
+        assert _cut_connections(ctx) > 0
+        services = client.get("/v1/services")  # A read, which is not run again.
+        assert services.status_code == 200, services.text
+        assert client.post("/v1/charges", json=charge).status_code == 201
+    ctx.db.dispose()
+    assert ctx.read(parties.get_balance, SYSTEM, user).posted == Decimal("7")
+    assert ctx.read(verify, SYSTEM).ok

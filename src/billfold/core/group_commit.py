@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from billfold.core import metrics
 from billfold.core.context import Context, Work
@@ -216,17 +216,22 @@ class GroupCommitter:
     def _alone(self, job: _Job[Any], *, tries: int = 2) -> None:
         """The job in a unit of work of its own. A deadlock or a serialization failure
         (PostgreSQL) is tried once more before it is the job's error: nothing of a failed
-        try stands."""
+        try stands. So is a connection found lost before the commit was asked (a pooled
+        connection that a database restart ended): nothing was written. A connection lost
+        during the commit is not: whether it committed is not known."""
         for attempt in range(tries):
             job.result, job.error, job.again = None, None, False
+            committing = False
             try:
                 with self._ctx.work() as work:
                     job.result = job.run(work)
+                    committing = True
                     work.commit()
                 return
-            except OperationalError as error:
+            except DBAPIError as error:
                 job.error = error
-                if attempt + 1 == tries or not _transient(error):
+                lost = error.connection_invalidated and not committing
+                if attempt + 1 == tries or not (lost or _transient(error)):
                     return
             except Exception as error:
                 job.error = error
@@ -250,7 +255,7 @@ def _kinds(group: list[_Job[Any]]) -> list[tuple[Together | None, list[_Job[Any]
     return kinds
 
 
-def _transient(error: OperationalError) -> bool:
+def _transient(error: DBAPIError) -> bool:
     """A failure that the same transaction, run again, may not meet (SQLSTATE 40xxx)."""
     code = getattr(error.orig, "sqlstate", None)
     return isinstance(code, str) and code.startswith("40")

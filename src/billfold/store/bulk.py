@@ -149,16 +149,25 @@ def on_driver_cursor(connection: Connection, sql: str, run: Callable[[Any], T]) 
     """
     if not connection.in_transaction():
         connection.begin()
-    dbapi_error = connection.dialect.loaded_dbapi.Error
-    cursor = connection.connection.cursor()
+    dialect = connection.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    raw = connection.connection
+    cursor = raw.cursor()
     try:
         return run(cursor)
     except dbapi_error as error:
+        # A lost connection is forgotten, with the pool's others, as SQLAlchemy forgets
+        # one that fails under it: the next unit of work gets a live one.
+        lost = dialect.is_disconnect(error, raw.dbapi_connection, cursor)
+        if lost:
+            connection.engine.pool._invalidate(raw, error)  # What SQLAlchemy itself calls.
+            connection.invalidate(error)
         raise exc.DBAPIError.instance(
-            sql, None, error, dbapi_error, dialect=connection.dialect
+            sql, None, error, dbapi_error, connection_invalidated=lost, dialect=dialect
         ) from error
     finally:
-        cursor.close()
+        if not connection.invalidated:
+            cursor.close()
 
 
 _UNNEST: dict[tuple[str, tuple[str, ...]], str] = {}

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import fcntl
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 from billfold.store.bulk import driver_execute
@@ -49,11 +50,10 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(
+        engine = create_engine(
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
             # No server-side prepared statements. psycopg prepares a statement after five
             # runs, and PostgreSQL may then keep one generic plan for it, chosen before the
             # values are known: for the bill run's IN lists over tables that grow as it
@@ -61,7 +61,37 @@ def make_engine(url: str, *, pool_size: int = 20) -> Engine:
             # (docs/DECISIONS.md, 39). It also keeps billfold usable behind PgBouncer.
             connect_args={"prepare_threshold": None},
         )
+        event.listen(engine, "connect", _stamp)
+        event.listen(engine, "checkin", _stamp)
+        event.listen(engine, "checkout", _ping_if_idle)
+        return engine
     raise ValueError(f"billfold runs on SQLite or PostgreSQL, not {parsed.get_backend_name()}")
+
+
+PING_AFTER_IDLE_S = 1.0
+"""A pooled PostgreSQL connection idle this long is pinged before it is lent again."""
+
+
+def _stamp(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """SQLAlchemy's `pool_pre_ping`, for connections that sat idle: a connection given
+    back less than a second ago is lent at once, where a ping on every loan cost every
+    transaction a round trip (docs/DECISIONS.md, 130). One that fails its ping is
+    replaced (the pool tries again with a new connection)."""
+    since = record.info.get("idle_since")
+    if since is not None and time.monotonic() - since < PING_AFTER_IDLE_S:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(";")
+        finally:
+            cursor.close()
+    except Exception as error:  # The server went away: that connection is dead.
+        raise exc.DisconnectionError(str(error)) from error
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
