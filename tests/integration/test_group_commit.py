@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import re
 import threading
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,11 +20,19 @@ from billfold.core.access import SYSTEM
 from billfold.core.context import Context, Work
 from billfold.core.group_commit import SEPARATELY, GroupCommitter
 from billfold.core.http import GROUPED_WRITES, write_unit
-from billfold.domain.errors import InsufficientFunds
+from billfold.domain.errors import InsufficientFunds, NotFound
 from billfold.ledger.verify import verify
 from billfold.store.ledger_tables import transfers
 from billfold.store.tables import audit_log
-from tests.integration.helpers import funded_user
+from tests.integration.helpers import funded_user, metered_catalog
+
+PAYG = {
+    "code": "payg",
+    "service": "maps",
+    "currency": "USD",
+    "interval": "none",
+    "charges": [{"metric": "calls", "model": "per_unit", "unit_price": "0.1"}],
+}
 
 
 def _count(ctx: Context, table: Any) -> int:
@@ -278,3 +287,33 @@ def test_jobs_done_together_that_fail_are_done_one_by_one(ctx: Context, plain: s
     assert _count(ctx, audit_log) - audits == 2 + (1 if plain else 0)
     assert ctx.read(verify, SYSTEM).ok
     assert not ctx.read(audit.broken_links)
+
+
+def test_charges_done_together_are_checked_each_against_what_the_others_left(
+    ctx: Context,
+) -> None:
+    """Three charges of one wallet at once: each is checked against the balance the ones
+    before it left, so the one that no longer fits is refused and writes nothing, and
+    the third, which still fits, is charged; a stranger's charge is refused on its own."""
+    me = metered_catalog(ctx, PAYG)
+    user = funded_user(ctx, 0, "10")
+    stranger = funded_user(ctx, 1, "10", customer_of=None)
+
+    def asked(amount: str, who: str = user) -> parties.ChargeRequest:
+        return parties.ChargeRequest(me, who, amount, "x", service="maps")
+
+    audits = _count(ctx, audit_log)
+    with ctx.work() as work:
+        results = parties.charge_many(
+            work, [asked("6"), asked("5"), asked("1", stranger), asked("4")]
+        )
+        work.commit()
+    first, second, third, fourth = results
+    assert not isinstance(first, Exception) and first.balance_after is None  # A provider's view.
+    assert isinstance(second, InsufficientFunds)
+    assert isinstance(third, NotFound) and third.code == "user_not_found"
+    assert not isinstance(fourth, Exception) and fourth.amount == Decimal("-4")
+    assert ctx.read(parties.get_balance, SYSTEM, user).posted == 0
+    assert ctx.read(parties.get_balance, SYSTEM, stranger).posted == 10
+    assert _count(ctx, audit_log) - audits == 2
+    assert ctx.read(verify, SYSTEM).ok
