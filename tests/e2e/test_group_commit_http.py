@@ -355,9 +355,12 @@ def _sent_in_one_group(
     server: LiveServer,
     secret: str,
     requests: dict[str, tuple[str, str | None, dict[str, Any]]],
+    secrets: dict[str, str] | None = None,
 ) -> dict[str, httpx.Response]:
     """Each (path, Idempotency-Key, body)'s answer, the requests sent at once while the
-    money writer is held busy, so that they queue and are written as one group."""
+    money writer is held busy, so that they queue and are written as one group; each
+    with `secret`, or its own key in `secrets`."""
+    secrets = secrets or {}
     writer = committer(ctx)
     entered, release = threading.Event(), threading.Event()
 
@@ -372,7 +375,7 @@ def _sent_in_one_group(
     def send(name: str) -> tuple[str, httpx.Response]:
         path, key, data = requests[name]
         headers = {"Idempotency-Key": key} if key else {}
-        with server.client(secret) as client:
+        with server.client(secrets.get(name, secret)) as client:
             return name, client.post(path, json=data, headers=headers)
 
     with ThreadPoolExecutor(len(requests)) as pool:
@@ -426,3 +429,32 @@ def test_a_money_write_on_a_lost_connection_is_written_on_a_new_one(
     ctx.db.dispose()
     assert ctx.read(parties.get_balance, SYSTEM, user).posted == Decimal("7")
     assert ctx.read(verify, SYSTEM).ok
+
+
+def test_a_group_remembers_the_catalog_per_asker(ctx: Context, server: LiveServer) -> None:
+    """Authorizations of two providers in one group: the first's service, remembered for
+    the group, is not the second's to use, and the second's own is priced by its plan."""
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 0, "10")
+    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    other = ctx.run(
+        parties.create_provider, SYSTEM, name="B", email="b@p.io", commission_rate="0.1"
+    )
+    _, hostile = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=other.id)
+    use = {"user": user, "service": "maps", "metric": "calls", "quantity": 10}
+    got = _sent_in_one_group(
+        ctx,
+        server,
+        secret,
+        {
+            "mine": ("/v1/authorizations", "a-1", use),
+            "again": ("/v1/authorizations", "a-2", {**use, "quantity": 20}),
+            "theirs": ("/v1/authorizations", "b-1", use),
+        },
+        {"theirs": hostile},
+    )
+    assert got["mine"].status_code == 201 and got["mine"].json()["amount"] == "1.00"
+    assert got["again"].status_code == 201 and got["again"].json()["amount"] == "2.00"
+    assert got["theirs"].status_code == 404, got["theirs"].text
+    assert got["theirs"].json()["error"]["code"] in ("service_not_found", "user_not_found")
+    assert ctx.read(parties.get_balance, SYSTEM, user).held == Decimal("3")

@@ -9,10 +9,11 @@ units already used count), holds that amount, and expires on its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, select
 
@@ -54,6 +55,8 @@ from billfold.ids import new_id
 from billfold.ledger import HoldView
 from billfold.store.prepared import Prepared
 from billfold.store.tables import metrics
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,15 @@ _METRIC = Prepared(
 )
 
 
+def _remembered(work: Work, key: tuple[object, ...], read: Callable[[], T]) -> T:
+    """`read()`, once per transaction for `key` (`Work.memo`): the requests of a group
+    commit mostly ask about one service, its plan and its metric."""
+    if key in work.memo:
+        return work.memo[key]  # type: ignore[no-any-return]
+    found = work.memo[key] = read()
+    return found
+
+
 def _standing(work: Work, user: Account) -> _Means:
     limit = to_units(user.credit_limit, user.currency)
     postpaid = user.billing_mode == BillingMode.POSTPAID
@@ -149,7 +161,11 @@ def _service_plan(
     """The plan and usage period that price the user's use of the service now: the same
     terms metering will rate that usage under (billfold.catalog.terms)."""
     # A user may ask about its own access to any service it can see.
-    service = load_service(work, principal, service_code)
+    service = _remembered(
+        work,
+        ("service", principal, service_code),
+        lambda: load_service(work, principal, service_code),
+    )
     if service.status != "active":
         raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
     if principal.role == Role.PROVIDER and service.provider_id != principal.provider_id:
@@ -157,7 +173,14 @@ def _service_plan(
     require_customer(work, principal, user_id, asked=asked_as, service_id=service.id)
     phases = terms.plans_at(work, {(user_id, service.id)}).get((user_id, service.id))
     found = terms.terms_at(phases, now)
-    version = load_versions(work, [found.plan_id])[found.plan_id].at(now) if found.plan_id else None
+    plan_id = found.plan_id
+    version = (
+        _remembered(
+            work, ("versions", plan_id), lambda: load_versions(work, [plan_id])[plan_id]
+        ).at(now)
+        if plan_id
+        else None
+    )
     return _Pricing(
         service,
         version.plan if version else None,
@@ -344,7 +367,11 @@ def _price_use(
     reason to decline (not subscribed, suspended)."""
     pricing = _service_plan(work, principal, service_code, now, user.id, user_ref)
     service, plan = pricing.service, pricing.plan
-    metric = _METRIC.first(work.conn, {"service_id": service.id, "code": metric_code})
+    metric = _remembered(
+        work,
+        ("metric", service.id, metric_code),
+        lambda: _METRIC.first(work.conn, {"service_id": service.id, "code": metric_code}),
+    )
     if metric is None:
         raise NotFound(
             f"service {service_code} has no metric {metric_code}",

@@ -13,7 +13,7 @@ import base64
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from billfold.clock import Clock, SystemClock, TestClock
 from billfold.config import Settings
@@ -85,6 +85,10 @@ class Work(UnitOfWork):
         self.cipher = ctx.cipher
         self.settings = ctx.settings
         self.committed = False
+        self.memo: dict[tuple[object, ...], Any] = {}
+        """Catalog reads remembered for the transaction, which a group commit's requests
+        share (a service, a plan's versions, a metric): money writes never change the
+        catalog, and a savepoint's undo does not make a read untrue."""
 
     def credentials_changed(self) -> None:
         """An API key, session or login changed: once this commits, the process looks up
