@@ -328,6 +328,7 @@ def authorize(
             service=service_code,
             metric=metric_code,
             quantity=None if asked is None else format_decimal(asked),
+            fresh=authorization_id is None,
         )
     except InsufficientFunds:
         return _declined(
