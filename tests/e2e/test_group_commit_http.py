@@ -458,3 +458,50 @@ def test_a_group_remembers_the_catalog_per_asker(ctx: Context, server: LiveServe
     assert got["theirs"].status_code == 404, got["theirs"].text
     assert got["theirs"].json()["error"]["code"] in ("service_not_found", "user_not_found")
     assert ctx.read(parties.get_balance, SYSTEM, user).held == Decimal("3")
+
+
+def test_a_groups_authorizations_read_together_answer_as_alone(
+    ctx: Context, server: LiveServer
+) -> None:
+    """Authorizations in one group, whose payers, phases and customers are read for all
+    of them at once on PostgreSQL: each answers what it would alone, a user named by
+    external id, one named twice, a stranger, nobody, and a wrong service or metric."""
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 0, "10")
+    stranger = funded_user(ctx, 1, "10", customer_of=None)
+    known = ctx.run(
+        parties.create_user, SYSTEM, name="E", email="e@u.io", currency_code="USD",
+        external_id="crm-9",
+    ).id  # fmt: skip
+    ctx.run(parties.top_up, SYSTEM, known, amount="10")
+    subscribe(ctx, known)
+    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+
+    def use(who: str, **changes: object) -> tuple[str, str, dict[str, Any]]:
+        body = {"user": who, "service": "maps", "metric": "calls", "quantity": 10, **changes}
+        return "/v1/authorizations", f"k-{len(asked)}", body
+
+    asked: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for name, who, changes in (
+        ("mine", user, {}),
+        ("twice", user, {"quantity": 30}),
+        ("external", "crm-9", {}),
+        ("stranger", stranger, {}),
+        ("nobody", "usr_nobody", {}),
+        ("no_metric", user, {"metric": "nope"}),
+        ("no_service", user, {"service": "nowhere"}),
+    ):
+        asked[name] = use(who, **changes)
+    got = _sent_in_one_group(ctx, server, secret, dict(asked))
+    assert got["mine"].status_code == got["twice"].status_code == 201
+    assert (got["mine"].json()["amount"], got["twice"].json()["amount"]) == ("1.00", "3.00")
+    assert got["external"].status_code == 201 and got["external"].json()["user"] == known
+    codes = {name: got[name].json()["error"]["code"] for name in list(asked)[3:]}
+    assert codes == {
+        "stranger": "user_not_found",
+        "nobody": "user_not_found",
+        "no_metric": "metric_not_found",
+        "no_service": "service_not_found",
+    }
+    assert ctx.read(parties.get_balance, SYSTEM, user).held == Decimal("4")
+    assert ctx.read(parties.get_balance, SYSTEM, known).held == Decimal("1")

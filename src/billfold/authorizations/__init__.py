@@ -7,6 +7,7 @@ from billfold.authorizations.service import (
     capture,
     entitlements,
     get_authorization,
+    prefetch,
     void,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "capture",
     "entitlements",
     "get_authorization",
+    "prefetch",
     "void",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Body, Depends, Query, Request, Response
@@ -16,9 +17,12 @@ from billfold.authorizations.schemas import (
 from billfold.core.access import Principal
 from billfold.core.context import Context, Work
 from billfold.core.http import (
+    Answer,
+    AnsweredTogether,
     Read,
     SegmentRouter,
     UnitOfWorkRoute,
+    each_on_its_own,
     get_context,
     get_principal,
     grouped,
@@ -58,7 +62,24 @@ async def authorize(body: AuthorizationCreate, request: Request, who: Who) -> Re
         status = 201 if result.status == "approved" else 200
         return json_answer(AuthorizationOut.of(result), status)
 
-    return await grouped(request, run)
+    asked = (who, body.user, body.service)
+    return await grouped(request, run, kind=AUTHORIZATIONS, item=(asked, run))
+
+
+def _decided_together(
+    work: Work, items: list[tuple[tuple[Principal, str, str | None], Callable[[Work], Response]]]
+) -> list[Answer]:
+    """A group's authorizations: what they all read, read at once (`prefetch`), then each
+    decided on its own, in its savepoint."""
+    added = authorizations.prefetch(work, [asked for asked, _ in items])
+    try:
+        return each_on_its_own(work, [run for _, run in items])
+    finally:
+        for key in added:  # What others in the group may change is read again after.
+            work.memo.pop(key, None)
+
+
+AUTHORIZATIONS = AnsweredTogether(_decided_together)
 
 
 @router.get("/authorizations/{auth_id}", response_model=AuthorizationOut)

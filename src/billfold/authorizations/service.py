@@ -9,7 +9,7 @@ units already used count), holds that amount, and expires on its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, select
 
 from billfold import invoicing, ledger, metering, prepaid
 from billfold.catalog import (
+    current_subscriptions,
     hides_personal_data,
     is_customer,
     load_service,
@@ -37,6 +38,7 @@ from billfold.core.directory import (
     commission_rate,
     debt_stage,
     load_payer,
+    load_payers,
     load_user,
 )
 from billfold.domain.arrears import GRACE, ArrearsTerms
@@ -109,6 +111,48 @@ _METRIC = Prepared(
 )
 
 
+def prefetch(work: Work, asked: Sequence[tuple[Principal, str, str | None]]) -> list[Any]:
+    """What a group's authorizations, (asker, user reference, service code) each, ask
+    one by one, read for them all at once on PostgreSQL: their payers, their
+    subscriptions' phases and whether each user is the asker's customer, into
+    `Work.memo`. The keys it added, to be forgotten once the group's authorizations are
+    decided (a top-up later in the group may restore a subscription)."""
+    if len(asked) < 2 or work.dialect != "postgresql":
+        return []
+    before = set(work.memo)
+    payers = load_payers(work, sorted({ref for _, ref, _ in asked}))
+    for ref, payer in payers.items():
+        work.memo[("payer", ref)] = payer
+    pairs: set[tuple[str, str]] = set()
+    customers: set[tuple[str, str | None, str]] = set()
+    for principal, ref, code in asked:
+        found = payers.get(ref)
+        if found is None or code is None:
+            continue
+        try:
+            service = _service(work, principal, code)
+        except NotFound:
+            continue
+        pairs.add((found.id, service.id))
+        if principal.role == Role.PROVIDER:
+            customers.add((found.id, principal.provider_id, service.id))
+    phases = terms.plans_at(work, pairs)
+    for pair in pairs:
+        work.memo[("phases", *pair)] = phases.get(pair)
+    if customers:
+        current = current_subscriptions(work, sorted({user for user, _, _ in customers}))
+        for customer in customers:
+            work.memo[("customer", *customer)] = customer in current
+    return [key for key in work.memo if key not in before]
+
+
+def _service(work: Work, principal: Principal, code: str) -> Any:
+    """The service as `principal` may see it, read once per transaction."""
+    return _remembered(
+        work, ("service", principal, code), lambda: load_service(work, principal, code)
+    )
+
+
 def _remembered(work: Work, key: tuple[object, ...], read: Callable[[], T]) -> T:
     """`read()`, once per transaction for `key` (`Work.memo`): the requests of a group
     commit mostly ask about one service, its plan and its metric."""
@@ -161,17 +205,15 @@ def _service_plan(
     """The plan and usage period that price the user's use of the service now: the same
     terms metering will rate that usage under (billfold.catalog.terms)."""
     # A user may ask about its own access to any service it can see.
-    service = _remembered(
-        work,
-        ("service", principal, service_code),
-        lambda: load_service(work, principal, service_code),
-    )
+    service = _service(work, principal, service_code)
     if service.status != "active":
         raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
     if principal.role == Role.PROVIDER and service.provider_id != principal.provider_id:
         raise NotFound(f"no service {service_code}", code="service_not_found", param="service")
-    require_customer(work, principal, user_id, asked=asked_as, service_id=service.id)
-    phases = terms.plans_at(work, {(user_id, service.id)}).get((user_id, service.id))
+    known = work.memo.get(("customer", user_id, principal.provider_id, service.id))
+    require_customer(work, principal, user_id, asked=asked_as, service_id=service.id, known=known)
+    pair = (user_id, service.id)
+    phases = _remembered(work, ("phases", *pair), lambda: terms.plans_at(work, {pair}).get(pair))
     found = terms.terms_at(phases, now)
     plan_id = found.plan_id
     version = (
@@ -272,7 +314,8 @@ def authorize(
     ttl = _lifetime(work, expires_in_s)
     now = work.clock.now()
     auth_id = authorization_id or new_id("auth")
-    user = load_payer(work, user_ref)  # Nothing to decrypt (docs/DECISIONS.md, 117).
+    # Nothing to decrypt (docs/DECISIONS.md, 117); read with its group's, when it has one.
+    user = _remembered(work, ("payer", user_ref), lambda: load_payer(work, user_ref))
     cur = user.currency
     service, asked, service_terms = None, None, None
     if by_quantity:

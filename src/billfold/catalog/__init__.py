@@ -1,6 +1,7 @@
 """What providers sell: services, metrics, plans and their versions, quotes."""
 
 from billfold.catalog.customers import (
+    current_subscriptions,
     hides_personal_data,
     is_customer,
     require_customer,
@@ -47,6 +48,7 @@ __all__ = [
     "create_metric",
     "create_plan",
     "create_service",
+    "current_subscriptions",
     "get_plan",
     "get_service",
     "hides_personal_data",

@@ -11,9 +11,11 @@ a subscription to a plan of its service was in force at the event's timestamp.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy.dialects import postgresql
 
 from billfold.core.access import Principal, Role, require_user_access
 from billfold.core.context import Work
@@ -48,6 +50,21 @@ def is_customer(
     return _CURRENT_TO.first(work.conn, values) is not None
 
 
+_CURRENT_OF_USERS_PG = Prepared(
+    select(subscriptions.c.user_id, subscriptions.c.provider_id, subscriptions.c.service_id).where(
+        subscriptions.c.user_id == any_(bindparam("user_ids", type_=postgresql.ARRAY(String))),
+        one_of(subscriptions.c.status, CURRENT),
+    )
+)
+
+
+def current_subscriptions(work: Work, user_ids: Sequence[str]) -> set[tuple[str, str, str]]:
+    """(user, provider, service) of every current subscription of these users, in one
+    statement (PostgreSQL): what `is_customer` asks, for many users at once."""
+    rows = _CURRENT_OF_USERS_PG.rows(work.conn, {"user_ids": list(user_ids)})
+    return {(row.user_id, row.provider_id, row.service_id) for row in rows}
+
+
 def was_customer(work: Work, user_id: str, provider_id: str) -> bool:
     """Whether the user ever subscribed with the provider: the provider may read its own
     records of a former customer (their invoices, their subscriptions), never act."""
@@ -64,15 +81,19 @@ def require_customer(
     *,
     asked: str | None = None,
     service_id: str | None = None,
+    known: bool | None = None,
 ) -> None:
-    """Admins act on every user, a user on itself, and a provider on its customers only.
+    """Admins act on every user, a user on itself, and a provider on its customers only
+    (`known`: whether the user is, when the caller has read it already).
 
     Anyone else gets the 404 of an unknown user, named as asked: a provider learns
     nothing about a user who has not chosen it.
     """
     if principal.role == Role.PROVIDER:
         assert principal.provider_id is not None
-        if is_customer(work, user_id, principal.provider_id, service_id=service_id):
+        if known is None:
+            known = is_customer(work, user_id, principal.provider_id, service_id=service_id)
+        if known:
             return
         raise NotFound(f"no user {asked or user_id}", code="user_not_found", param="user")
     require_user_access(principal, user_id, asked=asked)

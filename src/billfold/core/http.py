@@ -335,7 +335,7 @@ class AnsweredTogether(Generic[Item]):
         return out
 
 
-def _each_on_its_own(work: Work, runs: list[Callable[[Work], Response]]) -> list[Answer]:
+def each_on_its_own(work: Work, runs: list[Callable[[Work], Response]]) -> list[Answer]:
     """Each request's own work, in a savepoint of its own: a refusal undoes its own, and
     a request that fails otherwise (a lock another process holds, say) is undone and run
     again on its own, as `GroupCommitter` runs any job that fails."""
@@ -351,7 +351,7 @@ def _each_on_its_own(work: Work, runs: list[Callable[[Work], Response]]) -> list
     return answers
 
 
-EACH: AnsweredTogether[Callable[[Work], Response]] = AnsweredTogether(_each_on_its_own)
+EACH: AnsweredTogether[Callable[[Work], Response]] = AnsweredTogether(each_on_its_own)
 """The money writes that have no way of their own to be done together: in a group, their
 keys are still claimed and their answers recorded with one statement each."""
 
