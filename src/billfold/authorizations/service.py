@@ -153,6 +153,14 @@ def _service(work: Work, principal: Principal, code: str) -> Any:
     )
 
 
+def _prefetched(work: Work, key: tuple[object, ...], read: Callable[[], T]) -> T:
+    """What `prefetch` read for `key`, or `read()`, not kept: unlike the catalog, a
+    subscription may change later in the transaction."""
+    if key in work.memo:
+        return work.memo[key]  # type: ignore[no-any-return]
+    return read()
+
+
 def _remembered(work: Work, key: tuple[object, ...], read: Callable[[], T]) -> T:
     """`read()`, once per transaction for `key` (`Work.memo`): the requests of a group
     commit mostly ask about one service, its plan and its metric."""
@@ -213,7 +221,7 @@ def _service_plan(
     known = work.memo.get(("customer", user_id, principal.provider_id, service.id))
     require_customer(work, principal, user_id, asked=asked_as, service_id=service.id, known=known)
     pair = (user_id, service.id)
-    phases = _remembered(work, ("phases", *pair), lambda: terms.plans_at(work, {pair}).get(pair))
+    phases = _prefetched(work, ("phases", *pair), lambda: terms.plans_at(work, {pair}).get(pair))
     found = terms.terms_at(phases, now)
     plan_id = found.plan_id
     version = (
@@ -315,7 +323,7 @@ def authorize(
     now = work.clock.now()
     auth_id = authorization_id or new_id("auth")
     # Nothing to decrypt (docs/DECISIONS.md, 117); read with its group's, when it has one.
-    user = _remembered(work, ("payer", user_ref), lambda: load_payer(work, user_ref))
+    user = _prefetched(work, ("payer", user_ref), lambda: load_payer(work, user_ref))
     cur = user.currency
     service, asked, service_terms = None, None, None
     if by_quantity:
