@@ -259,10 +259,12 @@ class UnitOfWork:
         callbacks = len(self._after_commit)
         # Said to the driver: SQLAlchemy's begin_nested and its release cost about 100 µs
         # a request in the group commit, for two statements of microseconds.
-        # Never released: a savepoint left standing costs nothing until the transaction
-        # ends (both databases keep a part's writes and locks to the end either way),
-        # and a RELEASE is one more round trip per request (docs/DECISIONS.md, 133). Its
-        # name is the unit's own, so a later ROLLBACK TO finds this one.
+        # On PostgreSQL never released: a savepoint left standing costs nothing until the
+        # transaction ends (a part's writes and locks stay to the end either way), and a
+        # RELEASE is one more round trip per request (docs/DECISIONS.md, 133). Its name is
+        # the unit's own, so a later ROLLBACK TO finds this one. SQLite's RELEASE costs
+        # microseconds and keeps its statement journal short, so there it is said.
+        release = self.dialect != "postgresql"
         self._savepoints += 1
         name = f"bf_part_{self._savepoints}"
         self._driver_statement(f"SAVEPOINT {name}")
@@ -270,6 +272,8 @@ class UnitOfWork:
             yield
         except BaseException:
             self._driver_statement(f"ROLLBACK TO SAVEPOINT {name}")
+            if release:
+                self._driver_statement(f"RELEASE SAVEPOINT {name}")
             for name in list(self.pending):
                 if name in pending:
                     del self.pending[name][pending[name] :]
@@ -280,6 +284,8 @@ class UnitOfWork:
                     del self._before_commit[name]
             del self._after_commit[callbacks:]
             raise
+        if release:
+            self._driver_statement(f"RELEASE SAVEPOINT {name}")
 
     def _driver_statement(self, sql: str) -> None:
         driver_execute(self.conn, sql, ())
