@@ -14,13 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from sqlalchemy import String, any_, bindparam, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import bindparam, select
 
 from billfold.core.access import Principal, Role, require_user_access
 from billfold.core.context import Work
 from billfold.domain.errors import NotFound
-from billfold.store.prepared import Prepared, one_of
+from billfold.store.prepared import Prepared, any_of, one_of
 from billfold.store.tables import subscriptions
 
 CURRENT: Final = ("trialing", "active", "past_due", "suspended")
@@ -52,7 +51,7 @@ def is_customer(
 
 _CURRENT_OF_USERS_PG = Prepared(
     select(subscriptions.c.user_id, subscriptions.c.provider_id, subscriptions.c.service_id).where(
-        subscriptions.c.user_id == any_(bindparam("user_ids", type_=postgresql.ARRAY(String))),
+        any_of(subscriptions.c.user_id, "user_ids"),
         one_of(subscriptions.c.status, CURRENT),
     )
 )

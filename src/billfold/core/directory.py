@@ -14,14 +14,13 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, func, select
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import bindparam, func, select
 
 from billfold.core.context import Work
 from billfold.domain.arrears import ArrearsTerms, stage_at
 from billfold.domain.errors import NotFound
 from billfold.domain.money import Currency, currency, from_units
-from billfold.store.prepared import Prepared
+from billfold.store.prepared import Prepared, any_of
 from billfold.store.tables import arrears, invoices, logins, providers, users
 
 
@@ -107,8 +106,7 @@ _PAYERS_BY_REFS_PG = Prepared(
         users.c.id, users.c.external_id, users.c.currency, users.c.billing_mode,
         users.c.credit_limit,
     ).where(
-        (users.c.id == any_(bindparam("refs", type_=postgresql.ARRAY(String))))
-        | (users.c.external_id == any_(bindparam("refs", type_=postgresql.ARRAY(String))))
+        any_of(users.c.id, "refs") | any_of(users.c.external_id, "refs")
     )
 )  # fmt: skip
 _USER_BY = {

@@ -22,8 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, any_, bindparam, select, update
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import bindparam, select, update
 
 from billfold import ledger
 from billfold.catalog import load_service
@@ -56,7 +55,7 @@ from billfold.domain.money import (
 )
 from billfold.domain.prepaid import discount_units, parse_percent
 from billfold.ids import derived_id, new_id
-from billfold.store.prepared import Prepared, one_of
+from billfold.store.prepared import Prepared, any_of, one_of
 from billfold.store.tables import coupons, grants
 
 COUPON_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{2,63}$")
@@ -571,7 +570,7 @@ _ACTIVE_SOURCES_OF = Prepared(
 )
 _ACTIVE_SOURCES_ANY = Prepared(
     select(grants).where(
-        grants.c.user_id == any_(bindparam("user_ids", type_=postgresql.ARRAY(String))),
+        any_of(grants.c.user_id, "user_ids"),
         grants.c.status == "active",
         one_of(grants.c.kind, ("voucher", "credit")),
     )
@@ -614,8 +613,7 @@ def funding_sources(
     now: datetime,
 ) -> tuple[int, ...]:
     """The accounts that pay one charge before the user's cash (see `Sources.accounts`)."""
-    rows = _ACTIVE_SOURCES_OF.rows(work.conn, {"user_id": user_id})
-    return Sources({user_id: rows} if rows else {}).accounts(
+    return load_sources(work, [user_id]).accounts(
         user_id, currency_code, service_code, provider_id, now
     )
 

@@ -17,7 +17,8 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, literal
+from sqlalchemy import Connection, String, any_, bindparam, literal
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.expression import Executable
 
 from billfold.store.bulk import on_driver_cursor
@@ -30,6 +31,12 @@ def one_of(column: Any, values: Sequence[Any]) -> Any:
     """`column IN (values)` for constant values, as parameters of their own: `in_` of a
     tuple would make one parameter that is expanded, and the SQL built, on every call."""
     return column.in_([literal(value, column.type) for value in values])
+
+
+def any_of(column: Any, name: str) -> Any:
+    """`column = ANY(:name)`, one array parameter of strings for any number of values
+    (PostgreSQL only): the same SQL whatever the count, so it is compiled once."""
+    return column == any_(bindparam(name, type_=postgresql.ARRAY(String)))
 
 
 class _Form:
