@@ -212,16 +212,7 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
     get alone: a refusal writes nothing and is recorded on its own, a key sent twice in
     the group charges once and replays, a reused key is a 409, a charge without a key
     is charged, and another provider's user is not found."""
-    me = metered_catalog(ctx, PLAN)
-    user = funded_user(ctx, 0, "10")
-    stranger = funded_user(ctx, 1, "10", customer_of=None)
-    known = ctx.run(
-        parties.create_user, SYSTEM, name="E", email="e@u.io", currency_code="USD",
-        external_id="crm-7",
-    ).id  # fmt: skip
-    ctx.run(parties.top_up, SYSTEM, known, amount="10")
-    subscribe(ctx, known)
-    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    user, stranger, known, secret = _three_users(ctx, external_id="crm-7")
     sizes: list[int] = []
     answers_of = CHARGES.answers
 
@@ -244,6 +235,7 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
         "nobody": ("key-e", body("1", "usr_nobody")),
         "external": ("key-f", body("4", "crm-7")),  # By the user's external id.
         "elsewhere": ("key-g", {**body("1"), "service": "nowhere"}),
+        "as_another": ("key-h", {**body("1"), "provider_id": "prv_someone_else"}),
     }
     sent = {name: ("/v1/charges", key, data) for name, (key, data) in asked.items()}
     got = _sent_in_one_group(ctx, server, secret, sent)
@@ -262,10 +254,12 @@ def test_a_groups_charges_are_answered_together_each_as_if_alone(
     assert got["zero"].status_code == 400
     assert got["nobody"].json()["error"]["code"] == "user_not_found"
     assert got["elsewhere"].json()["error"]["code"] == "service_not_found"
+    assert got["as_another"].status_code == 403
+    assert got["as_another"].json()["error"]["code"] == "other_provider"
     assert got["external"].status_code == 201 and got["external"].json()["user"] == known
     # Each refusal is recorded under its key and replayed; a key reused is refused.
     with server.client(secret) as client:
-        for name in ("poor", "stranger", "zero", "nobody", "elsewhere", "ok"):
+        for name in ("poor", "stranger", "zero", "nobody", "elsewhere", "as_another", "ok"):
             key, data = asked[name]
             again = client.post("/v1/charges", json=data, headers={"Idempotency-Key": key})
             assert (again.status_code, again.json()) == (
@@ -466,16 +460,7 @@ def test_a_groups_authorizations_read_together_answer_as_alone(
     """Authorizations in one group, whose payers, phases and customers are read for all
     of them at once on PostgreSQL: each answers what it would alone, a user named by
     external id, one named twice, a stranger, nobody, and a wrong service or metric."""
-    me = metered_catalog(ctx, PLAN)
-    user = funded_user(ctx, 0, "10")
-    stranger = funded_user(ctx, 1, "10", customer_of=None)
-    known = ctx.run(
-        parties.create_user, SYSTEM, name="E", email="e@u.io", currency_code="USD",
-        external_id="crm-9",
-    ).id  # fmt: skip
-    ctx.run(parties.top_up, SYSTEM, known, amount="10")
-    subscribe(ctx, known)
-    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    user, stranger, known, secret = _three_users(ctx, external_id="crm-9")
 
     def use(who: str, **changes: object) -> tuple[str, str, dict[str, Any]]:
         body = {"user": who, "service": "maps", "metric": "calls", "quantity": 10, **changes}
@@ -505,3 +490,19 @@ def test_a_groups_authorizations_read_together_answer_as_alone(
     }
     assert ctx.read(parties.get_balance, SYSTEM, user).held == Decimal("4")
     assert ctx.read(parties.get_balance, SYSTEM, known).held == Decimal("1")
+
+
+def _three_users(ctx: Context, *, external_id: str) -> tuple[str, str, str, str]:
+    """A provider's customer, a stranger to it, and a customer known by `external_id`,
+    10.00 each; and the provider's key."""
+    me = metered_catalog(ctx, PLAN)
+    user = funded_user(ctx, 0, "10")
+    stranger = funded_user(ctx, 1, "10", customer_of=None)
+    known = ctx.run(
+        parties.create_user, SYSTEM, name="E", email="e@u.io", currency_code="USD",
+        external_id=external_id,
+    ).id  # fmt: skip
+    ctx.run(parties.top_up, SYSTEM, known, amount="10")
+    subscribe(ctx, known)
+    _, secret = ctx.run(create_key, SYSTEM, role=Role.PROVIDER, provider_id=me.provider_id)
+    return user, stranger, known, secret
